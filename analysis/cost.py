@@ -1,0 +1,77 @@
+"""Cost of a model: parameters, MACs (fvcore) and activation memory.
+
+Units: fvcore counts one fused multiply-add as one "flop"; we call that count
+``macs``. ``torch.utils.flop_counter`` counts two flops per multiply-add, so its
+conv/linear totals are twice ours (``tests/analysis/test_cost.py`` checks this).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int  # trainable parameters
+    macs: int  # multiply-adds of one forward pass of ONE image (fvcore)
+    activation_mb: float  # activations stored for backward, per training batch, fp32, estimated
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """Multiply-adds of one forward pass on a zero input of ``input_shape`` (B, C, H, W), per image."""
+    from fvcore.nn import FlopCountAnalysis
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # fvcore's tracer uses torch.jit
+            x = torch.zeros(input_shape)
+            analysis = FlopCountAnalysis(model, x)
+            analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+            total = analysis.total()
+    finally:
+        model.train(was_training)
+    return int(round(total / input_shape[0]))
+
+
+def activation_mb(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, bytes_per_element: int = 4) -> float:
+    """Estimate of the activation memory a training step keeps for backward: the sum of
+    every leaf module's output size, scaled to ``batch_size``. An estimate for CPU runs;
+    on CUDA the trainer measures ``torch.cuda.max_memory_allocated`` instead."""
+    total = 0
+    hooks = []
+
+    def hook(_module, _inputs, output):
+        nonlocal total
+        if isinstance(output, torch.Tensor):
+            total += output.numel()
+
+    for module in model.modules():
+        if not list(module.children()):
+            hooks.append(module.register_forward_hook(hook))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros(input_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    per_image = total / input_shape[0]
+    return per_image * batch_size * bytes_per_element / 2**20
+
+
+def measure(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1) -> Cost:
+    """Params, MACs per image and estimated activation memory of a batch."""
+    one = (1, *input_shape[1:])
+    return Cost(count_params(model), count_macs(model, one), round(activation_mb(model, one, batch_size), 3))

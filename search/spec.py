@@ -1,0 +1,359 @@
+"""The YAML spec: pydantic models, loading, ``--set`` overrides and readable errors.
+
+Every model forbids unknown keys. A parameter of the search space is written as
+
+- a scalar: fixed (``norm: batch``);
+- a list: a categorical choice (``c1_width: [8, 12, 16]``);
+- ``{low, high[, step][, log]}``: an int range when low and high are ints, else a float range.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from space import CONTEXT_PARAMS, SpaceError, get_space
+from trainer import DATASETS
+
+OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "train_seconds")
+SAMPLERS = ("tpe", "nsga2", "random", "grid")
+
+
+class SpecError(ValueError):
+    """An invalid spec or argument: one line naming the field, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=False)
+
+
+class Range(_Strict):
+    low: float | int
+    high: float | int
+    step: float | int | None = None
+    log: bool = False
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "Range":
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+    @property
+    def is_int(self) -> bool:
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in (self.low, self.high)) and (
+            self.step is None or isinstance(self.step, int))
+
+
+@dataclass(frozen=True)
+class Dimension:
+    """One parameter of the space as the search sees it."""
+
+    name: str
+    kind: Literal["fixed", "choice", "int", "float"]
+    values: tuple = ()  # fixed: (value,); choice: the choices
+    low: float | int | None = None
+    high: float | int | None = None
+    step: float | int | None = None
+    log: bool = False
+
+    @property
+    def size(self) -> float:
+        """Number of distinct values (inf for a continuous float range)."""
+        if self.kind in ("fixed", "choice"):
+            return len(self.values)
+        if self.kind == "int":
+            return (self.high - self.low) // (self.step or 1) + 1
+        if self.step:
+            return math.floor((self.high - self.low) / self.step + 1e-9) + 1
+        return math.inf
+
+    def grid(self) -> list:
+        """Every value of the dimension; only for finite ones."""
+        if self.kind in ("fixed", "choice"):
+            return list(self.values)
+        if self.kind == "int":
+            return list(range(self.low, self.high + 1, self.step or 1))
+        if self.step:
+            return [self.low + i * self.step for i in range(int(self.size))]
+        raise SpecError(f"space.params.{self.name}: a float range without step has no grid; give step or a list")
+
+
+class DataSpec(_Strict):
+    dataset: str = Field("mnist-5k", description="mnist-5k | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH")
+    root: str = Field("data", description="where torchvision datasets are stored / downloaded")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of the training set held out for validation")
+    subset: float = Field(1.0, gt=0, le=1, description="fraction of the remaining training set used for training")
+
+    @field_validator("dataset")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if not (value in DATASETS or value.startswith("npz:")) or value == "npz:PATH":
+            raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASETS)}")
+        return value
+
+
+class SpaceSpec(_Strict):
+    family: str = "budgeted"
+    params: dict[str, Any] = Field(default_factory=dict, description="fixed values, choice lists or ranges")
+    max_params: int | None = Field(None, gt=0, description="budget on trainable parameters")
+    max_macs: int | None = Field(None, gt=0, description="budget on multiply-adds per image (fvcore)")
+
+    @field_validator("family")
+    @classmethod
+    def _family(cls, value: str) -> str:
+        try:
+            get_space(value)
+        except SpaceError as err:
+            raise ValueError(err.message) from None
+        return value
+
+    @model_validator(mode="after")
+    def _params(self) -> "SpaceSpec":
+        self.dimensions()  # raises ValueError with the parameter's name
+        return self
+
+    def dimensions(self) -> list[Dimension]:
+        """The parameters as the search sees them; validated against the family."""
+        family = get_space(self.family)
+        context = {p.name for p in CONTEXT_PARAMS}
+        dims = []
+        for name, raw in self.params.items():
+            if name in context:
+                raise ValueError(f"params.{name}: set by the dataset, not by the spec")
+            try:
+                param = family.param(name)
+            except SpaceError as err:
+                raise ValueError(f"params.{name}: {err.message}") from None
+            dims.append(_dimension(param, raw))
+        return dims
+
+    def fixed(self) -> dict[str, Any]:
+        return {d.name: d.values[0] for d in self.dimensions() if d.kind == "fixed"}
+
+    def searched(self) -> list[Dimension]:
+        return [d for d in self.dimensions() if d.kind != "fixed"]
+
+
+def _dimension(param, raw: Any) -> Dimension:
+    where = f"params.{param.name}"
+
+    def coerce(value: Any) -> Any:
+        try:
+            return param.coerce(value)
+        except SpaceError as err:
+            raise ValueError(f"{where}: {err.message}") from None
+
+    if isinstance(raw, list):
+        if not raw:
+            raise ValueError(f"{where}: the choice list is empty; give at least one value")
+        values = tuple(coerce(v) for v in raw)
+        if len(set(values)) != len(values):
+            raise ValueError(f"{where}: the choice list {list(raw)} repeats a value")
+        return Dimension(param.name, "choice", values) if len(values) > 1 else Dimension(param.name, "fixed", values)
+    if isinstance(raw, dict):
+        try:
+            rng = Range.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            raise ValueError(f"{where}{'.' + loc if loc else ''}: {_clean(first['msg'])} (got {raw})") from None
+        if param.kind not in (int, float):
+            raise ValueError(f"{where}: a range {raw} needs a numeric parameter; allowed: {param.allowed()}")
+        if param.choices is not None:
+            raise ValueError(f"{where}: takes only listed values, not a range; allowed: {param.allowed()}")
+        is_int = param.kind is int
+        if is_int and not rng.is_int:
+            raise ValueError(f"{where}: an integer parameter needs integer low/high/step (got {raw})")
+        coerce(rng.low), coerce(rng.high)
+        return Dimension(param.name, "int" if is_int else "float", (), rng.low if is_int else float(rng.low),
+                         rng.high if is_int else float(rng.high), rng.step, rng.log)
+    return Dimension(param.name, "fixed", (coerce(raw),))
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(5e-4, ge=0)
+    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
+    warmup: float = Field(0.25, ge=0, le=1, description="fraction of steps rising to the peak lr (onecycle)")
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    crop_padding: int = Field(0, ge=0, description="random-crop padding in pixels; 0 = off")
+    flip: bool = False
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SearchSpec(_Strict):
+    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    num_trials: int = Field(10, ge=1)
+    objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
+    max_concurrent: int = Field(2, ge=1)
+    resources_per_trial: Resources = Field(default_factory=Resources)
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        seen = set()
+        for item in value:
+            metric, _, mode = item.partition(":")
+            if metric not in OBJECTIVES:
+                raise ValueError(f"unknown objective {metric!r} in {item!r}; allowed: {', '.join(OBJECTIVES)} "
+                                 "(test_accuracy is reported, never optimised)")
+            if mode not in ("max", "min"):
+                raise ValueError(f"objective {item!r} needs a direction ':max' or ':min'")
+            if metric in seen:
+                raise ValueError(f"objective {metric!r} is given twice")
+            seen.add(metric)
+        return value
+
+    def objective_pairs(self) -> list[tuple[str, str]]:
+        return [tuple(o.split(":")) for o in self.objectives]  # type: ignore[misc]
+
+
+class Spec(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="names the run directory")
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+
+    @model_validator(mode="after")
+    def _grid(self) -> "Spec":
+        if self.search.sampler == "grid":
+            for d in self.space.searched():
+                if d.size == math.inf:
+                    raise ValueError(f"search.sampler: 'grid' needs finite choices, but space.params.{d.name} "
+                                     "is a float range without step")
+        return self
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _clean(msg: str) -> str:
+    return re.sub(r"^(Value error|Assertion failed), ", "", msg)
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    model: Any = Spec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return None
+        model = field.annotation
+    return model if isinstance(model, type) and issubclass(model, BaseModel) else None
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line for the first error: the field, the value and what is allowed."""
+    first = err.errors()[0]
+    loc = tuple(first["loc"])
+    where = ".".join(str(x) for x in loc) or "spec"
+    if first["type"] == "extra_forbidden":
+        parent = _model_at(loc[:-1])
+        allowed = ", ".join(parent.model_fields) if parent else "see `archscale spaces`"
+        return f"{where}: unknown key {loc[-1]!r}; allowed keys here: {allowed}"
+    if first["type"] == "missing":
+        return f"{where}: required field is missing"
+    msg = _clean(first["msg"])
+    # Our own validators already name the sub-field ("params.x: ..."); keep that path.
+    if msg.startswith("params.") and where == "space":
+        return f"space.{msg}"
+    if where == "spec" and re.match(r"^[\w.]+: ", msg):
+        return msg
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or f"{value!r}" in msg or str(value) in msg else f" (got {value!r})"
+    return f"{where}: {msg}{shown}"
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise SpecError(f"spec file {str(path)!r} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise SpecError(f"{path}{line}: YAML syntax error: {problem}") from None
+    if raw is None:
+        raise SpecError(f"{path}: the spec is empty")
+    if not isinstance(raw, dict):
+        raise SpecError(f"{path}: the spec must be a mapping of keys (name, data, space, train, search), got {type(raw).__name__}")
+    return raw
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``key.path=value`` (value parsed as YAML) to the raw spec dict."""
+    key, eq, text = assignment.partition("=")
+    if not eq or not key:
+        raise SpecError(f"--set {assignment!r}: expected key.path=value")
+    parts = key.split(".")
+    model: Any = Spec
+    for i, part in enumerate(parts):
+        fields = getattr(model, "model_fields", None)
+        if fields is None:
+            # Below a free mapping (space.params): the family validates the names.
+            if model is not dict and not (getattr(model, "__origin__", None) is dict):
+                raise SpecError(f"--set {key}: {'.'.join(parts[:i])} has no sub-fields")
+            model = Any
+            continue
+        if part not in fields:
+            where = ".".join(parts[:i]) or "the spec"
+            raise SpecError(f"--set {key}: no field {part!r} in {where}; allowed: {', '.join(fields)}")
+        model = fields[part].annotation
+        if hasattr(model, "__origin__") and model.__origin__ is dict:
+            model = dict
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = text
+    node = raw
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = node[part] = {}
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_spec(raw: dict, source: str = "spec") -> Spec:
+    try:
+        return Spec.model_validate(raw)
+    except ValidationError as err:
+        raise SpecError(format_validation_error(err)) from None
+    except (ValueError, SpaceError) as err:
+        raise SpecError(str(err)) from None
+
+
+def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
+    """Read, override and validate a spec file; raise SpecError with one clear line."""
+    raw = read_yaml(path)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return parse_spec(raw, str(path))

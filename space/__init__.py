@@ -1,0 +1,23 @@
+"""Search spaces: building blocks, families, a registry and ``build(arch)``.
+
+Pure PyTorch: nothing here imports the trainer, the search or the analysis.
+"""
+
+from space.arch import Arch, ArchTextError
+from space.registry import CONTEXT_PARAMS, Param, SearchSpace, SpaceError, build, get_space, list_spaces, register_space
+
+# Importing a family module registers it.
+from space import budgeted as _budgeted  # noqa: F401
+
+__all__ = [
+    "Arch",
+    "ArchTextError",
+    "CONTEXT_PARAMS",
+    "Param",
+    "SearchSpace",
+    "SpaceError",
+    "build",
+    "get_space",
+    "list_spaces",
+    "register_space",
+]

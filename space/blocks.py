@@ -1,0 +1,96 @@
+"""Building blocks shared by the families: convs, normalisation, SE, BlurPool."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "celu": nn.CELU,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+}
+NORMS = ("batch", "group", "layer", "none")
+
+
+def activation(name: str) -> nn.Module:
+    return ACTIVATIONS[name]()
+
+
+def norm2d(kind: str, channels: int, groups: int = 2) -> nn.Module:
+    """``batch``: BatchNorm2d; ``group``: GroupNorm with ``groups`` groups (reduced to a
+    divisor of ``channels``); ``layer``: GroupNorm(1, C), i.e. LayerNorm over (C, H, W)."""
+    if kind == "batch":
+        return nn.BatchNorm2d(channels)
+    if kind == "group":
+        return nn.GroupNorm(math.gcd(groups, channels), channels)
+    if kind == "layer":
+        return nn.GroupNorm(1, channels)
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown norm {kind!r}; known: {', '.join(NORMS)}")
+
+
+class SeparableConv2d(nn.Sequential):
+    """Depthwise k x k conv (one filter per input channel) then a pointwise 1x1 conv."""
+
+    def __init__(self, cin: int, cout: int, kernel: int = 3, stride: int = 1, dilation: int = 1, padding: int | None = None):
+        pad = dilation * (kernel // 2) if padding is None else padding
+        super().__init__(
+            nn.Conv2d(cin, cin, kernel, stride, pad, dilation=dilation, groups=cin, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=False),
+        )
+
+
+class SqueezeExcite(nn.Module):
+    """Channel attention: global pool -> FC(C -> C*ratio) -> act -> FC -> sigmoid -> scale."""
+
+    def __init__(self, channels: int, ratio: float):
+        super().__init__()
+        hidden = max(1, round(channels * ratio))
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.expand = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
+        s = torch.sigmoid(self.expand(F.relu(self.reduce(s))))
+        return x * s
+
+
+def _binomial(size: int) -> torch.Tensor:
+    row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float32)
+    kernel = row[:, None] * row[None, :]
+    return kernel / kernel.sum()
+
+
+class BlurPool2d(nn.Module):
+    """Anti-aliased downsampling (Zhang 2019): a fixed binomial low-pass filter applied
+    per channel, then subsampling by ``stride``. No learned parameters."""
+
+    def __init__(self, channels: int, size: int = 3, stride: int = 2):
+        super().__init__()
+        self.stride = stride
+        self.size = size
+        self.register_buffer("kernel", _binomial(size)[None, None].repeat(channels, 1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        left = (self.size - 1) // 2
+        right = self.size - 1 - left
+        x = F.pad(x, (left, right, left, right), mode="reflect" if min(x.shape[-2:]) > right else "replicate")
+        return F.conv2d(x, self.kernel.to(x.dtype), stride=self.stride, groups=x.shape[1])
+
+
+class GlobalPoolHead(nn.Module):
+    """Global average pooling then a 1x1 conv to the classes: (B, C, H, W) -> (B, classes)."""
+
+    def __init__(self, channels: int, num_classes: int):
+        super().__init__()
+        self.classifier = nn.Conv2d(channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
+        return self.classifier(x).flatten(1)  # (B, classes)

@@ -1,0 +1,144 @@
+"""Family ``budgeted``: parameter-budgeted CNNs of seeds 000 (MNIST 1.5k / CIFAR 140k)
+and 004 (CIFAR 200k with depthwise and dilated convs).
+
+Skeleton::
+
+    C1 -> [down] C2 -> [down] C3 -> [down] C4 -> GAP -> 1x1 conv -> logits
+
+Each block Ci is ``ci_convs`` conv units (conv -> norm -> act -> dropout) of width
+``ci_width`` whose convs are ``regular`` 3x3, ``depthwise`` (separable: depthwise
+3x3 + pointwise 1x1) or ``dilated`` 3x3 (dilation ``ci_dilation``). Between blocks
+the resolution drops by ``downsample``:
+
+- ``stride``: the block's first conv has stride 2 (with ``blurpool``: stride 1, then
+  a BlurPool of stride 2 after its activation);
+- ``maxpool``: a 2x2 max-pool before the block (with ``blurpool``: max-pool of
+  stride 1, then BlurPool of stride 2, i.e. MaxBlurPool);
+- ``dilation``: the block's first conv has dilation 2 and no padding, so it shrinks
+  the map by 4 pixels while growing the receptive field (seed 004's C2..C4).
+
+Optional squeeze-excite (``se_ratio`` > 0) after each block.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+from torch import nn
+
+from space.arch import Arch, Scalar
+from space.blocks import ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, activation, norm2d
+from space.registry import Param, SearchSpace, SpaceError, register_space
+
+BLOCKS = 4
+CONV_TYPES = ("regular", "depthwise", "dilated")
+DOWNSAMPLES = ("stride", "maxpool", "dilation")
+
+# Per-block defaults: (width, convs). A small CIFAR-sized network.
+_BLOCK_DEFAULTS = {1: (16, 2), 2: (32, 2), 3: (48, 2), 4: (64, 2)}
+
+
+def _block_params(i: int) -> tuple[Param, ...]:
+    width, convs = _BLOCK_DEFAULTS[i]
+    return (
+        Param(f"c{i}_width", width, f"output channels of block C{i}", low=1, high=4096),
+        Param(f"c{i}_convs", convs, f"conv units in block C{i}", low=1, high=8),
+        Param(f"c{i}_conv", "regular", f"conv type of block C{i}", choices=CONV_TYPES),
+        Param(f"c{i}_dilation", 2, f"dilation of block C{i} when its conv type is 'dilated'", choices=(1, 2, 4, 8)),
+    )
+
+
+class _ConvUnit(nn.Sequential):
+    """conv -> norm -> act [-> BlurPool] [-> dropout]."""
+
+    def __init__(self, cin: int, cout: int, conv: str, p: Mapping[str, Scalar], *,
+                 stride: int = 1, dilation: int = 1, padding: int | None = None, blur: bool = False):
+        if conv == "depthwise":
+            layer: nn.Module = SeparableConv2d(cin, cout, 3, stride, dilation, padding)
+        else:
+            pad = dilation if padding is None else padding
+            layer = nn.Conv2d(cin, cout, 3, stride, pad, dilation=dilation, bias=False)
+        parts = [layer, norm2d(str(p["norm"]), cout, int(p["norm_groups"])), activation(str(p["activation"]))]
+        if blur:
+            parts.append(BlurPool2d(cout, int(p["blur_size"]), stride=2))
+        if float(p["dropout"]) > 0:
+            parts.append(nn.Dropout(float(p["dropout"])))
+        super().__init__(*parts)
+
+
+class BudgetedNet(nn.Module):
+    def __init__(self, p: Mapping[str, Scalar]):
+        super().__init__()
+        down, blur = str(p["downsample"]), bool(p["blurpool"])
+        cin = int(p["in_channels"])
+        stages: list[nn.Module] = []
+        for i in range(1, BLOCKS + 1):
+            conv, width = str(p[f"c{i}_conv"]), int(p[f"c{i}_width"])
+            own_dilation = int(p[f"c{i}_dilation"]) if conv == "dilated" else 1
+            layers: list[nn.Module] = []
+            first: dict = {"dilation": own_dilation}
+            if i > 1 and down == "maxpool":
+                layers.append(nn.MaxPool2d(2, stride=1) if blur else nn.MaxPool2d(2))
+                if blur:
+                    layers.append(BlurPool2d(cin, int(p["blur_size"]), stride=2))
+            elif i > 1 and down == "stride":
+                first = {"dilation": own_dilation, "stride": 1, "blur": True} if blur else {"dilation": own_dilation, "stride": 2}
+            elif i > 1 and down == "dilation":
+                first = {"dilation": max(2, own_dilation), "padding": 0}
+            for j in range(int(p[f"c{i}_convs"])):
+                layers.append(_ConvUnit(cin, width, conv, p, **(first if j == 0 else {"dilation": own_dilation})))
+                cin = width
+            if float(p["se_ratio"]) > 0:
+                layers.append(SqueezeExcite(width, float(p["se_ratio"])))
+            stages.append(nn.Sequential(*layers))
+        self.blocks = nn.Sequential(*stages)
+        self.head = GlobalPoolHead(cin, int(p["num_classes"]))
+
+    def forward(self, x):  # (B, in_channels, H, W) -> (B, num_classes)
+        return self.head(self.blocks(x))
+
+
+def spatial_sizes(p: Mapping[str, Scalar]) -> list[int]:
+    """Side length of the feature map after each block."""
+    size, sizes = int(p["image_size"]), []
+    down = str(p["downsample"])
+    for i in range(1, BLOCKS + 1):
+        if i > 1:
+            if down == "maxpool":
+                size //= 2
+            elif down == "stride":
+                size = (size + 1) // 2
+            else:
+                dil = max(2, int(p[f"c{i}_dilation"]) if p[f"c{i}_conv"] == "dilated" else 2)
+                size -= 2 * dil
+        sizes.append(size)
+    return sizes
+
+
+@register_space
+class Budgeted(SearchSpace):
+    name = "budgeted"
+    description = "parameter-budgeted C1..C4 CNN with regular/depthwise/dilated convs and a GAP head (seeds 000, 004)"
+    params = (
+        *(q for i in range(1, BLOCKS + 1) for q in _block_params(i)),
+        Param("downsample", "stride", "how the resolution drops between blocks", choices=DOWNSAMPLES),
+        Param("norm", "batch", "normalisation after each conv", choices=NORMS),
+        Param("norm_groups", 2, "groups of GroupNorm when norm is 'group'", low=1, high=64),
+        Param("activation", "relu", "activation after each norm", choices=tuple(ACTIVATIONS)),
+        Param("se_ratio", 0.0, "squeeze-excite hidden ratio after each block; 0 = off", low=0.0, high=1.0),
+        Param("blurpool", False, "anti-aliased downsampling (BlurPool) for stride and maxpool", choices=(False, True)),
+        Param("blur_size", 3, "BlurPool binomial filter size", choices=(2, 3, 4, 5)),
+        Param("dropout", 0.0, "dropout after each conv unit", low=0.0, high=0.9),
+    )
+
+    def check(self, params: Mapping[str, Scalar]) -> None:
+        sizes = spatial_sizes(params)
+        if min(sizes) < 1:
+            raise SpaceError(
+                "downsample",
+                f"{params['downsample']!r} shrinks a {params['image_size']}px input to {min(sizes)}px "
+                f"(sizes per block: {sizes}); use smaller dilations or another downsampling",
+            )
+
+    def build_model(self, arch: Arch) -> nn.Module:
+        return BudgetedNet(arch.params)

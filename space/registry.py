@@ -1,0 +1,150 @@
+"""Search-space families: parameter declarations, a strict registry and ``build``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping, TypeVar
+
+from torch import nn
+
+from space.arch import Arch, Scalar
+
+
+class SpaceError(ValueError):
+    """An invalid family, parameter name or parameter value.
+
+    ``field`` is the dotted name of the offending parameter (e.g. ``c1_conv``), so
+    callers can prefix it with where it came from (``space.params.c1_conv``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}" if field else message)
+        self.field = field
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter of a family.
+
+    ``choices`` lists the allowed values of a categorical parameter; ``low``/``high``
+    bound a numeric one (inclusive). The type is the type of ``default``.
+    """
+
+    name: str
+    default: Scalar
+    doc: str
+    choices: tuple[Scalar, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def kind(self) -> type:
+        return type(self.default)
+
+    def allowed(self) -> str:
+        """Human-readable description of the allowed values."""
+        if self.choices is not None:
+            return "one of " + ", ".join(_show(c) for c in self.choices)
+        kind = self.kind.__name__
+        if self.low is not None and self.high is not None:
+            return f"{kind} in [{_show(self.low)}, {_show(self.high)}]"
+        if self.low is not None:
+            return f"{kind} >= {_show(self.low)}"
+        return kind
+
+    def coerce(self, value: Any) -> Scalar:
+        """Validate ``value`` and return it with this parameter's type; raise SpaceError."""
+        kind = self.kind
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value, ok = float(value), True
+        if not ok:
+            raise SpaceError(self.name, f"value {_show(value)} is not allowed; allowed: {self.allowed()}")
+        if self.choices is not None and value not in self.choices:
+            raise SpaceError(self.name, f"value {_show(value)} is not allowed; allowed: {self.allowed()}")
+        if (self.low is not None and value < self.low) or (self.high is not None and value > self.high):
+            raise SpaceError(self.name, f"value {_show(value)} is out of range; allowed: {self.allowed()}")
+        return value
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+# Parameters every family takes from the dataset rather than from the search.
+CONTEXT_PARAMS: tuple[Param, ...] = (
+    Param("in_channels", 3, "input image channels (from the dataset)", low=1, high=64),
+    Param("num_classes", 10, "number of classes (from the dataset)", low=2, high=100_000),
+    Param("image_size", 32, "input height and width in pixels (from the dataset)", low=8, high=1024),
+)
+
+
+class SearchSpace:
+    """Base class of a family: declared parameters plus ``build_model``."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    params: ClassVar[tuple[Param, ...]]
+
+    def param(self, name: str) -> Param:
+        for p in (*self.params, *CONTEXT_PARAMS):
+            if p.name == name:
+                return p
+        raise SpaceError(name, f"unknown parameter of family {self.name!r}; known: {', '.join(self.param_names())}")
+
+    def param_names(self) -> list[str]:
+        return [p.name for p in self.params]
+
+    def resolve(self, values: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> Arch:
+        """Fill defaults, validate every value, and return the architecture."""
+        resolved: dict[str, Scalar] = {}
+        for p in (*self.params, *CONTEXT_PARAMS):
+            source = context if (p in CONTEXT_PARAMS and context and p.name in context) else values
+            resolved[p.name] = p.coerce(source[p.name]) if p.name in source else p.default
+        for key in values:
+            self.param(key)  # raises for unknown names
+        self.check(resolved)
+        return Arch(self.name, resolved)
+
+    def check(self, params: Mapping[str, Scalar]) -> None:
+        """Cross-parameter checks; raise SpaceError. Override where needed."""
+
+    def build_model(self, arch: Arch) -> nn.Module:
+        raise NotImplementedError
+
+
+_REGISTRY: dict[str, SearchSpace] = {}
+S = TypeVar("S", bound=type[SearchSpace])
+
+
+def register_space(cls: S) -> S:
+    """Class decorator: register a family under ``cls.name``; a duplicate name raises."""
+    name = cls.name
+    if name in _REGISTRY:
+        raise ValueError(f"search space {name!r} is already registered")
+    _REGISTRY[name] = cls()
+    return cls
+
+
+def get_space(name: str) -> SearchSpace:
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise SpaceError("family", f"unknown family {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+
+
+def list_spaces() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def build(arch: Arch | str) -> nn.Module:
+    """Build the PyTorch model of an architecture (or of its text form)."""
+    if isinstance(arch, str):
+        arch = Arch.from_text(arch)
+    space = get_space(arch.family)
+    arch = space.resolve(arch.params)  # validates a hand-written or stored arch
+    return space.build_model(arch)
+

@@ -27,13 +27,13 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     """Multiply-adds of one forward pass on a zero input of ``input_shape`` (B, C, H, W), per image."""
-    from fvcore.nn import FlopCountAnalysis
-
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # fvcore's tracer uses torch.jit
+            warnings.simplefilter("ignore", FutureWarning)  # fvcore uses torch.jit, deprecated in torch 2.9+
+            from fvcore.nn import FlopCountAnalysis
+
             x = torch.zeros(input_shape)
             analysis = FlopCountAnalysis(model, x)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")

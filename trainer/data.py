@@ -129,6 +129,19 @@ def _load_torchvision(name: str, root: Path) -> Dataset:
     return _from_arrays(name, *arrays(train), *arrays(test))
 
 
+# (in_channels, image_size, num_classes) of the named datasets, known without loading them.
+_SHAPES = {"mnist-5k": (1, 28, 10), "mnist": (1, 28, 10), "fashion-mnist": (1, 28, 10),
+           "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
+
+
+def dataset_context(name: str, root: str | Path = "data") -> dict[str, int]:
+    """``in_channels``, ``image_size`` and ``num_classes`` of a dataset (loads only ``npz:`` files)."""
+    if name in _SHAPES:
+        c, size, classes = _SHAPES[name]
+        return {"in_channels": c, "num_classes": classes, "image_size": size}
+    return load_dataset(name, root).context
+
+
 def load_dataset(name: str, root: str | Path = "data") -> Dataset:
     """Load a dataset by name (see the module docstring for where it is looked for)."""
     if name.startswith("npz:"):

@@ -1,0 +1,109 @@
+"""Export a trial as files that rebuild the model, and reload them.
+
+An export directory holds:
+
+- ``arch.yaml``: the family, its parameters and text form, and the input
+  normalisation (``(x / 255 - mean) / std``) — enough to rebuild with no other file;
+- ``weights.pt``: the trained state dict;
+- ``metrics.json``: the trial's measured metrics and their provenance.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import subprocess
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+import yaml
+from torch import nn
+
+from analysis.records import TRIALS_DIR
+from space import Arch, build
+
+RESULT_FILE = "result.json"
+WEIGHTS_FILE = "weights.pt"
+
+
+def provenance() -> dict[str, Any]:
+    """Library versions, Python, platform and the code's git commit (where known)."""
+    versions = {}
+    for dist in ("archscale", "torch", "torchvision", "ray", "optuna", "fvcore"):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+                                text=True, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        commit = None
+    return {"versions": versions, "python": platform.python_version(), "platform": platform.platform(),
+            "git_commit": commit}
+
+
+def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
+    return Path(run_dir) / TRIALS_DIR / str(trial_id)
+
+
+def save_trial(folder: str | Path, model: nn.Module, result: Mapping[str, Any]) -> None:
+    """Write a trial's ``weights.pt`` and ``result.json`` (called by the trial itself)."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    torch.save(state, folder / WEIGHTS_FILE)
+    (folder / RESULT_FILE).write_text(json.dumps(dict(result), indent=1, default=str))
+
+
+def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
+    """Write ``arch.yaml``, ``weights.pt`` and ``metrics.json`` of one trial into ``out``."""
+    src = trial_dir(run_dir, trial_id)
+    result_path = src / RESULT_FILE
+    if not result_path.is_file() or not (src / WEIGHTS_FILE).is_file():
+        raise FileNotFoundError(f"trial {trial_id} has no saved weights in {src}: only completed trials can be exported")
+    result = json.loads(result_path.read_text())
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    arch = Arch.from_text(result["arch"])
+    doc = {
+        "family": arch.family,
+        "text": arch.text,
+        "params": dict(arch.params),
+        "input": {"mean": result["mean"], "std": result["std"],
+                  "note": "inputs are (x / 255 - mean) / std per channel, shape (B, in_channels, image_size, image_size)"},
+        "data": result.get("data", {}),
+    }
+    (out / "arch.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    shutil.copyfile(src / WEIGHTS_FILE, out / WEIGHTS_FILE)
+    metrics = {
+        "trial_id": str(trial_id),
+        **result.get("metrics", {}),
+        "history": result.get("history", []),
+        **(dict(extra) if extra else {}),
+        "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "provenance": provenance(),
+    }
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
+    return out
+
+
+def read_exported(path: str | Path) -> dict[str, Any]:
+    """The ``arch.yaml`` of an export directory as a dict."""
+    arch_file = Path(path) / "arch.yaml"
+    if not arch_file.is_file():
+        raise FileNotFoundError(f"{arch_file} does not exist: is {path} an export directory?")
+    return yaml.safe_load(arch_file.read_text())
+
+
+def load_exported(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
+    """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode."""
+    doc = read_exported(path)
+    model = build(Arch(doc["family"], doc["params"]))
+    state = torch.load(Path(path) / WEIGHTS_FILE, map_location=device, weights_only=True)
+    model.load_state_dict(state)
+    return model.to(device).eval()

@@ -1,0 +1,86 @@
+"""One trial: resolve the sampled architecture, measure its cost, reject it if over
+budget, otherwise train it and report every epoch to Ray Tune.
+
+Runs inside a Ray worker; imports ray lazily so the module can be imported anywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from analysis.cost import measure
+from analysis.export import save_trial, trial_dir
+from space import Arch, build, get_space
+from trainer import Splits, TrainConfig, train
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides the sampled values (picklable)."""
+
+    run_dir: str
+    family: str
+    fixed: dict[str, Any]
+    data_context: dict[str, int]
+    data_info: dict[str, Any]  # dataset, root, val_fraction, subset, seed: how to reload the splits
+    train: dict[str, Any]  # TrainSpec fields
+    max_params: int | None = None
+    max_macs: int | None = None
+    cpus: float = 1.0
+    seed: int = 0
+
+
+def resolve_arch(ctx: TrialContext, sampled: dict[str, Any]) -> Arch:
+    return get_space(ctx.family).resolve({**ctx.fixed, **sampled}, ctx.data_context)
+
+
+def budget_violation(ctx: TrialContext, params: int, macs: int) -> str | None:
+    """Why a configuration is infeasible, or None."""
+    broken = []
+    if ctx.max_params is not None and params > ctx.max_params:
+        broken.append(f"params {params:,} > max_params {ctx.max_params:,}")
+    if ctx.max_macs is not None and macs > ctx.max_macs:
+        broken.append(f"macs {macs:,} > max_macs {ctx.max_macs:,}")
+    return "; ".join(broken) or None
+
+
+def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None:
+    """Ray Tune function trainable."""
+    from ray import tune
+
+    trial_id = tune.get_context().get_trial_id()
+    torch.set_num_threads(max(1, int(ctx.cpus)))
+    arch = resolve_arch(ctx, config)
+    shape = (1, ctx.data_context["in_channels"], ctx.data_context["image_size"], ctx.data_context["image_size"])
+    seed = ctx.seed  # every trial alike: same init stream, data order and augmentation
+    torch.manual_seed(seed)
+    model = build(arch)
+    cost = measure(model, shape, batch_size=ctx.train["batch_size"])
+    base = {"params": cost.params, "macs": cost.macs, "memory_mb": cost.activation_mb, "arch": arch.text}
+    why = budget_violation(ctx, cost.params, cost.macs)
+    if why:
+        # Optuna still needs every objective: an infeasible point scores worst on accuracy.
+        tune.report({**base, "status": "infeasible", "error": why, "val_accuracy": 0.0, "epochs": 0,
+                     "train_seconds": 0.0})
+        return
+
+    cfg = TrainConfig(**{k: v for k, v in ctx.train.items() if k != "device"}, seed=seed)
+
+    def on_epoch(epoch: int, metrics: dict) -> None:
+        if epoch < cfg.epochs:  # the last epoch is reported once its weights are saved
+            tune.report({**base, **metrics, "epochs": epoch, "status": "running"})
+
+    result = train(model, splits, cfg, device=ctx.train.get("device", "auto"), callback=on_epoch)
+    final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
+             "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
+    if result.peak_memory_mb is not None:
+        final["memory_mb"] = result.peak_memory_mb  # measured on CUDA rather than estimated
+    final["memory_source"] = "cuda_peak" if result.peak_memory_mb is not None else "activation_estimate"
+    save_trial(trial_dir(ctx.run_dir, trial_id), model, {
+        "arch": arch.text, "metrics": {k: v for k, v in final.items() if k != "arch"},
+        "mean": result.mean, "std": result.std, "history": result.history, "data": ctx.data_info, "seed": seed,
+    })
+    tune.report(final)

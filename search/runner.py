@@ -20,11 +20,11 @@ import pandas as pd
 import yaml
 
 from analysis.cost import measure
-from analysis.export import export_trial
+from analysis.export import export_trial, trial_dir
 from analysis.pareto import best_trial, pareto_front, plot_pareto
 from analysis.records import TRIALS_FILE, TrialsCSV, read_trials
 from search.spec import Dimension, Spec, SpecError
-from search.trial import TrialContext, budget_violation, resolve_arch, run_trial
+from search.trial import ERROR_FILE, TrialContext, budget_violation, resolve_arch, run_trial
 from space import SpaceError, build
 from trainer import dataset_context, load_dataset, split
 
@@ -270,7 +270,9 @@ def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], objectiv
             self._record(self._row(trial, "pruned" if status == "running" else status))
 
         def on_trial_error(self, iteration, trials, trial, **info):
-            self._record(self._row(trial, "failed", _error_line(trial)))
+            written = trial_dir(run_dir, trial.trial_id) / ERROR_FILE
+            message = written.read_text().strip() if written.is_file() else _error_line(trial)
+            self._record(self._row(trial, "failed", message))
 
     return TrialRecorder()
 
@@ -288,8 +290,9 @@ def _init_ray() -> None:
         ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
 
-def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = False, out: TextIO = sys.stdout) -> Path:
+def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = False, out: TextIO | None = None) -> Path:
     """Run (or resume) the search of ``spec`` in ``run_dir``; write the run directory's files."""
+    out = out or sys.stdout
     dims = spec.space.searched()
     total = spec.search.num_trials
     if spec.search.sampler == "grid":
@@ -355,8 +358,9 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     return run_dir
 
 
-def finalize(run_dir: Path, spec: Spec, out: TextIO = sys.stdout, quiet: bool = False) -> pd.DataFrame:
+def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None, quiet: bool = False) -> pd.DataFrame:
     """Write pareto.csv, pareto.png and best/; print the front."""
+    out = out or sys.stdout
     trials = read_trials(run_dir)
     objectives = spec.search.objective_pairs()
     front = pareto_front(trials, objectives)

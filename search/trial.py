@@ -16,6 +16,8 @@ from analysis.export import save_trial, trial_dir
 from space import Arch, build, get_space
 from trainer import Splits, TrainConfig, train
 
+ERROR_FILE = "error.txt"
+
 
 @dataclass(frozen=True)
 class TrialContext:
@@ -48,9 +50,20 @@ def budget_violation(ctx: TrialContext, params: int, macs: int) -> str | None:
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None:
-    """Ray Tune function trainable."""
+    """Ray Tune function trainable. An exception's message is written to the trial's
+    ``error.txt`` (for trials.csv) and raised again, so Tune and the sampler see a failure."""
     from ray import tune
 
+    try:
+        _run(config, ctx, splits, tune)
+    except Exception as err:
+        folder = trial_dir(ctx.run_dir, tune.get_context().get_trial_id())
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / ERROR_FILE).write_text(f"{type(err).__name__}: {err}"[:500])
+        raise
+
+
+def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> None:
     trial_id = tune.get_context().get_trial_id()
     torch.set_num_threads(max(1, int(ctx.cpus)))
     arch = resolve_arch(ctx, config)

@@ -1,0 +1,126 @@
+"""Every kind of bad input: exit status 2, one clear line naming the field, no traceback,
+nothing written."""
+
+import pytest
+import yaml
+
+from search.cli import main
+
+
+def run_cli(capsys, *argv):
+    code = main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_clear_error(code, err, *fragments):
+    assert code == 2, err
+    assert "Traceback" not in err
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1, err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+BAD_SPECS = [
+    ("unknown top-level key", {"colour": "red"}, ["colour", "unknown key", "name, seed, data, space, train, search"]),
+    ("unknown nested key", {"train": {"epoch": 3}}, ["train.epoch", "unknown key", "epochs"]),
+    ("wrong type", {"train": {"epochs": "many"}}, ["train.epochs", "many"]),
+    ("empty choice list", {"space": {"params": {"c1_width": []}}}, ["space.params.c1_width", "empty"]),
+    ("range low > high", {"space": {"params": {"c1_width": {"low": 16, "high": 8}}}}, ["space.params.c1_width", "low (16) is greater than high (8)"]),
+    ("value not allowed", {"space": {"params": {"c2_conv": "fancy"}}}, ["space.params.c2_conv", "'fancy'", "'regular', 'depthwise', 'dilated'"]),
+    ("unknown parameter", {"space": {"params": {"c9_width": 3}}}, ["space.params.c9_width", "unknown parameter"]),
+    ("unknown family", {"space": {"family": "transformer"}}, ["space.family", "'transformer'", "budgeted"]),
+    ("unknown dataset", {"data": {"dataset": "imagenet"}}, ["data.dataset", "'imagenet'", "mnist-5k"]),
+    ("unknown sampler", {"search": {"sampler": "bayes"}}, ["search.sampler", "bayes", "'tpe'"]),
+    ("unknown objective", {"search": {"objectives": ["accuracy:max"]}}, ["search.objectives", "'accuracy'", "val_accuracy"]),
+    ("objective without direction", {"search": {"objectives": ["macs"]}}, ["search.objectives", ":max"]),
+]
+
+
+@pytest.mark.parametrize("label,patch,fragments", BAD_SPECS, ids=[b[0] for b in BAD_SPECS])
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_bad_spec(tmp_path, capsys, write_spec, tiny_spec, label, patch, fragments, command):
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(tiny_spec.get(key), dict):
+            for k, v in value.items():
+                if isinstance(v, dict) and isinstance(tiny_spec[key].get(k), dict):
+                    tiny_spec[key][k].update(v)
+                else:
+                    tiny_spec[key][k] = v
+        else:
+            tiny_spec[key] = value
+    spec = write_spec(tiny_spec)
+    out_dir = tmp_path / "run"
+    extra = ["--out", out_dir] if command == "run" else []
+    code, _, err = run_cli(capsys, command, spec, *extra)
+    assert_clear_error(code, err, *fragments)
+    assert not out_dir.exists()
+
+
+def test_missing_spec_file(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "check", tmp_path / "nope.yaml")
+    assert_clear_error(code, err, "nope.yaml", "does not exist")
+
+
+def test_yaml_syntax_error_reports_the_line(capsys, write_spec):
+    spec = write_spec("name: x\ndata:\n  dataset: [mnist\ntrain:\n  epochs: 1\n")
+    code, _, err = run_cli(capsys, "check", spec)
+    assert_clear_error(code, err, "YAML syntax error", "line ")
+
+
+def test_budget_no_configuration_can_meet(tmp_path, capsys, write_spec, tiny_spec):
+    tiny_spec["space"]["max_params"] = 50
+    spec = write_spec(tiny_spec)
+    code, _, err = run_cli(capsys, "check", spec)
+    assert_clear_error(code, err, "no configuration meets the budgets")
+    code, _, err = run_cli(capsys, "run", spec, "--out", tmp_path / "run")
+    assert_clear_error(code, err, "no sampled configuration meets the budgets")
+    assert not (tmp_path / "run").exists()
+
+
+def test_set_on_a_path_that_does_not_exist(tmp_path, capsys, write_spec, tiny_spec):
+    spec = write_spec(tiny_spec)
+    code, _, err = run_cli(capsys, "check", spec, "--set", "train.learning_rate=0.1")
+    assert_clear_error(code, err, "--set train.learning_rate", "no field 'learning_rate'", "lr")
+    code, _, err = run_cli(capsys, "check", spec, "--set", "space.params.c1_width.low=3")
+    assert code == 2 and "Traceback" not in err
+
+
+def test_set_overrides_fields(capsys, write_spec, tiny_spec):
+    spec = write_spec(tiny_spec)
+    code, out, err = run_cli(capsys, "check", spec, "--set", "search.num_trials=7", "--set", "space.params.c1_width=[2,3]")
+    assert code == 0, err
+    assert "7 trials" in out and "c1_width: choice of 2, 3" in out
+
+
+def test_resume_of_a_directory_without_a_run(tmp_path, capsys, write_spec, tiny_spec):
+    spec = write_spec(tiny_spec)
+    code, _, err = run_cli(capsys, "run", spec, "--out", tmp_path / "empty", "--resume")
+    assert_clear_error(code, err, "--resume", "holds no run")
+
+
+def test_run_into_a_directory_holding_another_run(tmp_path, capsys, write_spec, tiny_spec):
+    spec = write_spec(tiny_spec)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "spec.yaml").write_text(yaml.safe_dump({"name": "other"}))
+    before = (other / "spec.yaml").read_text()
+    code, _, err = run_cli(capsys, "run", spec, "--out", other)
+    assert_clear_error(code, err, "already holds a run", "--resume", "--out")
+    assert (other / "spec.yaml").read_text() == before
+    code, _, err = run_cli(capsys, "run", spec, "--out", other, "--resume")
+    assert_clear_error(code, err, "--resume", "differs")
+
+
+def test_pareto_and_export_of_a_non_run(tmp_path, capsys):
+    for command in ("pareto", "export"):
+        code, _, err = run_cli(capsys, command, tmp_path)
+        assert_clear_error(code, err, "not a run directory")
+
+
+def test_spaces_lists_the_family(capsys):
+    code, out, _ = run_cli(capsys, "spaces")
+    assert code == 0 and "budgeted" in out and "c1_conv" in out and "downsample" in out
+    code, _, err = run_cli(capsys, "spaces", "nope")
+    assert_clear_error(code, err, "unknown family 'nope'")

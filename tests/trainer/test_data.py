@@ -1,0 +1,59 @@
+import numpy as np
+import pytest
+import torch
+
+from trainer import DataError, dataset_context, load_dataset, split
+from tests.conftest import SHARED_DATA
+
+
+def test_mnist_5k_is_real_embedded_digits_with_a_stratified_test_split():
+    data = load_dataset("mnist-5k")
+    assert data.x_train.shape == (4000, 1, 28, 28) and data.x_train.dtype == torch.uint8
+    assert data.x_test.shape == (1000, 1, 28, 28)
+    assert torch.bincount(data.y_test).tolist() == [100] * 10
+    assert data.num_classes == 10 and data.context == dataset_context("mnist-5k")
+    assert 20 < data.x_train.float().mean() < 60  # real digits: mostly black background
+
+
+def test_split_is_disjoint_deterministic_and_subsets():
+    data = load_dataset("mnist-5k")
+    a, b = split(data, 0.1, seed=3), split(data, 0.1, seed=3)
+    assert torch.equal(a.y_val, b.y_val) and len(a.y_val) == 400 and len(a.y_train) == 3600
+    assert not torch.equal(split(data, 0.1, seed=4).y_val, a.y_val)
+    # validation images are not in the training split
+    train_rows = {row.tobytes() for row in a.x_train.reshape(len(a.y_train), -1).numpy()}
+    assert sum(row.tobytes() in train_rows for row in a.x_val.reshape(len(a.y_val), -1).numpy()) <= 2  # MNIST has rare duplicates
+    assert len(split(data, 0.1, subset=0.25).y_train) == 900
+
+
+def _write_npz(path, n=20, hwc=True):
+    rng = np.random.default_rng(0)
+    shape = (n, 8, 8, 3) if hwc else (n, 8, 8)
+    np.savez(path, x_train=rng.integers(0, 255, shape, dtype=np.uint8), y_train=rng.integers(0, 4, n),
+             x_test=rng.integers(0, 255, shape, dtype=np.uint8), y_test=np.arange(n) % 4)
+
+
+def test_npz_path_and_archscale_data_lookup(tmp_path, monkeypatch):
+    _write_npz(tmp_path / "mine.npz")
+    data = load_dataset(f"npz:{tmp_path / 'mine.npz'}")
+    assert data.x_train.shape == (20, 3, 8, 8) and data.num_classes == 4
+    _write_npz(tmp_path / "cifar10.npz")  # a stand-in: ARCHSCALE_DATA is looked at first
+    monkeypatch.setenv("ARCHSCALE_DATA", str(tmp_path))
+    assert load_dataset("cifar10", root=tmp_path / "nowhere").x_train.shape == (20, 3, 8, 8)
+
+
+def test_bad_datasets_are_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="unknown dataset 'imagenet'"):
+        load_dataset("imagenet")
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(f"npz:{tmp_path / 'missing.npz'}")
+    np.savez(tmp_path / "bad.npz", x_train=np.zeros((2, 4, 4), np.uint8))
+    with pytest.raises(DataError, match="lacks arrays"):
+        load_dataset(f"npz:{tmp_path / 'bad.npz'}")
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "mnist.npz").is_file(), reason="shared MNIST not available")
+def test_full_mnist_from_archscale_data(monkeypatch):
+    monkeypatch.setenv("ARCHSCALE_DATA", str(SHARED_DATA))
+    data = load_dataset("mnist")
+    assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)

@@ -1,0 +1,82 @@
+import pytest
+import torch
+from torch import nn
+
+from space import build, get_space
+from trainer import TrainConfig, TrainingDiverged, load_dataset, split, train
+from trainer.train import normalise, random_crop, random_flip
+
+
+@pytest.fixture(scope="module")
+def small_splits():
+    return split(load_dataset("mnist-5k"), 0.1, subset=0.5, seed=0)
+
+
+def tiny_model(seed=0):
+    torch.manual_seed(seed)
+    arch = get_space("budgeted").resolve(
+        {"c1_width": 4, "c2_width": 8, "c3_width": 8, "c4_width": 16, **{f"c{i}_convs": 1 for i in range(1, 5)}},
+        {"in_channels": 1, "num_classes": 10, "image_size": 28})
+    return build(arch)
+
+
+def test_training_learns_and_reports_every_epoch(small_splits):
+    seen = []
+    result = train(tiny_model(), small_splits, TrainConfig(epochs=4, batch_size=32, lr=0.1, crop_padding=1),
+                   callback=lambda epoch, m: seen.append((epoch, m)))
+    assert [e for e, _ in seen] == [1, 2, 3, 4]
+    assert "test_accuracy" not in seen[0][1] and "test_accuracy" in seen[-1][1]
+    assert result.val_accuracy > 0.5 and result.test_accuracy > 0.5  # chance is 0.1
+    assert result.train_seconds > 0 and result.epochs == 4 and len(result.mean) == 1
+
+
+def test_same_seed_same_weights(small_splits):
+    cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, crop_padding=2, seed=7)
+    a, b = tiny_model(), tiny_model()
+    train(a, small_splits, cfg)
+    train(b, small_splits, cfg)
+    for pa, pb in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(pa, pb)
+
+
+def test_nan_loss_raises(small_splits):
+    with pytest.raises(TrainingDiverged, match="loss became"):
+        train(tiny_model(), small_splits, TrainConfig(epochs=1, batch_size=64, lr=1e12, momentum=0.0, weight_decay=0))
+
+
+@pytest.mark.parametrize("schedule", ["onecycle", "cosine", "constant"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_schedules_and_optimizers_run(small_splits, schedule, optimizer):
+    cfg = TrainConfig(epochs=1, batch_size=256, lr=0.01, schedule=schedule, optimizer=optimizer, label_smoothing=0.1)
+    result = train(tiny_model(), small_splits, cfg)
+    assert 0 <= result.val_accuracy <= 1
+
+
+def test_onecycle_peaks_at_the_end_of_warmup(small_splits):
+    lrs = []
+    model = tiny_model()
+    cfg = TrainConfig(epochs=4, batch_size=128, lr=0.4, schedule="onecycle", warmup=0.25)
+    train(model, small_splits, cfg, callback=lambda e, m: lrs.append(m["lr"]))
+    assert lrs[0] == pytest.approx(0.4, rel=0.05)  # end of epoch 1 = end of warm-up
+    assert lrs[-1] < 0.001
+
+
+def test_crop_and_flip_on_the_device():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 1 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4)
+    assert torch.equal(random_crop(x, 0, gen), x)
+    cropped = random_crop(x, 2, gen)
+    assert cropped.shape == x.shape
+    # each crop is a shifted window of the zero-padded image
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    for i in range(2):
+        assert any(torch.equal(cropped[i], padded[i, :, dy:dy + 4, dx:dx + 4]) for dy in range(5) for dx in range(5))
+    flipped = random_flip(x, gen)
+    for i in range(2):
+        assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+
+
+def test_normalise_uses_mean_and_std():
+    x = torch.full((2, 1, 2, 2), 255, dtype=torch.uint8)
+    out = normalise(x, [0.5], [0.25], torch.device("cpu"))
+    assert torch.allclose(out, torch.full_like(out, 2.0))

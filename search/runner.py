@@ -181,6 +181,39 @@ def make_sampler(spec: Spec, dims: list[Dimension]):
     return optuna.samplers.GridSampler({d.name: d.grid() for d in dims}, seed=seed)
 
 
+def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str]], recorded: pd.DataFrame):
+    """OptunaSearch over ``dims``; ``recorded`` trials (completed or infeasible) are told to
+    the study as already evaluated, so a resumed search does not sample from scratch."""
+    if not dims:
+        return None
+    from ray.tune.search.optuna import OptunaSearch
+
+    metrics, modes = [m for m, _ in objectives], [d for _, d in objectives]
+    points, rewards = [], []
+    if not recorded.empty:
+        usable = recorded[recorded["status"].isin(["completed", "infeasible"])]
+        for _, row in usable.iterrows():
+            values = [0.0 if (m == "val_accuracy" and row["status"] == "infeasible") else float(row[m]) for m in metrics]
+            if any(math.isnan(v) for v in values):
+                continue
+            points.append({d.name: _native(row[d.name]) for d in dims})
+            rewards.append(values if len(values) > 1 else values[0])
+    return OptunaSearch(
+        space=optuna_space(dims),
+        metric=metrics if len(metrics) > 1 else metrics[0],
+        mode=modes if len(modes) > 1 else modes[0],
+        sampler=make_sampler(spec, dims),
+        seed=spec.seed,
+        points_to_evaluate=points or None,
+        evaluated_rewards=rewards or None,
+    )
+
+
+def _native(value: Any) -> Any:
+    """numpy scalars from a DataFrame back to Python ones (Optuna compares choices by value)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 # --------------------------------------------------------------------------- progress and records
 
 
@@ -286,6 +319,7 @@ def _init_ray() -> None:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save Tune's state often: resume loses little
     if not ray.is_initialized():
         ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
@@ -319,7 +353,6 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
 
     _init_ray()
     from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
 
     ctx = _trial_context(spec, run_dir, data.context)
     objectives = spec.search.objective_pairs()
@@ -331,26 +364,26 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     storage = str(run_dir.resolve())
     tune_path = run_dir.resolve() / TUNE_DIR
     if resume and tune.Tuner.can_restore(str(tune_path)):
+        # Tune's own restore: finished trials stay finished, unfinished ones rerun, and the
+        # searcher (with the Optuna study inside it) comes back from its checkpoint.
         tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
                                    resume_errored=False, restart_errored=False)
+        how = "resuming from Tune's checkpoint"
     else:
-        metrics, modes = [m for m, _ in objectives], [d for _, d in objectives]
-        searcher = OptunaSearch(
-            space=optuna_space(dims) if dims else None,
-            metric=metrics if len(metrics) > 1 else metrics[0],
-            mode=modes if len(modes) > 1 else modes[0],
-            sampler=make_sampler(spec, dims),
-            seed=spec.seed,
-        ) if dims else None
+        # A fresh Tuner; on a resume whose Tune state was never checkpointed (killed in the
+        # first seconds), the trials already in trials.csv seed the sampler's history.
+        recorded = read_trials(run_dir) if (run_dir / TRIALS_FILE).is_file() else pd.DataFrame()
+        how = f"resuming from trials.csv ({len(recorded)} trials told to the sampler)" if resume else "starting"
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=total,
+            tune_config=tune.TuneConfig(search_alg=_searcher(spec, dims, objectives, recorded),
+                                        num_samples=max(0, total - len(recorded)),
                                         max_concurrent_trials=spec.search.max_concurrent),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=storage, verbose=0, callbacks=[recorder],
                                       failure_config=tune.FailureConfig(max_failures=0)),
         )
     if not quiet:
-        print(f"archscale: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
+        print(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
               f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
               f"sampler {spec.search.sampler}, up to {spec.search.max_concurrent} at once -> {run_dir}", file=out, flush=True)
     tuner.fit()

@@ -387,11 +387,11 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
               f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
               f"sampler {spec.search.sampler}, up to {spec.search.max_concurrent} at once -> {run_dir}", file=out, flush=True)
     tuner.fit()
-    finalize(run_dir, spec, out=out, quiet=quiet)
+    finalize(run_dir, spec, out=out)
     return run_dir
 
 
-def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None, quiet: bool = False) -> pd.DataFrame:
+def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
     """Write pareto.csv, pareto.png and best/; print the front."""
     out = out or sys.stdout
     trials = read_trials(run_dir)
@@ -402,12 +402,11 @@ def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None, quiet: bool =
     best = best_trial(trials, objectives)
     if best is not None:
         export_trial(run_dir, best["trial_id"], run_dir / "best", extra={"spec": spec.name, "objectives": spec.search.objectives})
-    if not quiet:
-        print(format_front(trials, front, objectives, [d.name for d in spec.space.searched()]), file=out)
-        if best is not None:
-            print(f"\nwinner: trial {str(best['trial_id'])} -> {run_dir / 'best'}\n  {best['arch']}", file=out)
-        else:
-            print("\nno trial completed: nothing to export", file=out)
+    print(format_front(trials, front, objectives, [d.name for d in spec.space.searched()]), file=out)
+    if best is not None:
+        print(f"\nwinner: trial {best['trial_id']} -> {run_dir / 'best'}\n  {best['arch']}", file=out)
+    else:
+        print("\nno trial completed: nothing to export", file=out)
     return front
 
 

@@ -117,8 +117,9 @@ def _load_torchvision(name: str, root: Path) -> Dataset:
         train = cls(str(root), train=True, download=True)
         test = cls(str(root), train=False, download=True)
     except Exception as err:  # torchvision raises several kinds on a failed download
+        reason = " ".join(str(err).split())
         raise DataError(
-            f"dataset {name!r} is not in {root} and could not be downloaded ({err}); "
+            f"dataset {name!r} is not in {root} and could not be downloaded ({reason}); "
             f"put {name}.npz in ${DATA_ENV} or in {root}, or run where the network is reachable"
         ) from None
 

@@ -57,3 +57,34 @@ def test_full_mnist_from_archscale_data(monkeypatch):
     monkeypatch.setenv("ARCHSCALE_DATA", str(SHARED_DATA))
     data = load_dataset("mnist")
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
+
+
+def test_a_failed_torchvision_download_is_a_clear_error(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*args, **kwargs):
+        raise RuntimeError("Error downloading train-images-idx3-ubyte.gz:\n<urlopen error [Errno -2] Name or service not known>")
+
+    monkeypatch.delenv("ARCHSCALE_DATA", raising=False)
+    monkeypatch.setattr(torchvision.datasets, "FashionMNIST", offline)
+    with pytest.raises(DataError) as info:
+        load_dataset("fashion-mnist", root=tmp_path)
+    message = str(info.value)
+    assert "'fashion-mnist' is not in" in message and "could not be downloaded" in message
+    assert "fashion-mnist.npz" in message and "\n" not in message
+
+
+def test_torchvision_datasets_are_read_from_their_root(tmp_path, monkeypatch):
+    import torchvision
+
+    class FakeMNIST:  # stands in for torchvision.datasets.MNIST after its download
+        def __init__(self, root, train, download):
+            assert root == str(tmp_path) and download
+            n = 12 if train else 6
+            self.data = torch.zeros(n, 28, 28, dtype=torch.uint8)
+            self.targets = torch.arange(n) % 10
+
+    monkeypatch.delenv("ARCHSCALE_DATA", raising=False)
+    monkeypatch.setattr(torchvision.datasets, "MNIST", FakeMNIST)
+    data = load_dataset("mnist", root=tmp_path)
+    assert data.x_train.shape == (12, 1, 28, 28) and data.x_test.shape == (6, 1, 28, 28) and data.num_classes == 10

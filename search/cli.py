@@ -71,7 +71,7 @@ def cmd_check(args) -> int:
     from search.runner import feasibility
 
     spec = load_spec(args.spec, args.overrides)
-    dims = spec.space.dimensions()
+    dims = spec.space.dimensions() + spec.train.dimensions()
     print(f"spec {spec.name!r}: valid")
     print(f"family {spec.space.family}; dataset {spec.data.dataset}; sampler {spec.search.sampler}; "
           f"{spec.search.num_trials} trials; objectives {', '.join(spec.search.objectives)}")
@@ -145,7 +145,7 @@ def cmd_pareto(args) -> int:
         raise SpecError(f"--objectives: unknown metric {missing[0]!r}; allowed: params, macs, memory_mb, "
                         "val_accuracy, test_accuracy, train_seconds")
     front = pareto_front(trials, objectives)
-    print(format_front(trials, front, objectives, [d.name for d in spec.space.searched()]))
+    print(format_front(trials, front, objectives, [d.name for d in spec.searched()]))
     plot = Path(args.plot) if args.plot else run_dir / "pareto.png"
     plot_pareto(trials, objectives, plot, title=f"{spec.name}: Pareto front")
     print(f"plot: {plot}")

@@ -50,7 +50,7 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
         if not spec_file.is_file():
             raise SpecError(f"--resume: {run_dir} holds no run (no spec.yaml); start one without --resume")
         old = yaml.safe_load(spec_file.read_text())
-        new = spec.model_dump(mode="json")
+        new = spec.to_dict()
         if old != new:
             key = _first_difference(old, new)
             raise SpecError(f"--resume: the spec differs from the run's spec.yaml at {key}; "
@@ -107,7 +107,7 @@ def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
     """Build sampled configurations (no training) and count those within the budgets."""
     context = dataset_context(spec.data.dataset, spec.data.root)
     ctx = _trial_context(spec, Path("."), context)
-    dims = spec.space.searched()
+    dims = spec.searched()
     size = math.prod(d.size for d in dims) if dims else 1
     n = int(min(samples, size)) if size != math.inf else samples
     configs = _grid_configs(dims) if size <= samples else sample_configs(dims, n, spec.seed)
@@ -142,7 +142,7 @@ def _trial_context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContex
         data_context=data_context,
         data_info={"dataset": spec.data.dataset, "root": spec.data.root, "val_fraction": spec.data.val_fraction,
                    "subset": spec.data.subset, "seed": spec.seed},
-        train=spec.train.model_dump(),
+        train=spec.train.values(),
         max_params=spec.space.max_params,
         max_macs=spec.space.max_macs,
         cpus=spec.search.resources_per_trial.cpu,
@@ -327,7 +327,7 @@ def _init_ray() -> None:
 def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = False, out: TextIO | None = None) -> Path:
     """Run (or resume) the search of ``spec`` in ``run_dir``; write the run directory's files."""
     out = out or sys.stdout
-    dims = spec.space.searched()
+    dims = spec.searched()
     total = spec.search.num_trials
     if spec.search.sampler == "grid":
         grid_size = int(math.prod(d.size for d in dims)) if dims else 1
@@ -402,7 +402,7 @@ def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFra
     best = best_trial(trials, objectives)
     if best is not None:
         export_trial(run_dir, best["trial_id"], run_dir / "best", extra={"spec": spec.name, "objectives": spec.search.objectives})
-    print(format_front(trials, front, objectives, [d.name for d in spec.space.searched()]), file=out)
+    print(format_front(trials, front, objectives, [d.name for d in spec.searched()]), file=out)
     if best is not None:
         print(f"\nwinner: trial {best['trial_id']} -> {run_dir / 'best'}\n  {best['arch']}", file=out)
     else:

@@ -35,8 +35,18 @@ class TrialContext:
     seed: int = 0
 
 
+TRAIN_PREFIX = "train."
+
+
 def resolve_arch(ctx: TrialContext, sampled: dict[str, Any]) -> Arch:
-    return get_space(ctx.family).resolve({**ctx.fixed, **sampled}, ctx.data_context)
+    """The architecture of a sampled configuration (``train.*`` and ``seed`` keys are not part of it)."""
+    arch_values = {k: v for k, v in sampled.items() if not k.startswith(TRAIN_PREFIX) and k != "seed"}
+    return get_space(ctx.family).resolve({**ctx.fixed, **arch_values}, ctx.data_context)
+
+
+def train_values(ctx: TrialContext, sampled: dict[str, Any]) -> dict[str, Any]:
+    """The spec's training recipe with the sampled ``train.*`` values applied."""
+    return {**ctx.train, **{k[len(TRAIN_PREFIX):]: v for k, v in sampled.items() if k.startswith(TRAIN_PREFIX)}}
 
 
 def budget_violation(ctx: TrialContext, params: int, macs: int) -> str | None:
@@ -68,25 +78,28 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> Non
     torch.set_num_threads(max(1, int(ctx.cpus)))
     arch = resolve_arch(ctx, config)
     shape = (1, ctx.data_context["in_channels"], ctx.data_context["image_size"], ctx.data_context["image_size"])
-    seed = ctx.seed  # every trial alike: same init stream, data order and augmentation
+    recipe = train_values(ctx, config)
+    # Every trial alike (same init stream, data order and augmentation) unless the
+    # configuration names its seed (repeats over seeds, as `archscale ablate` runs them).
+    seed = int(config.get("seed", ctx.seed))
     torch.manual_seed(seed)
     model = build(arch)
-    cost = measure(model, shape, batch_size=ctx.train["batch_size"])
+    cost = measure(model, shape, batch_size=recipe["batch_size"])
     base = {"params": cost.params, "macs": cost.macs, "memory_mb": cost.activation_mb, "arch": arch.text}
     why = budget_violation(ctx, cost.params, cost.macs)
     if why:
         # Optuna still needs every objective: an infeasible point scores worst on accuracy.
         tune.report({**base, "status": "infeasible", "error": why, "val_accuracy": 0.0, "epochs": 0,
-                     "train_seconds": 0.0})
+                     "train_seconds": float("inf")})
         return
 
-    cfg = TrainConfig(**{k: v for k, v in ctx.train.items() if k != "device"}, seed=seed)
+    cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"}, seed=seed)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         if epoch < cfg.epochs:  # the last epoch is reported once its weights are saved
             tune.report({**base, **metrics, "epochs": epoch, "status": "running"})
 
-    result = train(model, splits, cfg, device=ctx.train.get("device", "auto"), callback=on_epoch)
+    result = train(model, splits, cfg, device=recipe.get("device", "auto"), callback=on_epoch)
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
     if result.peak_memory_mb is not None:

@@ -40,6 +40,23 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     check.add_argument("--samples", type=int, default=64, help="configurations to build and measure (default 64)")
 
+    ablate = sub.add_parser("ablate", help="train the base architecture with no, each and all techniques, over seeds")
+    ablate.add_argument("spec")
+    ablate.add_argument("--techniques", required=True,
+                        help="comma-separated, each optionally =VALUE, e.g. blurpool,cutout,mixup=0.4,label_smoothing,swa,sam")
+    ablate.add_argument("--seeds", type=int, default=2, help="seeds per variant (default 2)")
+    ablate.add_argument("--combos", action="store_true", help="also every pair of techniques")
+    ablate.add_argument("--out", help="directory to write (default runs/<spec name>-ablation)")
+    ablate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    ablate.add_argument("--quiet", action="store_true")
+
+    repeat = sub.add_parser("repeat", help="retrain a run's winner (or --trial) with several seeds")
+    repeat.add_argument("run_dir")
+    repeat.add_argument("--trial", help="trial id, as in trials.csv (default: the winner)")
+    repeat.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
+    repeat.add_argument("--out", help="directory to write (default RUN_DIR-repeat)")
+    repeat.add_argument("--quiet", action="store_true")
+
     spaces = sub.add_parser("spaces", help="list the families and their parameters")
     spaces.add_argument("family", nargs="?")
 
@@ -98,6 +115,31 @@ def cmd_check(args) -> int:
         small = report.smallest
         raise SpecError(f"space: no configuration meets the budgets; the smallest sampled has "
                         f"params={small.get('params')}, macs={small.get('macs')}")
+    return EXIT_OK
+
+
+def cmd_ablate(args) -> int:
+    from search.ablate import parse_techniques, run_ablation
+
+    spec = load_spec(args.spec, args.overrides)
+    techniques = parse_techniques(args.techniques)
+    if args.seeds < 1:
+        raise SpecError(f"--seeds: {args.seeds} is not allowed; give 1 or more")
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.name}-ablation"
+    run_ablation(spec, techniques, args.seeds, args.combos, out, quiet=args.quiet)
+    print(f"wrote {out / 'ablation.csv'} and {out / 'ablation.png'}")
+    return EXIT_OK
+
+
+def cmd_repeat(args) -> int:
+    from search.ablate import run_repeat
+
+    run_dir = _run_dir(args.run_dir)
+    if args.seeds < 1:
+        raise SpecError(f"--seeds: {args.seeds} is not allowed; give 1 or more")
+    out = Path(args.out) if args.out else run_dir.parent / f"{run_dir.name}-repeat"
+    run_repeat(run_dir, args.trial, args.seeds, out, quiet=args.quiet)
+    print(f"wrote {out / 'repeat.csv'}")
     return EXIT_OK
 
 
@@ -178,7 +220,7 @@ def cmd_export(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "spaces": cmd_spaces, "pareto": cmd_pareto, "export": cmd_export}
+COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat, "spaces": cmd_spaces, "pareto": cmd_pareto, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

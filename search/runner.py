@@ -24,7 +24,7 @@ from analysis.export import export_trial, trial_dir
 from analysis.pareto import best_trial, pareto_front, plot_pareto
 from analysis.records import TRIALS_FILE, TrialsCSV, read_trials
 from search.spec import Dimension, Spec, SpecError
-from search.trial import ERROR_FILE, TrialContext, budget_violation, resolve_arch, run_trial
+from search.trial import ERROR_FILE, TrialContext, budget_violation, counted, resolve_arch, run_trial
 from space import SpaceError, build
 from trainer import dataset_context, load_dataset, split
 
@@ -181,9 +181,11 @@ def make_sampler(spec: Spec, dims: list[Dimension]):
     return optuna.samplers.GridSampler({d.name: d.grid() for d in dims}, seed=seed)
 
 
-def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str]], recorded: pd.DataFrame):
-    """OptunaSearch over ``dims``; ``recorded`` trials (completed or infeasible) are told to
-    the study as already evaluated, so a resumed search does not sample from scratch."""
+def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str]], recorded: pd.DataFrame,
+              ctx: TrialContext, run_dir: Path, quiet: bool):
+    """OptunaSearch over ``dims``, behind :class:`FeasibleSearch` when there are budgets;
+    ``recorded`` trials (completed or infeasible) are told to the study as already
+    evaluated, so a resumed search does not sample from scratch."""
     if not dims:
         return None
     from ray.tune.search.optuna import OptunaSearch
@@ -198,7 +200,7 @@ def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str
                 continue
             points.append({d.name: _native(row[d.name]) for d in dims})
             rewards.append(values if len(values) > 1 else values[0])
-    return OptunaSearch(
+    searcher = OptunaSearch(
         space=optuna_space(dims),
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
@@ -207,6 +209,11 @@ def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str
         points_to_evaluate=points or None,
         evaluated_rewards=rewards or None,
     )
+    if (spec.space.max_params is None and spec.space.max_macs is None) or spec.search.sampler == "grid":
+        return searcher  # a grid tries every point once: over-budget points are recorded as trials
+    from search.feasible import FeasibleSearch
+
+    return FeasibleSearch(searcher, ctx, run_dir / TRIALS_FILE, [d.name for d in dims], objectives, quiet)
 
 
 def _native(value: Any) -> Any:
@@ -258,7 +265,7 @@ def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], objectiv
     class TrialRecorder(Callback):
         def setup(self, **info):
             self.csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
-            self.done = len(self.csv.trial_ids())
+            self.done = counted(pd.DataFrame({"trial_id": self.csv.trial_ids()}))
             self.start = time.monotonic()
             self.started_with = self.done
             self.best: float | None = None
@@ -335,7 +342,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
             print(f"note: the grid has {grid_size} points; running {grid_size} trials, not {total}", file=out)
             total = grid_size
     if resume and (run_dir / TRIALS_FILE).is_file():
-        done = len(read_trials(run_dir))
+        done = counted(read_trials(run_dir))
         if done >= total:
             print(f"{run_dir}: the run is complete ({done} of {total} trials); nothing to resume", file=out)
             return run_dir
@@ -376,8 +383,8 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         how = f"resuming from trials.csv ({len(recorded)} trials told to the sampler)" if resume else "starting"
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(search_alg=_searcher(spec, dims, objectives, recorded),
-                                        num_samples=max(0, total - len(recorded)),
+            tune_config=tune.TuneConfig(search_alg=_searcher(spec, dims, objectives, recorded, ctx, run_dir, quiet),
+                                        num_samples=max(0, total - counted(recorded)),
                                         max_concurrent_trials=spec.search.max_concurrent),
             run_config=tune.RunConfig(name=TUNE_DIR, storage_path=storage, verbose=0, callbacks=[recorder],
                                       failure_config=tune.FailureConfig(max_failures=0)),

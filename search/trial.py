@@ -36,11 +36,18 @@ class TrialContext:
 
 
 TRAIN_PREFIX = "train."
+REJECTED_SUFFIX = "_infeasible"  # trial ids of configurations rejected over budget before dispatch
+
+
+def counted(trials) -> int:
+    """Trials that count toward ``num_trials``: all but those rejected before dispatch."""
+    return int((~trials["trial_id"].astype(str).str.endswith(REJECTED_SUFFIX)).sum()) if len(trials) else 0
+META_KEYS = ("seed", "variant")  # configuration keys that are neither architecture nor recipe
 
 
 def resolve_arch(ctx: TrialContext, sampled: dict[str, Any]) -> Arch:
-    """The architecture of a sampled configuration (``train.*`` and ``seed`` keys are not part of it)."""
-    arch_values = {k: v for k, v in sampled.items() if not k.startswith(TRAIN_PREFIX) and k != "seed"}
+    """The architecture of a sampled configuration (``train.*`` and META_KEYS are not part of it)."""
+    arch_values = {k: v for k, v in sampled.items() if not k.startswith(TRAIN_PREFIX) and k not in META_KEYS}
     return get_space(ctx.family).resolve({**ctx.fixed, **arch_values}, ctx.data_context)
 
 
@@ -108,5 +115,6 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> Non
     save_trial(trial_dir(ctx.run_dir, trial_id), model, {
         "arch": arch.text, "metrics": {k: v for k, v in final.items() if k != "arch"},
         "mean": result.mean, "std": result.std, "history": result.history, "data": ctx.data_info, "seed": seed,
+        "recipe": recipe,
     })
     tune.report(final)

@@ -161,7 +161,7 @@ def test_triangular_schedule_peaks_at_warmup_end_and_ends_at_zero():
 
 
 @pytest.mark.parametrize("overrides", [dict(cutout=4), dict(mixup=0.2), dict(sam_rho=0.05), dict(ema=0.99), dict(tta=True),
-                                       dict(swa=True, swa_start=0.5), dict(schedule="triangular")])
+                                       dict(swa=True, swa_start=0.5), dict(schedule="triangular"), dict(channels_last=True)])
 def test_each_technique_trains_end_to_end(splits, overrides):
     result = train(tiny(), splits, TrainConfig(epochs=2, batch_size=64, lr=0.1, **overrides))
     assert 0.0 <= result.test_accuracy <= 1.0 and len(result.history) == 2

@@ -117,6 +117,7 @@ def plot_choice_effects(trials: pd.DataFrame, choices: Sequence[str], metric: st
             means = done.groupby(choice)[metric].mean()
             ax.scatter([pos[v] for v in means.index], means.to_numpy(), marker="_", s=400, c="tab:red", label="mean")
             ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=7)
+            ax.set_xlim(-0.5, len(levels) - 0.5)
         ax.set_title(choice, fontsize=9)
         ax.set_ylabel(metric, fontsize=8)
         ax.grid(alpha=0.3)
@@ -306,7 +307,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, objectives:
     sections.append("<h2>Effect of each searched choice on accuracy</h2>")
     if importances:
         title = f"Parameter importances for val_accuracy (Optuna: {importance_note or 'fANOVA'})"
-        sections.append(_img(_png(plot_importances(importances, title)), "Parameter importances"))
+        ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(importances.items(), key=lambda kv: -kv[1]))
+        sections.append(f"<p>{html.escape(title)}: {html.escape(ranked)}. <span class='muted'>With few trials "
+                        "these are rough; they apportion the variance of val_accuracy among the choices.</span></p>")
+        sections.append(_img(_png(plot_importances(importances, "Parameter importances for val_accuracy (Optuna)")),
+                             "Parameter importances"))
     else:
         sections.append(f"<p class='note'>Parameter importances: {html.escape(importance_note or 'not computed')}.</p>")
     fig = plot_choice_effects(trials, choices)

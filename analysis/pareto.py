@@ -194,7 +194,7 @@ def plot_pareto(trials: pd.DataFrame, objectives: Sequence[Objective], path: str
         for idx in done.index:
             ax.annotate(labels[idx], (done.at[idx, xm], done.at[idx, ym]), textcoords="offset points",
                         xytext=(4, 3), fontsize=6, color="tab:red" if idx in front.index else "dimgray")
-        yvals = done[ym].dropna()
+        yvals = placed[ym].dropna() if ym in placed else pd.Series(dtype=float)  # every plotted y, any status
         span = (yvals.max() - yvals.min()) if len(yvals) > 1 else (abs(yvals.iloc[0]) if len(yvals) else 1.0)
         strip = (yvals.min() if len(yvals) else 0.0) - 0.08 * (span or 1.0)
         markers = {"infeasible": "x", "failed": "v", "pruned": "s"}

@@ -195,7 +195,7 @@ def _check_columns(trials, objectives, run_dir: Path) -> None:
 
 
 def cmd_pareto(args) -> int:
-    from analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
+    from analysis.hypervolume import summarise
     from analysis.pareto import pareto_front, plot_pareto, short_ids
     from analysis.records import read_trials
     from search.runner import format_front
@@ -214,13 +214,10 @@ def cmd_pareto(args) -> int:
     plot = Path(args.plot) if args.plot else run_dir / "pareto.png"
     plot_pareto(trials, objectives, plot, title=f"{spec.name}: Pareto front")
     print(f"plot: {plot}")
-    if not front.empty:
-        b = bounds(trials, objectives, reference)
-        raw, norm = front_hypervolume(trials, objectives, b)
-        hv_plot = plot.with_name("hypervolume.png")
-        plot_hypervolume({spec.name: hypervolume_history(trials, objectives, b)}, hv_plot, note=b.describe())
-        print(f"hypervolume: {norm:.4f} normalised, {raw:.6g} raw; {b.describe()}")
-        print(f"hypervolume over trials: {hv_plot}")
+    hv_plot = plot.with_name("hypervolume.png")
+    line = summarise(trials, objectives, reference, hv_plot, spec.name)
+    if line:
+        print(f"{line}\nhypervolume over trials: {hv_plot}")
     return EXIT_OK
 
 

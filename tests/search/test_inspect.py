@@ -189,7 +189,7 @@ def test_compare_prints_both_hypervolumes_on_one_reference(runs, capsys, tmp_pat
     code = main(["compare", str(runs["random"]), str(runs["tpe"]), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
-    rows = [ln for ln in out.splitlines() if ln.startswith(("random (random)", "tpe (tpe)"))]
+    rows = [ln for ln in out.splitlines() if ln.strip().startswith(("random (random)", "tpe (tpe)"))]
     assert len(rows) == 2, out
     assert "reference point val_accuracy=" in out
     for name in ("compare_fronts.png", "compare_hypervolume.png", "compare.csv"):
@@ -229,6 +229,7 @@ def test_reproduce_reads_a_run_directory_and_marks_gpu_rows_not_run(runs, tmp_pa
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "reproduce.py"
     spec = importlib.util.spec_from_file_location("reproduce", path)
     reproduce = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = reproduce  # its dataclasses look their module up there
     spec.loader.exec_module(reproduce)
     table, results = tmp_path / "seeds.md", tmp_path / "seeds.json"
     code = reproduce.main(["--only", "mnist_1p5k", "--from-run", f"mnist_1p5k={runs['random']}",

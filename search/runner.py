@@ -122,7 +122,7 @@ def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
             continue
         model = build(arch)
         cost = measure(model, shape, spec.train.batch_size)
-        latency = measure_latency(model, shape, ctx)["latency_ms"] if spec.space.max_latency_ms else None
+        latency = measure_latency(model, shape, ctx, with_batch=False)["latency_ms"] if spec.space.max_latency_ms else None
         why = budget_violation(ctx, cost.params, cost.macs, latency)
         rows.append({**config, "params": cost.params, "macs": cost.macs, "latency_ms": latency,
                      "feasible": why is None, "why": why or ""})

@@ -52,17 +52,20 @@ def budget_violation(ctx: TrialContext, params: int, macs: int, latency: float |
     return "; ".join(broken) or None
 
 
-def measure_latency(model: torch.nn.Module, shape: tuple[int, ...], ctx: TrialContext) -> dict[str, float]:
-    """Inference latency on the trial's device, batch 1 and the training batch (median ms),
-    under the autocast the trial trains with. Leaves the model on that device."""
+def measure_latency(model: torch.nn.Module, shape: tuple[int, ...], ctx: TrialContext,
+                    with_batch: bool = True) -> dict[str, float]:
+    """Inference latency on the trial's device, batch 1 and (``with_batch``) the training
+    batch (median ms), under the autocast the trial trains with. Leaves the model on that device."""
     from trainer import resolve_device
 
     device = resolve_device(str(ctx.train.get("device", "auto")))
     precision = ctx.train.get("precision", "auto")
     dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
     model.to(device)
-    return {"latency_ms": round(latency_ms(model, shape, 1, autocast_dtype=dtype), 4),
-            "latency_batch_ms": round(latency_ms(model, shape, int(ctx.train["batch_size"]), autocast_dtype=dtype), 4)}
+    out = {"latency_ms": round(latency_ms(model, shape, 1, autocast_dtype=dtype), 4)}
+    if with_batch:
+        out["latency_batch_ms"] = round(latency_ms(model, shape, int(ctx.train["batch_size"]), autocast_dtype=dtype), 4)
+    return out
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None:

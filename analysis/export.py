@@ -5,7 +5,11 @@ An export directory holds:
 - ``arch.yaml``: the family, its parameters and text form, and the input
   normalisation (``(x / 255 - mean) / std``) — enough to rebuild with no other file;
 - ``weights.pt``: the trained state dict;
-- ``metrics.json``: the trial's measured metrics and their provenance.
+- ``metrics.json``: the trial's measured metrics and their provenance;
+- ``model.py`` (unless ``standalone=False``): the network as plain PyTorch source that imports
+  nothing from archscale, whose ``load()`` returns it with the ``weights.pt`` beside it loaded
+  (:mod:`analysis.standalone`);
+- ``model.onnx`` (with ``onnx=True``): the same inference graph for ONNX runtimes.
 """
 
 from __future__ import annotations
@@ -60,8 +64,12 @@ def save_trial(folder: str | Path, model: nn.Module, result: Mapping[str, Any]) 
     (folder / RESULT_FILE).write_text(json.dumps(dict(result), indent=1, default=str))
 
 
-def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Mapping[str, Any] | None = None) -> Path:
-    """Write ``arch.yaml``, ``weights.pt`` and ``metrics.json`` of one trial into ``out``."""
+def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Mapping[str, Any] | None = None,
+                 standalone: bool = True, onnx: bool = False, strict: bool = True) -> Path:
+    """Write ``arch.yaml``, ``weights.pt`` and ``metrics.json`` of one trial into ``out``, and
+    ``model.py`` (``standalone``) and ``model.onnx`` (``onnx``). When the model cannot be
+    written as ``model.py`` this raises, or with ``strict=False`` records why in
+    ``metrics.json`` (``standalone_error``) and writes the rest."""
     src = trial_dir(run_dir, trial_id)
     result_path = src / RESULT_FILE
     if not result_path.is_file() or not (src / WEIGHTS_FILE).is_file():
@@ -88,6 +96,24 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "provenance": provenance(),
     }
+    written = ["arch.yaml", WEIGHTS_FILE, "metrics.json"]
+    if standalone or onnx:
+        from analysis.standalone import write_model_py, write_onnx
+
+        model = load_exported(out)
+        chw = (int(arch.params["in_channels"]), int(arch.params["image_size"]), int(arch.params["image_size"]))
+        if standalone:
+            try:
+                write_model_py(model, chw, out / "model.py", arch=arch.text, mean=result["mean"], std=result["std"])
+                written.append("model.py")
+            except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
+                if strict:
+                    raise
+                metrics["standalone_error"] = f"{type(err).__name__}: {err}"[:500]
+        if onnx:
+            write_onnx(model, chw, out / "model.onnx")
+            written.append("model.onnx")
+    metrics["files"] = written
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return out
 

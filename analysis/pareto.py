@@ -10,6 +10,14 @@ import pandas as pd
 
 Objective = tuple[str, str]  # (metric, "max" | "min")
 
+# Metrics of trials.csv a front can be taken over (``macs``: multiply-adds per image, fvcore;
+# ``latency_ms``: batch-1 inference; ``latency_batch_ms``: one training-size batch).
+METRICS = ("val_accuracy", "test_accuracy", "params", "macs", "memory_mb", "latency_ms", "latency_batch_ms",
+           "train_seconds")
+UNITS = {"macs": "multiply-adds per image, fvcore", "params": "trainable", "memory_mb": "MiB",
+         "latency_ms": "ms, batch 1", "latency_batch_ms": "ms, one training batch", "train_seconds": "s"}
+PICKS = ("accuracy", "macs", "knee")
+
 
 def parse_objectives(text: str | Sequence[str]) -> list[Objective]:
     """``"val_accuracy:max,macs:min"`` (or a list of such items) -> [("val_accuracy", "max"), ...]."""
@@ -68,60 +76,155 @@ def best_trial(trials: pd.DataFrame, objectives: Sequence[Objective]) -> pd.Seri
     return front.sort_values(by, ascending=asc, kind="stable").iloc[0]
 
 
+def axis_label(metric: str) -> str:
+    return f"{metric} ({UNITS[metric]})" if metric in UNITS else metric
+
+
+def short_ids(ids: Sequence[str]) -> list[str]:
+    """Trial ids without the prefix they all share (Ray's ``<experiment>_00007`` -> ``00007``),
+    when what remains is still unique; else the ids unchanged."""
+    ids = [str(i) for i in ids]
+    heads = {i.rpartition("_")[0] for i in ids}
+    if len(heads) == 1 and all("_" in i for i in ids):
+        tails = [i.rpartition("_")[2] for i in ids]
+        if len(set(tails)) == len(tails):
+            return tails
+    return ids
+
+
+def fill_missing_costs(trials: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``trials`` where rows lacking ``params`` or ``macs`` (a trial that failed
+    before reporting) get them measured from their ``arch`` text, when it builds."""
+    from analysis.cost import count_macs, count_params
+    from space import Arch, build
+
+    out = trials.copy()
+    for col in ("params", "macs"):
+        if col not in out.columns:
+            out[col] = np.nan
+    if "arch" not in out.columns:
+        return out
+    missing = out[["params", "macs"]].isna().any(axis=1) & out["arch"].notna()
+    for idx in out.index[missing]:
+        try:
+            arch = Arch.from_text(str(out.at[idx, "arch"]))
+            model = build(arch)
+            size = int(arch.params.get("image_size", 32))
+            shape = (1, int(arch.params.get("in_channels", 3)), size, size)
+            if pd.isna(out.at[idx, "params"]):
+                out.at[idx, "params"] = count_params(model)
+            if pd.isna(out.at[idx, "macs"]):
+                out.at[idx, "macs"] = count_macs(model, shape)
+        except Exception:  # noqa: BLE001 - an arch that does not build stays unplaced
+            continue
+    return out
+
+
+def pick_trial(trials: pd.DataFrame, pick: str) -> pd.Series | None:
+    """A completed trial chosen by ``pick``:
+
+    - ``accuracy``: the highest ``val_accuracy`` (ties: fewer MACs, then fewer params);
+    - ``macs``: the fewest MACs (ties: higher ``val_accuracy``);
+    - ``knee``: on the front of (val_accuracy:max, macs:min), both scaled to [0, 1], the
+      point farthest from the straight line through the front's two ends: where giving up
+      accuracy stops buying many MACs. A front of one or two points gives its most accurate.
+    """
+    objectives = [("val_accuracy", "max"), ("macs", "min")]
+    done = trials[trials["status"] == "completed"].dropna(subset=["val_accuracy", "macs"])
+    if done.empty:
+        return None
+    if pick == "accuracy":
+        return done.sort_values(["val_accuracy", "macs", "params"], ascending=[False, True, True], kind="stable").iloc[0]
+    if pick == "macs":
+        return done.sort_values(["macs", "val_accuracy"], ascending=[True, False], kind="stable").iloc[0]
+    if pick != "knee":
+        raise ValueError(f"pick {pick!r} is not one of {', '.join(PICKS)}")
+    front = pareto_front(done, objectives).drop_duplicates(subset=["val_accuracy", "macs"])
+    if len(front) <= 2:
+        return front.iloc[0]
+    acc = front["val_accuracy"].to_numpy(dtype=float)
+    cost = front["macs"].to_numpy(dtype=float)
+    a = (acc - acc.min()) / (acc.max() - acc.min() or 1.0)  # 1 = most accurate
+    c = (cost.max() - cost) / (cost.max() - cost.min() or 1.0)  # 1 = cheapest
+    # The ends: most accurate (a=1) and cheapest (c=1). Distance of each point to that line.
+    (a0, c0), (a1, c1) = (a[np.argmax(a)], c[np.argmax(a)]), (a[np.argmax(c)], c[np.argmax(c)])
+    dist = np.abs((c1 - c0) * (a - a0) - (a1 - a0) * (c - c0)) / (np.hypot(a1 - a0, c1 - c0) or 1.0)
+    return front.iloc[int(np.argmax(dist))]
+
+
 def plot_pareto(trials: pd.DataFrame, objectives: Sequence[Objective], path: str | Path, title: str = "") -> Path:
-    """Scatter of the first two objectives (the third, if any, as colour): the front as a
-    line, dominated completed trials in grey, infeasible/failed/pruned trials marked apart.
-    With one objective, the objective is drawn against the trial's order."""
+    """Scatter of the first two objectives (the third, if any, as colour). The front is drawn
+    red and joined by a line, dominated completed trials grey, and infeasible (x), failed (v)
+    and pruned (s) trials black; a trial without a value for the y objective sits on a strip
+    below the others. Every point is labelled with its trial id (the shared prefix dropped).
+    With one objective, the objective is drawn against the order trials finished in."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     front = pareto_front(trials, objectives)
-    fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
+    labels = dict(zip(trials.index, short_ids(trials["trial_id"].tolist())))
+    fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
+    done = trials[trials["status"] == "completed"]
     if len(objectives) == 1:
         metric = objectives[0][0]
-        order = np.arange(len(trials))
-        done = trials["status"] == "completed"
-        ax.scatter(order[done.to_numpy()], trials.loc[done, metric], c="tab:blue", label="completed")
+        order = pd.Series(np.arange(1, len(trials) + 1), index=trials.index)
+        ax.scatter(order[done.index], done[metric], c="tab:blue", label="completed")
         best = front.iloc[:1]
-        ax.scatter([trials.index.get_loc(i) for i in best.index], best[metric], s=120, facecolors="none",
-                   edgecolors="tab:red", linewidths=2, label="best")
+        ax.scatter(order[best.index], best[metric], s=120, facecolors="none", edgecolors="tab:red", linewidths=2,
+                   label="best")
+        for idx in done.index:
+            ax.annotate(labels[idx], (order[idx], done.at[idx, metric]), textcoords="offset points", xytext=(3, 3), fontsize=6)
         ax.set_xlabel("trial (order finished)")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(axis_label(metric))
     else:
         xm, ym = objectives[1][0], objectives[0][0]  # x: cost-like, y: first objective
-        done = trials[trials["status"] == "completed"]
+        placed = fill_missing_costs(trials) if xm in ("params", "macs") else trials
         dominated = done.drop(front.index)
-        ax.scatter(dominated[xm], dominated[ym], c="lightgray", edgecolors="gray", label="dominated")
+        ax.scatter(dominated[xm], dominated[ym], c="lightgray", edgecolors="gray", label=f"dominated ({len(dominated)})")
         if len(objectives) == 3:
             sc = ax.scatter(front[xm], front[ym], s=60, edgecolors="tab:red", linewidths=1.5,
-                            c=front[objectives[2][0]], cmap="viridis", label="Pareto front", zorder=3)
-            fig.colorbar(sc, ax=ax, label=objectives[2][0])
+                            c=front[objectives[2][0]], cmap="viridis", label=f"Pareto front ({len(front)})", zorder=3)
+            fig.colorbar(sc, ax=ax, label=axis_label(objectives[2][0]))
         else:
-            ax.scatter(front[xm], front[ym], s=60, c="tab:red", label="Pareto front", zorder=3)
+            ax.scatter(front[xm], front[ym], s=60, c="tab:red", label=f"Pareto front ({len(front)})", zorder=3)
         line = front.sort_values(xm)
         ax.plot(line[xm], line[ym], c="tab:red", lw=1, drawstyle="steps-post" if len(objectives) == 2 else "default")
-        for _, row in front.iterrows():
-            ax.annotate(str(row["trial_id"]), (row[xm], row[ym]),
-                        textcoords="offset points", xytext=(4, 4), fontsize=7)
-        others = trials[trials["status"].isin(["infeasible", "failed", "pruned"])]
+        for idx in done.index:
+            ax.annotate(labels[idx], (done.at[idx, xm], done.at[idx, ym]), textcoords="offset points",
+                        xytext=(4, 3), fontsize=6, color="tab:red" if idx in front.index else "dimgray")
+        yvals = placed[ym].dropna() if ym in placed else pd.Series(dtype=float)  # every plotted y, any status
+        span = (yvals.max() - yvals.min()) if len(yvals) > 1 else (abs(yvals.iloc[0]) if len(yvals) else 1.0)
+        strip = (yvals.min() if len(yvals) else 0.0) - 0.08 * (span or 1.0)
         markers = {"infeasible": "x", "failed": "v", "pruned": "s"}
-        ybottom = done[ym].min() if not done.empty else 0.0
         for status, marker in markers.items():
-            part = others[others["status"] == status]
+            part = placed[placed["status"] == status]
             if part.empty:
                 continue
-            yvals = part[ym].where(part[ym].notna(), ybottom) if ym in part else ybottom
-            xvals = part[xm] if xm in part and part[xm].notna().all() else np.zeros(len(part))
-            ax.scatter(xvals, yvals, marker=marker, c="black", label=f"{status} ({len(part)})")
-        ax.set_xlabel(xm + (" (multiply-adds per image, fvcore)" if xm == "macs" else ""))
-        ax.set_ylabel(ym)
-        if xm in ("macs", "params") and done[xm].gt(0).all() and len(done) and done[xm].max() / max(done[xm].min(), 1) > 20:
+            has_x = part[xm].notna() if xm in part else pd.Series(False, index=part.index)
+            drawn = part[has_x]
+            y = drawn[ym].where(drawn[ym].notna(), strip) if ym in drawn else pd.Series(strip, index=drawn.index)
+            unplaced = f", {int((~has_x).sum())} without {xm}" if (~has_x).any() else ""
+            ax.scatter(drawn[xm], y, marker=marker, c="black", s=30, label=f"{status} ({len(part)}{unplaced})")
+            for idx in drawn.index:
+                ax.annotate(labels[idx], (drawn.at[idx, xm], y[idx]), textcoords="offset points", xytext=(4, -8),
+                            fontsize=6, color="black")
+        if (placed["status"] != "completed").any():
+            ax.axhline(strip, color="black", lw=0.4, ls=":")
+            ax.annotate(f"no {ym}", (0.005, strip), xycoords=("axes fraction", "data"), fontsize=6,
+                        textcoords="offset points", xytext=(0, 3))
+        ax.set_xlabel(axis_label(xm))
+        ax.set_ylabel(axis_label(ym))
+        xs = placed[xm].dropna() if xm in placed else pd.Series(dtype=float)
+        if xm in ("macs", "params") and len(xs) and (xs > 0).all() and xs.max() / max(xs.min(), 1) > 20:
             ax.set_xscale("log")
-    ax.set_title(title or "Pareto front")
+    ids = trials["trial_id"].astype(str).tolist()
+    short = short_ids(ids)
+    prefix = ids[0][: len(ids[0]) - len(short[0])] if ids and short != ids else ""
+    ax.set_title((title or "Pareto front") + (f"\n(labels: trial ids after {prefix!r})" if prefix else ""), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

@@ -2,7 +2,9 @@
 
 Columns: ``trial_id``, ``status`` (completed | pruned | failed | infeasible), one
 column per searched choice, then :data:`METRIC_COLUMNS`, ``error`` and ``arch``
-(the architecture's text form). ``macs`` counts multiply-adds per image (fvcore).
+(the architecture's text form). ``macs`` counts multiply-adds per image (fvcore);
+``latency_ms`` is the median inference time of one image, ``latency_batch_ms`` of one
+training-size batch, on the trial's device.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 STATUSES = ("completed", "pruned", "failed", "infeasible")
-METRIC_COLUMNS = ("params", "macs", "memory_mb", "val_accuracy", "test_accuracy", "train_seconds", "epochs")
+METRIC_COLUMNS = ("params", "macs", "memory_mb", "latency_ms", "latency_batch_ms", "val_accuracy", "test_accuracy",
+                  "train_seconds", "epochs")
 TRIALS_FILE = "trials.csv"
 TRIALS_DIR = "trials"  # trials/<trial_id>/{weights.pt,result.json}
 
@@ -39,6 +42,11 @@ class TrialsCSV:
     def __init__(self, path: str | Path, choices: Iterable[str]):
         self.path = Path(path)
         self.columns = columns_for(choices)
+        if self.path.is_file():  # appending to an existing file: keep its header (an older run's columns)
+            with self.path.open(newline="") as f:
+                header = next(csv.reader(f), None)
+            if header:
+                self.columns = header
         self._seen = set(self.trial_ids())
 
     def trial_ids(self) -> list[str]:
@@ -70,3 +78,26 @@ def read_trials(run_dir: str | Path) -> pd.DataFrame:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
     return pd.read_csv(path, dtype={"trial_id": str, "error": str, "arch": str}, keep_default_na=True)
+
+
+def read_spec(run_dir: str | Path) -> dict:
+    """The run's resolved ``spec.yaml`` as a plain dict (validated by ``search.spec`` when run)."""
+    import yaml
+
+    path = Path(run_dir) / "spec.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def spec_objectives(spec: Mapping) -> list[tuple[str, str]]:
+    """The ``search.objectives`` of a spec dict as (metric, "max" | "min") pairs."""
+    items = (spec.get("search") or {}).get("objectives") or ["val_accuracy:max"]
+    return [tuple(item.split(":", 1)) for item in items]  # type: ignore[misc]
+
+
+def searched_choices(spec: Mapping) -> list[str]:
+    """Names of the space parameters the spec searches (a list or a range), in spec order."""
+    params = (spec.get("space") or {}).get("params") or {}
+    return [name for name, value in params.items()
+            if isinstance(value, dict) or (isinstance(value, list) and len(value) > 1)]

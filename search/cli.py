@@ -1,4 +1,4 @@
-"""``archscale`` command line: run | check | spaces | pareto | export.
+"""``archscale`` command line: run | check | spaces | pareto | report | export | compare.
 
 Exit status: 0 success, 2 invalid input (spec, arguments, paths), 1 a failure while running.
 """
@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from analysis.pareto import PICKS
 from search.spec import SpecError, load_spec
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
@@ -64,11 +65,32 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("run_dir")
     pareto.add_argument("--objectives", help="e.g. val_accuracy:max,macs:min (default: the spec's)")
     pareto.add_argument("--plot", help="where to write the plot (default RUN_DIR/pareto.png)")
+    pareto.add_argument("--reference", metavar="METRIC=VALUE,...",
+                        help="hypervolume reference point (default: the spec's, else the worst completed values)")
 
-    export = sub.add_parser("export", help="export a trial (default: the winner) as arch.yaml + weights.pt + metrics.json")
+    report = sub.add_parser("report", help="write RUN_DIR/report.html, one self-contained page about the run")
+    report.add_argument("run_dir")
+    report.add_argument("--out", help="file to write (default RUN_DIR/report.html)")
+    report.add_argument("--objectives", help="e.g. val_accuracy:max,macs:min (default: the spec's)")
+
+    export = sub.add_parser("export", help="export a trial (default: the winner) as arch.yaml + weights.pt + "
+                                           "metrics.json + a standalone model.py")
     export.add_argument("run_dir")
-    export.add_argument("--trial", help="trial id, as in trials.csv")
+    which = export.add_mutually_exclusive_group()
+    which.add_argument("--trial", help="trial id, as in trials.csv")
+    which.add_argument("--pick", choices=PICKS, help="accuracy: highest val_accuracy; macs: fewest MACs; "
+                                                    "knee: the knee of the val_accuracy/macs front")
     export.add_argument("--out", help="directory to write (default RUN_DIR/best)")
+    export.add_argument("--onnx", action="store_true", help="also write model.onnx")
+
+    compare = sub.add_parser("compare", help="fronts of several runs on one plot and their hypervolumes in a table")
+    compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
+    compare.add_argument("--objectives", help="e.g. val_accuracy:max,macs:min (default: the first run's)")
+    compare.add_argument("--reference", metavar="METRIC=VALUE,...",
+                         help="hypervolume reference point (default: what the specs agree on, else the worst "
+                              "completed values over all runs)")
+    compare.add_argument("--out", default=".", help="directory for compare_fronts.png, compare_hypervolume.png "
+                                                    "and compare.csv (default: the current directory)")
     return parser
 
 
@@ -103,7 +125,8 @@ def cmd_check(args) -> int:
     report = feasibility(spec, samples=args.samples)
     size = "infinite (continuous ranges)" if report.size == math.inf else f"{int(report.size):,}"
     print(f"size of the space: {size} configurations")
-    budgets = ", ".join(f"{k}={v:,}" for k, v in (("max_params", spec.space.max_params), ("max_macs", spec.space.max_macs)) if v)
+    budgets = ", ".join(f"{k}={v:,}" for k, v in (("max_params", spec.space.max_params), ("max_macs", spec.space.max_macs),
+                                                   ("max_latency_ms", spec.space.max_latency_ms)) if v)
     print(f"{report.feasible} of {report.sampled} {'configurations' if report.sampled == report.size else 'sampled configurations'} "
           f"fit the budgets ({budgets or 'no budgets'})")
     measured = [r for r in report.rows if r["params"] is not None]
@@ -170,38 +193,102 @@ def _run_spec(run_dir: Path):
     return parse_spec(read_yaml(run_dir / "spec.yaml"))
 
 
+def _objectives_arg(text: str | None, default, flag: str = "--objectives"):
+    from analysis.pareto import METRICS, parse_objectives
+
+    if not text:
+        return list(default)
+    try:
+        objectives = parse_objectives(text)
+    except ValueError as err:
+        raise SpecError(f"{flag}: {err}") from None
+    for metric, _ in objectives:
+        if metric not in METRICS:
+            raise SpecError(f"{flag}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+    names = [m for m, _ in objectives]
+    if len(set(names)) != len(names):
+        raise SpecError(f"{flag}: {text!r} names a metric twice")
+    if not 1 <= len(objectives) <= 3:
+        raise SpecError(f"{flag}: {text!r} has {len(objectives)} objectives; give 1 to 3")
+    return objectives
+
+
+def _reference_arg(text: str | None) -> dict[str, float]:
+    from analysis.pareto import METRICS
+
+    out: dict[str, float] = {}
+    for item in filter(None, (text or "").split(",")):
+        metric, eq, value = item.partition("=")
+        metric = metric.strip()
+        if not eq or metric not in METRICS:
+            raise SpecError(f"--reference: {item!r} must be METRIC=VALUE with METRIC one of {', '.join(METRICS)}")
+        try:
+            out[metric] = float(value)
+        except ValueError:
+            raise SpecError(f"--reference: {metric}={value!r} is not a number") from None
+    return out
+
+
+def _check_columns(trials, objectives, run_dir: Path) -> None:
+    missing = [m for m, _ in objectives if m not in trials.columns]
+    if missing:
+        raise SpecError(f"--objectives: {run_dir}'s trials.csv has no column {missing[0]!r} "
+                        "(a run made before that metric was measured)")
+
+
 def cmd_pareto(args) -> int:
-    from analysis.pareto import pareto_front, parse_objectives, plot_pareto
+    from analysis.hypervolume import summarise
+    from analysis.pareto import pareto_front, plot_pareto, short_ids
     from analysis.records import read_trials
     from search.runner import format_front
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
-    try:
-        objectives = parse_objectives(args.objectives) if args.objectives else spec.search.objective_pairs()
-    except ValueError as err:
-        raise SpecError(f"--objectives: {err}") from None
+    objectives = _objectives_arg(args.objectives, spec.search.objective_pairs())
+    reference = {**(spec.search.reference_point or {}), **_reference_arg(args.reference)}
     trials = read_trials(run_dir)
-    missing = [m for m, _ in objectives if m not in trials.columns]
-    if missing:
-        raise SpecError(f"--objectives: unknown metric {missing[0]!r}; allowed: params, macs, memory_mb, "
-                        "val_accuracy, test_accuracy, train_seconds")
+    _check_columns(trials, objectives, run_dir)
     front = pareto_front(trials, objectives)
     print(format_front(trials, front, objectives, [d.name for d in spec.searched()]))
+    labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
+    for _, row in front.iterrows():
+        print(f"  {labels[str(row['trial_id'])]}: {row['arch']}")
     plot = Path(args.plot) if args.plot else run_dir / "pareto.png"
     plot_pareto(trials, objectives, plot, title=f"{spec.name}: Pareto front")
     print(f"plot: {plot}")
+    hv_plot = plot.with_name("hypervolume.png")
+    line = summarise(trials, objectives, reference, hv_plot, spec.name)
+    if line:
+        print(f"{line}\nhypervolume over trials: {hv_plot}")
+    return EXIT_OK
+
+
+def cmd_report(args) -> int:
+    from analysis.records import read_trials
+    from analysis.report import write_report
+    from search.importance import param_importances
+
+    run_dir = _run_dir(args.run_dir)
+    spec = _run_spec(run_dir)
+    objectives = _objectives_arg(args.objectives, spec.search.objective_pairs())
+    trials = read_trials(run_dir)
+    _check_columns(trials, objectives, run_dir)
+    importances, note = param_importances(spec, trials)
+    path = write_report(run_dir, args.out, objectives=objectives, reference=spec.search.reference_point or {},
+                        importances=importances, importance_note=note)
+    print(f"report: {path}")
     return EXIT_OK
 
 
 def cmd_export(args) -> int:
     from analysis.export import export_trial
-    from analysis.pareto import best_trial
+    from analysis.pareto import best_trial, pick_trial
     from analysis.records import read_trials
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
     trials = read_trials(run_dir)
+    how = "the winner"
     if args.trial:
         ids = trials["trial_id"].astype(str)
         match = trials[ids == args.trial]
@@ -210,17 +297,48 @@ def cmd_export(args) -> int:
         row = match.iloc[0]
         if row["status"] != "completed":
             raise SpecError(f"--trial {args.trial!r}: the trial is {row['status']}; only completed trials can be exported")
+        how = "trial"
+    elif args.pick:
+        row = pick_trial(trials, args.pick)
+        if row is None:
+            raise SpecError(f"{run_dir}: no completed trial with val_accuracy and macs to pick from")
+        how = f"--pick {args.pick}"
     else:
         row = best_trial(trials, spec.search.objective_pairs())
         if row is None:
             raise SpecError(f"{run_dir}: no completed trial to export")
     out = Path(args.out) if args.out else run_dir / "best"
-    export_trial(run_dir, row["trial_id"], out, extra={"spec": spec.name, "objectives": spec.search.objectives})
-    print(f"exported trial {row['trial_id']} ({row['arch']}) -> {out}")
+    export_trial(run_dir, row["trial_id"], out, extra={"spec": spec.name, "objectives": spec.search.objectives,
+                                                       "picked_by": how}, onnx=args.onnx)
+    print(f"exported trial {row['trial_id']} ({how}; val_accuracy {row['val_accuracy']:.4f}, "
+          f"macs {int(row['macs']):,}) -> {out}")
+    print(f"  {row['arch']}")
+    print(f"  files: arch.yaml weights.pt metrics.json model.py{' model.onnx' if args.onnx else ''}")
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat, "spaces": cmd_spaces, "pareto": cmd_pareto, "export": cmd_export}
+def cmd_compare(args) -> int:
+    from analysis.compare import compare_runs, format_comparison, write_comparison
+    from analysis.records import read_spec, spec_objectives
+
+    dirs = [_run_dir(d) for d in args.run_dirs]
+    for d in dirs:
+        _run_spec(d)  # each must hold a valid spec
+    objectives = _objectives_arg(args.objectives, spec_objectives(read_spec(dirs[0])))
+    try:
+        summaries, b = compare_runs(dirs, objectives, _reference_arg(args.reference))
+    except KeyError as err:
+        raise SpecError(f"--objectives: {err.args[0]}") from None
+    except ValueError as err:
+        raise SpecError(f"compare: {err}") from None
+    print(format_comparison(summaries, objectives, b))
+    files = write_comparison(summaries, objectives, b, args.out)
+    print("wrote " + ", ".join(str(p) for p in files.values()))
+    return EXIT_OK
+
+
+COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat, "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report,
+            "export": cmd_export, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

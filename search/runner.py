@@ -21,10 +21,11 @@ import yaml
 
 from analysis.cost import measure
 from analysis.export import export_trial, trial_dir
+from analysis.hypervolume import summarise
 from analysis.pareto import best_trial, pareto_front, plot_pareto
 from analysis.records import TRIALS_FILE, TrialsCSV, read_trials
 from search.spec import Dimension, Spec, SpecError
-from search.trial import ERROR_FILE, TrialContext, budget_violation, counted, resolve_arch, run_trial
+from search.trial import ERROR_FILE, TrialContext, budget_violation, counted, measure_latency, resolve_arch, run_trial
 from space import SpaceError, build
 from trainer import dataset_context, load_dataset, split
 
@@ -119,9 +120,12 @@ def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
         except SpaceError as err:
             rows.append({**config, "params": None, "macs": None, "feasible": False, "why": str(err)})
             continue
-        cost = measure(build(arch), shape, spec.train.batch_size)
-        why = budget_violation(ctx, cost.params, cost.macs)
-        rows.append({**config, "params": cost.params, "macs": cost.macs, "feasible": why is None, "why": why or ""})
+        model = build(arch)
+        cost = measure(model, shape, spec.train.batch_size)
+        latency = measure_latency(model, shape, ctx, with_batch=False)["latency_ms"] if spec.space.max_latency_ms else None
+        why = budget_violation(ctx, cost.params, cost.macs, latency)
+        rows.append({**config, "params": cost.params, "macs": cost.macs, "latency_ms": latency,
+                     "feasible": why is None, "why": why or ""})
     measured = [r for r in rows if r["params"] is not None]
     smallest = min(measured, key=lambda r: (r["params"], r["macs"])) if measured else {}
     return Feasibility(size, len(rows), sum(r["feasible"] for r in rows), smallest, rows)
@@ -145,6 +149,7 @@ def _trial_context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContex
         train=spec.train.values(),
         max_params=spec.space.max_params,
         max_macs=spec.space.max_macs,
+        max_latency_ms=spec.space.max_latency_ms,
         cpus=spec.search.resources_per_trial.cpu,
         seed=spec.seed,
     )
@@ -406,10 +411,14 @@ def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFra
     front = pareto_front(trials, objectives)
     front.to_csv(run_dir / "pareto.csv", index=False)
     plot_pareto(trials, objectives, run_dir / "pareto.png", title=f"{spec.name}: Pareto front")
+    hv_line = summarise(trials, objectives, spec.search.reference_point, run_dir / "hypervolume.png", spec.name)
     best = best_trial(trials, objectives)
     if best is not None:
-        export_trial(run_dir, best["trial_id"], run_dir / "best", extra={"spec": spec.name, "objectives": spec.search.objectives})
+        export_trial(run_dir, best["trial_id"], run_dir / "best", extra={"spec": spec.name, "objectives": spec.search.objectives},
+                     strict=False)
     print(format_front(trials, front, objectives, [d.name for d in spec.searched()]), file=out)
+    if hv_line:
+        print(hv_line, file=out)
     if best is not None:
         print(f"\nwinner: trial {best['trial_id']} -> {run_dir / 'best'}\n  {best['arch']}", file=out)
     else:

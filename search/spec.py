@@ -22,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 from space import CONTEXT_PARAMS, SpaceError, get_space
 from trainer import DATASETS
 
-OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "train_seconds")
+OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
 
 
@@ -107,6 +107,7 @@ class SpaceSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="fixed values, choice lists or ranges")
     max_params: int | None = Field(None, gt=0, description="budget on trainable parameters")
     max_macs: int | None = Field(None, gt=0, description="budget on multiply-adds per image (fvcore)")
+    max_latency_ms: float | None = Field(None, gt=0, description="budget on batch-1 inference latency (ms) on the trial's device")
 
     @field_validator("family")
     @classmethod
@@ -289,6 +290,18 @@ class SearchSpec(_Strict):
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: Resources = Field(default_factory=Resources)
+    reference_point: dict[str, float] | None = Field(
+        None, description="hypervolume reference point, metric -> value (default: the worst completed value)")
+
+    @field_validator("reference_point")
+    @classmethod
+    def _reference(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        from analysis.pareto import METRICS
+
+        for metric in value or {}:
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+        return value
 
     @field_validator("objectives")
     @classmethod

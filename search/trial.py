@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from analysis.cost import measure
+from analysis.cost import latency_ms, measure
 from analysis.export import save_trial, trial_dir
 from space import Arch, build, get_space
 from trainer import Splits, TrainConfig, train
@@ -31,6 +31,7 @@ class TrialContext:
     train: dict[str, Any]  # TrainSpec fields
     max_params: int | None = None
     max_macs: int | None = None
+    max_latency_ms: float | None = None  # batch-1 inference latency on the trial's device
     cpus: float = 1.0
     seed: int = 0
 
@@ -56,14 +57,32 @@ def train_values(ctx: TrialContext, sampled: dict[str, Any]) -> dict[str, Any]:
     return {**ctx.train, **{k[len(TRAIN_PREFIX):]: v for k, v in sampled.items() if k.startswith(TRAIN_PREFIX)}}
 
 
-def budget_violation(ctx: TrialContext, params: int, macs: int) -> str | None:
+def budget_violation(ctx: TrialContext, params: int, macs: int, latency: float | None = None) -> str | None:
     """Why a configuration is infeasible, or None."""
     broken = []
     if ctx.max_params is not None and params > ctx.max_params:
         broken.append(f"params {params:,} > max_params {ctx.max_params:,}")
     if ctx.max_macs is not None and macs > ctx.max_macs:
         broken.append(f"macs {macs:,} > max_macs {ctx.max_macs:,}")
+    if ctx.max_latency_ms is not None and latency is not None and latency > ctx.max_latency_ms:
+        broken.append(f"latency_ms {latency:.3f} > max_latency_ms {ctx.max_latency_ms:g}")
     return "; ".join(broken) or None
+
+
+def measure_latency(model: torch.nn.Module, shape: tuple[int, ...], ctx: TrialContext,
+                    with_batch: bool = True) -> dict[str, float]:
+    """Inference latency on the trial's device, batch 1 and (``with_batch``) the training
+    batch (median ms), under the autocast the trial trains with. Leaves the model on that device."""
+    from trainer import resolve_device
+
+    device = resolve_device(str(ctx.train.get("device", "auto")))
+    precision = ctx.train.get("precision", "auto")
+    dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None
+    model.to(device)
+    out = {"latency_ms": round(latency_ms(model, shape, 1, autocast_dtype=dtype), 4)}
+    if with_batch:
+        out["latency_batch_ms"] = round(latency_ms(model, shape, int(ctx.train["batch_size"]), autocast_dtype=dtype), 4)
+    return out
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None:
@@ -93,7 +112,8 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> Non
     model = build(arch)
     cost = measure(model, shape, batch_size=recipe["batch_size"])
     base = {"params": cost.params, "macs": cost.macs, "memory_mb": cost.activation_mb, "arch": arch.text}
-    why = budget_violation(ctx, cost.params, cost.macs)
+    base.update(measure_latency(model, shape, ctx))
+    why = budget_violation(ctx, cost.params, cost.macs, base["latency_ms"])
     if why:
         # Optuna still needs every objective: an infeasible point scores worst on accuracy.
         tune.report({**base, "status": "infeasible", "error": why, "val_accuracy": 0.0, "epochs": 0,

@@ -49,3 +49,50 @@ def test_params_and_memory():
     cost = measure(model, (5, 1, 8, 8), batch_size=1)
     assert cost.params == 40
     assert cost.macs == 8 * 8 * 4 * 9  # per image, whatever the batch of the shape
+
+
+class Slow(nn.Module):
+    """Sleeps ``seconds`` per forward and counts its calls."""
+
+    def __init__(self, seconds: float):
+        super().__init__()
+        self.seconds, self.calls = seconds, 0
+        self.scale = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        import time
+
+        self.calls += 1
+        time.sleep(self.seconds)
+        return x * self.scale
+
+
+def test_latency_is_the_median_after_warmup_within_the_time_budget():
+    from analysis.cost import latency_ms
+
+    slow = Slow(0.02)
+    ms = latency_ms(slow, (1, 8, 8), batch_size=1, warmup=2, repeats=100, max_seconds=0.1, min_repeats=3)
+    assert 20 <= ms < 60
+    assert 2 + 3 <= slow.calls <= 2 + 10  # warm-up, then stops once 0.1 s is spent
+    assert slow.training  # the mode is restored
+
+
+def test_latency_grows_with_the_work():
+    from analysis.cost import latency_ms
+
+    small = nn.Conv2d(3, 4, 1)
+    big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))  # ~3000x the MACs
+    assert latency_ms(big, (3, 32, 32), 1, repeats=5) > 5 * latency_ms(small, (3, 32, 32), 1, repeats=5)
+    one, eight = latency_ms(big, (3, 32, 32), 1, repeats=5), latency_ms(big, (3, 32, 32), 8, repeats=5)
+    assert eight > 2 * one
+
+
+def test_cuda_timing_synchronises_the_device(monkeypatch):
+    from analysis.cost import _sync_for
+
+    calls = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
+    _sync_for(torch.device("cpu"))()
+    assert calls == []
+    _sync_for(torch.device("cuda", 0))()
+    assert calls == [torch.device("cuda", 0)]

@@ -49,3 +49,58 @@ def test_plot_writes_a_png(tmp_path, objectives):
     })
     path = plot_pareto(df, parse_objectives(objectives), tmp_path / "p.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def front_with_a_knee():
+    # (val_accuracy, macs): accuracy climbs fast up to c, then slowly for many more MACs.
+    return pd.DataFrame({
+        "trial_id": list("abcdefg"),
+        "status": ["completed"] * 6 + ["infeasible"],
+        "val_accuracy": [0.50, 0.80, 0.90, 0.91, 0.92, 0.60, np.nan],
+        "macs": [10, 20, 30, 200, 1000, 500, 1],
+        "params": [1, 2, 3, 4, 5, 6, 1],
+    })
+
+
+@pytest.mark.parametrize("pick,expected", [("accuracy", "e"), ("macs", "a"), ("knee", "c")])
+def test_pick_trial(pick, expected):
+    from analysis.pareto import pick_trial
+
+    assert pick_trial(front_with_a_knee(), pick)["trial_id"] == expected
+
+
+def test_pick_on_ties_and_nothing_completed():
+    from analysis.pareto import pick_trial
+
+    df = front_with_a_knee()
+    df.loc[df["trial_id"] == "d", "val_accuracy"] = 0.92  # d ties e on accuracy with fewer MACs
+    assert pick_trial(df, "accuracy")["trial_id"] == "d"
+    assert pick_trial(df[df["status"] != "completed"], "knee") is None
+    with pytest.raises(ValueError, match="accuracy, macs, knee"):
+        pick_trial(df, "params")
+
+
+def test_short_ids():
+    from analysis.pareto import short_ids
+
+    assert short_ids(["ab_00001", "ab_00002"]) == ["00001", "00002"]
+    assert short_ids(["ab_00001", "cd_00001"]) == ["ab_00001", "cd_00001"]  # prefixes differ
+    assert short_ids(["1f2e3d4c", "99aa00bb"]) == ["1f2e3d4c", "99aa00bb"]
+
+
+def test_plot_places_a_failed_trial_from_its_arch_text(tmp_path):
+    from analysis.pareto import fill_missing_costs, plot_pareto
+    from space import get_space
+
+    arch = get_space("budgeted").resolve({"c1_width": 4, "c2_width": 4, "c3_width": 4, "c4_width": 4},
+                                         {"in_channels": 1, "num_classes": 10, "image_size": 28}).text
+    df = front_with_a_knee()
+    df["arch"] = None
+    failed = pd.DataFrame([{"trial_id": "h", "status": "failed", "arch": arch}])
+    df = pd.concat([df, failed], ignore_index=True)
+    filled = fill_missing_costs(df)
+    assert filled.loc[filled["trial_id"] == "h", "params"].item() > 0
+    assert filled.loc[filled["trial_id"] == "h", "macs"].item() > 0
+    assert filled.loc[filled["trial_id"] == "a", "macs"].item() == 10  # measured values untouched
+    path = plot_pareto(df, parse_objectives("val_accuracy:max,macs:min"), tmp_path / "p.png")
+    assert path.stat().st_size > 1000

@@ -35,6 +35,9 @@ BAD_SPECS = [
     ("unknown sampler", {"search": {"sampler": "bayes"}}, ["search.sampler", "bayes", "'tpe'"]),
     ("unknown objective", {"search": {"objectives": ["accuracy:max"]}}, ["search.objectives", "'accuracy'", "val_accuracy"]),
     ("objective without direction", {"search": {"objectives": ["macs"]}}, ["search.objectives", ":max"]),
+    ("reference point metric", {"search": {"reference_point": {"accuracy": 0.5}}},
+     ["search.reference_point", "'accuracy'", "latency_ms"]),
+    ("latency budget", {"space": {"max_latency_ms": -1}}, ["space.max_latency_ms", "greater than 0"]),
 ]
 
 
@@ -124,3 +127,24 @@ def test_spaces_lists_the_family(capsys):
     assert code == 0 and "budgeted" in out and "c1_conv" in out and "downsample" in out
     code, _, err = run_cli(capsys, "spaces", "nope")
     assert_clear_error(code, err, "unknown family 'nope'")
+
+
+def test_latency_is_an_objective_and_a_budget(capsys, write_spec, tiny_spec):
+    tiny_spec["search"]["objectives"] = ["val_accuracy:max", "latency_ms:min"]
+    tiny_spec["space"]["max_latency_ms"] = 1000.0
+    code, out, err = run_cli(capsys, "check", write_spec(tiny_spec), "--samples", "4")
+    assert code == 0, err
+    assert "latency_ms:min" in out and "max_latency_ms=1,000.0" in out
+    tiny_spec["space"]["max_latency_ms"] = 1e-6  # nothing runs a forward pass in a nanosecond
+    code, _, err = run_cli(capsys, "check", write_spec(tiny_spec), "--samples", "4")
+    assert_clear_error(code, err, "no configuration meets the budgets")
+
+
+def test_budget_violation_names_the_latency():
+    from search.trial import TrialContext, budget_violation
+
+    ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={}, data_info={}, train={},
+                       max_params=100, max_latency_ms=2.0)
+    assert budget_violation(ctx, 50, 10, 1.5) is None
+    assert budget_violation(ctx, 50, 10, 2.5) == "latency_ms 2.500 > max_latency_ms 2"
+    assert budget_violation(ctx, 500, 10, 2.5) == "params 500 > max_params 100; latency_ms 2.500 > max_latency_ms 2"

@@ -1,0 +1,339 @@
+"""``report.html``: one self-contained page about a run (every image inlined as a data URI).
+
+Sections: the run at a glance, the spec, the Pareto front (table and plot), hypervolume over
+trials, learning curves of the front's trials, the effect of each searched choice on accuracy
+(values against accuracy, and Optuna's parameter importances when the caller computed them:
+this layer does not import Optuna), the compound-scaling plot for runs whose architectures
+carry ``phi``, and every trial.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from analysis.export import RESULT_FILE, provenance, trial_dir
+from analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
+from analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
+from analysis.records import read_spec, read_trials, searched_choices, spec_objectives
+
+REPORT_FILE = "report.html"
+# Architecture parameters that mark a compound-scaling run (EfficientNet: d = alpha^phi,
+# w = beta^phi, r = gamma^phi). ``phi`` is required; the others group the curves.
+SCALING_PARAMS = ("phi", "alpha", "beta", "gamma")
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _plt().close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _png_of(draw: Callable[[Path], object]) -> str:
+    """Base64 PNG of a plotting function that writes to a path."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "figure.png"
+        draw(path)
+        return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def history_of(run_dir: str | Path, trial_id: str) -> list[dict]:
+    """Per-epoch metrics a completed trial saved (empty when none were)."""
+    path = trial_dir(run_dir, trial_id) / RESULT_FILE
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text()).get("history", [])
+
+
+def plot_learning_curves(run_dir: str | Path, trials: pd.DataFrame, labels: Mapping[str, str]):
+    """Validation accuracy and training loss per epoch of ``trials`` (a figure), or None."""
+    plt = _plt()
+    curves = {str(t): history_of(run_dir, str(t)) for t in trials["trial_id"]}
+    curves = {t: h for t, h in curves.items() if h}
+    if not curves:
+        return None
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+    for i, (trial_id, hist) in enumerate(curves.items()):
+        epochs = [h.get("epoch", n + 1) for n, h in enumerate(hist)]
+        label = labels.get(trial_id, trial_id)
+        left.plot(epochs, [h.get("val_accuracy") for h in hist], marker="o", ms=3, color=f"C{i % 10}", label=label)
+        right.plot(epochs, [h.get("train_loss") for h in hist], marker="o", ms=3, color=f"C{i % 10}", label=label)
+    left.set_xlabel("epoch")
+    left.set_ylabel("val_accuracy")
+    right.set_xlabel("epoch")
+    right.set_ylabel("train_loss (cross-entropy)")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    left.legend(fontsize=7, title="trial", title_fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def plot_choice_effects(trials: pd.DataFrame, choices: Sequence[str], metric: str = "val_accuracy"):
+    """One panel per searched choice: ``metric`` of every completed trial against the
+    choice's value (jittered dots and the mean per value for categories), or None."""
+    plt = _plt()
+    done = trials[trials["status"] == "completed"].dropna(subset=[metric])
+    choices = [c for c in choices if c in done.columns]
+    if done.empty or not choices:
+        return None
+    cols = min(3, len(choices))
+    rows = math.ceil(len(choices) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), dpi=110, squeeze=False)
+    rng = np.random.default_rng(0)
+    for ax, choice in zip(axes.flat, choices):
+        values = done[choice]
+        numeric = pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+        levels = sorted(values.dropna().unique().tolist(), key=lambda v: (str(type(v)), v))
+        if numeric and len(levels) > 6:
+            ax.scatter(values, done[metric], s=14, alpha=0.7)
+        else:
+            pos = {v: i for i, v in enumerate(levels)}
+            x = values.map(pos).to_numpy(dtype=float) + rng.uniform(-0.12, 0.12, len(values))
+            ax.scatter(x, done[metric], s=14, alpha=0.7)
+            means = done.groupby(choice)[metric].mean()
+            ax.scatter([pos[v] for v in means.index], means.to_numpy(), marker="_", s=400, c="tab:red", label="mean")
+            ax.set_xticks(range(len(levels)), [str(v) for v in levels], fontsize=7)
+            ax.set_xlim(-0.5, len(levels) - 0.5)
+        ax.set_title(choice, fontsize=9)
+        ax.set_ylabel(metric, fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(choices):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_importances(importances: Mapping[str, float], title: str):
+    plt = _plt()
+    items = sorted(importances.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6, 0.4 * len(items) + 1.2), dpi=110)
+    ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
+    for i, (_, v) in enumerate(items):
+        ax.annotate(f"{v:.3f}", (v, i), textcoords="offset points", xytext=(3, -3), fontsize=7)
+    ax.set_xlabel("importance (fraction of the variance explained)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    return fig
+
+
+def scaling_table(trials: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials with their compound-scaling parameters (from the trial's columns or
+    its architecture text), or an empty frame when the run is not a compound-scaling run."""
+    from space import Arch
+
+    done = trials[trials["status"] == "completed"]
+    rows = []
+    for _, row in done.iterrows():
+        params: dict = {}
+        if isinstance(row.get("arch"), str):
+            try:
+                params = dict(Arch.from_text(row["arch"]).params)
+            except ValueError:
+                params = {}
+        values = {p: row[p] if p in row and pd.notna(row[p]) else params.get(p) for p in SCALING_PARAMS}
+        if values["phi"] is None:
+            continue
+        rows.append({"trial_id": row["trial_id"], **values, "val_accuracy": row.get("val_accuracy"),
+                     "macs": row.get("macs"), "params": row.get("params")})
+    return pd.DataFrame(rows)
+
+
+def plot_scaling(table: pd.DataFrame):
+    """Accuracy and MACs against phi, one line per (alpha, beta, gamma); the MACs panel also
+    draws the growth compound scaling predicts, (alpha * beta^2 * gamma^2)^phi, from each
+    group's smallest phi."""
+    plt = _plt()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
+
+    def known(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and not pd.isna(v)
+
+    groups: dict[tuple, list[int]] = {}
+    for idx, row in table.iterrows():
+        key = tuple(row[c] if known(row.get(c)) else None for c in ("alpha", "beta", "gamma"))
+        groups.setdefault(key, []).append(idx)
+    for i, (key, rows) in enumerate(groups.items()):
+        part = table.loc[rows].sort_values("phi")
+        label = ", ".join(f"{n}={v:g}" for n, v in zip(("alpha", "beta", "gamma"), key) if v is not None) or "all trials"
+        colour = f"C{i % 10}"
+        left.plot(part["phi"], part["val_accuracy"], marker="o", color=colour, label=label)
+        right.plot(part["phi"], part["macs"], marker="o", color=colour, label=f"{label}: measured")
+        if all(v is not None for v in key) and len(part) > 1:
+            a, b, g = key
+            phi0, macs0 = float(part["phi"].iloc[0]), float(part["macs"].iloc[0])
+            grid = np.linspace(float(part["phi"].min()), float(part["phi"].max()), 50)
+            right.plot(grid, macs0 * (a * b * b * g * g) ** (grid - phi0), ls="--", color=colour, alpha=0.7,
+                       label=f"{label}: (alpha*beta^2*gamma^2)^phi")
+    left.set_xlabel("phi")
+    left.set_ylabel("val_accuracy")
+    right.set_xlabel("phi")
+    right.set_ylabel(axis_label("macs"))
+    right.set_yscale("log")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- page
+
+
+_CSS = """
+body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2em auto; max-width: 1100px;
+       color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 0.2em; margin-top: 1.6em; }
+table { border-collapse: collapse; font-size: 0.82em; margin: 0.6em 0; }
+th, td { border: 1px solid #ccc; padding: 3px 6px; text-align: right; }
+th { background: #f2f2f2; }
+td.arch, th.arch { text-align: left; font-family: monospace; font-size: 0.85em; word-break: break-all; min-width: 24em; }
+pre { background: #f7f7f7; border: 1px solid #e2e2e2; padding: 0.8em; overflow-x: auto; font-size: 0.82em; }
+img { max-width: 100%; border: 1px solid #eee; }
+.note { color: #666; font-size: 0.88em; } .muted { color: #888; }
+"""
+
+
+def _img(data: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _table(df: pd.DataFrame) -> str:
+    def fmt(v):
+        if isinstance(v, float):
+            return "" if math.isnan(v) else (f"{v:,.0f}" if abs(v) >= 1e4 else f"{v:.4g}")
+        return html.escape(str(v))
+
+    head = "".join(f'<th class="{"arch" if c == "arch" else ""}">{html.escape(str(c))}</th>' for c in df.columns)
+    body = "".join(
+        "<tr>" + "".join(f'<td class="{"arch" if c == "arch" else ""}">{fmt(v)}</td>' for c, v in row.items()) + "</tr>"
+        for _, row in df.iterrows())
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def write_report(run_dir: str | Path, out: str | Path | None = None, objectives: Sequence[Objective] | None = None,
+                 reference: Mapping[str, float] | None = None, importances: Mapping[str, float] | None = None,
+                 importance_note: str = "") -> Path:
+    """Write the run's ``report.html`` (default ``RUN_DIR/report.html``) and return its path.
+
+    ``objectives`` default to the spec's, ``reference`` (metric -> value) to the spec's
+    ``search.reference_point``; ``importances`` (choice -> importance, e.g. Optuna's) are
+    drawn when given, else ``importance_note`` says why there are none.
+    """
+    run_dir = Path(run_dir)
+    spec = read_spec(run_dir)
+    trials = read_trials(run_dir)
+    objectives = list(objectives or spec_objectives(spec))
+    reference = dict(reference if reference is not None else ((spec.get("search") or {}).get("reference_point") or {}))
+    choices = searched_choices(spec)
+    front = pareto_front(trials, objectives)
+    labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
+    name = spec.get("name", run_dir.name)
+    sections: list[str] = []
+
+    counts = trials["status"].value_counts()
+    summary = ", ".join(f"{int(counts[s])} {s}" for s in ("completed", "pruned", "infeasible", "failed") if s in counts)
+    prov = provenance()
+    sections.append(
+        f"<h1>archscale report: {html.escape(str(name))}</h1>"
+        f"<p class='note'>{html.escape(str(run_dir.resolve()))} &middot; generated "
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} &middot; archscale commit "
+        f"{html.escape(str(prov['git_commit'])[:12])} &middot; torch {html.escape(str(prov['versions'].get('torch')))}</p>"
+        f"<p>{len(trials)} trials: {summary}. Family <b>{html.escape(str((spec.get('space') or {}).get('family')))}</b> "
+        f"on <b>{html.escape(str((spec.get('data') or {}).get('dataset')))}</b>, sampler "
+        f"<b>{html.escape(str((spec.get('search') or {}).get('sampler')))}</b>, objectives "
+        f"<b>{html.escape(', '.join(f'{m}:{d}' for m, d in objectives))}</b>. "
+        f"<span class='muted'>macs: multiply-adds per image (fvcore); latency_ms: median batch-1 inference on the "
+        f"trial's device.</span></p>")
+
+    import yaml
+
+    sections.append("<h2>Spec</h2><pre>" + html.escape(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)) + "</pre>")
+
+    # Front
+    cols = ["trial_id", *dict.fromkeys([m for m, _ in objectives] + ["val_accuracy", "test_accuracy", "params", "macs",
+                                                                      "latency_ms", "memory_mb", "train_seconds"]),
+            "arch"]
+    cols = [c for c in cols if c in front.columns]
+    sections.append(f"<h2>Pareto front ({len(front)} of {int(counts.get('completed', 0))} completed trials)</h2>")
+    sections.append(_table(front[cols]) if not front.empty else "<p>No completed trial: the front is empty.</p>")
+    sections.append(_img(_png_of(lambda p: plot_pareto(trials, objectives, p, title=f"{name}: Pareto front")),
+                         "Pareto front"))
+
+    # Hypervolume
+    sections.append("<h2>Hypervolume over trials</h2>")
+    try:
+        b = bounds(trials, objectives, reference)
+        raw, norm = front_hypervolume(trials, objectives, b)
+        hist = hypervolume_history(trials, objectives, b)
+        sections.append(f"<p>Hypervolume of the front: <b>{norm:.4f}</b> normalised ({raw:.6g} raw); "
+                        f"{html.escape(b.describe())}.</p>")
+        sections.append(_img(_png_of(lambda p: plot_hypervolume({str(name): hist}, p, note=b.describe())),
+                             "Hypervolume over trials"))
+    except ValueError as err:
+        sections.append(f"<p class='note'>{html.escape(str(err))}</p>")
+
+    # Learning curves
+    sections.append("<h2>Learning curves of the front's trials</h2>")
+    fig = plot_learning_curves(run_dir, front, labels) if not front.empty else None
+    sections.append(_img(_png(fig), "Learning curves") if fig is not None
+                    else "<p class='note'>No per-epoch history saved for the front's trials.</p>")
+
+    # Effect of choices
+    sections.append("<h2>Effect of each searched choice on accuracy</h2>")
+    if importances:
+        title = f"Parameter importances for val_accuracy (Optuna: {importance_note or 'fANOVA'})"
+        ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(importances.items(), key=lambda kv: -kv[1]))
+        sections.append(f"<p>{html.escape(title)}: {html.escape(ranked)}. <span class='muted'>With few trials "
+                        "these are rough; they apportion the variance of val_accuracy among the choices.</span></p>")
+        sections.append(_img(_png(plot_importances(importances, "Parameter importances for val_accuracy (Optuna)")),
+                             "Parameter importances"))
+    else:
+        sections.append(f"<p class='note'>Parameter importances: {html.escape(importance_note or 'not computed')}.</p>")
+    fig = plot_choice_effects(trials, choices)
+    sections.append(_img(_png(fig), "val_accuracy by choice") if fig is not None
+                    else "<p class='note'>No searched choice with completed trials.</p>")
+
+    # Compound scaling
+    scaling = scaling_table(trials)
+    if not scaling.empty:
+        sections.append("<h2>Compound scaling</h2>")
+        sections.append(_img(_png(plot_scaling(scaling)), "Compound scaling"))
+        sections.append(_table(scaling))
+
+    # Every trial
+    every = [c for c in ["trial_id", "status", *choices, "params", "macs", "latency_ms", "val_accuracy",
+                         "test_accuracy", "train_seconds", "epochs", "error"] if c in trials.columns]
+    sections.append(f"<h2>All trials</h2><details><summary>{len(trials)} trials in the order they finished"
+                    f"</summary>{_table(trials[every])}</details>")
+
+    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>archscale report: {html.escape(str(name))}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(sections) + "\n</body></html>\n")
+    path = Path(out) if out else run_dir / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path

@@ -119,8 +119,9 @@ def sample_configs(dims: list[Dimension], n: int, seed: int) -> list[dict]:
     return configs
 
 
-def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
-    """Build sampled configurations (no training) and count those within the budgets."""
+def feasibility(spec: Spec, samples: int = 64, until_feasible: bool = False) -> Feasibility:
+    """Build sampled configurations (no training) and count those within the budgets;
+    ``until_feasible``: stop at the first one that fits (all a run needs to know)."""
     context = dataset_context(spec.data.dataset, spec.data.root)
     ctx = _trial_context(spec, Path("."), context)
     dims = spec.space.searched()
@@ -142,6 +143,8 @@ def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
             continue
         why = budget_violation(ctx, cost.params, cost.macs)
         rows.append({**config, "params": cost.params, "macs": cost.macs, "feasible": why is None, "why": why or ""})
+        if until_feasible and why is None:
+            break
     measured = [r for r in rows if r["params"] is not None]
     smallest = min(measured, key=lambda r: (r["params"], r["macs"])) if measured else {}
     return Feasibility(size, len(rows), sum(r["feasible"] for r in rows), smallest, rows)
@@ -342,7 +345,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     data = load_dataset(spec.data.dataset, spec.data.root)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
     if not resume:
-        check = feasibility(spec, samples=32)
+        check = feasibility(spec, samples=32, until_feasible=True)
         if check.feasible == 0:
             small = check.smallest
             raise SpecError(f"space: no sampled configuration meets the budgets (max_params={spec.space.max_params}, "

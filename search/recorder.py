@@ -178,13 +178,13 @@ def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], progress
         def _row(self, trial, status: str, error: str = "") -> dict:
             result = dict(trial.last_result or {})
             config = {k: trial.config.get(k) for k in choices}
+            error = error or result.get("error", "")
             if "arch" not in result:
                 try:
                     result["arch"] = resolve_arch(ctx, config).text
                 except SpaceError as err:
                     error = error or str(err)
-            row = {"trial_id": trial.trial_id, **config, **result, "status": status,
-                   "error": error or result.get("error", "")}
+            row = {"trial_id": trial.trial_id, **config, **result, "status": status, "error": error}
             if status == "infeasible":
                 row["val_accuracy"] = row["test_accuracy"] = None
                 row["train_seconds"] = None

@@ -429,6 +429,9 @@ def format_front(trials: pd.DataFrame, front: pd.DataFrame, objectives, choices:
     cols = ["trial_id", *dict.fromkeys([m for m, _ in objectives] + ["params", "macs", "val_accuracy", "test_accuracy"]),
             *[c for c in choices if c in front.columns]]
     table = front[cols].copy()
+    for col in ("params", "macs"):  # counts, even where a failed trial left the column with gaps
+        if col in table and table[col].notna().all():
+            table[col] = table[col].astype("int64")
     table = table.rename(columns={"macs": "macs(mult-adds)"})
     return (f"trials: {summary}\nPareto front under {', '.join(f'{m}:{d}' for m, d in objectives)} "
             f"({len(front)} trials):\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -126,10 +127,11 @@ class Progress:
 # --------------------------------------------------------------------------- stopping
 
 
-def make_stopper(time_budget_s: float | None):
+def make_stopper(time_budget_s: float | None, flag=None):
     """A Ray Tune Stopper that ends the whole search on Ctrl-C (:meth:`interrupt`) or when
     ``time_budget_s`` seconds have passed since it was made. Trials it stops are not recorded:
-    they are unfinished, and ``--resume`` runs them again."""
+    they are unfinished, and ``--resume`` runs them again. ``flag`` (a ``ray.util.queue.Queue``)
+    carries a Ctrl-C to a copy of the stopper running on a Ray Client's cluster."""
     from ray.tune import Stopper
 
     class SearchStopper(Stopper):
@@ -137,9 +139,13 @@ def make_stopper(time_budget_s: float | None):
             self.start = time.monotonic()
             self.time_budget_s = time_budget_s
             self.reason: str | None = None
+            self.flag = flag
+            self._polled = 0.0
 
         def interrupt(self) -> None:
             self.reason = self.reason or "interrupted"
+            if self.flag is not None:  # a remote call: not from inside the signal handler
+                threading.Thread(target=self.flag.put, args=("interrupted",), daemon=True).start()
 
         def __call__(self, trial_id: str, result: dict) -> bool:
             return False
@@ -147,6 +153,10 @@ def make_stopper(time_budget_s: float | None):
         def stop_all(self) -> bool:
             if self.reason is None and self.time_budget_s is not None and time.monotonic() - self.start >= self.time_budget_s:
                 self.reason = f"time budget of {self.time_budget_s:g} s reached"
+            if self.reason is None and self.flag is not None and time.monotonic() - self._polled >= 1.0:
+                self._polled = time.monotonic()  # a remote call: at most once a second
+                if self.flag.qsize() > 0:
+                    self.reason = "interrupted"
             return self.reason is not None
 
     return SearchStopper()
@@ -165,16 +175,69 @@ def _error_line(trial) -> str:
     return lines[-1][:500] if lines else "trial failed"
 
 
-def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], progress: Progress, stopper=None,
-                  resources=None):
-    """A Ray Tune callback (driver side) that appends to trials.csv, writes each trial's
-    files into ``trials/<id>/`` and prints progress."""
+class RunFiles:
+    """What a search leaves in its run directory, applied where the driver runs: rows of
+    ``trials.csv`` (each trial once), the trials' files, ``started.jsonl``, and the progress
+    lines. The recorder calls it directly, or through a :class:`Relay` from a cluster."""
+
+    def __init__(self, run_dir: Path, choices: list[str], progress: Progress):
+        self.run_dir, self.choices, self.progress = Path(run_dir), choices, progress
+        self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices)
+
+    def started(self, trial_id: str, config: dict, gpu: float) -> None:
+        with (self.run_dir / STARTED_FILE).open("a") as f:
+            f.write(json.dumps({"trial_id": trial_id, "config": config}, default=str) + "\n")
+        self.progress.started(trial_id, config, gpu)
+
+    def files(self, trial_id: str, files: dict[str, bytes]) -> None:
+        write_trial_files(trial_dir(self.run_dir, trial_id), files)
+
+    def epoch(self, trial_id: str, result: dict) -> None:
+        self.progress.epoch(trial_id, result)
+
+    def retried(self, trial_id: str, attempt: int, error: str) -> None:
+        self.progress.retried(trial_id, attempt, error)
+
+    def record(self, row: dict) -> None:
+        if self.csv.append(row):
+            self.progress.finished(row)
+
+
+class Relay:
+    """Stands in for :class:`RunFiles` where the recorder runs away from the driver (Ray
+    Client: Tune's loop runs on the cluster): each call goes into a Ray queue, and the
+    driver's :func:`drain` applies it to the run directory."""
+
+    def __init__(self, queue):
+        self.queue = queue
+
+    def __getattr__(self, name: str):
+        if name not in ("started", "files", "epoch", "retried", "record"):
+            raise AttributeError(name)
+        return lambda *args: self.queue.put((name, args))
+
+
+def drain(queue, target: RunFiles, done) -> None:
+    """Apply the relayed calls to ``target`` until ``done`` (a threading.Event) is set and
+    the queue is empty."""
+    from ray.util.queue import Empty
+
+    while True:
+        try:
+            name, args = queue.get(timeout=0.5)
+        except Empty:
+            if done.is_set():
+                return
+            continue
+        getattr(target, name)(*args)
+
+
+def make_recorder(sink: RunFiles | Relay, ctx: TrialContext, choices: list[str], stopper=None, resources=None):
+    """A Ray Tune callback that turns Tune's events into rows of trials.csv, the trials'
+    files and progress lines, applied by ``sink``."""
     from ray.tune import Callback
 
     class TrialRecorder(Callback):
-        def setup(self, **info):
-            self.csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
-
         def _row(self, trial, status: str, error: str = "") -> dict:
             result = dict(trial.last_result or {})
             config = {k: trial.config.get(k) for k in choices}
@@ -190,35 +253,30 @@ def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], progress
                 row["train_seconds"] = None
             return row
 
-        def _record(self, row: dict) -> None:
-            if self.csv.append(row):
-                progress.finished(row)
-
         def on_trial_start(self, iteration, trials, trial, **info):
             config = {k: trial.config.get(k) for k in choices}
-            with (run_dir / STARTED_FILE).open("a") as f:
-                f.write(json.dumps({"trial_id": trial.trial_id, "config": config}, default=str) + "\n")
-            progress.started(trial.trial_id, config, resources.gpu_for(config) if resources else 0.0)
+            sink.started(trial.trial_id, config, resources.gpu_for(config) if resources else 0.0)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             files = result.pop(ARTIFACTS, None)  # Tune keeps the result we leave: no bytes in its state
             if files:
-                write_trial_files(trial_dir(run_dir, trial.trial_id), files)
+                sink.files(trial.trial_id, files)
             if result.get("status") == "running":
-                progress.epoch(trial.trial_id, result)
+                sink.epoch(trial.trial_id, {k: result.get(k) for k in ("epochs", "train_loss", "train_accuracy",
+                                                                         "val_accuracy")})
                 if result.get("done"):
                     result["status"] = "pruned"  # the scheduler stopped it before its last epoch
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             status = (trial.last_result or {}).get("status", "failed")
-            self._record(self._row(trial, "pruned" if status == "running" else status))
+            sink.record(self._row(trial, "pruned" if status == "running" else status))
 
         def on_trial_recover(self, iteration, trials, trial, **info):
-            progress.retried(trial.trial_id, trial.run_metadata.num_failures, _error_line(trial))
+            sink.retried(trial.trial_id, trial.run_metadata.num_failures, _error_line(trial))
 
         def on_trial_error(self, iteration, trials, trial, **info):
             if stopper is not None and stopper.reason == "interrupted":
                 return  # killed by the Ctrl-C: unfinished, --resume runs it again
-            self._record(self._row(trial, "failed", _error_line(trial)))
+            sink.record(self._row(trial, "failed", _error_line(trial)))
 
     return TrialRecorder()

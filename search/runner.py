@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from analysis.cost import measure
 from analysis.export import export_trial
 from analysis.pareto import best_trial, pareto_front, plot_pareto
 from analysis.records import TRIALS_FILE, drop_partial_row, read_trials
-from search.recorder import STARTED_FILE, Progress, make_recorder, make_stopper
+from search.recorder import STARTED_FILE, Progress, Relay, RunFiles, drain, make_recorder, make_stopper
 from search.resources import TrialResources
 from search.spec import Dimension, Spec, SpecError
 from search.trial import TrialContext, budget_violation, describe_error, resolve_arch, run_trial
@@ -363,9 +364,23 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     progress = Progress(total, objectives, already=len(recorded), verbosity=verbosity, out=out,
                         epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s,
                         best=_best_recorded(recorded, objectives[0]))
-    stopper = make_stopper(spec.search.time_budget_s)
+    choices = [d.name for d in dims]
+    files = RunFiles(run_dir, choices, progress)
+    client = (spec.search.address or "").startswith("ray://")
+    if client:
+        # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,
+        # which writes the run directory; Ctrl-C travels the other way.
+        from ray.util.queue import Queue
+
+        queue, flag = Queue(actor_options={"num_cpus": 0}), Queue(actor_options={"num_cpus": 0})
+        sink, stopper = Relay(queue), make_stopper(spec.search.time_budget_s, flag)
+        relayed = threading.Event()
+        drainer = threading.Thread(target=drain, args=(queue, files, relayed), daemon=True)
+        drainer.start()
+    else:
+        sink, stopper = files, make_stopper(spec.search.time_budget_s)
     resources = _resources(spec, ctx, splits)
-    recorder = make_recorder(run_dir, ctx, [d.name for d in dims], progress, stopper, resources)
+    recorder = make_recorder(sink, ctx, choices, stopper, resources)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, splits=splits), resources)
     tuner = tune.Tuner(
         trainable,
@@ -374,7 +389,9 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
                                     num_samples=max(0, total - len(recorded)),
                                     max_concurrent_trials=spec.search.max_concurrent,
                                     reuse_actors=resources.gpu != "auto"),
-        run_config=tune.RunConfig(name=TUNE_DIR, storage_path=str(run_dir.resolve()), verbose=0,
+        # Tune's own state: in the run directory; on a Ray Client, in Ray's default place on the cluster
+        run_config=tune.RunConfig(name=f"archscale-{spec.name}-{uuid.uuid4().hex[:8]}" if client else TUNE_DIR,
+                                  storage_path=None if client else str(run_dir.resolve()), verbose=0,
                                   callbacks=[recorder], stop=stopper,
                                   failure_config=tune.FailureConfig(max_failures=spec.search.max_failures)),
     )
@@ -389,10 +406,17 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
                   f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
                   f"{resources.cpu:g} CPU and {gpu_text}, on "
                   f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
-    with _ctrl_c(stopper, out):
-        tuner.fit()
-    if stopper.reason:
-        done = len(read_trials(run_dir)) if (run_dir / TRIALS_FILE).is_file() else 0
+    try:
+        with _ctrl_c(stopper, out):
+            tuner.fit()
+    finally:
+        if client:
+            relayed.set()
+            drainer.join()
+    if client:
+        stopper.stop_all()  # the time budget was counted on the cluster: name it here too
+    done = len(read_trials(run_dir)) if (run_dir / TRIALS_FILE).is_file() else 0
+    if stopper.reason and done < total:
         print(f"archscale: stopped ({stopper.reason}) with {done} of {total} trials finished; "
               f"`archscale run SPEC --resume` runs the rest", file=out, flush=True)
     if (run_dir / TRIALS_FILE).is_file():

@@ -223,6 +223,31 @@ def _scheduler(spec: Spec):
                          reduction_factor=spec.search.asha.reduction_factor, brackets=1)
 
 
+def seed_rungs(scheduler, run_dir: Path, recorded: pd.DataFrame) -> int:
+    """Give a resumed ASHA the validation accuracies the recorded trials had at its rungs
+    (completed trials: their per-epoch history in ``trials/<id>/result.json``; pruned ones:
+    the accuracy they were stopped with), so its cutoffs are those of the interrupted run.
+    Returns how many values were given. Uses ASHA's bracket internals (Ray 2.x)."""
+    per_trial: dict[str, dict[int, float]] = {}
+    for row in recorded.itertuples():
+        if row.status == "completed":
+            path = run_dir / "trials" / str(row.trial_id) / "result.json"
+            if path.is_file():
+                history = json.loads(path.read_text()).get("history", [])
+                per_trial[str(row.trial_id)] = {int(h["epoch"]): float(h["val_accuracy"]) for h in history}
+        elif row.status == "pruned" and not pd.isna(row.val_accuracy):
+            per_trial[str(row.trial_id)] = {int(row.epochs): float(row.val_accuracy)}
+    given = 0
+    for bracket in scheduler._brackets:
+        for milestone, rung in bracket._rungs:
+            epoch = math.ceil(milestone)  # ASHA records a trial at the first epoch >= the milestone
+            for trial_id, values in per_trial.items():
+                if epoch in values:
+                    rung[trial_id] = scheduler._metric_op * values[epoch]
+                    given += 1
+    return given
+
+
 def _resources(spec: Spec, ctx: TrialContext, splits) -> TrialResources:
     """What each trial asks Ray for; ``gpu: auto`` means no GPU where the cluster has none."""
     import ray
@@ -364,6 +389,9 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     progress = Progress(total, objectives, already=len(recorded), verbosity=verbosity, out=out,
                         epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s,
                         best=_best_recorded(recorded, objectives[0]))
+    scheduler = _scheduler(spec)
+    if scheduler is not None and not recorded.empty:
+        seed_rungs(scheduler, run_dir, recorded)
     choices = [d.name for d in dims]
     files = RunFiles(run_dir, choices, progress)
     client = (spec.search.address or "").startswith("ray://")
@@ -385,7 +413,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=_searcher(spec, dims, objectives, recorded, unfinished),
-                                    scheduler=_scheduler(spec),
+                                    scheduler=scheduler,
                                     num_samples=max(0, total - len(recorded)),
                                     max_concurrent_trials=spec.search.max_concurrent,
                                     reuse_actors=resources.gpu != "auto"),

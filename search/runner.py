@@ -378,7 +378,8 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
                             f"max_macs={spec.space.max_macs}); the smallest of {check.sampled} has "
                             f"params={small.get('params')}, macs={small.get('macs')}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.yaml").write_text(spec.to_yaml())
+        (run_dir / ".spec.yaml.tmp").write_text(spec.to_yaml())
+        (run_dir / ".spec.yaml.tmp").replace(run_dir / "spec.yaml")  # whole, even if killed while writing
 
     _init_ray(spec.search.address)
     from ray import tune

@@ -284,7 +284,9 @@ def _unfinished(run_dir: Path, recorded: pd.DataFrame) -> list[dict]:
             continue
         if str(item["trial_id"]) not in done:
             pending[str(item["trial_id"])] = item["config"]
-    return list(pending.values())
+    # once each: a configuration rerun by an earlier --resume and cut short again is there twice
+    unique = {json.dumps(config, sort_keys=True, default=str): config for config in pending.values()}
+    return list(unique.values())
 
 
 def _best_recorded(recorded: pd.DataFrame, objective: tuple[str, str]) -> float | None:

@@ -122,7 +122,10 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune, reache
         if epoch < cfg.epochs:  # the last epoch is reported once with the trial's files
             tune.report({**base, **metrics, "epochs": epoch, "status": "running"})
 
-    result = train(model, splits, cfg, device=ctx.train.get("device", "auto"), callback=on_epoch)
+    device = ctx.train.get("device", "auto")
+    if device == "auto" and not host["gpus"]:
+        device = "cpu"  # a trial uses only the GPU share Ray gave it, whatever CUDA_VISIBLE_DEVICES says
+    result = train(model, splits, cfg, device=device, callback=on_epoch)
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
     if result.peak_memory_mb is not None:

@@ -15,7 +15,8 @@ from typing import Any, TextIO
 import pandas as pd
 
 from analysis.records import TRIALS_FILE, read_trials
-from search.runner import _init_ray, _trial_context, make_recorder
+from search.recorder import Progress, RunFiles, make_recorder
+from search.runner import _init_ray, _trial_context
 from search.spec import Spec, SpecError
 from search.trial import TRAIN_PREFIX, run_trial
 from space import get_space
@@ -166,7 +167,9 @@ def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds
     ctx = _trial_context(spec, run_dir, data.context)
     ctx = replace(ctx, fixed={**ctx.fixed, **base})
     total = len(table) * seeds
-    recorder = make_recorder(run_dir, ctx, ["variant", "seed"], [("val_accuracy", "max")], total, quiet)
+    progress = Progress(total, [("val_accuracy", "max")], verbosity="quiet" if quiet else "normal", out=out,
+                        epochs=spec.train.epochs)
+    recorder = make_recorder(RunFiles(run_dir, ["variant", "seed"], progress), ctx, ["variant", "seed"])
     trainable = tune.with_resources(
         tune.with_parameters(variant_trial, ctx=ctx, splits=splits, table=table),
         {"cpu": spec.search.resources_per_trial.cpu, "gpu": spec.search.resources_per_trial.gpu})

@@ -35,6 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a spec field (repeatable), e.g. --set search.num_trials=4")
     run.add_argument("--quiet", action="store_true", help="print only errors and the final front")
+    run.add_argument("--verbose", action="store_true", help="also a line per trial start, epoch and retry")
 
     check = sub.add_parser("check", help="validate a spec; size of the space; how many configs fit the budgets")
     check.add_argument("spec")
@@ -102,7 +103,9 @@ def cmd_run(args) -> int:
 
     spec = load_spec(args.spec, args.overrides)
     run_dir = prepare_run_dir(spec, args.out, args.resume)
-    run_search(spec, run_dir, resume=args.resume, quiet=args.quiet)
+    if args.quiet and args.verbose:
+        raise SpecError("--quiet and --verbose: give one of them, not both")
+    run_search(spec, run_dir, resume=args.resume, quiet=args.quiet, verbose=args.verbose)
     return EXIT_OK
 
 

@@ -280,8 +280,33 @@ class TrainSpec(_Strict):
 
 
 class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, description="CPU cores per trial; also the trial's torch threads")
+    gpu: float | str = Field(
+        "auto", description="GPUs per trial: a fraction below 1 shares one GPU, 'auto' sizes the fraction from "
+                            "the measured peak memory of one training step (0 where the cluster has no GPU)")
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu(cls, value: Any) -> float | str:
+        allowed = "allowed: 'auto', a fraction in [0, 1] (several trials share one GPU) or a whole number of GPUs"
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"gpu {value!r} is not allowed; {allowed}")
+        if value < 0 or (value > 1 and value != int(value)):
+            raise ValueError(f"gpu {value!r} is not allowed; {allowed}")
+        return float(value)
+
+
+class AshaSpec(_Strict):
+    """Asynchronous successive halving (Ray Tune's ASHAScheduler) on validation accuracy.
+    The last rung is ``train.epochs``: a trial that is never stopped trains its full schedule."""
+
+    grace_period: int = Field(1, ge=1, description="epochs every trial trains before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="at each rung, trials below the top 1/reduction_factor stop")
+
+
+ADDRESS = re.compile(r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
 
 
 class SearchSpec(_Strict):
@@ -290,6 +315,22 @@ class SearchSpec(_Strict):
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: Resources = Field(default_factory=Resources)
+    scheduler: Literal["none", "asha"] = Field("none", description="asha: stop weak trials early on val_accuracy")
+    asha: AshaSpec = Field(default_factory=AshaSpec)
+    max_failures: int = Field(1, ge=0, description="retries of a trial whose worker died or ran out of GPU memory")
+    time_budget_s: float | None = Field(None, gt=0, description="wall-clock seconds for this invocation; unfinished "
+                                                                "trials are stopped and rerun by --resume")
+    address: str | None = Field(None, description="Ray cluster: null starts Ray here; 'auto', 'HOST:PORT' (the GCS) "
+                                                  "or 'ray://HOST:PORT' (Ray Client) joins an existing cluster")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not ADDRESS.match(value):
+            raise ValueError(f"address {value!r} is not allowed; allowed: null (start Ray here), 'auto', "
+                             "'HOST:PORT' or 'ray://HOST:PORT'")
+        return value
+
     reference_point: dict[str, float] | None = Field(
         None, description="hypervolume reference point, metric -> value (default: the worst completed value)")
 
@@ -339,6 +380,21 @@ class Spec(_Strict):
                 if d.size == math.inf:
                     raise ValueError(f"search.sampler: 'grid' needs finite choices, but space.params.{d.name} "
                                      "is a float range without step")
+        return self
+
+    @model_validator(mode="after")
+    def _asha(self) -> "Spec":
+        if self.search.scheduler != "asha":
+            return self
+        if "val_accuracy" not in [m for m, _ in self.search.objective_pairs()]:
+            raise ValueError(f"search.scheduler: 'asha' stops trials on val_accuracy, which is not among the "
+                             f"objectives {self.search.objectives}; add val_accuracy:max or use scheduler: none")
+        if self.train.epochs < 2:
+            raise ValueError("search.scheduler: 'asha' stops trials between epochs, but train.epochs is 1; "
+                             "train for 2 or more epochs or use scheduler: none")
+        if self.search.asha.grace_period >= self.train.epochs:
+            raise ValueError(f"search.asha.grace_period: {self.search.asha.grace_period} is not below train.epochs "
+                             f"({self.train.epochs}), so ASHA could stop no trial; allowed: 1 to {self.train.epochs - 1}")
         return self
 
     def searched(self) -> list[Dimension]:

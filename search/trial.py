@@ -1,5 +1,6 @@
 """One trial: resolve the sampled architecture, measure its cost, reject it if over
-budget, otherwise train it and report every epoch to Ray Tune.
+budget, otherwise train it and report every epoch to Ray Tune (so a scheduler can stop
+it between epochs). Its weights and result travel to the driver with its last report.
 
 Runs inside a Ray worker; imports ray lazily so the module can be imported anywhere.
 """
@@ -12,11 +13,9 @@ from typing import Any
 import torch
 
 from analysis.cost import latency_ms, measure
-from analysis.export import save_trial, trial_dir
+from analysis.export import trial_files
 from space import Arch, build, get_space
 from trainer import Splits, TrainConfig, train
-
-ERROR_FILE = "error.txt"
 
 
 @dataclass(frozen=True)
@@ -43,6 +42,8 @@ REJECTED_SUFFIX = "_infeasible"  # trial ids of configurations rejected over bud
 def counted(trials) -> int:
     """Trials that count toward ``num_trials``: all but those rejected before dispatch."""
     return int((~trials["trial_id"].astype(str).str.endswith(REJECTED_SUFFIX)).sum()) if len(trials) else 0
+
+
 META_KEYS = ("seed", "variant")  # configuration keys that are neither architecture nor recipe
 
 
@@ -85,23 +86,58 @@ def measure_latency(model: torch.nn.Module, shape: tuple[int, ...], ctx: TrialCo
     return out
 
 
+ARTIFACTS = "artifacts"  # key of the last result that carries the trial's files to the driver
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a CPU allocation the host refused."""
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for trials.csv: the exception's type and message (500 characters at most)."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return (f"out of memory: {text}" if is_out_of_memory(err) else text)[:500]
+
+
 def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None:
-    """Ray Tune function trainable. An exception's message is written to the trial's
-    ``error.txt`` (for trials.csv) and raised again, so Tune and the sampler see a failure."""
+    """Ray Tune function trainable.
+
+    A trial that fails in its own code (an exception, a NaN loss, memory the host refuses)
+    reports ``status: failed`` with its error and ends: running it again would fail again.
+    Only CUDA out-of-memory is raised to Tune, which retries it (``search.max_failures``):
+    on a shared GPU a neighbour may have held the memory. A worker that dies (killed, its
+    node lost) is retried the same way.
+    """
     from ray import tune
 
+    reached: dict[str, Any] = {"epochs": 0}  # what the trial got to before a failure
     try:
-        _run(config, ctx, splits, tune)
-    except Exception as err:
-        folder = trial_dir(ctx.run_dir, tune.get_context().get_trial_id())
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR_FILE).write_text(f"{type(err).__name__}: {err}"[:500])
+        _run(config, ctx, splits, tune, reached)
+    except torch.OutOfMemoryError:
         raise
+    except Exception as err:
+        tune.report({**reached, "status": "failed", "error": describe_error(err)})
 
 
-def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> None:
-    trial_id = tune.get_context().get_trial_id()
-    torch.set_num_threads(max(1, int(ctx.cpus)))
+def _claim_resources() -> dict[str, float]:
+    """Hold the trial to what Ray gave it: torch threads = its CPUs (no other worker threads
+    or processes: the trainer loads no data in the background), and, on a shared GPU, a cap
+    of its share of the GPU's memory."""
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    cpus, gpus = assigned.get("CPU", 1.0), assigned.get("GPU", 0.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    if 0 < gpus < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpus, 0)
+    return {"cpus": cpus, "gpus": gpus, "threads": torch.get_num_threads(),
+            "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune, reached: dict[str, Any]) -> None:
+    host = _claim_resources()
     arch = resolve_arch(ctx, config)
     shape = (1, ctx.data_context["in_channels"], ctx.data_context["image_size"], ctx.data_context["image_size"])
     recipe = train_values(ctx, config)
@@ -113,6 +149,7 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> Non
     cost = measure(model, shape, batch_size=recipe["batch_size"])
     base = {"params": cost.params, "macs": cost.macs, "memory_mb": cost.activation_mb, "arch": arch.text}
     base.update(measure_latency(model, shape, ctx))
+    reached.update(base)
     why = budget_violation(ctx, cost.params, cost.macs, base["latency_ms"])
     if why:
         # Optuna still needs every objective: an infeasible point scores worst on accuracy.
@@ -123,18 +160,23 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> Non
     cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"}, seed=seed)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
-        if epoch < cfg.epochs:  # the last epoch is reported once its weights are saved
+        reached.update(epochs=epoch, train_seconds=metrics["train_seconds"])
+        if epoch < cfg.epochs:  # the last epoch is reported once with the trial's files
             tune.report({**base, **metrics, "epochs": epoch, "status": "running"})
 
-    result = train(model, splits, cfg, device=recipe.get("device", "auto"), callback=on_epoch)
+    device = recipe.get("device", "auto")
+    if device == "auto" and not host["gpus"]:
+        device = "cpu"  # a trial uses only the GPU share Ray gave it, whatever CUDA_VISIBLE_DEVICES says
+    result = train(model, splits, cfg, device=device, callback=on_epoch)
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
     if result.peak_memory_mb is not None:
         final["memory_mb"] = result.peak_memory_mb  # measured on CUDA rather than estimated
     final["memory_source"] = "cuda_peak" if result.peak_memory_mb is not None else "activation_estimate"
-    save_trial(trial_dir(ctx.run_dir, trial_id), model, {
+    files = trial_files(model, {
         "arch": arch.text, "metrics": {k: v for k, v in final.items() if k != "arch"},
         "mean": result.mean, "std": result.std, "history": result.history, "data": ctx.data_info, "seed": seed,
         "recipe": recipe,
+        "host": host,
     })
-    tune.report(final)
+    tune.report({**final, ARTIFACTS: files})  # the driver writes them into trials/<id>/

@@ -16,7 +16,7 @@ import pandas as pd
 
 from analysis.records import TRIALS_FILE, read_trials
 from search.recorder import Progress, RunFiles, make_recorder
-from search.runner import _init_ray, _trial_context
+from search.runner import _init_ray, _resources, _trial_context
 from search.spec import Spec, SpecError
 from search.trial import TRAIN_PREFIX, run_trial
 from space import get_space
@@ -169,10 +169,9 @@ def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds
     total = len(table) * seeds
     progress = Progress(total, [("val_accuracy", "max")], verbosity="quiet" if quiet else "normal", out=out,
                         epochs=spec.train.epochs)
-    recorder = make_recorder(RunFiles(run_dir, ["variant", "seed"], progress), ctx, ["variant", "seed"])
-    trainable = tune.with_resources(
-        tune.with_parameters(variant_trial, ctx=ctx, splits=splits, table=table),
-        {"cpu": spec.search.resources_per_trial.cpu, "gpu": spec.search.resources_per_trial.gpu})
+    resources = _resources(spec, ctx, splits)
+    recorder = make_recorder(RunFiles(run_dir, ["variant", "seed"], progress), ctx, ["variant", "seed"], None, resources)
+    trainable = tune.with_resources(tune.with_parameters(variant_trial, ctx=ctx, splits=splits, table=table), resources)
     if not quiet:
         print(f"archscale {kind}: {len(table)} variants x {seeds} seeds = {total} trials of "
               f"{spec.space.family} on {spec.data.dataset} -> {run_dir}", file=out, flush=True)

@@ -56,11 +56,6 @@ def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
     return Path(run_dir) / TRIALS_DIR / str(trial_id)
 
 
-def save_trial(folder: str | Path, model: nn.Module, result: Mapping[str, Any]) -> None:
-    """Write a trial's ``weights.pt`` and ``result.json``."""
-    write_trial_files(folder, trial_files(model, result))
-
-
 def trial_files(model: nn.Module, result: Mapping[str, Any]) -> dict[str, bytes]:
     """A trial's ``weights.pt`` and ``result.json`` as bytes, to be written elsewhere (a
     trial on another node of a cluster sends them to the driver with its last result)."""

@@ -37,7 +37,7 @@ def test_a_raising_trial_is_recorded_failed_and_the_others_finish(tmp_path, writ
     assert trials.loc["dilated", "status"] == "failed"
     assert trials.loc["dilated", "error"].startswith("SpaceError: downsample:") and "px" in trials.loc["dilated", "error"]
     out = capsys.readouterr().out
-    assert "[2/2]" in out and "failed (SpaceError" in out and (run_dir / "best" / "weights.pt").is_file()
+    assert "[2/2]" in out and "(SpaceError: downsample" in out and (run_dir / "best" / "weights.pt").is_file()
 
 
 def _descendants(pid: int) -> list[int]:

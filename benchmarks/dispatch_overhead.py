@@ -4,8 +4,7 @@ jobs in a plain loop of worker processes, with the same parallelism and threads 
 
 Both sides are timed as whole commands from a fresh interpreter (imports, data loading and,
 for archscale, starting Ray included), alternately, ``--reps`` times each; the ratio is of
-the median wall times. CPU seconds are shown too: on a machine shared with other work the
-wall time of either side depends on how the kernel shares the cores. Prints a table and ends with ``dispatch_overhead_ratio: VALUE``.
+the medians. Prints a table and ends with ``dispatch_overhead_ratio: VALUE``.
 
     python benchmarks/dispatch_overhead.py [--trials 12] [--parallel 2] [--epochs 3] [--reps 2]
 
@@ -17,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -85,18 +83,13 @@ def plain_loop(trials: int, parallel: int, epochs: int) -> None:
 # --------------------------------------------------------------------------- timing both
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, float, str]:
-    """Wall seconds and CPU seconds (user + system of the command and the processes it
-    waited for: pool workers; Ray's raylet and its workers) of one command."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return wall, cpu, done.stdout
+    return wall, done.stdout
 
 
 def load() -> str:
@@ -123,26 +116,23 @@ def main() -> None:
         spec_file.write_text(yaml.safe_dump(spec(args.trials, args.parallel, args.epochs)))
         for rep in range(args.reps):
             before = load()
-            wall, cpu, out = timed([sys.executable, __file__, "--plain", "--trials", str(args.trials),
-                                    "--parallel", str(args.parallel), "--epochs", str(args.epochs)], env)
-            rows.append(("plain loop", rep, wall, cpu, before, out.strip().splitlines()[-1]))
+            wall, out = timed([sys.executable, __file__, "--plain", "--trials", str(args.trials),
+                               "--parallel", str(args.parallel), "--epochs", str(args.epochs)], env)
+            rows.append(("plain loop", rep, wall, before, out.strip().splitlines()[-1]))
             before = load()
-            wall, cpu, out = timed([sys.executable, "-m", "search.cli", "run", str(spec_file), "--quiet",
-                                    "--out", str(Path(tmp) / f"run{rep}")], env)
+            wall, out = timed([sys.executable, "-m", "search.cli", "run", str(spec_file), "--quiet",
+                               "--out", str(Path(tmp) / f"run{rep}")], env)
             trials = (Path(tmp) / f"run{rep}" / "trials.csv").read_text().strip().splitlines()[1:]
-            rows.append(("archscale run", rep, wall, cpu, before, f"{len(trials)} trials recorded"))
+            rows.append(("archscale run", rep, wall, before, f"{len(trials)} trials recorded"))
 
     print(f"{args.trials} trials x {args.epochs} epochs, {args.parallel} at once, 1 thread each; "
           f"load average (1/5 min) before each command shown")
-    print(f"{'command':<14} {'rep':>3} {'wall s':>8} {'cpu s':>8} {'load':>10}  note")
-    for name, rep, wall, cpu, before, note in rows:
-        print(f"{name:<14} {rep:>3} {wall:>8.1f} {cpu:>8.1f} {before:>10}  {note}")
-    plain = statistics.median(r[2] for r in rows if r[0] == "plain loop")
-    ours = statistics.median(r[2] for r in rows if r[0] == "archscale run")
-    plain_cpu = statistics.median(r[3] for r in rows if r[0] == "plain loop")
-    ours_cpu = statistics.median(r[3] for r in rows if r[0] == "archscale run")
-    print(f"median wall: plain loop {plain:.1f} s, archscale run {ours:.1f} s; "
-          f"median cpu: plain loop {plain_cpu:.1f} s, archscale run {ours_cpu:.1f} s (ratio {ours_cpu / plain_cpu:.3f})")
+    print(f"{'command':<14} {'rep':>3} {'wall s':>8} {'load':>10}  note")
+    for name, rep, wall, before, note in rows:
+        print(f"{name:<14} {rep:>3} {wall:>8.1f} {before:>10}  {note}")
+    plain = statistics.median(w for n, _, w, _, _ in rows if n == "plain loop")
+    ours = statistics.median(w for n, _, w, _, _ in rows if n == "archscale run")
+    print(f"median wall: plain loop {plain:.1f} s, archscale run {ours:.1f} s")
     print(f"dispatch_overhead_ratio: {ours / plain:.3f}")
 
 

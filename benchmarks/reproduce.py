@@ -143,6 +143,9 @@ def perform(row: Row, runs_dir: Path, quick: bool) -> dict:
     if os.environ.get("ARCHSCALE_DATA"):
         shown = f"ARCHSCALE_DATA={os.environ['ARCHSCALE_DATA']} {shown}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # A fresh local Ray instance: ray.init() would otherwise join any cluster `ray start` left on
+    # this machine (and on a shared machine, trials then die before they start).
+    env.setdefault("RAY_ADDRESS", "local")
     start = time.perf_counter()
     started = datetime.now(timezone.utc)
     print(f"running: {shown}", flush=True)

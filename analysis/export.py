@@ -14,6 +14,7 @@ An export directory holds:
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 import shutil
@@ -55,13 +56,23 @@ def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
     return Path(run_dir) / TRIALS_DIR / str(trial_id)
 
 
-def save_trial(folder: str | Path, model: nn.Module, result: Mapping[str, Any]) -> None:
-    """Write a trial's ``weights.pt`` and ``result.json`` (called by the trial itself)."""
+def trial_files(model: nn.Module, result: Mapping[str, Any]) -> dict[str, bytes]:
+    """A trial's ``weights.pt`` and ``result.json`` as bytes, to be written elsewhere (a
+    trial on another node of a cluster sends them to the driver with its last result)."""
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    return {WEIGHTS_FILE: buffer.getvalue(),
+            RESULT_FILE: json.dumps(dict(result), indent=1, default=str).encode()}
+
+
+def write_trial_files(folder: str | Path, files: Mapping[str, bytes]) -> None:
+    """Write the files of :func:`trial_files` into ``folder``; each lands whole (temp + rename)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, folder / WEIGHTS_FILE)
-    (folder / RESULT_FILE).write_text(json.dumps(dict(result), indent=1, default=str))
+    for name, data in files.items():
+        tmp = folder / f".{name}.tmp"
+        tmp.write_bytes(data)
+        tmp.replace(folder / name)
 
 
 def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Mapping[str, Any] | None = None,

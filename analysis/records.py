@@ -36,12 +36,27 @@ def _cell(value) -> str:
     return str(value)
 
 
+def drop_partial_row(path: str | Path) -> bool:
+    """Cut a last row that a killed writer left without its newline; True if one was cut."""
+    path = Path(path)
+    if not path.is_file():
+        return False
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return False
+    with path.open("r+b") as f:
+        f.truncate(data.rfind(b"\n") + 1)
+    return True
+
+
 class TrialsCSV:
-    """Append-only writer of ``trials.csv``; a trial id already present is never written twice."""
+    """Append-only writer of ``trials.csv``; a trial id already present is never written twice.
+    A row cut short by a kill (no newline) is dropped when the file is opened again."""
 
     def __init__(self, path: str | Path, choices: Iterable[str]):
         self.path = Path(path)
         self.columns = columns_for(choices)
+        drop_partial_row(self.path)
         if self.path.is_file():  # appending to an existing file: keep its header (an older run's columns)
             with self.path.open(newline="") as f:
                 header = next(csv.reader(f), None)
@@ -60,7 +75,7 @@ class TrialsCSV:
         trial_id = str(row["trial_id"])
         if trial_id in self._seen:
             return False
-        new = not self.path.is_file()
+        new = not self.path.is_file() or self.path.stat().st_size == 0
         with self.path.open("a", newline="") as f:
             writer = csv.writer(f)
             if new:
@@ -77,6 +92,8 @@ def read_trials(run_dir: str | Path) -> pd.DataFrame:
     path = Path(run_dir) / TRIALS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
+    if path.stat().st_size == 0:  # killed before its header was written
+        return pd.DataFrame(columns=["trial_id", "status"])
     return pd.read_csv(path, dtype={"trial_id": str, "error": str, "arch": str}, keep_default_na=True)
 
 

@@ -35,11 +35,29 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a spec field (repeatable), e.g. --set search.num_trials=4")
     run.add_argument("--quiet", action="store_true", help="print only errors and the final front")
+    run.add_argument("--verbose", action="store_true", help="also a line per trial start, epoch and retry")
 
     check = sub.add_parser("check", help="validate a spec; size of the space; how many configs fit the budgets")
     check.add_argument("spec")
     check.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
     check.add_argument("--samples", type=int, default=64, help="configurations to build and measure (default 64)")
+
+    ablate = sub.add_parser("ablate", help="train the base architecture with no, each and all techniques, over seeds")
+    ablate.add_argument("spec")
+    ablate.add_argument("--techniques", required=True,
+                        help="comma-separated, each optionally =VALUE, e.g. blurpool,cutout,mixup=0.4,label_smoothing,swa,sam")
+    ablate.add_argument("--seeds", type=int, default=2, help="seeds per variant (default 2)")
+    ablate.add_argument("--combos", action="store_true", help="also every pair of techniques")
+    ablate.add_argument("--out", help="directory to write (default runs/<spec name>-ablation)")
+    ablate.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+    ablate.add_argument("--quiet", action="store_true")
+
+    repeat = sub.add_parser("repeat", help="retrain a run's winner (or --trial) with several seeds")
+    repeat.add_argument("run_dir")
+    repeat.add_argument("--trial", help="trial id, as in trials.csv (default: the winner)")
+    repeat.add_argument("--seeds", type=int, default=3, help="seeds (default 3)")
+    repeat.add_argument("--out", help="directory to write (default RUN_DIR-repeat)")
+    repeat.add_argument("--quiet", action="store_true")
 
     spaces = sub.add_parser("spaces", help="list the families and their parameters")
     spaces.add_argument("family", nargs="?")
@@ -85,7 +103,9 @@ def cmd_run(args) -> int:
 
     spec = load_spec(args.spec, args.overrides)
     run_dir = prepare_run_dir(spec, args.out, args.resume)
-    run_search(spec, run_dir, resume=args.resume, quiet=args.quiet)
+    if args.quiet and args.verbose:
+        raise SpecError("--quiet and --verbose: give one of them, not both")
+    run_search(spec, run_dir, resume=args.resume, quiet=args.quiet, verbose=args.verbose)
     return EXIT_OK
 
 
@@ -93,7 +113,7 @@ def cmd_check(args) -> int:
     from search.runner import feasibility
 
     spec = load_spec(args.spec, args.overrides)
-    dims = spec.space.dimensions()
+    dims = spec.space.dimensions() + spec.train.dimensions()
     print(f"spec {spec.name!r}: valid")
     print(f"family {spec.space.family}; dataset {spec.data.dataset}; sampler {spec.search.sampler}; "
           f"{spec.search.num_trials} trials; objectives {', '.join(spec.search.objectives)}")
@@ -121,6 +141,31 @@ def cmd_check(args) -> int:
         small = report.smallest
         raise SpecError(f"space: no configuration meets the budgets; the smallest sampled has "
                         f"params={small.get('params')}, macs={small.get('macs')}")
+    return EXIT_OK
+
+
+def cmd_ablate(args) -> int:
+    from search.ablate import parse_techniques, run_ablation
+
+    spec = load_spec(args.spec, args.overrides)
+    techniques = parse_techniques(args.techniques)
+    if args.seeds < 1:
+        raise SpecError(f"--seeds: {args.seeds} is not allowed; give 1 or more")
+    out = Path(args.out) if args.out else Path("runs") / f"{spec.name}-ablation"
+    run_ablation(spec, techniques, args.seeds, args.combos, out, quiet=args.quiet)
+    print(f"wrote {out / 'ablation.csv'} and {out / 'ablation.png'}")
+    return EXIT_OK
+
+
+def cmd_repeat(args) -> int:
+    from search.ablate import run_repeat
+
+    run_dir = _run_dir(args.run_dir)
+    if args.seeds < 1:
+        raise SpecError(f"--seeds: {args.seeds} is not allowed; give 1 or more")
+    out = Path(args.out) if args.out else run_dir.parent / f"{run_dir.name}-repeat"
+    run_repeat(run_dir, args.trial, args.seeds, out, quiet=args.quiet)
+    print(f"wrote {out / 'repeat.csv'}")
     return EXIT_OK
 
 
@@ -207,7 +252,7 @@ def cmd_pareto(args) -> int:
     trials = read_trials(run_dir)
     _check_columns(trials, objectives, run_dir)
     front = pareto_front(trials, objectives)
-    print(format_front(trials, front, objectives, [d.name for d in spec.space.searched()]))
+    print(format_front(trials, front, objectives, [d.name for d in spec.searched()]))
     labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
     for _, row in front.iterrows():
         print(f"  {labels[str(row['trial_id'])]}: {row['arch']}")
@@ -295,7 +340,7 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report,
+COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat, "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report,
             "export": cmd_export, "compare": cmd_compare}
 
 

@@ -12,7 +12,8 @@ import math
 
 import pandas as pd
 
-from search.runner import _native, optuna_space
+from search.runner import optuna_space
+from search.searcher import _native
 from search.spec import Spec
 
 
@@ -22,7 +23,7 @@ def param_importances(spec: Spec, trials: pd.DataFrame, metric: str = "val_accur
     None and the reason they cannot be computed."""
     import optuna
 
-    dims = spec.space.searched()
+    dims = spec.searched()
     if not dims:
         return None, "the spec searches no choice"
     done = trials[trials["status"] == "completed"].dropna(subset=[metric])

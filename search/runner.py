@@ -6,11 +6,15 @@ imported inside the functions that need them, so ``archscale check`` stays fast.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
+import signal
 import sys
-import time
+import threading
+import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,12 +24,14 @@ import pandas as pd
 import yaml
 
 from analysis.cost import measure
-from analysis.export import export_trial, trial_dir
+from analysis.export import export_trial
 from analysis.hypervolume import summarise
 from analysis.pareto import best_trial, pareto_front, plot_pareto
-from analysis.records import TRIALS_FILE, TrialsCSV, read_trials
+from analysis.records import TRIALS_FILE, drop_partial_row, read_trials
+from search.recorder import STARTED_FILE, Progress, Relay, RunFiles, drain, make_recorder, make_stopper
+from search.resources import TrialResources
 from search.spec import Dimension, Spec, SpecError
-from search.trial import ERROR_FILE, TrialContext, budget_violation, measure_latency, resolve_arch, run_trial
+from search.trial import TrialContext, budget_violation, counted, describe_error, measure_latency, resolve_arch, run_trial
 from space import SpaceError, build
 from trainer import dataset_context, load_dataset, split
 
@@ -50,8 +56,8 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     if resume:
         if not spec_file.is_file():
             raise SpecError(f"--resume: {run_dir} holds no run (no spec.yaml); start one without --resume")
-        old = yaml.safe_load(spec_file.read_text())
-        new = spec.model_dump(mode="json")
+        old = _without_execution(yaml.safe_load(spec_file.read_text()))
+        new = _without_execution(spec.model_dump(mode="json"))
         if old != new:
             key = _first_difference(old, new)
             raise SpecError(f"--resume: the spec differs from the run's spec.yaml at {key}; "
@@ -60,6 +66,17 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SpecError(f"{run_dir} already holds a run; use --resume to continue it, or --out DIR for a new run")
     return run_dir
+
+
+# How a search runs, not what it searches: these may change on --resume (a new time budget,
+# another cluster, more trials at once).
+EXECUTION_FIELDS = ("time_budget_s", "address", "max_concurrent", "resources_per_trial", "max_failures")
+
+
+def _without_execution(raw: Any) -> Any:
+    if not isinstance(raw, dict) or not isinstance(raw.get("search"), dict):
+        return raw
+    return {**raw, "search": {k: v for k, v in raw["search"].items() if k not in EXECUTION_FIELDS}}
 
 
 def _first_difference(a: Any, b: Any, prefix: str = "") -> str:
@@ -104,11 +121,12 @@ def sample_configs(dims: list[Dimension], n: int, seed: int) -> list[dict]:
     return configs
 
 
-def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
-    """Build sampled configurations (no training) and count those within the budgets."""
+def feasibility(spec: Spec, samples: int = 64, until_feasible: bool = False) -> Feasibility:
+    """Build sampled configurations (no training) and count those within the budgets;
+    ``until_feasible``: stop at the first one that fits (all a run needs to know)."""
     context = dataset_context(spec.data.dataset, spec.data.root)
     ctx = _trial_context(spec, Path("."), context)
-    dims = spec.space.searched()
+    dims = spec.searched()
     size = math.prod(d.size for d in dims) if dims else 1
     n = int(min(samples, size)) if size != math.inf else samples
     configs = _grid_configs(dims) if size <= samples else sample_configs(dims, n, spec.seed)
@@ -120,12 +138,19 @@ def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
         except SpaceError as err:
             rows.append({**config, "params": None, "macs": None, "feasible": False, "why": str(err)})
             continue
-        model = build(arch)
-        cost = measure(model, shape, spec.train.batch_size)
-        latency = measure_latency(model, shape, ctx, with_batch=False)["latency_ms"] if spec.space.max_latency_ms else None
+        try:
+            model = build(arch)
+            cost = measure(model, shape, spec.train.batch_size)
+            latency = (measure_latency(model, shape, ctx, with_batch=False)["latency_ms"]
+                       if spec.space.max_latency_ms else None)
+        except (RuntimeError, ValueError) as err:  # e.g. memory the host refuses: the trial will fail too
+            rows.append({**config, "params": None, "macs": None, "feasible": False, "why": describe_error(err)})
+            continue
         why = budget_violation(ctx, cost.params, cost.macs, latency)
         rows.append({**config, "params": cost.params, "macs": cost.macs, "latency_ms": latency,
                      "feasible": why is None, "why": why or ""})
+        if until_feasible and why is None:
+            break
     measured = [r for r in rows if r["params"] is not None]
     smallest = min(measured, key=lambda r: (r["params"], r["macs"])) if measured else {}
     return Feasibility(size, len(rows), sum(r["feasible"] for r in rows), smallest, rows)
@@ -146,7 +171,7 @@ def _trial_context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContex
         data_context=data_context,
         data_info={"dataset": spec.data.dataset, "root": spec.data.root, "val_fraction": spec.data.val_fraction,
                    "subset": spec.data.subset, "seed": spec.seed},
-        train=spec.train.model_dump(),
+        train=spec.train.values(),
         max_params=spec.space.max_params,
         max_macs=spec.space.max_macs,
         max_latency_ms=spec.space.max_latency_ms,
@@ -155,244 +180,294 @@ def _trial_context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContex
     )
 
 
-# --------------------------------------------------------------------------- optuna
+# --------------------------------------------------------------------------- optuna, ASHA, resources
 
 
 def optuna_space(dims: list[Dimension]) -> dict:
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    """Optuna distributions of the searched dimensions (see :mod:`search.searcher`)."""
+    from search.searcher import optuna_space as space
 
-    space = {}
-    for d in dims:
-        if d.kind == "choice":
-            space[d.name] = CategoricalDistribution(list(d.values))
-        elif d.kind == "int":
-            space[d.name] = IntDistribution(int(d.low), int(d.high), step=int(d.step or 1), log=d.log)
-        else:
-            space[d.name] = FloatDistribution(float(d.low), float(d.high), step=d.step, log=d.log)
-    return space
+    return space(dims)
 
 
-def make_sampler(spec: Spec, dims: list[Dimension]):
-    import optuna
+def make_sampler(spec: Spec, dims: list[Dimension], told: int = 0):
+    """The spec's Optuna sampler (see :func:`search.searcher.make_sampler`)."""
+    from search.searcher import make_sampler as sampler
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    n, seed = spec.search.num_trials, spec.seed
-    if spec.search.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(2, min(10, n // 3)), multivariate=True)
-    if spec.search.sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, n // 3)))
-    if spec.search.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.GridSampler({d.name: d.grid() for d in dims}, seed=seed)
+    return sampler(spec, dims, told)
 
 
-def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str]], recorded: pd.DataFrame):
-    """OptunaSearch over ``dims``; ``recorded`` trials (completed or infeasible) are told to
-    the study as already evaluated, so a resumed search does not sample from scratch."""
+def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str]], recorded: pd.DataFrame,
+              unfinished: list[dict]):
+    """An :class:`~search.searcher.ArchscaleSearch` over ``dims``, told the ``recorded``
+    trials of an interrupted run, with its ``unfinished`` configurations enqueued first."""
     if not dims:
         return None
-    from ray.tune.search.optuna import OptunaSearch
+    from search.searcher import ArchscaleSearch
 
     metrics, modes = [m for m, _ in objectives], [d for _, d in objectives]
-    points, rewards = [], []
-    if not recorded.empty:
-        usable = recorded[recorded["status"].isin(["completed", "infeasible"])]
-        for _, row in usable.iterrows():
-            values = [0.0 if (m == "val_accuracy" and row["status"] == "infeasible") else float(row[m]) for m in metrics]
-            if any(math.isnan(v) for v in values):
-                continue
-            points.append({d.name: _native(row[d.name]) for d in dims})
-            rewards.append(values if len(values) > 1 else values[0])
-    return OptunaSearch(
+    searcher = ArchscaleSearch(
         space=optuna_space(dims),
         metric=metrics if len(metrics) > 1 else metrics[0],
         mode=modes if len(modes) > 1 else modes[0],
-        sampler=make_sampler(spec, dims),
+        sampler=make_sampler(spec, dims, told=len(recorded)),
         seed=spec.seed,
-        points_to_evaluate=points or None,
-        evaluated_rewards=rewards or None,
     )
+    if not recorded.empty or unfinished:
+        searcher.tell_history(recorded, unfinished, dims)
+    return searcher
 
 
-def _native(value: Any) -> Any:
-    """numpy scalars from a DataFrame back to Python ones (Optuna compares choices by value)."""
-    return value.item() if hasattr(value, "item") else value
+def _scheduler(spec: Spec):
+    """Ray Tune's ASHA on validation accuracy per epoch, or None (every trial runs its epochs)."""
+    if spec.search.scheduler != "asha":
+        return None
+    from ray.tune.schedulers import ASHAScheduler
+
+    return ASHAScheduler(time_attr="epochs", metric="val_accuracy", mode="max", max_t=spec.train.epochs,
+                         grace_period=spec.search.asha.grace_period,
+                         reduction_factor=spec.search.asha.reduction_factor, brackets=1)
 
 
-# --------------------------------------------------------------------------- progress and records
+def seed_rungs(scheduler, run_dir: Path, recorded: pd.DataFrame) -> int:
+    """Give a resumed ASHA the validation accuracies the recorded trials had at its rungs
+    (completed trials: their per-epoch history in ``trials/<id>/result.json``; pruned ones:
+    the accuracy they were stopped with), so its cutoffs are those of the interrupted run.
+    Returns how many values were given. Uses ASHA's bracket internals (Ray 2.x)."""
+    per_trial: dict[str, dict[int, float]] = {}
+    for row in recorded.itertuples():
+        if row.status == "completed":
+            path = run_dir / "trials" / str(row.trial_id) / "result.json"
+            if path.is_file():
+                history = json.loads(path.read_text()).get("history", [])
+                per_trial[str(row.trial_id)] = {int(h["epoch"]): float(h["val_accuracy"]) for h in history}
+        elif row.status == "pruned" and not pd.isna(row.val_accuracy):
+            per_trial[str(row.trial_id)] = {int(row.epochs): float(row.val_accuracy)}
+    given = 0
+    for bracket in scheduler._brackets:
+        for milestone, rung in bracket._rungs:
+            epoch = math.ceil(milestone)  # ASHA records a trial at the first epoch >= the milestone
+            for trial_id, values in per_trial.items():
+                if epoch in values:
+                    rung[trial_id] = scheduler._metric_op * values[epoch]
+                    given += 1
+    return given
 
 
-def _fmt_metric(name: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return f"{name}=-"
-    if name in ("params", "macs"):
-        return f"{name}={_human(value)}"
-    if isinstance(value, float):
-        return f"{name}={value:.4f}"
-    return f"{name}={value}"
+def _resources(spec: Spec, ctx: TrialContext, splits) -> TrialResources:
+    """What each trial asks Ray for; ``gpu: auto`` means no GPU where the cluster has none."""
+    import ray
+
+    r = spec.search.resources_per_trial
+    if r.gpu != "auto":
+        return TrialResources(ctx, r.cpu, r.gpu, batch_size=spec.train.batch_size)
+    if ray.cluster_resources().get("GPU", 0) == 0 or spec.train.device == "cpu":
+        return TrialResources(ctx, r.cpu, 0.0, batch_size=spec.train.batch_size)
+    from search.resources import gpu_measurer
+    from trainer.memory import dataset_mb
+
+    images = len(splits.y_train) + len(splits.y_val) + len(splits.y_test)
+    total_mb, measure_fn = gpu_measurer(ctx)
+    return TrialResources(ctx, r.cpu, "auto", batch_size=spec.train.batch_size,
+                          data_mb=dataset_mb(images, tuple(splits.x_train.shape[1:])),
+                          gpu_total_mb=total_mb, measure=measure_fn)
 
 
-def _human(n: float) -> str:
-    n = float(n)
-    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(n) >= div:
-            return f"{n / div:.2f}{unit}"
-    return f"{n:.0f}"
+# --------------------------------------------------------------------------- resume
 
 
-def _duration(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}m{seconds % 60:02d}s" if seconds >= 60 else f"{seconds}s"
+def _unfinished(run_dir: Path, recorded: pd.DataFrame) -> list[dict]:
+    """Configurations of trials that started (``started.jsonl``) but were never recorded."""
+    path = run_dir / STARTED_FILE
+    if not path.is_file():
+        return []
+    done = set(recorded["trial_id"].astype(str)) if not recorded.empty else set()
+    pending: dict[str, dict] = {}
+    for line in path.read_text().splitlines():
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError:  # a line cut by a kill
+            continue
+        if str(item["trial_id"]) not in done:
+            pending[str(item["trial_id"])] = item["config"]
+    # once each: a configuration rerun by an earlier --resume and cut short again is there twice
+    unique = {json.dumps(config, sort_keys=True, default=str): config for config in pending.values()}
+    return list(unique.values())
 
 
-def _error_line(trial) -> str:
-    try:
-        err = trial.get_error()
-    except Exception:  # Ray's error files may be missing after a crash
-        err = None
-    text = str(err) if err is not None else "trial failed"
-    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else "trial failed"
-
-
-def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], objectives: list[tuple[str, str]],
-                  total: int, quiet: bool):
-    """A Ray Tune callback (driver side) that appends to trials.csv and prints progress."""
-    from ray.tune import Callback
-
-    class TrialRecorder(Callback):
-        def setup(self, **info):
-            self.csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
-            self.done = len(self.csv.trial_ids())
-            self.start = time.monotonic()
-            self.started_with = self.done
-            self.best: float | None = None
-
-        def _row(self, trial, status: str, error: str = "") -> dict:
-            result = dict(trial.last_result or {})
-            config = {k: trial.config.get(k) for k in choices}
-            if "arch" not in result:
-                try:
-                    result["arch"] = resolve_arch(ctx, config).text
-                except SpaceError as err:
-                    error = error or str(err)
-            row = {"trial_id": trial.trial_id, "status": status, **config, **result, "error": error or result.get("error", "")}
-            if status == "infeasible":
-                row["val_accuracy"] = row["test_accuracy"] = None
-                row["train_seconds"] = None
-            return row
-
-        def _record(self, row: dict) -> None:
-            if not self.csv.append(row):
-                return
-            self.done += 1
-            metric, mode = objectives[0]
-            value = row.get(metric)
-            if row["status"] == "completed" and value is not None:
-                if self.best is None or (value > self.best if mode == "max" else value < self.best):
-                    self.best = value
-            if quiet:
-                return
-            elapsed = time.monotonic() - self.start
-            new = self.done - self.started_with
-            eta = elapsed / new * max(0, total - self.done) if new else 0.0
-            shown = [m for m, _ in objectives] + [k for k in ("params", "macs", "test_accuracy") if k not in dict(objectives)]
-            metrics = " ".join(_fmt_metric(k, row.get(k)) for k in shown)
-            extra = f" ({row['error']})" if row["status"] in ("failed", "infeasible") and row.get("error") else ""
-            best = f" | best {metric}={self.best:.4f}" if isinstance(self.best, float) else ""
-            print(f"[{self.done}/{total}] trial {str(row['trial_id'])} {row['status']}: {metrics}{extra}{best} "
-                  f"| {_duration(elapsed)} elapsed, ~{_duration(eta)} left", flush=True)
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            status = (trial.last_result or {}).get("status", "failed")
-            self._record(self._row(trial, "pruned" if status == "running" else status))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            written = trial_dir(run_dir, trial.trial_id) / ERROR_FILE
-            message = written.read_text().strip() if written.is_file() else _error_line(trial)
-            self._record(self._row(trial, "failed", message))
-
-    return TrialRecorder()
+def _best_recorded(recorded: pd.DataFrame, objective: tuple[str, str]) -> float | None:
+    metric, mode = objective
+    if recorded.empty or metric not in recorded:
+        return None
+    values = recorded.loc[recorded["status"] == "completed", metric].dropna()
+    if values.empty:
+        return None
+    return float(values.max() if mode == "max" else values.min())
 
 
 # --------------------------------------------------------------------------- the run
 
 
-def _init_ray() -> None:
+def _init_ray(address: str | None = None) -> None:
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "2")  # save Tune's state often: resume loses little
-    if not ray.is_initialized():
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no accuracy
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (_ctrl_c) stops the search and keeps what finished
+    if ray.is_initialized():
+        return
+    if address:
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    else:
         ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
 
 
-def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = False, out: TextIO | None = None) -> Path:
-    """Run (or resume) the search of ``spec`` in ``run_dir``; write the run directory's files."""
-    out = out or sys.stdout
-    dims = spec.space.searched()
+@contextmanager
+def _ctrl_c(stopper, out: TextIO):
+    """First Ctrl-C: stop the search cleanly (finished trials kept, the rest rerun by
+    ``--resume``). A second one: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stopper.reason == "interrupted":
+            raise KeyboardInterrupt
+        stopper.interrupt()
+        print("archscale: stopping after Ctrl-C; finished trials are kept (Ctrl-C again to stop at once)",
+              file=out, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def planned_trials(spec: Spec, dims: list[Dimension], out: TextIO | None = None) -> int:
+    """``num_trials``, or the size of the grid when that is smaller."""
     total = spec.search.num_trials
     if spec.search.sampler == "grid":
         grid_size = int(math.prod(d.size for d in dims)) if dims else 1
         if total > grid_size:
-            print(f"note: the grid has {grid_size} points; running {grid_size} trials, not {total}", file=out)
+            if out is not None:
+                print(f"note: the grid has {grid_size} points; running {grid_size} trials, not {total}", file=out)
             total = grid_size
+    return total
+
+
+def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = False, out: TextIO | None = None,
+               verbose: bool = False) -> Path:
+    """Run (or resume) the search of ``spec`` in ``run_dir``; write the run directory's files.
+
+    ``quiet``: no progress lines, only the final front; ``verbose``: a line per trial
+    start, per epoch and per retry as well. Raises KeyboardInterrupt after a Ctrl-C, once
+    what finished is written.
+    """
+    out = out or sys.stdout
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
+    dims = spec.searched()
+    total = planned_trials(spec, dims, out)
+    recorded = pd.DataFrame()
     if resume and (run_dir / TRIALS_FILE).is_file():
-        done = len(read_trials(run_dir))
-        if done >= total:
-            print(f"{run_dir}: the run is complete ({done} of {total} trials); nothing to resume", file=out)
+        drop_partial_row(run_dir / TRIALS_FILE)
+        recorded = read_trials(run_dir)
+        if counted(recorded) >= total:
+            print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
             return run_dir
     data = load_dataset(spec.data.dataset, spec.data.root)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
     if not resume:
-        check = feasibility(spec, samples=32)
+        check = feasibility(spec, samples=32, until_feasible=True)
         if check.feasible == 0:
             small = check.smallest
             raise SpecError(f"space: no sampled configuration meets the budgets (max_params={spec.space.max_params}, "
                             f"max_macs={spec.space.max_macs}); the smallest of {check.sampled} has "
                             f"params={small.get('params')}, macs={small.get('macs')}")
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "spec.yaml").write_text(spec.to_yaml())
+        (run_dir / ".spec.yaml.tmp").write_text(spec.to_yaml())
+        (run_dir / ".spec.yaml.tmp").replace(run_dir / "spec.yaml")  # whole, even if killed while writing
 
-    _init_ray()
+    _init_ray(spec.search.address)
     from ray import tune
 
     ctx = _trial_context(spec, run_dir, data.context)
     objectives = spec.search.objective_pairs()
-    recorder = make_recorder(run_dir, ctx, [d.name for d in dims], objectives, total, quiet)
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, ctx=ctx, splits=splits),
-        {"cpu": spec.search.resources_per_trial.cpu, "gpu": spec.search.resources_per_trial.gpu},
-    )
-    storage = str(run_dir.resolve())
-    tune_path = run_dir.resolve() / TUNE_DIR
-    if resume and tune.Tuner.can_restore(str(tune_path)):
-        # Tune's own restore: finished trials stay finished, unfinished ones rerun, and the
-        # searcher (with the Optuna study inside it) comes back from its checkpoint.
-        tuner = tune.Tuner.restore(str(tune_path), trainable=trainable, resume_unfinished=True,
-                                   resume_errored=False, restart_errored=False)
-        how = "resuming from Tune's checkpoint"
+    unfinished = _unfinished(run_dir, recorded) if resume else []
+    progress = Progress(total, objectives, already=counted(recorded), verbosity=verbosity, out=out,
+                        epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s,
+                        best=_best_recorded(recorded, objectives[0]))
+    scheduler = _scheduler(spec)
+    if scheduler is not None and not recorded.empty:
+        seed_rungs(scheduler, run_dir, recorded)
+    choices = [d.name for d in dims]
+    files = RunFiles(run_dir, choices, progress)
+    client = (spec.search.address or "").startswith("ray://")
+    if client:
+        # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,
+        # which writes the run directory; Ctrl-C travels the other way.
+        from ray.util.queue import Queue
+
+        queue, flag = Queue(actor_options={"num_cpus": 0}), Queue(actor_options={"num_cpus": 0})
+        sink, stopper = Relay(queue), make_stopper(spec.search.time_budget_s, flag)
+        relayed = threading.Event()
+        drainer = threading.Thread(target=drain, args=(queue, files, relayed), daemon=True)
+        drainer.start()
     else:
-        # A fresh Tuner; on a resume whose Tune state was never checkpointed (killed in the
-        # first seconds), the trials already in trials.csv seed the sampler's history.
-        recorded = read_trials(run_dir) if (run_dir / TRIALS_FILE).is_file() else pd.DataFrame()
-        how = f"resuming from trials.csv ({len(recorded)} trials told to the sampler)" if resume else "starting"
-        tuner = tune.Tuner(
-            trainable,
-            tune_config=tune.TuneConfig(search_alg=_searcher(spec, dims, objectives, recorded),
-                                        num_samples=max(0, total - len(recorded)),
-                                        max_concurrent_trials=spec.search.max_concurrent),
-            run_config=tune.RunConfig(name=TUNE_DIR, storage_path=storage, verbose=0, callbacks=[recorder],
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
-    if not quiet:
-        print(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
-              f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
-              f"sampler {spec.search.sampler}, up to {spec.search.max_concurrent} at once -> {run_dir}", file=out, flush=True)
-    tuner.fit()
-    finalize(run_dir, spec, out=out)
+        sink, stopper = files, make_stopper(spec.search.time_budget_s)
+    resources = _resources(spec, ctx, splits)
+    recorder = make_recorder(sink, ctx, choices, stopper, resources)
+    search_alg = _searcher(spec, dims, objectives, recorded, unfinished)
+    budgets = spec.space.max_params is not None or spec.space.max_macs is not None
+    if search_alg is not None and budgets and spec.search.sampler != "grid" and not client:
+        # Over-budget configurations are measured on the driver and skipped before they
+        # cost a trial (a grid tries every point once; over-budget points are trials).
+        from search.feasible import FeasibleSearch
+
+        search_alg = FeasibleSearch(search_alg, ctx, run_dir / TRIALS_FILE, choices, objectives, quiet)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, splits=splits), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=search_alg,
+                                    scheduler=scheduler,
+                                    num_samples=max(0, total - counted(recorded)),
+                                    max_concurrent_trials=spec.search.max_concurrent,
+                                    reuse_actors=resources.gpu != "auto"),
+        # Tune's own state: in the run directory; on a Ray Client, in Ray's default place on the cluster
+        run_config=tune.RunConfig(name=f"archscale-{spec.name}-{uuid.uuid4().hex[:8]}" if client else TUNE_DIR,
+                                  storage_path=None if client else str(run_dir.resolve()), verbose=0,
+                                  callbacks=[recorder], stop=stopper,
+                                  failure_config=tune.FailureConfig(max_failures=spec.search.max_failures)),
+    )
+    how = (f"resuming ({len(recorded)} trials told to the sampler, {len(unfinished)} unfinished to rerun)"
+           if resume else "starting")
+    gpu = resources.gpu
+    gpu_text = "a GPU share sized from its memory" if gpu == "auto" else f"{gpu:g} GPU" if gpu else "no GPU"
+    asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g})"
+            if spec.search.scheduler == "asha" else "")
+    progress.note(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
+                  f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
+                  f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
+                  f"{resources.cpu:g} CPU and {gpu_text}, on "
+                  f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
+    try:
+        with _ctrl_c(stopper, out):
+            tuner.fit()
+    finally:
+        if client:
+            relayed.set()
+            drainer.join()
+    if client:
+        stopper.stop_all()  # the time budget was counted on the cluster: name it here too
+    done = counted(read_trials(run_dir)) if (run_dir / TRIALS_FILE).is_file() else 0
+    if stopper.reason and done < total:
+        print(f"archscale: stopped ({stopper.reason}) with {done} of {total} trials finished; "
+              f"`archscale run SPEC --resume` runs the rest", file=out, flush=True)
+    if (run_dir / TRIALS_FILE).is_file():
+        finalize(run_dir, spec, out=out)
+    if stopper.reason == "interrupted":
+        raise KeyboardInterrupt
     return run_dir
 
 
@@ -409,7 +484,7 @@ def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFra
     if best is not None:
         export_trial(run_dir, best["trial_id"], run_dir / "best", extra={"spec": spec.name, "objectives": spec.search.objectives},
                      strict=False)
-    print(format_front(trials, front, objectives, [d.name for d in spec.space.searched()]), file=out)
+    print(format_front(trials, front, objectives, [d.name for d in spec.searched()]), file=out)
     if hv_line:
         print(hv_line, file=out)
     if best is not None:
@@ -427,6 +502,9 @@ def format_front(trials: pd.DataFrame, front: pd.DataFrame, objectives, choices:
     cols = ["trial_id", *dict.fromkeys([m for m, _ in objectives] + ["params", "macs", "val_accuracy", "test_accuracy"]),
             *[c for c in choices if c in front.columns]]
     table = front[cols].copy()
+    for col in ("params", "macs"):  # counts, even where a failed trial left the column with gaps
+        if col in table and table[col].notna().all():
+            table[col] = table[col].astype("int64")
     table = table.rename(columns={"macs": "macs(mult-adds)"})
     return (f"trials: {summary}\nPareto front under {', '.join(f'{m}:{d}' for m, d in objectives)} "
             f"({len(front)} trials):\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

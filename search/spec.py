@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer,
+                      model_validator)
 
 from space import CONTEXT_PARAMS, SpaceError, get_space
 from trainer import DATASETS
@@ -180,25 +181,132 @@ def _dimension(param, raw: Any) -> Dimension:
     return Dimension(param.name, "fixed", (coerce(raw),))
 
 
+# Training fields that a search may vary: written as a list (choice) or {low, high} (range).
+SEARCHABLE_TRAIN = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup",
+                    "label_smoothing", "crop_padding", "flip", "cutout", "mixup", "sam_rho", "swa", "swa_start",
+                    "swa_lr", "ema", "tta")
+
+
 class TrainSpec(_Strict):
+    """Training recipe. Any field in SEARCHABLE_TRAIN may be a list or a range, searched
+    like an architecture choice (its column in trials.csv is ``train.<field>``)."""
+
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0)
+    lr: float = Field(0.05, gt=0, description="peak learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant"] = "onecycle"
-    warmup: float = Field(0.25, ge=0, le=1, description="fraction of steps rising to the peak lr (onecycle)")
+    schedule: Literal["onecycle", "cosine", "constant", "triangular"] = "onecycle"
+    warmup: float = Field(0.25, ge=0, le=1, description="fraction of steps rising to the peak lr (onecycle, triangular)")
     label_smoothing: float = Field(0.0, ge=0, lt=1)
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     crop_padding: int = Field(0, ge=0, description="random-crop padding in pixels; 0 = off")
     flip: bool = False
+    cutout: int = Field(0, ge=0, description="side of the zeroed square in pixels; 0 = off")
+    mixup: float = Field(0.0, ge=0, description="Beta(alpha, alpha) of mixup; 0 = off")
+    sam_rho: float = Field(0.0, ge=0, description="SAM radius; 0 = off")
+    swa: bool = False
+    swa_start: float = Field(0.75, gt=0, le=1, description="fraction of epochs before SWA averages")
+    swa_lr: float = Field(0.0, ge=0, description="SWA learning rate; 0 = lr / 10")
+    ema: float = Field(0.0, ge=0, lt=1, description="EMA decay per step; 0 = off")
+    tta: bool = False
+    channels_last: bool = False
+    compile: bool = False
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+
+    _searched: dict[str, Any] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _split_searched(cls, data: Any, handler):
+        """Pull out the searched fields; check each of their values as the field would."""
+        if not isinstance(data, dict):
+            return handler(data)
+        searched = {k: v for k, v in data.items() if isinstance(v, list) or (isinstance(v, dict) and "low" in v)}
+        fixed = {k: v for k, v in data.items() if k not in searched}
+        firsts = {}
+        for key, raw in searched.items():
+            if key not in SEARCHABLE_TRAIN:
+                if key not in cls.model_fields:
+                    handler({**fixed, key: raw})  # reports the unknown key
+                raise ValueError(f"train.{key}: cannot be searched; searchable: {', '.join(SEARCHABLE_TRAIN)}")
+            if isinstance(raw, list):
+                if not raw:
+                    raise ValueError(f"train.{key}: the choice list is empty; give at least one value")
+                values = raw
+            else:
+                try:
+                    rng = Range.model_validate(raw)
+                except ValidationError as err:
+                    raise ValueError(f"train.{key}: {_clean(err.errors()[0]['msg'])} (got {raw})") from None
+                if cls.model_fields[key].annotation not in (int, float):
+                    raise ValueError(f"train.{key}: a range {raw} needs a numeric field")
+                values = [rng.low, rng.high]
+            for value in values:
+                handler({**fixed, key: value})  # raises the field's own error for a bad value
+            firsts[key] = values[0]
+        model = handler({**fixed, **firsts})
+        model._searched = searched
+        return model
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        return {**handler(self), **self._searched}
+
+    def values(self) -> dict[str, Any]:
+        """Every field's value; a searched field holds its first value (a trial overrides it)."""
+        return {k: getattr(self, k) for k in type(self).model_fields}
+
+    def dimensions(self) -> list[Dimension]:
+        """The searched training fields, named ``train.<field>``."""
+        dims = []
+        for key, raw in self._searched.items():
+            kind = type(self).model_fields[key].annotation
+            name = f"train.{key}"
+            if isinstance(raw, list):
+                values = tuple(getattr(type(self).model_validate({key: v}), key) for v in raw)
+                if len(set(values)) != len(values):
+                    raise ValueError(f"train.{key}: the choice list {raw} repeats a value")
+                dims.append(Dimension(name, "choice" if len(values) > 1 else "fixed", values))
+            else:
+                rng = Range.model_validate(raw)
+                is_int = kind is int
+                if is_int and not rng.is_int:
+                    raise ValueError(f"train.{key}: an integer field needs integer low/high/step (got {raw})")
+                low, high = (int(rng.low), int(rng.high)) if is_int else (float(rng.low), float(rng.high))
+                dims.append(Dimension(name, "int" if is_int else "float", (), low, high, rng.step, rng.log))
+        return dims
 
 
 class Resources(_Strict):
-    cpu: float = Field(1.0, gt=0)
-    gpu: float = Field(0.0, ge=0)
+    cpu: float = Field(1.0, gt=0, description="CPU cores per trial; also the trial's torch threads")
+    gpu: float | str = Field(
+        "auto", description="GPUs per trial: a fraction below 1 shares one GPU, 'auto' sizes the fraction from "
+                            "the measured peak memory of one training step (0 where the cluster has no GPU)")
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu(cls, value: Any) -> float | str:
+        allowed = "allowed: 'auto', a fraction in [0, 1] (several trials share one GPU) or a whole number of GPUs"
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"gpu {value!r} is not allowed; {allowed}")
+        if value < 0 or (value > 1 and value != int(value)):
+            raise ValueError(f"gpu {value!r} is not allowed; {allowed}")
+        return float(value)
+
+
+class AshaSpec(_Strict):
+    """Asynchronous successive halving (Ray Tune's ASHAScheduler) on validation accuracy.
+    The last rung is ``train.epochs``: a trial that is never stopped trains its full schedule."""
+
+    grace_period: int = Field(1, ge=1, description="epochs every trial trains before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="at each rung, trials below the top 1/reduction_factor stop")
+
+
+ADDRESS = re.compile(r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
 
 
 class SearchSpec(_Strict):
@@ -207,6 +315,22 @@ class SearchSpec(_Strict):
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: Resources = Field(default_factory=Resources)
+    scheduler: Literal["none", "asha"] = Field("none", description="asha: stop weak trials early on val_accuracy")
+    asha: AshaSpec = Field(default_factory=AshaSpec)
+    max_failures: int = Field(1, ge=0, description="retries of a trial whose worker died or ran out of GPU memory")
+    time_budget_s: float | None = Field(None, gt=0, description="wall-clock seconds for this invocation; unfinished "
+                                                                "trials are stopped and rerun by --resume")
+    address: str | None = Field(None, description="Ray cluster: null starts Ray here; 'auto', 'HOST:PORT' (the GCS) "
+                                                  "or 'ray://HOST:PORT' (Ray Client) joins an existing cluster")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not ADDRESS.match(value):
+            raise ValueError(f"address {value!r} is not allowed; allowed: null (start Ray here), 'auto', "
+                             "'HOST:PORT' or 'ray://HOST:PORT'")
+        return value
+
     reference_point: dict[str, float] | None = Field(
         None, description="hypervolume reference point, metric -> value (default: the worst completed value)")
 
@@ -250,15 +374,38 @@ class Spec(_Strict):
 
     @model_validator(mode="after")
     def _grid(self) -> "Spec":
+        self.train.dimensions()  # raises for bad train choices
         if self.search.sampler == "grid":
-            for d in self.space.searched():
+            for d in self.searched():
                 if d.size == math.inf:
                     raise ValueError(f"search.sampler: 'grid' needs finite choices, but space.params.{d.name} "
                                      "is a float range without step")
         return self
 
+    @model_validator(mode="after")
+    def _asha(self) -> "Spec":
+        if self.search.scheduler != "asha":
+            return self
+        if "val_accuracy" not in [m for m, _ in self.search.objective_pairs()]:
+            raise ValueError(f"search.scheduler: 'asha' stops trials on val_accuracy, which is not among the "
+                             f"objectives {self.search.objectives}; add val_accuracy:max or use scheduler: none")
+        if self.train.epochs < 2:
+            raise ValueError("search.scheduler: 'asha' stops trials between epochs, but train.epochs is 1; "
+                             "train for 2 or more epochs or use scheduler: none")
+        if self.search.asha.grace_period >= self.train.epochs:
+            raise ValueError(f"search.asha.grace_period: {self.search.asha.grace_period} is not below train.epochs "
+                             f"({self.train.epochs}), so ASHA could stop no trial; allowed: 1 to {self.train.epochs - 1}")
+        return self
+
+    def searched(self) -> list[Dimension]:
+        """Every searched dimension: the architecture's, then the training recipe's (``train.*``)."""
+        return self.space.searched() + [d for d in self.train.dimensions() if d.kind != "fixed"]
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
     def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
 
 # --------------------------------------------------------------------------- errors
@@ -290,11 +437,12 @@ def format_validation_error(err: ValidationError) -> str:
     if first["type"] == "missing":
         return f"{where}: required field is missing"
     msg = _clean(first["msg"])
-    # Our own validators already name the sub-field ("params.x: ..."); keep that path.
-    if msg.startswith("params.") and where == "space":
-        return f"space.{msg}"
-    if where == "spec" and re.match(r"^[\w.]+: ", msg):
+    # Our own validators already name the sub-field ("params.x: ...", "train.x: ..."); keep that path.
+    head = msg.split(": ", 1)[0] if re.match(r"^[\w.]+: ", msg) else ""
+    if head and (where == "spec" or head.startswith(where + ".")):
         return msg
+    if head.startswith("params.") and where == "space":
+        return f"space.{msg}"
     value = first.get("input")
     shown = "" if isinstance(value, dict) or f"{value!r}" in msg or str(value) in msg else f" (got {value!r})"
     return f"{where}: {msg}{shown}"

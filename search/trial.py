@@ -1,5 +1,6 @@
 """One trial: resolve the sampled architecture, measure its cost, reject it if over
-budget, otherwise train it and report every epoch to Ray Tune.
+budget, otherwise train it and report every epoch to Ray Tune (so a scheduler can stop
+it between epochs). Its weights and result travel to the driver with its last report.
 
 Runs inside a Ray worker; imports ray lazily so the module can be imported anywhere.
 """
@@ -12,11 +13,9 @@ from typing import Any
 import torch
 
 from analysis.cost import latency_ms, measure
-from analysis.export import save_trial, trial_dir
+from analysis.export import trial_files
 from space import Arch, build, get_space
 from trainer import Splits, TrainConfig, train
-
-ERROR_FILE = "error.txt"
 
 
 @dataclass(frozen=True)
@@ -36,8 +35,27 @@ class TrialContext:
     seed: int = 0
 
 
+TRAIN_PREFIX = "train."
+REJECTED_SUFFIX = "_infeasible"  # trial ids of configurations rejected over budget before dispatch
+
+
+def counted(trials) -> int:
+    """Trials that count toward ``num_trials``: all but those rejected before dispatch."""
+    return int((~trials["trial_id"].astype(str).str.endswith(REJECTED_SUFFIX)).sum()) if len(trials) else 0
+
+
+META_KEYS = ("seed", "variant")  # configuration keys that are neither architecture nor recipe
+
+
 def resolve_arch(ctx: TrialContext, sampled: dict[str, Any]) -> Arch:
-    return get_space(ctx.family).resolve({**ctx.fixed, **sampled}, ctx.data_context)
+    """The architecture of a sampled configuration (``train.*`` and META_KEYS are not part of it)."""
+    arch_values = {k: v for k, v in sampled.items() if not k.startswith(TRAIN_PREFIX) and k not in META_KEYS}
+    return get_space(ctx.family).resolve({**ctx.fixed, **arch_values}, ctx.data_context)
+
+
+def train_values(ctx: TrialContext, sampled: dict[str, Any]) -> dict[str, Any]:
+    """The spec's training recipe with the sampled ``train.*`` values applied."""
+    return {**ctx.train, **{k[len(TRAIN_PREFIX):]: v for k, v in sampled.items() if k.startswith(TRAIN_PREFIX)}}
 
 
 def budget_violation(ctx: TrialContext, params: int, macs: int, latency: float | None = None) -> str | None:
@@ -68,52 +86,97 @@ def measure_latency(model: torch.nn.Module, shape: tuple[int, ...], ctx: TrialCo
     return out
 
 
+ARTIFACTS = "artifacts"  # key of the last result that carries the trial's files to the driver
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or a CPU allocation the host refused."""
+    text = str(err)
+    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text
+
+
+def describe_error(err: BaseException) -> str:
+    """One line for trials.csv: the exception's type and message (500 characters at most)."""
+    text = " ".join(f"{type(err).__name__}: {err}".split())
+    return (f"out of memory: {text}" if is_out_of_memory(err) else text)[:500]
+
+
 def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None:
-    """Ray Tune function trainable. An exception's message is written to the trial's
-    ``error.txt`` (for trials.csv) and raised again, so Tune and the sampler see a failure."""
+    """Ray Tune function trainable.
+
+    A trial that fails in its own code (an exception, a NaN loss, memory the host refuses)
+    reports ``status: failed`` with its error and ends: running it again would fail again.
+    Only CUDA out-of-memory is raised to Tune, which retries it (``search.max_failures``):
+    on a shared GPU a neighbour may have held the memory. A worker that dies (killed, its
+    node lost) is retried the same way.
+    """
     from ray import tune
 
+    reached: dict[str, Any] = {"epochs": 0}  # what the trial got to before a failure
     try:
-        _run(config, ctx, splits, tune)
-    except Exception as err:
-        folder = trial_dir(ctx.run_dir, tune.get_context().get_trial_id())
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / ERROR_FILE).write_text(f"{type(err).__name__}: {err}"[:500])
+        _run(config, ctx, splits, tune, reached)
+    except torch.OutOfMemoryError:
         raise
+    except Exception as err:
+        tune.report({**reached, "status": "failed", "error": describe_error(err)})
 
 
-def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune) -> None:
-    trial_id = tune.get_context().get_trial_id()
-    torch.set_num_threads(max(1, int(ctx.cpus)))
+def _claim_resources() -> dict[str, float]:
+    """Hold the trial to what Ray gave it: torch threads = its CPUs (no other worker threads
+    or processes: the trainer loads no data in the background), and, on a shared GPU, a cap
+    of its share of the GPU's memory."""
+    import ray
+
+    assigned = ray.get_runtime_context().get_assigned_resources()
+    cpus, gpus = assigned.get("CPU", 1.0), assigned.get("GPU", 0.0)
+    torch.set_num_threads(max(1, int(cpus)))
+    if 0 < gpus < 1 and torch.cuda.is_available():
+        torch.cuda.set_per_process_memory_fraction(gpus, 0)
+    return {"cpus": cpus, "gpus": gpus, "threads": torch.get_num_threads(),
+            "node_id": ray.get_runtime_context().get_node_id()}
+
+
+def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune, reached: dict[str, Any]) -> None:
+    host = _claim_resources()
     arch = resolve_arch(ctx, config)
     shape = (1, ctx.data_context["in_channels"], ctx.data_context["image_size"], ctx.data_context["image_size"])
-    seed = ctx.seed  # every trial alike: same init stream, data order and augmentation
+    recipe = train_values(ctx, config)
+    # Every trial alike (same init stream, data order and augmentation) unless the
+    # configuration names its seed (repeats over seeds, as `archscale ablate` runs them).
+    seed = int(config.get("seed", ctx.seed))
     torch.manual_seed(seed)
     model = build(arch)
-    cost = measure(model, shape, batch_size=ctx.train["batch_size"])
+    cost = measure(model, shape, batch_size=recipe["batch_size"])
     base = {"params": cost.params, "macs": cost.macs, "memory_mb": cost.activation_mb, "arch": arch.text}
     base.update(measure_latency(model, shape, ctx))
+    reached.update(base)
     why = budget_violation(ctx, cost.params, cost.macs, base["latency_ms"])
     if why:
         # Optuna still needs every objective: an infeasible point scores worst on accuracy.
         tune.report({**base, "status": "infeasible", "error": why, "val_accuracy": 0.0, "epochs": 0,
-                     "train_seconds": 0.0})
+                     "train_seconds": float("inf")})
         return
 
-    cfg = TrainConfig(**{k: v for k, v in ctx.train.items() if k != "device"}, seed=seed)
+    cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"}, seed=seed)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
-        if epoch < cfg.epochs:  # the last epoch is reported once its weights are saved
+        reached.update(epochs=epoch, train_seconds=metrics["train_seconds"])
+        if epoch < cfg.epochs:  # the last epoch is reported once with the trial's files
             tune.report({**base, **metrics, "epochs": epoch, "status": "running"})
 
-    result = train(model, splits, cfg, device=ctx.train.get("device", "auto"), callback=on_epoch)
+    device = recipe.get("device", "auto")
+    if device == "auto" and not host["gpus"]:
+        device = "cpu"  # a trial uses only the GPU share Ray gave it, whatever CUDA_VISIBLE_DEVICES says
+    result = train(model, splits, cfg, device=device, callback=on_epoch)
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
     if result.peak_memory_mb is not None:
         final["memory_mb"] = result.peak_memory_mb  # measured on CUDA rather than estimated
     final["memory_source"] = "cuda_peak" if result.peak_memory_mb is not None else "activation_estimate"
-    save_trial(trial_dir(ctx.run_dir, trial_id), model, {
+    files = trial_files(model, {
         "arch": arch.text, "metrics": {k: v for k, v in final.items() if k != "arch"},
         "mean": result.mean, "std": result.std, "history": result.history, "data": ctx.data_info, "seed": seed,
+        "recipe": recipe,
+        "host": host,
     })
-    tune.report(final)
+    tune.report({**final, ARTIFACTS: files})  # the driver writes them into trials/<id>/

@@ -8,6 +8,7 @@ from space.registry import CONTEXT_PARAMS, Param, SearchSpace, SpaceError, build
 
 # Importing a family module registers it.
 from space import budgeted as _budgeted  # noqa: F401
+from space import davidnet as _davidnet  # noqa: F401
 
 __all__ = [
     "Arch",

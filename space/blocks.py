@@ -14,18 +14,53 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "gelu": nn.GELU,
     "silu": nn.SiLU,
 }
-NORMS = ("batch", "group", "layer", "none")
+NORMS = ("batch", "ghost", "group", "layer", "none")
 
 
 def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
-def norm2d(kind: str, channels: int, groups: int = 2) -> nn.Module:
-    """``batch``: BatchNorm2d; ``group``: GroupNorm with ``groups`` groups (reduced to a
-    divisor of ``channels``); ``layer``: GroupNorm(1, C), i.e. LayerNorm over (C, H, W)."""
+class GhostBatchNorm2d(nn.BatchNorm2d):
+    """Ghost BatchNorm (Hoffer et al. 2017; seed 003's bag of tricks): in training, each
+    chunk of ``ghost_batch`` images is normalised with its own statistics; running
+    statistics average the chunks'. In eval it is a plain BatchNorm2d (same state dict)."""
+
+    def __init__(self, channels: int, ghost_batch: int = 32, **kwargs):
+        super().__init__(channels, **kwargs)
+        self.ghost_batch = ghost_batch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[0]
+        splits = n // self.ghost_batch
+        if not self.training or splits <= 1 or n % splits:
+            return super().forward(x)
+        b, c, h, w = x.shape
+        xs = x.view(splits, b // splits, c, h, w)
+        mean = xs.mean((1, 3, 4), keepdim=True)  # (splits, 1, C, 1, 1)
+        var = xs.var((1, 3, 4), unbiased=False, keepdim=True)
+        y = ((xs - mean) * torch.rsqrt(var + self.eps)).view(b, c, h, w)
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+                count = (b // splits) * h * w
+                self.running_mean.mul_(1 - m).add_(mean.flatten(1).mean(0).to(self.running_mean.dtype), alpha=m)
+                unbiased = var.flatten(1).mean(0) * count / max(1, count - 1)
+                self.running_var.mul_(1 - m).add_(unbiased.to(self.running_var.dtype), alpha=m)
+        if self.affine:
+            y = y * self.weight[None, :, None, None] + self.bias[None, :, None, None]
+        return y
+
+
+def norm2d(kind: str, channels: int, groups: int = 2, ghost_batch: int = 32) -> nn.Module:
+    """``batch``: BatchNorm2d; ``ghost``: GhostBatchNorm2d over chunks of ``ghost_batch``;
+    ``group``: GroupNorm with ``groups`` groups (reduced to a divisor of ``channels``);
+    ``layer``: GroupNorm(1, C), i.e. LayerNorm over (C, H, W)."""
     if kind == "batch":
         return nn.BatchNorm2d(channels)
+    if kind == "ghost":
+        return GhostBatchNorm2d(channels, ghost_batch)
     if kind == "group":
         return nn.GroupNorm(math.gcd(groups, channels), channels)
     if kind == "layer":

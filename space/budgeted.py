@@ -58,7 +58,8 @@ class _ConvUnit(nn.Sequential):
         else:
             pad = dilation if padding is None else padding
             layer = nn.Conv2d(cin, cout, 3, stride, pad, dilation=dilation, bias=False)
-        parts = [layer, norm2d(str(p["norm"]), cout, int(p["norm_groups"])), activation(str(p["activation"]))]
+        parts = [layer, norm2d(str(p["norm"]), cout, int(p["norm_groups"]), int(p["ghost_batch"])),
+                 activation(str(p["activation"]))]
         if blur:
             parts.append(BlurPool2d(cout, int(p["blur_size"]), stride=2))
         if float(p["dropout"]) > 0:
@@ -124,6 +125,7 @@ class Budgeted(SearchSpace):
         Param("downsample", "stride", "how the resolution drops between blocks", choices=DOWNSAMPLES),
         Param("norm", "batch", "normalisation after each conv", choices=NORMS),
         Param("norm_groups", 2, "groups of GroupNorm when norm is 'group'", low=1, high=64),
+        Param("ghost_batch", 32, "images per ghost batch when norm is 'ghost'", low=2, high=4096),
         Param("activation", "relu", "activation after each norm", choices=tuple(ACTIVATIONS)),
         Param("se_ratio", 0.0, "squeeze-excite hidden ratio after each block; 0 = off", low=0.0, high=1.0),
         Param("blurpool", False, "anti-aliased downsampling (BlurPool) for stride and maxpool", choices=(False, True)),

@@ -1,24 +1,41 @@
-"""A fast training and evaluation loop.
+"""A fast training and evaluation loop with the techniques of seeds 000 and 003.
 
-The whole split lives on the training device as one normalised float tensor; every
-epoch is a ``randperm`` over it, and augmentation (random crop with padding, flip)
-is done on whole batches on the device. No DataLoader, no worker processes.
+The whole split lives on the training device as one normalised tensor; every epoch is
+a ``randperm`` over it, and augmentation (random crop with padding, flip, cutout,
+mixup) is done on whole batches on the device. No DataLoader, no worker processes.
+
+Techniques, each off by default (``TrainConfig``):
+
+- label smoothing, mixup (``mixup`` = Beta alpha), cutout (``cutout`` = square side, px);
+- SAM (``sam_rho``): ascend to ``w + rho * g / |g|``, take the gradient there, step from
+  ``w``; BatchNorm running statistics are updated by the first pass only;
+- SWA (``swa``): from ``swa_start`` (fraction of epochs) the weights are averaged each
+  epoch at ``swa_lr``; BatchNorm statistics are recomputed for the average at the end;
+- EMA of weights (``ema`` = decay per step), evaluated instead of the raw weights;
+- schedules: one-cycle, cosine, constant, and ``triangular`` (piecewise linear: up to
+  the peak at the end of warm-up, down to zero at the end), as in seed 003;
+- test-time flip augmentation (``tta``): logits averaged over the image and its mirror;
+- bf16 autocast on CUDA (BatchNorm stays fp32 under autocast), ``channels_last`` and
+  ``compile`` (torch.compile) for GPUs.
 """
 
 from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from trainer.data import Splits
 
 EpochCallback = Callable[[int, dict], None]
+SCHEDULES = ("onecycle", "cosine", "constant", "triangular")
 
 
 class TrainingDiverged(RuntimeError):
@@ -33,12 +50,22 @@ class TrainConfig:
     lr: float = 0.05  # peak learning rate
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # "onecycle" | "cosine" | "constant"
-    warmup: float = 0.25  # fraction of all steps spent rising to the peak (onecycle)
+    schedule: str = "onecycle"  # "onecycle" | "cosine" | "constant" | "triangular"
+    warmup: float = 0.25  # fraction of all steps spent rising to the peak (onecycle, triangular)
     label_smoothing: float = 0.0
     precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU | "fp32" | "bf16"
     crop_padding: int = 0  # pixels of zero padding for random crops; 0 = no crop
     flip: bool = False  # random horizontal flips
+    cutout: int = 0  # side in pixels of a zeroed square at a random place per image; 0 = off
+    mixup: float = 0.0  # Beta(alpha, alpha) mixing of image pairs and their labels; 0 = off
+    sam_rho: float = 0.0  # SAM neighbourhood radius; 0 = plain steps
+    swa: bool = False  # stochastic weight averaging over the last epochs
+    swa_start: float = 0.75  # fraction of epochs after which SWA averages (one snapshot per epoch)
+    swa_lr: float = 0.0  # SWA's constant learning rate; 0 = a tenth of lr
+    ema: float = 0.0  # decay per step of an exponential moving average of the weights; 0 = off
+    tta: bool = False  # evaluate on the image and its left-right mirror, logits averaged
+    channels_last: bool = False  # NHWC memory format for model and data (faster convs on GPUs)
+    compile: bool = False  # torch.compile the model (compilation is excluded from train_seconds)
     eval_batch_size: int = 1024
     seed: int = 0
 
@@ -48,8 +75,9 @@ class TrainResult:
     val_accuracy: float
     test_accuracy: float
     epochs: int
-    train_seconds: float  # time in the training steps only (no evaluation, no data loading)
-    wall_seconds: float  # whole call, data transfer and evaluation included
+    train_seconds: float  # time in the training steps only (no evaluation, no data loading, no compile)
+    wall_seconds: float  # whole call, data transfer, compilation and evaluation included
+    compile_seconds: float  # torch.compile's warm-up, 0 without compile
     peak_memory_mb: float | None  # torch.cuda.max_memory_allocated, CUDA only
     mean: list[float] = field(default_factory=list)  # per-channel input normalisation used
     std: list[float] = field(default_factory=list)
@@ -65,18 +93,26 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+# --------------------------------------------------------------------------- data on the device
+
+
 def channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 images (N, C, H, W), in [0, 1] units."""
     x = images.float().div_(255)
     return x.mean((0, 2, 3)).tolist(), x.std((0, 2, 3)).clamp_min(1e-3).tolist()
 
 
-def normalise(images: torch.Tensor, mean: list[float], std: list[float], device: torch.device) -> torch.Tensor:
-    """uint8 (N, C, H, W) -> float32 on ``device``, (x / 255 - mean) / std."""
+def normalise(images: torch.Tensor, mean: list[float], std: list[float], device: torch.device,
+              dtype: torch.dtype = torch.float32, channels_last: bool = False) -> torch.Tensor:
+    """uint8 (N, C, H, W) -> ``dtype`` on ``device``, (x / 255 - mean) / std."""
     x = images.to(device, non_blocking=True).float().div_(255)
     m = torch.tensor(mean, device=device)[None, :, None, None]
     s = torch.tensor(std, device=device)[None, :, None, None]
-    return x.sub_(m).div_(s)
+    x = x.sub_(m).div_(s).to(dtype)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+# --------------------------------------------------------------------------- batch augmentation
 
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -96,6 +132,30 @@ def random_flip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Flip each image left-right with probability 1/2: (B, C, H, W)."""
     mask = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
     return torch.where(mask[:, None, None, None], x.flip(3), x)
+
+
+def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero a ``size`` x ``size`` square (clipped at the border) at a random centre per image."""
+    b, _, h, w = x.shape
+    cy = torch.randint(0, h, (b,), device=x.device, generator=generator)[:, None, None]
+    cx = torch.randint(0, w, (b,), device=x.device, generator=generator)[:, None, None]
+    top, left = cy - size // 2, cx - size // 2
+    rows = torch.arange(h, device=x.device)[None, :, None]
+    cols = torch.arange(w, device=x.device)[None, None, :]
+    inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)  # (B, H, W)
+    return x.masked_fill(inside[:, None], 0.0)
+
+
+def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator
+          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:
+    """Mix each image with a random partner: ``lam * x + (1 - lam) * x[perm]``, one
+    ``lam ~ Beta(alpha, alpha)`` per batch. Returns (mixed, y, y[perm], lam)."""
+    lam = float(torch.distributions.Beta(alpha, alpha).sample())
+    perm = torch.randperm(x.shape[0], device=x.device, generator=generator)
+    return x.mul(lam).add_(x[perm], alpha=1 - lam), y, y[perm], lam
+
+
+# --------------------------------------------------------------------------- optimisation
 
 
 def _autocast(device: torch.device, precision: str):
@@ -121,12 +181,81 @@ def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total_steps)  # 0 at the last step
     if cfg.schedule == "constant":
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda _step: 1.0)
-    raise ValueError(f"unknown schedule {cfg.schedule!r}; known: onecycle, cosine, constant")
+    if cfg.schedule == "triangular":
+        return torch.optim.lr_scheduler.LambdaLR(opt, triangular(total_steps, cfg.warmup))
+    raise ValueError(f"unknown schedule {cfg.schedule!r}; known: {', '.join(SCHEDULES)}")
+
+
+def triangular(total_steps: int, warmup: float) -> Callable[[int], float]:
+    """Piecewise-linear LR factor: 0 -> 1 over ``warmup * total_steps`` steps, then 1 -> 0."""
+    peak = max(1, round(warmup * total_steps))
+
+    def factor(step: int) -> float:
+        if step <= peak:
+            return step / peak
+        return max(0.0, (total_steps - step) / max(1, total_steps - peak))
+
+    return factor
+
+
+@contextmanager
+def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
+    """BatchNorm layers normalise with batch statistics but do not update their running
+    statistics (SAM's second pass must not count the batch twice)."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+
+
+def _loss(model, xb, yb, yb2, lam, cfg, dev):
+    with _autocast(dev, cfg.precision):
+        logits = model(xb)
+    logits = logits.float()
+    loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
+    if yb2 is not None:
+        loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb2, label_smoothing=cfg.label_smoothing)
+    return loss, logits
+
+
+def _sam_step(model, opt, xb, yb, yb2, lam, cfg, dev):
+    """One SAM update (Foret et al. 2021): gradient at the worst nearby point, step from here."""
+    loss, logits = _loss(model, xb, yb, yb2, lam, cfg, dev)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for p in model.parameters() if p.grad is not None]
+    grad_norm = torch.norm(torch.stack([p.grad.norm(2) for p in params]), 2)
+    scale = cfg.sam_rho / (grad_norm + 1e-12)
+    shifts = []
+    with torch.no_grad():
+        for p in params:
+            e = p.grad * scale
+            p.add_(e)
+            shifts.append(e)
+    opt.zero_grad(set_to_none=True)
+    with frozen_bn_stats(model):
+        second, _ = _loss(model, xb, yb, yb2, lam, cfg, dev)
+        second.backward()
+    with torch.no_grad():
+        for p, e in zip(params, shifts):
+            p.sub_(e)
+    opt.step()
+    return loss, logits
+
+
+# --------------------------------------------------------------------------- evaluation
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024, precision: str = "auto") -> float:
-    """Top-1 accuracy of ``model`` on normalised images ``x`` (already on the model's device)."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
+             precision: str = "auto", tta: bool = False) -> float:
+    """Top-1 accuracy of ``model`` on normalised images ``x`` (already on the model's device);
+    with ``tta`` the logits of each image and its mirror image are averaged."""
     if len(y) == 0:
         return float("nan")
     was_training = model.training
@@ -134,9 +263,38 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     correct = 0
     with _autocast(x.device, precision):
         for i in range(0, len(y), batch_size):
-            correct += (model(x[i:i + batch_size]).argmax(1) == y[i:i + batch_size]).sum().item()
+            xb = x[i:i + batch_size]
+            logits = model(xb).float()
+            if tta:
+                logits = logits + model(xb.flip(3)).float()
+            correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
     model.train(was_training)
     return correct / len(y)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+class _Timer:
+    """Seconds of GPU work between start and stop (CUDA events), or wall seconds on CPU."""
+
+    def __init__(self, dev: torch.device):
+        self.cuda = dev.type == "cuda"
+
+    def start(self) -> None:
+        if self.cuda:
+            self.begin = torch.cuda.Event(enable_timing=True)
+            self.end = torch.cuda.Event(enable_timing=True)
+            self.begin.record()
+        else:
+            self.t0 = time.perf_counter()
+
+    def stop(self) -> float:
+        if self.cuda:
+            self.end.record()
+            self.end.synchronize()
+            return self.begin.elapsed_time(self.end) / 1000.0
+        return time.perf_counter() - self.t0
 
 
 def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torch.device = "auto",
@@ -146,31 +304,48 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     ``callback(epoch, metrics)`` is called after every epoch with ``epoch`` (1-based),
     ``train_loss``, ``train_accuracy``, ``val_accuracy``, ``lr`` and ``train_seconds``;
     on the last epoch ``test_accuracy`` is added (the test split is never used to choose).
+    With SWA or EMA, validation and test use the averaged weights, which are then copied
+    into ``model``.
     """
     start = time.perf_counter()
     dev = resolve_device(device) if isinstance(device, str) else device
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    low_precision = dev.type == "cuda" and cfg.precision in ("auto", "bf16")
+    data_dtype = torch.bfloat16 if low_precision else torch.float32
     mean, std = channel_stats(splits.x_train)
-    x_train = normalise(splits.x_train, mean, std, dev)  # (N, C, H, W) float32
+    prep = dict(dtype=data_dtype, channels_last=cfg.channels_last)
+    x_train = normalise(splits.x_train, mean, std, dev, **prep)  # (N, C, H, W)
     y_train = splits.y_train.to(dev)
-    x_val, y_val = normalise(splits.x_val, mean, std, dev), splits.y_val.to(dev)
+    x_val, y_val = normalise(splits.x_val, mean, std, dev, **prep), splits.y_val.to(dev)
     model = model.to(dev)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
     n = len(y_train)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch
     opt = _optimizer(model, cfg)
-    sched = _scheduler(opt, cfg, cfg.epochs * steps_per_epoch)
+    swa_epoch = min(cfg.epochs, max(1, math.ceil(cfg.swa_start * cfg.epochs))) if cfg.swa else None
+    main_steps = (swa_epoch if swa_epoch else cfg.epochs) * steps_per_epoch
+    sched = _scheduler(opt, cfg, main_steps)
+    swa_model = AveragedModel(model) if cfg.swa else None
+    swa_sched = None  # made when SWA starts: a scheduler sets the lr as soon as it is created
+    ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    step_model = torch.compile(model) if cfg.compile else model
+    compile_seconds = _warm_up(step_model, x_train[: cfg.batch_size], cfg, dev) if cfg.compile else 0.0
+
     history: list[dict] = []
     train_seconds = 0.0
+    timer = _Timer(dev)
     model.train()
     for epoch in range(1, cfg.epochs + 1):
-        t0 = time.perf_counter()
+        timer.start()
         order = torch.randperm(n, device=dev, generator=gen)
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.int64)
+        in_swa = swa_epoch is not None and epoch > swa_epoch
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             xb, yb = x_train[idx], y_train[idx]
@@ -178,40 +353,78 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
                 xb = random_crop(xb, cfg.crop_padding, gen)
             if cfg.flip:
                 xb = random_flip(xb, gen)
-            with _autocast(dev, cfg.precision):
-                logits = model(xb)
-                loss = F.cross_entropy(logits.float(), yb, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
+            if cfg.cutout > 0:
+                xb = cutout(xb, cfg.cutout, gen)
+            yb2, lam = None, 1.0
+            if cfg.mixup > 0:
+                xb, yb, yb2, lam = mixup(xb, yb, cfg.mixup, gen)
+            if cfg.sam_rho > 0:
+                loss, logits = _sam_step(step_model, opt, xb, yb, yb2, lam, cfg, dev)
+            else:
+                loss, logits = _loss(step_model, xb, yb, yb2, lam, cfg, dev)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+            if not in_swa:
+                sched.step()
+            if ema_model is not None:
+                ema_model.update_parameters(model)
             loss_sum += loss.detach()
             correct += (logits.argmax(1) == yb).sum()
+        if swa_epoch is not None and epoch >= swa_epoch:
+            swa_model.update_parameters(model)  # one snapshot at the end of each SWA epoch
+            swa_sched = swa_sched or SWALR(opt, swa_lr=cfg.swa_lr or cfg.lr / 10, anneal_epochs=1)
+            swa_sched.step()
         mean_loss = loss_sum.item() / steps_per_epoch  # one sync per epoch
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-        train_seconds += time.perf_counter() - t0
+        train_seconds += timer.stop()
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}")
+        last = epoch == cfg.epochs
+        if last and swa_model is not None:
+            update_bn(_batches(x_train, cfg.eval_batch_size), swa_model, device=dev)
+        judged = swa_model.module if (last and swa_model is not None) else (ema_model.module if ema_model else model)
         metrics = {
             "epoch": epoch,
             "train_loss": mean_loss,
             "train_accuracy": correct.item() / (steps_per_epoch * cfg.batch_size),
-            "val_accuracy": evaluate(model, x_val, y_val, cfg.eval_batch_size, cfg.precision),
+            "val_accuracy": evaluate(judged, x_val, y_val, cfg.eval_batch_size, cfg.precision, cfg.tta),
             "lr": opt.param_groups[0]["lr"],
             "train_seconds": train_seconds,
         }
-        if epoch == cfg.epochs:
-            x_test = normalise(splits.x_test, mean, std, dev)
-            metrics["test_accuracy"] = evaluate(model, x_test, splits.y_test.to(dev), cfg.eval_batch_size, cfg.precision)
+        if last:
+            x_test = normalise(splits.x_test, mean, std, dev, **prep)
+            metrics["test_accuracy"] = evaluate(judged, x_test, splits.y_test.to(dev), cfg.eval_batch_size,
+                                                cfg.precision, cfg.tta)
+            if judged is not model:
+                model.load_state_dict(judged.state_dict())  # the weights that were judged are the ones kept
         history.append(metrics)
         if callback is not None:
             callback(epoch, dict(metrics))
 
-    last = history[-1] if history else {"val_accuracy": float("nan"), "test_accuracy": float("nan")}
+    last_metrics = history[-1] if history else {"val_accuracy": float("nan"), "test_accuracy": float("nan")}
     peak = torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None
     return TrainResult(
-        val_accuracy=last["val_accuracy"], test_accuracy=last["test_accuracy"], epochs=len(history),
-        train_seconds=train_seconds, wall_seconds=time.perf_counter() - start, peak_memory_mb=peak,
-        mean=mean, std=std, history=history,
+        val_accuracy=last_metrics["val_accuracy"], test_accuracy=last_metrics["test_accuracy"], epochs=len(history),
+        train_seconds=train_seconds, wall_seconds=time.perf_counter() - start, compile_seconds=compile_seconds,
+        peak_memory_mb=peak, mean=mean, std=std, history=history,
     )
+
+
+def _batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    for i in range(0, len(x), batch_size):
+        yield x[i:i + batch_size]
+
+
+def _warm_up(model: nn.Module, xb: torch.Tensor, cfg: TrainConfig, dev: torch.device) -> float:
+    """Run forward and backward once so that torch.compile compiles outside the timed loop;
+    the weights' gradients are discarded (no optimizer step), BN statistics restored."""
+    t0 = time.perf_counter()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    with _autocast(dev, cfg.precision):
+        out = model(xb)
+    out.float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    model.load_state_dict(state)
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+    return time.perf_counter() - t0

@@ -107,3 +107,18 @@ def test_failing_trials_are_recorded_and_the_search_goes_on(tmp_path, write_spec
     assert len(trials) == 2 and (trials["status"] == "failed").all()
     assert trials["error"].str.contains("loss became").all()
     assert not (run_dir / "best").exists()
+
+
+def test_over_budget_configurations_are_skipped_without_spending_trials(tmp_path, write_spec, tiny_spec):
+    # c4_width=64 breaks the budget; the sampler must still deliver num_trials trained trials
+    tiny_spec["space"]["params"].update(c4_width=[8, 64], c3_width=8, c3_conv="depthwise")
+    tiny_spec["space"]["max_params"] = 3000
+    tiny_spec["search"].update(sampler="random", num_trials=3)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_spec(tiny_spec)), "--out", str(run_dir), "--quiet"]) == 0
+    trials = read_trials(run_dir)
+    trained = trials[trials["status"] == "completed"]
+    rejected = trials[trials["trial_id"].str.endswith("_infeasible")]
+    assert len(trained) == 3 and (trained["c4_width"] == 8).all()
+    assert len(rejected) >= 1 and (rejected["status"] == "infeasible").all() and (rejected["params"] > 3000).all()
+    assert len(trials) == len(trained) + len(rejected)

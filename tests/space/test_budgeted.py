@@ -61,3 +61,23 @@ def test_dilation_downsampling_that_does_not_fit_is_a_clear_error():
     with pytest.raises(SpaceError, match="downsample: 'dilation' shrinks a 28px input"):
         get_space("budgeted").resolve({"downsample": "dilation", **{f"c{i}_conv": "dilated" for i in (2, 3, 4)},
                                        **{f"c{i}_dilation": 8 for i in (2, 3, 4)}}, MNIST)
+
+
+def test_ghost_batchnorm_normalises_each_chunk_on_its_own():
+    from space.blocks import GhostBatchNorm2d
+
+    bn = GhostBatchNorm2d(2, ghost_batch=4)
+    x = torch.cat([torch.randn(4, 2, 3, 3) * 5 + 10, torch.randn(4, 2, 3, 3)])  # two very different chunks
+    y = bn(x)
+    for chunk in y.split(4):
+        assert torch.allclose(chunk.mean((0, 2, 3)), torch.zeros(2), atol=1e-5)
+        assert torch.allclose(chunk.var((0, 2, 3), unbiased=False), torch.ones(2), atol=1e-3)
+    plain = nn.BatchNorm2d(2)(x)
+    assert not torch.allclose(plain[:4].mean((0, 2, 3)), torch.zeros(2), atol=1e-2)
+    # running statistics: the average of the chunks' (momentum 0.1 from 0 / 1)
+    assert torch.allclose(bn.running_mean, 0.1 * x.view(2, 4, 2, 3, 3).mean((1, 3, 4)).mean(0), atol=1e-5)
+    bn.eval()
+    assert torch.allclose(bn(x), nn.functional.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias), atol=1e-6)
+    model = build(get_space("budgeted").resolve({"norm": "ghost", "ghost_batch": 8}, MNIST))
+    assert any(isinstance(m, GhostBatchNorm2d) for m in model.modules())
+    model(torch.randn(16, 1, 28, 28))

@@ -21,7 +21,7 @@ def corner(family, which: str) -> dict:
         if p.choices is not None:
             values[p.name] = p.choices[0] if which == "low" else p.choices[-1]
         elif p.kind in (int, float) and p.low is not None:
-            hi = min(p.high, 24 if "width" in p.name else 3 if p.kind is int else 0.5)
+            hi = min(p.high, 0.5 if p.kind is float else 24 if "width" in p.name else 3)
             values[p.name] = p.kind(p.low if which == "low" else hi)
     return values
 

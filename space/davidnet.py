@@ -1,0 +1,140 @@
+"""Family ``davidnet``: the ResNet-9 of "How to train your ResNet" (seed 003) and its
+placement search.
+
+The network is a small graph of named nodes, as in cifar10-fast::
+
+    prep -> layer1 -> layer2 -> layer3 -> pool -> linear -> x head_scale
+
+Each ``layerN`` is ``conv 3x3 -> [pool, bn, act]`` in the order ``order`` (``conv-bn-pool``:
+conv, bn, act, pool as in DavidNet; ``conv-pool-bn``: conv, pool, bn, act as in the bag of
+tricks and airbench), then its placement ``layerN_add``:
+
+- ``none``;
+- ``extra``: one more conv-bn-act ("Class A");
+- ``residual``: ``x + (conv-bn-act -> conv-bn-act)(x)`` ("Class B");
+- ``extra+residual``: both, extra first.
+
+Seed 003's winner — residual blocks on layer1 and layer3 — is the default point, with
+6.57M parameters. airbench94's network is another point: ``prep_width=24, prep_kernel=2,
+prep_norm=false, layer*_add=extra, widths 64/256/256, activation=gelu, order=conv-pool-bn,
+bn_weight=frozen, head_scale=0.1111`` (its whitening initialisation of the first conv is
+not reproduced: the first conv trains from a random start).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Mapping
+
+from torch import nn
+
+from space.arch import Arch, Scalar
+from space.blocks import ACTIVATIONS, activation, norm2d
+from space.registry import Param, SearchSpace, register_space
+
+LAYERS = ("layer1", "layer2", "layer3")
+PLACEMENTS = ("none", "extra", "residual", "extra+residual")
+ORDERS = ("conv-bn-pool", "conv-pool-bn")
+_WIDTHS = {"prep": 64, "layer1": 128, "layer2": 256, "layer3": 512}
+
+
+def scaled_width(width: int, mult: float, divisor: int = 8) -> int:
+    """``width * mult`` rounded to a multiple of ``divisor`` (at least ``divisor``)."""
+    return max(divisor, int(round(width * mult / divisor)) * divisor)
+
+
+def _norm(p: Mapping[str, Scalar], channels: int) -> nn.Module:
+    norm = norm2d(str(p["norm"]), channels, ghost_batch=int(p["ghost_batch"]))
+    if p["bn_weight"] == "frozen" and getattr(norm, "weight", None) is not None:
+        norm.weight.requires_grad_(False)  # scale fixed at 1; the bias still learns
+    return norm
+
+
+def conv_bn(cin: int, cout: int, p: Mapping[str, Scalar]) -> nn.Sequential:
+    """conv 3x3 -> norm -> activation."""
+    return nn.Sequential(OrderedDict(
+        conv=nn.Conv2d(cin, cout, 3, padding=1, bias=False), bn=_norm(p, cout), act=activation(str(p["activation"]))))
+
+
+class Residual(nn.Module):
+    """``x + f(x)`` with ``f`` two conv-bn-act units of constant width."""
+
+    def __init__(self, channels: int, p: Mapping[str, Scalar]):
+        super().__init__()
+        self.res1 = conv_bn(channels, channels, p)
+        self.res2 = conv_bn(channels, channels, p)
+
+    def forward(self, x):
+        return x + self.res2(self.res1(x))
+
+
+def layer(cin: int, cout: int, add: str, p: Mapping[str, Scalar]) -> nn.Sequential:
+    pool = nn.MaxPool2d(2) if p["pool"] == "max" else nn.AvgPool2d(2)
+    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+    if p["order"] == "conv-pool-bn":
+        nodes = OrderedDict(conv=conv, pool=pool, bn=_norm(p, cout), act=activation(str(p["activation"])))
+    else:
+        nodes = OrderedDict(conv=conv, bn=_norm(p, cout), act=activation(str(p["activation"])), pool=pool)
+    if add in ("extra", "extra+residual"):
+        nodes["extra"] = conv_bn(cout, cout, p)
+    if add in ("residual", "extra+residual"):
+        nodes["residual"] = Residual(cout, p)
+    return nn.Sequential(nodes)
+
+
+class DavidNet(nn.Module):
+    def __init__(self, p: Mapping[str, Scalar]):
+        super().__init__()
+        mult = float(p["width_mult"])
+        widths = {name: scaled_width(int(p[f"{name}_width"]), mult) for name in _WIDTHS}
+        k = int(p["prep_kernel"])
+        prep = OrderedDict(conv=nn.Conv2d(int(p["in_channels"]), widths["prep"], k, padding=k // 2 if k % 2 else 0,
+                                          bias=not p["prep_norm"]))
+        if p["prep_norm"]:
+            prep["bn"] = _norm(p, widths["prep"])
+        prep["act"] = activation(str(p["activation"]))
+        nodes = OrderedDict(prep=nn.Sequential(prep))
+        cin = widths["prep"]
+        for name in LAYERS:
+            nodes[name] = layer(cin, widths[name], str(p[f"{name}_add"]), p)
+            cin = widths[name]
+        self.body = nn.Sequential(nodes)
+        self.pool = nn.AdaptiveMaxPool2d(1) if p["final_pool"] == "max" else nn.AdaptiveAvgPool2d(1)
+        self.linear = nn.Linear(cin, int(p["num_classes"]), bias=False)
+        self.head_scale = float(p["head_scale"])
+
+    def forward(self, x):  # (B, C, H, W) -> (B, classes)
+        x = self.pool(self.body(x)).flatten(1)  # (B, layer3 width)
+        return self.linear(x) * self.head_scale
+
+
+@register_space
+class DavidNetSpace(SearchSpace):
+    name = "davidnet"
+    description = "ResNet-9 of 'How to train your ResNet' (seed 003): residual/extra layer placements, widths, pooling"
+    params = (
+        *(Param(f"{n}_add", "residual" if n in ("layer1", "layer3") else "none", f"what follows {n}", choices=PLACEMENTS)
+          for n in LAYERS),
+        *(Param(f"{n}_width", w, f"output channels of {n} before width_mult", low=1, high=8192) for n, w in _WIDTHS.items()),
+        Param("width_mult", 1.0, "multiplier of every width (rounded to a multiple of 8)", low=0.05, high=16.0),
+        Param("prep_kernel", 3, "kernel of the prep conv (2: no padding, as airbench's whitening conv)", choices=(2, 3)),
+        Param("prep_norm", True, "normalisation after the prep conv", choices=(False, True)),
+        Param("order", "conv-bn-pool", "where each layer pools", choices=ORDERS),
+        Param("pool", "max", "pooling of each layer", choices=("max", "avg")),
+        Param("final_pool", "max", "global pooling before the classifier", choices=("max", "avg")),
+        Param("activation", "relu", "activation", choices=tuple(ACTIVATIONS)),
+        Param("norm", "batch", "normalisation", choices=("batch", "ghost")),
+        Param("ghost_batch", 32, "images per ghost batch when norm is 'ghost'", low=2, high=4096),
+        Param("bn_weight", "learned", "BatchNorm scale: learned, or frozen at 1", choices=("learned", "frozen")),
+        Param("head_scale", 0.125, "multiplier of the logits", low=0.0, high=10.0),
+    )
+
+    def build_model(self, arch: Arch) -> nn.Module:
+        return DavidNet(arch.params)
+
+
+AIRBENCH94 = {
+    "prep_width": 24, "prep_kernel": 2, "prep_norm": False, "layer1_width": 64, "layer2_width": 256,
+    "layer3_width": 256, "layer1_add": "extra", "layer2_add": "extra", "layer3_add": "extra", "activation": "gelu",
+    "order": "conv-pool-bn", "bn_weight": "frozen", "head_scale": 0.1111,
+}

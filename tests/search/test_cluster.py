@@ -1,0 +1,50 @@
+"""The same spec on an existing multi-node Ray cluster (``search.address``): two nodes
+started on this machine, trials spread over both, every file of the run written by the
+driver (trials send their weights and results with their last report)."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from analysis.records import read_trials
+
+
+@pytest.fixture(scope="module")
+def two_nodes():
+    from ray.cluster_utils import Cluster
+
+    with socket.socket() as s:  # a free port for the head's Ray Client server
+        s.bind(("127.0.0.1", 0))
+        client_port = s.getsockname()[1]
+    cluster = Cluster(initialize_head=True, connect=False,
+                      head_node_args={"num_cpus": 1, "ray_client_server_port": client_port})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        yield {"gcs": cluster.address, "client": f"ray://127.0.0.1:{client_port}"}
+    finally:
+        cluster.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["gcs", "client"])
+def test_search_on_a_two_node_cluster(two_nodes, kind, tmp_path, write_spec, tiny_spec):
+    # one CPU per node and per trial, two trials at once: they can only run on different nodes
+    tiny_spec["search"].update(num_trials=2, max_concurrent=2, resources_per_trial={"cpu": 1, "gpu": 0})
+    tiny_spec["space"]["params"].update(c4_width=8, c3_conv="regular")
+    run_dir = tmp_path / "run"
+    address = two_nodes[kind]
+    done = subprocess.run([sys.executable, "-m", "search.cli", "run", str(write_spec(tiny_spec)), "--out",
+                           str(run_dir), "--set", f"search.address={address}"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"on Ray at {address}" in done.stdout and "[2/2]" in done.stdout
+    trials = read_trials(run_dir)
+    assert len(trials) == 2 and (trials["status"] == "completed").all(), trials
+    hosts = [json.loads((run_dir / "trials" / t / "result.json").read_text())["host"] for t in trials["trial_id"]]
+    assert len({h["node_id"] for h in hosts}) == 2  # one trial on each node
+    assert all(h["threads"] == 1 and h["cpus"] == 1 for h in hosts)
+    assert (run_dir / "best" / "weights.pt").is_file() and (run_dir / "pareto.csv").is_file()
+    assert (run_dir / "tune").is_dir() == (kind == "gcs")  # a Ray Client keeps Tune's state on the cluster

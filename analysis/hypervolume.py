@@ -174,7 +174,7 @@ def plot_hypervolume(histories: Mapping[str, pd.DataFrame], path: str | Path, ti
         ax.step(hist["trial"], hist["hypervolume_normalised"], where="post", marker="o", ms=3,
                 label=f"{label} (final {final:.4f})")
     ax.set_xlabel("trials finished (any status)")
-    ax.set_ylabel("hypervolume (normalised to the ideal-reference box)")
+    ax.set_ylabel("hypervolume, normalised")
     ax.set_ylim(bottom=0)
     ax.set_title(title or "Hypervolume over trials")
     if note:

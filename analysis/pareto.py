@@ -126,8 +126,9 @@ def pick_trial(trials: pd.DataFrame, pick: str) -> pd.Series | None:
     - ``accuracy``: the highest ``val_accuracy`` (ties: fewer MACs, then fewer params);
     - ``macs``: the fewest MACs (ties: higher ``val_accuracy``);
     - ``knee``: on the front of (val_accuracy:max, macs:min), both scaled to [0, 1], the
-      point farthest from the straight line through the front's two ends: where giving up
-      accuracy stops buying many MACs. A front of one or two points gives its most accurate.
+      point farthest beyond the straight line through the front's two ends (on the side of
+      the ideal point): where giving up accuracy stops buying many MACs. A front of one or two
+      points, or one with no point beyond that line, gives its most accurate.
     """
     objectives = [("val_accuracy", "max"), ("macs", "min")]
     done = trials[trials["status"] == "completed"].dropna(subset=["val_accuracy", "macs"])
@@ -146,9 +147,16 @@ def pick_trial(trials: pd.DataFrame, pick: str) -> pd.Series | None:
     cost = front["macs"].to_numpy(dtype=float)
     a = (acc - acc.min()) / (acc.max() - acc.min() or 1.0)  # 1 = most accurate
     c = (cost.max() - cost) / (cost.max() - cost.min() or 1.0)  # 1 = cheapest
-    # The ends: most accurate (a=1) and cheapest (c=1). Distance of each point to that line.
+    # The ends: most accurate (a=1) and cheapest (c=1). Signed distance of each point to the
+    # line through them, positive on the side of the ideal point (a=1, c=1).
     (a0, c0), (a1, c1) = (a[np.argmax(a)], c[np.argmax(a)]), (a[np.argmax(c)], c[np.argmax(c)])
-    dist = np.abs((c1 - c0) * (a - a0) - (a1 - a0) * (c - c0)) / (np.hypot(a1 - a0, c1 - c0) or 1.0)
+
+    def side(pa, pc):
+        return ((a1 - a0) * (pc - c0) - (c1 - c0) * (pa - a0)) / (np.hypot(a1 - a0, c1 - c0) or 1.0)
+
+    dist = side(a, c) * np.sign(side(1.0, 1.0) or 1.0)
+    if dist.max() <= 0:
+        return front.iloc[int(np.argmax(a))]
     return front.iloc[int(np.argmax(dist))]
 
 

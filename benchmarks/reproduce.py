@@ -89,10 +89,11 @@ ROWS = (
     Row("mnist_1p5k_blurpool", "000", "MNIST, <= 1.5k params, BlurPool: 99.21% test",
         "examples/mnist_1p5k_blurpool.yaml", False),
     Row("cifar10_140k", "000", "CIFAR-10, 140k params: 79.9% baseline -> 86.76% with BlurPool + cutout + mixup + "
-        "label smoothing + SWA + SAM", "examples/cifar10_140k.yaml", True),
+        "label smoothing + SWA + SAM", "examples/cifar10_140k_techniques.yaml", True),
     Row("cifar10_200k", "004", "CIFAR-10, < 200k params, dilated + depthwise convs: > 85% test",
         "examples/cifar10_200k.yaml", True),
-    Row("davidnet", "003", "DavidNet (ResNet-9): 94% test at 24 epochs", "examples/davidnet.yaml", True),
+    Row("davidnet", "003", "DavidNet (ResNet-9): 94% test at 24 epochs", "examples/cifar10_davidnet_placements.yaml",
+        True),
     Row("compound_scaling", "002", "Compound scaling grid search: alpha=1.2, beta=1.1, gamma=1.15 "
         "(alpha*beta^2*gamma^2 ~ 2)", "examples/efficientnet.yaml", True, figure=scaling_figure),
 )
@@ -143,6 +144,9 @@ def perform(row: Row, runs_dir: Path, quick: bool) -> dict:
     if os.environ.get("ARCHSCALE_DATA"):
         shown = f"ARCHSCALE_DATA={os.environ['ARCHSCALE_DATA']} {shown}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    # A fresh local Ray instance: ray.init() would otherwise join any cluster `ray start` left on
+    # this machine (and on a shared machine, trials then die before they start).
+    env.setdefault("RAY_ADDRESS", "local")
     start = time.perf_counter()
     started = datetime.now(timezone.utc)
     print(f"running: {shown}", flush=True)

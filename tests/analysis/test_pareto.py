@@ -104,3 +104,16 @@ def test_plot_places_a_failed_trial_from_its_arch_text(tmp_path):
     assert filled.loc[filled["trial_id"] == "a", "macs"].item() == 10  # measured values untouched
     path = plot_pareto(df, parse_objectives("val_accuracy:max,macs:min"), tmp_path / "p.png")
     assert path.stat().st_size > 1000
+
+
+def test_knee_ignores_points_in_a_concave_stretch_of_the_front():
+    from analysis.pareto import pick_trial
+
+    # b sits beyond the line joining the ends (a convex knee); c sits short of it (concave):
+    # c is farther from the line, but on the wrong side.
+    df = pd.DataFrame({"trial_id": list("abcd"), "status": ["completed"] * 4,
+                       "val_accuracy": [0.925, 0.94, 0.945, 0.97], "macs": [112, 128, 491, 567], "params": 1})
+    assert pick_trial(df, "knee")["trial_id"] == "b"
+    concave = pd.DataFrame({"trial_id": list("xyz"), "status": ["completed"] * 3,
+                            "val_accuracy": [0.5, 0.55, 0.9], "macs": [10, 80, 100], "params": 1})
+    assert pick_trial(concave, "knee")["trial_id"] == "z"  # nothing beyond the line: the most accurate

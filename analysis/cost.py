@@ -75,3 +75,36 @@ def measure(model: nn.Module, input_shape: tuple[int, ...], batch_size: int = 1)
     """Params, MACs per image and estimated activation memory of a batch."""
     one = (1, *input_shape[1:])
     return Cost(count_params(model), count_macs(model, one), round(activation_mb(model, one, batch_size), 3))
+
+
+MEMORY_SOURCES = ("cuda_peak", "cpu_estimate")
+
+
+def cuda_peak_mb(model: nn.Module, input_shape: tuple[int, ...], batch_size: int, device: torch.device | str = "cuda",
+                 bf16: bool = True) -> float:
+    """Measured peak CUDA memory of one training step (forward, loss, backward) on a
+    random batch of ``batch_size``: ``torch.cuda.max_memory_allocated`` in MiB, weights,
+    gradients and activations included. The model is moved to ``device`` and left there
+    with its gradients cleared."""
+    dev = torch.device(device)
+    model = model.to(dev).train()
+    torch.cuda.synchronize(dev)
+    torch.cuda.reset_peak_memory_stats(dev)
+    x = torch.randn((batch_size, *input_shape[1:]), device=dev)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        loss = model(x).float().logsumexp(1).mean()
+    loss.backward()
+    torch.cuda.synchronize(dev)
+    peak = torch.cuda.max_memory_allocated(dev) / 2**20
+    model.zero_grad(set_to_none=True)
+    return peak
+
+
+def training_memory_mb(model: nn.Module, input_shape: tuple[int, ...], batch_size: int,
+                       device: torch.device | str = "cpu", bf16: bool = True) -> tuple[float, str]:
+    """Memory of one training batch and how it was obtained: measured on CUDA
+    (:func:`cuda_peak_mb`, ``"cuda_peak"``), else estimated from the activation sizes
+    (:func:`activation_mb`, fp32, ``"cpu_estimate"``)."""
+    if torch.device(device).type == "cuda":
+        return round(cuda_peak_mb(model, input_shape, batch_size, device, bf16), 3), "cuda_peak"
+    return round(activation_mb(model, (1, *input_shape[1:]), batch_size), 3), "cpu_estimate"

@@ -1,8 +1,13 @@
 """The run directory's ``trials.csv``: written a row at a time as trials end, read as a DataFrame.
 
-Columns: ``trial_id``, ``status`` (completed | pruned | failed | infeasible), one
-column per searched choice, then :data:`METRIC_COLUMNS`, ``error`` and ``arch``
-(the architecture's text form). ``macs`` counts multiply-adds per image (fvcore).
+Columns: ``trial_id``, ``stage`` (staged runs only: 1 or 2), ``status`` (completed |
+pruned | failed | infeasible), one column per searched choice, then
+:data:`METRIC_COLUMNS`, ``error`` and ``arch`` (the architecture's text form).
+``macs`` counts multiply-adds per image (fvcore); ``memory_source`` says whether
+``memory_mb`` was measured (``cuda_peak``) or estimated (``cpu_estimate``).
+
+A file written with other columns (an older version, say) keeps its own header when
+rows are appended to it, and reads back whatever columns it has.
 """
 
 from __future__ import annotations
@@ -16,13 +21,13 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 STATUSES = ("completed", "pruned", "failed", "infeasible")
-METRIC_COLUMNS = ("params", "macs", "memory_mb", "val_accuracy", "test_accuracy", "train_seconds", "epochs")
+METRIC_COLUMNS = ("params", "macs", "memory_mb", "memory_source", "val_accuracy", "test_accuracy", "train_seconds", "epochs")
 TRIALS_FILE = "trials.csv"
 TRIALS_DIR = "trials"  # trials/<trial_id>/{weights.pt,result.json}
 
 
-def columns_for(choices: Iterable[str]) -> list[str]:
-    return ["trial_id", "status", *choices, *METRIC_COLUMNS, "error", "arch"]
+def columns_for(choices: Iterable[str], staged: bool = False) -> list[str]:
+    return ["trial_id", *(["stage"] if staged else []), "status", *choices, *METRIC_COLUMNS, "error", "arch"]
 
 
 def _cell(value) -> str:
@@ -36,10 +41,16 @@ def _cell(value) -> str:
 class TrialsCSV:
     """Append-only writer of ``trials.csv``; a trial id already present is never written twice."""
 
-    def __init__(self, path: str | Path, choices: Iterable[str]):
+    def __init__(self, path: str | Path, choices: Iterable[str], staged: bool = False):
         self.path = Path(path)
-        self.columns = columns_for(choices)
+        self.columns = self._header() or columns_for(choices, staged)
         self._seen = set(self.trial_ids())
+
+    def _header(self) -> list[str]:
+        if not self.path.is_file():
+            return []
+        with self.path.open(newline="") as f:
+            return next(csv.reader(f), [])
 
     def trial_ids(self) -> list[str]:
         if not self.path.is_file():

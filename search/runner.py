@@ -120,7 +120,7 @@ def feasibility(spec: Spec, samples: int = 64) -> Feasibility:
             rows.append({**config, "params": None, "macs": None, "feasible": False, "why": str(err)})
             continue
         cost = measure(build(arch), shape, spec.train.batch_size)
-        why = budget_violation(ctx, cost.params, cost.macs)
+        why = budget_violation(ctx, cost.params, cost.macs, cost.activation_mb, arch)
         rows.append({**config, "params": cost.params, "macs": cost.macs, "feasible": why is None, "why": why or ""})
     measured = [r for r in rows if r["params"] is not None]
     smallest = min(measured, key=lambda r: (r["params"], r["macs"])) if measured else {}
@@ -145,6 +145,7 @@ def _trial_context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContex
         train=spec.train.model_dump(),
         max_params=spec.space.max_params,
         max_macs=spec.space.max_macs,
+        max_memory_mb=spec.space.max_memory_mb,
         cpus=spec.search.resources_per_trial.cpu,
         seed=spec.seed,
     )
@@ -251,13 +252,14 @@ def _error_line(trial) -> str:
 
 
 def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], objectives: list[tuple[str, str]],
-                  total: int, quiet: bool):
-    """A Ray Tune callback (driver side) that appends to trials.csv and prints progress."""
+                  total: int, quiet: bool, stage: int | None = None):
+    """A Ray Tune callback (driver side) that appends to trials.csv and prints progress;
+    with ``stage``, every row gets a ``stage`` column (staged runs, :mod:`search.stages`)."""
     from ray.tune import Callback
 
     class TrialRecorder(Callback):
         def setup(self, **info):
-            self.csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
+            self.csv = TrialsCSV(run_dir / TRIALS_FILE, choices, staged=stage is not None)
             self.done = len(self.csv.trial_ids())
             self.start = time.monotonic()
             self.started_with = self.done
@@ -272,6 +274,8 @@ def make_recorder(run_dir: Path, ctx: TrialContext, choices: list[str], objectiv
                 except SpaceError as err:
                     error = error or str(err)
             row = {"trial_id": trial.trial_id, "status": status, **config, **result, "error": error or result.get("error", "")}
+            if stage is not None:
+                row["stage"] = stage
             if status == "infeasible":
                 row["val_accuracy"] = row["test_accuracy"] = None
                 row["train_seconds"] = None

@@ -106,6 +106,8 @@ class SpaceSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict, description="fixed values, choice lists or ranges")
     max_params: int | None = Field(None, gt=0, description="budget on trainable parameters")
     max_macs: int | None = Field(None, gt=0, description="budget on multiply-adds per image (fvcore)")
+    max_memory_mb: float | None = Field(None, gt=0, description="budget on the memory of one training batch, MiB "
+                                        "(measured on a GPU, estimated from activation sizes on a CPU)")
 
     @field_validator("family")
     @classmethod

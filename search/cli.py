@@ -63,6 +63,11 @@ def cmd_run(args) -> int:
 
     spec = load_spec(args.spec, args.overrides)
     run_dir = prepare_run_dir(spec, args.out, args.resume)
+    if spec.search.stages is not None:
+        from search.stages import run_staged
+
+        run_staged(spec, run_dir, resume=args.resume, quiet=args.quiet)
+        return EXIT_OK
     run_search(spec, run_dir, resume=args.resume, quiet=args.quiet)
     return EXIT_OK
 
@@ -71,6 +76,10 @@ def cmd_check(args) -> int:
     from search.runner import feasibility
 
     spec = load_spec(args.spec, args.overrides)
+    if spec.search.stages is not None:
+        from search.stages import check_staged
+
+        return check_staged(spec, samples=args.samples)
     dims = spec.space.dimensions()
     print(f"spec {spec.name!r}: valid")
     print(f"family {spec.space.family}; dataset {spec.data.dataset}; sampler {spec.search.sampler}; "
@@ -149,6 +158,10 @@ def cmd_pareto(args) -> int:
     plot = Path(args.plot) if args.plot else run_dir / "pareto.png"
     plot_pareto(trials, objectives, plot, title=f"{spec.name}: Pareto front")
     print(f"plot: {plot}")
+    if spec.search.stages is not None:  # a two-stage compound-scaling run: the phi sweep and scaling.png
+        from search.stages import SCALING_PLOT, write_scaling
+
+        write_scaling(run_dir, spec, path=plot.parent / SCALING_PLOT)
     return EXIT_OK
 
 

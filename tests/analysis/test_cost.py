@@ -49,3 +49,23 @@ def test_params_and_memory():
     cost = measure(model, (5, 1, 8, 8), batch_size=1)
     assert cost.params == 40
     assert cost.macs == 8 * 8 * 4 * 9  # per image, whatever the batch of the shape
+
+
+def test_training_memory_on_cpu_is_the_activation_estimate():
+    from analysis.cost import training_memory_mb
+
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+    mb, source = training_memory_mb(model, (1, 1, 8, 8), batch_size=2, device="cpu")
+    assert source == "cpu_estimate" and mb == pytest.approx(activation_mb(model, (1, 1, 8, 8), batch_size=2), abs=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_training_memory_on_cuda_is_measured():
+    from analysis.cost import training_memory_mb
+
+    model = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.LazyLinear(10))
+    model(torch.zeros(1, 3, 32, 32))
+    small, source = training_memory_mb(model, (1, 3, 32, 32), batch_size=8, device="cuda")
+    large, _ = training_memory_mb(model, (1, 3, 32, 32), batch_size=256, device="cuda")
+    weights_mb = sum(p.numel() * 4 for p in model.parameters()) / 2**20
+    assert source == "cuda_peak" and weights_mb < small < large

@@ -157,9 +157,9 @@ class EfficientNet(SearchSpace):
                    "depth alpha^phi, width beta^phi, resolution gamma^phi (seed 002)")
     params = (
         Param("base", "effnet_b0", "base network table", choices=tuple(BASES)),
-        Param("alpha", 1.2, "depth coefficient: blocks x alpha^phi (see depth_rounding)", low=1.0, high=4.0),
-        Param("beta", 1.1, "width coefficient: channels x beta^phi, make_divisible(divisor)", low=1.0, high=4.0),
-        Param("gamma", 1.15, "resolution coefficient: input side x gamma^phi, by a resize", low=1.0, high=4.0),
+        Param("alpha", 1.2, "depth coefficient: blocks x alpha^phi (see depth_rounding)", low=1.0, high=16.0),
+        Param("beta", 1.1, "width coefficient: channels x beta^phi, make_divisible(divisor)", low=1.0, high=16.0),
+        Param("gamma", 1.15, "resolution coefficient: input side x gamma^phi, by a resize", low=1.0, high=16.0),
         Param("phi", 0.0, "compound coefficient; 0 = the base network", low=0.0, high=8.0),
         Param("target", 2.0, "alpha*beta^2*gamma^2 should be target (MACs x per step of phi)", low=1.0, high=16.0),
         Param("tolerance", 0.1, "allowed relative deviation of alpha*beta^2*gamma^2 from target", low=0.0, high=1.0),

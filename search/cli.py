@@ -117,9 +117,10 @@ def cmd_spaces(args) -> int:
     for name in names:
         family = get_space(name)
         print(f"{family.name}: {family.description}")
+        width = max(14, *(len(p.name) for p in family.params))
         for p in family.params:
             default = str(p.default).lower() if isinstance(p.default, bool) else p.default
-            print(f"  {p.name:<14} default {default!s:<9} {p.allowed():<40} {p.doc}")
+            print(f"  {p.name:<{width}} default {default!s:<9} {p.allowed():<40} {p.doc}")
         print("  (from the dataset: " + ", ".join(p.name for p in CONTEXT_PARAMS) + ")")
     return EXIT_OK
 

@@ -31,7 +31,7 @@ from analysis.cost import measure
 from analysis.records import TRIALS_FILE, TrialsCSV, read_trials
 from analysis.scaling import (best_of_stage_one, format_scaling, network_key, plot_scaling, scaling_table, stage_rows,
                               sweep_candidates, sweep_points)
-from search.runner import (_grid_configs, _init_ray, _searcher, _trial_context, finalize, make_recorder,
+from search.runner import (_grid_configs, _init_ray, _native, _searcher, _trial_context, finalize, make_recorder,
                            sample_configs)
 from search.spec import Dimension, Spec, SpecError, parse_spec
 from search.trial import TrialContext, batch_memory, budget_violation, resolve_arch, run_trial
@@ -41,6 +41,7 @@ from trainer import dataset_context, load_dataset, resolve_device, split
 
 STAGE_DIRS = {1: "tune_stage1", 2: "tune_stage2"}
 SCALING_PLOT = "scaling.png"
+SCALING_PARAMS = ("alpha", "beta", "gamma", "phi")  # always in a staged trial's config (and trials.csv)
 
 
 # --------------------------------------------------------------------------- the stages as plain searches
@@ -65,8 +66,6 @@ def stage_one_spec(spec: Spec) -> Spec:
     return parse_spec(raw)
 
 
-SCALING_PARAMS = ("alpha", "beta", "gamma", "phi")  # always in a staged trial's config (and trials.csv)
-
 
 def stage_dims(spec: Spec) -> list[Dimension]:
     """What a staged trial's config holds: the searched parameters, alpha, beta and gamma
@@ -85,34 +84,24 @@ def _context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContext:
     return replace(ctx, fixed={k: v for k, v in ctx.fixed.items() if k not in SCALING_PARAMS})  # they come with each config
 
 
-def planned_sweep(spec: Spec, trials: pd.DataFrame) -> list[tuple[str, float, dict]]:
-    """Stage 2's points as ``(kind, phi, config)``, one per distinct network, in sweep order;
-    empty when stage 1 completed no trial."""
+def remaining_sweep(spec: Spec, trials: pd.DataFrame) -> list[dict]:
+    """The configs of stage 2 still to run, in sweep order, one per distinct network: not
+    recorded in stage 2, and not a network stage 1 completed. Empty when stage 1 completed
+    no trial."""
     best = best_of_stage_one(trials, spec.search.objective_pairs())
     if best is None:
         return []
-    choices = [d.name for d in stage_dims(spec)]
-    sweep = spec.search.stages.phi_sweep
-    points, seen = [], set()
-    ctx = _context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root))
-    for kind, phi, params in sweep_points({k: _native(best[k]) for k in choices}, sweep.phi, sweep.compare_single_dimension):
-        key = network_key(resolve_arch(ctx, params))
-        if key not in seen:
-            seen.add(key)
-            points.append((kind, phi, params))
-    return points
-
-
-def _native(value):
-    return value.item() if hasattr(value, "item") else value
-
-
-def remaining_sweep(spec: Spec, trials: pd.DataFrame) -> list[dict]:
-    """The configs of stage 2 still to run: not recorded in stage 2, and not a network that
-    stage 1 already completed."""
     done = set(sweep_candidates(trials)["arch"].map(lambda t: network_key(t) if isinstance(t, str) and t else ""))
     ctx = _context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root))
-    return [params for _, _, params in planned_sweep(spec, trials) if network_key(resolve_arch(ctx, params)) not in done]
+    sweep = spec.search.stages.phi_sweep
+    winner = {d.name: _native(best[d.name]) for d in stage_dims(spec)}
+    todo = []
+    for _, _, params in sweep_points(winner, sweep.phi, sweep.compare_single_dimension):
+        key = network_key(resolve_arch(ctx, params))
+        if key not in done:
+            done.add(key)
+            todo.append(params)
+    return todo
 
 
 # --------------------------------------------------------------------------- stage 1 without training
@@ -237,8 +226,11 @@ def check_staged(spec: Spec, samples: int = 64, out: TextIO | None = None) -> in
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}",
                           formatters={"params": "{:,}".format, "macs": "{:,}".format}), file=out)
     feasible = int(table["feasible"].sum())
-    print(f"  {feasible} of {len(table)} {'grid points' if len(table) == n1 else 'sampled configurations'} are feasible "
-          f"(trained); the rest are recorded infeasible, never trained", file=out)
+    if stages.coefficients.sampler == "grid":
+        print(f"  {feasible} of {len(table)} grid points are feasible (trained); the rest are recorded infeasible, "
+              "never trained", file=out)
+    else:
+        print(f"  {feasible} of {len(table)} sampled configurations are feasible (the sampler proposes {n1})", file=out)
     sweep = stages.phi_sweep
     per_phi = 4 if sweep.compare_single_dimension else 1
     extra = " and depth-only, width-only, resolution-only scaling to the same MACs multiplier" if per_phi > 1 else ""
@@ -317,11 +309,11 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         if grid is not None:
             # The grid is known: infeasible points are recorded here, the feasible ones trained as a list.
             csv = TrialsCSV(trials_path, choices, staged=True)
-            recorded = set(done1["arch"]) if len(done1) else set()
+            seen = set(done1["arch"]) if len(done1) else set()
             infeasible = [e for e in grid if not e.feasible]
             for e in infeasible:
                 csv.append(e.row())
-            todo = [e.config for e in grid if e.feasible and e.arch.text not in recorded]
+            todo = [e.config for e in grid if e.feasible and e.arch.text not in seen]
             if not quiet:
                 print(f"{what}\n{len(infeasible)} of {len(grid)} grid points are infeasible: recorded, not trained",
                       file=out, flush=True)

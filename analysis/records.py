@@ -1,8 +1,10 @@
 """The run directory's ``trials.csv``: written a row at a time as trials end, read as a DataFrame.
 
-Columns: ``trial_id``, ``status`` (completed | pruned | failed | infeasible), one
-column per searched choice, then :data:`METRIC_COLUMNS`, ``error`` and ``arch``
-(the architecture's text form). ``macs`` counts multiply-adds per image (fvcore);
+Columns: ``trial_id``, ``stage`` (staged runs only: 1 or 2), ``status`` (completed |
+pruned | failed | infeasible), one column per searched choice, then
+:data:`METRIC_COLUMNS`, ``error`` and ``arch`` (the architecture's text form).
+``macs`` counts multiply-adds per image (fvcore); ``memory_source`` says whether
+``memory_mb`` was measured (``cuda_peak``) or estimated (``cpu_estimate``);
 ``latency_ms`` is the median inference time of one image, ``latency_batch_ms`` of one
 training-size batch, on the trial's device.
 """
@@ -18,14 +20,14 @@ from typing import Iterable, Mapping
 import pandas as pd
 
 STATUSES = ("completed", "pruned", "failed", "infeasible")
-METRIC_COLUMNS = ("params", "macs", "memory_mb", "latency_ms", "latency_batch_ms", "val_accuracy", "test_accuracy",
-                  "train_seconds", "epochs")
+METRIC_COLUMNS = ("params", "macs", "memory_mb", "memory_source", "latency_ms", "latency_batch_ms",
+                  "val_accuracy", "test_accuracy", "train_seconds", "epochs")
 TRIALS_FILE = "trials.csv"
 TRIALS_DIR = "trials"  # trials/<trial_id>/{weights.pt,result.json}
 
 
-def columns_for(choices: Iterable[str]) -> list[str]:
-    return ["trial_id", "status", *choices, *METRIC_COLUMNS, "error", "arch"]
+def columns_for(choices: Iterable[str], staged: bool = False) -> list[str]:
+    return ["trial_id", *(["stage"] if staged else []), "status", *choices, *METRIC_COLUMNS, "error", "arch"]
 
 
 def _cell(value) -> str:
@@ -53,9 +55,9 @@ class TrialsCSV:
     """Append-only writer of ``trials.csv``; a trial id already present is never written twice.
     A row cut short by a kill (no newline) is dropped when the file is opened again."""
 
-    def __init__(self, path: str | Path, choices: Iterable[str]):
+    def __init__(self, path: str | Path, choices: Iterable[str], staged: bool = False):
         self.path = Path(path)
-        self.columns = columns_for(choices)
+        self.columns = columns_for(choices, staged)
         drop_partial_row(self.path)
         if self.path.is_file():  # appending to an existing file: keep its header (an older run's columns)
             with self.path.open(newline="") as f:

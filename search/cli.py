@@ -105,6 +105,11 @@ def cmd_run(args) -> int:
     run_dir = prepare_run_dir(spec, args.out, args.resume)
     if args.quiet and args.verbose:
         raise SpecError("--quiet and --verbose: give one of them, not both")
+    if spec.search.stages is not None:
+        from search.stages import run_staged
+
+        run_staged(spec, run_dir, resume=args.resume, quiet=args.quiet, verbose=args.verbose)
+        return EXIT_OK
     run_search(spec, run_dir, resume=args.resume, quiet=args.quiet, verbose=args.verbose)
     return EXIT_OK
 
@@ -113,6 +118,10 @@ def cmd_check(args) -> int:
     from search.runner import feasibility
 
     spec = load_spec(args.spec, args.overrides)
+    if spec.search.stages is not None:
+        from search.stages import check_staged
+
+        return check_staged(spec, samples=args.samples)
     dims = spec.space.dimensions() + spec.train.dimensions()
     print(f"spec {spec.name!r}: valid")
     print(f"family {spec.space.family}; dataset {spec.data.dataset}; sampler {spec.search.sampler}; "
@@ -176,9 +185,10 @@ def cmd_spaces(args) -> int:
     for name in names:
         family = get_space(name)
         print(f"{family.name}: {family.description}")
+        width = max(14, *(len(p.name) for p in family.params))
         for p in family.params:
             default = str(p.default).lower() if isinstance(p.default, bool) else p.default
-            print(f"  {p.name:<14} default {default!s:<9} {p.allowed():<40} {p.doc}")
+            print(f"  {p.name:<{width}} default {default!s:<9} {p.allowed():<40} {p.doc}")
         print("  (from the dataset: " + ", ".join(p.name for p in CONTEXT_PARAMS) + ")")
     return EXIT_OK
 
@@ -263,6 +273,10 @@ def cmd_pareto(args) -> int:
     line = summarise(trials, objectives, reference, hv_plot, spec.name)
     if line:
         print(f"{line}\nhypervolume over trials: {hv_plot}")
+    if spec.search.stages is not None:  # a two-stage compound-scaling run: the phi sweep and scaling.png
+        from search.stages import SCALING_PLOT, write_scaling
+
+        write_scaling(run_dir, spec, path=plot.parent / SCALING_PLOT)
     return EXIT_OK
 
 

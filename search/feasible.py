@@ -17,8 +17,8 @@ from ray.tune.search import Searcher
 
 from analysis.cost import measure
 from analysis.records import TrialsCSV
-from search.trial import REJECTED_SUFFIX, TrialContext, budget_violation, resolve_arch
-from space import SpaceError, build
+from search.trial import REJECTED_SUFFIX, TrialContext, batch_memory, budget_violation, has_constraint, resolve_arch
+from space import SpaceError, build, get_space
 
 MAX_REDRAWS = 100  # after this many infeasible draws in a row, let the next one through as a trial
 
@@ -40,16 +40,26 @@ class FeasibleSearch(Searcher):
 
     def _violation(self, config: dict) -> tuple[str | None, dict]:
         ctx = self.ctx
-        if ctx.max_params is None and ctx.max_macs is None:
+        budgets = ctx.max_params is not None or ctx.max_macs is not None or ctx.max_memory_mb is not None
+        if not budgets and not has_constraint(ctx.family):
             return None, {}
         try:
             arch = resolve_arch(ctx, config)
         except SpaceError as err:
-            return str(err), {}
+            return (str(err), {}) if budgets else (None, {})  # without budgets the trial itself reports it
+        if not budgets:  # only the family's search constraint (efficientnet's alpha*beta^2*gamma^2)
+            why = get_space(arch.family).constraint_violation(arch.params)
+            return why, ({"arch": arch.text} if why else {})
         shape = (1, ctx.data_context["in_channels"], ctx.data_context["image_size"], ctx.data_context["image_size"])
-        cost = measure(build(arch), shape, batch_size=int(ctx.train["batch_size"]))
-        metrics = {"params": cost.params, "macs": cost.macs, "memory_mb": cost.activation_mb, "arch": arch.text}
-        return budget_violation(ctx, cost.params, cost.macs), metrics
+        model = build(arch)
+        cost = measure(model, shape, batch_size=int(ctx.train["batch_size"]))
+        memory, source = cost.activation_mb, "cpu_estimate"
+        if ctx.max_memory_mb is not None:
+            memory, source = batch_memory(ctx, model, shape, ctx.train, str(ctx.train.get("device", "auto")),
+                                          cost.activation_mb)
+        metrics = {"params": cost.params, "macs": cost.macs, "memory_mb": memory, "memory_source": source,
+                   "arch": arch.text}
+        return budget_violation(ctx, cost.params, cost.macs, memory_mb=memory, memory_source=source, arch=arch), metrics
 
     def suggest(self, trial_id: str):
         for draw in range(MAX_REDRAWS):

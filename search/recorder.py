@@ -178,15 +178,17 @@ def _error_line(trial) -> str:
 class RunFiles:
     """What a search leaves in its run directory, applied where the driver runs: rows of
     ``trials.csv`` (each trial once), the trials' files, ``started.jsonl``, and the progress
-    lines. The recorder calls it directly, or through a :class:`Relay` from a cluster."""
+    lines. The recorder calls it directly, or through a :class:`Relay` from a cluster.
+    ``stage`` (two-stage runs) is written into every row and ``started.jsonl`` line."""
 
-    def __init__(self, run_dir: Path, choices: list[str], progress: Progress):
-        self.run_dir, self.choices, self.progress = Path(run_dir), choices, progress
-        self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices)
+    def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None):
+        self.run_dir, self.choices, self.progress, self.stage = Path(run_dir), choices, progress, stage
+        self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None)
 
     def started(self, trial_id: str, config: dict, gpu: float) -> None:
+        item = {"trial_id": trial_id, "config": config, **({"stage": self.stage} if self.stage is not None else {})}
         with (self.run_dir / STARTED_FILE).open("a") as f:
-            f.write(json.dumps({"trial_id": trial_id, "config": config}, default=str) + "\n")
+            f.write(json.dumps(item, default=str) + "\n")
         self.progress.started(trial_id, config, gpu)
 
     def files(self, trial_id: str, files: dict[str, bytes]) -> None:
@@ -199,6 +201,8 @@ class RunFiles:
         self.progress.retried(trial_id, attempt, error)
 
     def record(self, row: dict) -> None:
+        if self.stage is not None:
+            row = {**row, "stage": self.stage}  # two-stage runs (search.stages)
         if self.csv.append(row):
             self.progress.finished(row)
 

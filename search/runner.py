@@ -31,7 +31,8 @@ from analysis.records import TRIALS_FILE, drop_partial_row, read_trials
 from search.recorder import STARTED_FILE, Progress, Relay, RunFiles, drain, make_recorder, make_stopper
 from search.resources import TrialResources
 from search.spec import Dimension, Spec, SpecError
-from search.trial import TrialContext, budget_violation, counted, describe_error, measure_latency, resolve_arch, run_trial
+from search.trial import (TrialContext, batch_memory, budget_violation, counted, describe_error, has_constraint,
+                          measure_latency, resolve_arch, run_trial)
 from space import SpaceError, build
 from trainer import dataset_context, load_dataset, split
 
@@ -141,12 +142,14 @@ def feasibility(spec: Spec, samples: int = 64, until_feasible: bool = False) -> 
         try:
             model = build(arch)
             cost = measure(model, shape, spec.train.batch_size)
+            memory, source = (batch_memory(ctx, model, shape, ctx.train, spec.train.device, cost.activation_mb)
+                              if spec.space.max_memory_mb else (cost.activation_mb, "cpu_estimate"))
             latency = (measure_latency(model, shape, ctx, with_batch=False)["latency_ms"]
                        if spec.space.max_latency_ms else None)
         except (RuntimeError, ValueError) as err:  # e.g. memory the host refuses: the trial will fail too
             rows.append({**config, "params": None, "macs": None, "feasible": False, "why": describe_error(err)})
             continue
-        why = budget_violation(ctx, cost.params, cost.macs, latency)
+        why = budget_violation(ctx, cost.params, cost.macs, latency, memory_mb=memory, memory_source=source, arch=arch)
         rows.append({**config, "params": cost.params, "macs": cost.macs, "latency_ms": latency,
                      "feasible": why is None, "why": why or ""})
         if until_feasible and why is None:
@@ -175,6 +178,7 @@ def _trial_context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContex
         max_params=spec.space.max_params,
         max_macs=spec.space.max_macs,
         max_latency_ms=spec.space.max_latency_ms,
+        max_memory_mb=spec.space.max_memory_mb,
         cpus=spec.search.resources_per_trial.cpu,
         seed=spec.seed,
     )
@@ -276,8 +280,9 @@ def _resources(spec: Spec, ctx: TrialContext, splits) -> TrialResources:
 # --------------------------------------------------------------------------- resume
 
 
-def _unfinished(run_dir: Path, recorded: pd.DataFrame) -> list[dict]:
-    """Configurations of trials that started (``started.jsonl``) but were never recorded."""
+def _unfinished(run_dir: Path, recorded: pd.DataFrame, stage: int | None = None) -> list[dict]:
+    """Configurations of trials that started (``started.jsonl``) but were never recorded
+    (with ``stage``: those of that stage of a two-stage run)."""
     path = run_dir / STARTED_FILE
     if not path.is_file():
         return []
@@ -288,7 +293,7 @@ def _unfinished(run_dir: Path, recorded: pd.DataFrame) -> list[dict]:
             item = json.loads(line)
         except json.JSONDecodeError:  # a line cut by a kill
             continue
-        if str(item["trial_id"]) not in done:
+        if str(item["trial_id"]) not in done and (stage is None or item.get("stage") == stage):
             pending[str(item["trial_id"])] = item["config"]
     # once each: a configuration rerun by an earlier --resume and cut short again is there twice
     unique = {json.dumps(config, sort_keys=True, default=str): config for config in pending.values()}
@@ -419,7 +424,8 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     resources = _resources(spec, ctx, splits)
     recorder = make_recorder(sink, ctx, choices, stopper, resources)
     search_alg = _searcher(spec, dims, objectives, recorded, unfinished)
-    budgets = spec.space.max_params is not None or spec.space.max_macs is not None
+    budgets = (spec.space.max_params is not None or spec.space.max_macs is not None
+               or spec.space.max_memory_mb is not None or has_constraint(spec.space.family))
     if search_alg is not None and budgets and spec.search.sampler != "grid" and not client:
         # Over-budget configurations are measured on the driver and skipped before they
         # cost a trial (a grid tries every point once; over-budget points are trials).

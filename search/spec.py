@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import re
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -108,6 +109,8 @@ class SpaceSpec(_Strict):
     max_params: int | None = Field(None, gt=0, description="budget on trainable parameters")
     max_macs: int | None = Field(None, gt=0, description="budget on multiply-adds per image (fvcore)")
     max_latency_ms: float | None = Field(None, gt=0, description="budget on batch-1 inference latency (ms) on the trial's device")
+    max_memory_mb: float | None = Field(None, gt=0, description="budget on the memory of one training batch, MiB "
+                                        "(measured on a GPU, estimated from activation sizes on a CPU)")
 
     @field_validator("family")
     @classmethod
@@ -309,6 +312,39 @@ class AshaSpec(_Strict):
 ADDRESS = re.compile(r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
 
 
+class CoefficientsStage(_Strict):
+    """Stage 1 of a compound-scaling search: (alpha, beta, gamma) at a fixed phi."""
+
+    sampler: Literal["tpe", "nsga2", "random", "grid"] = "grid"
+    num_trials: int | None = Field(None, ge=1, description="default: every grid point (grid), else search.num_trials")
+    phi: float = Field(1.0, gt=0, le=8, description="phi at which the coefficients are compared")
+
+
+class PhiSweepStage(_Strict):
+    """Stage 2: the best (alpha, beta, gamma) of stage 1, scaled by every phi of a list."""
+
+    phi: list[float] = Field(..., min_length=1, description="values of phi, e.g. [0, 1, 2, 3]")
+    compare_single_dimension: bool = Field(False, description="also scale depth only, width only and resolution "
+                                           "only to the same MACs multiplier, for scaling.png")
+
+    @field_validator("phi")
+    @classmethod
+    def _phis(cls, value: list[float]) -> list[float]:
+        for phi in value:
+            if not 0 <= phi <= 8:
+                raise ValueError(f"phi {phi} is out of range; allowed: 0 <= phi <= 8")
+        if len(set(value)) != len(value):
+            raise ValueError(f"the list {value} repeats a value")
+        return value
+
+
+class Stages(_Strict):
+    """``search.stages`` of the ``efficientnet`` family: stage 1 then stage 2, one run."""
+
+    coefficients: CoefficientsStage = Field(default_factory=CoefficientsStage)
+    phi_sweep: PhiSweepStage
+
+
 class SearchSpec(_Strict):
     sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
     num_trials: int = Field(10, ge=1)
@@ -343,6 +379,8 @@ class SearchSpec(_Strict):
             if metric not in METRICS:
                 raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
         return value
+    stages: Stages | None = Field(None, description="two-stage compound scaling (family efficientnet); "
+                                  "replaces sampler and num_trials")
 
     @field_validator("objectives")
     @classmethod
@@ -375,10 +413,30 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _grid(self) -> "Spec":
         self.train.dimensions()  # raises for bad train choices
-        if self.search.sampler == "grid":
+        stages = self.search.stages
+        if stages is not None:
+            if self.space.family != "efficientnet":
+                raise ValueError(f"search.stages: two-stage compound scaling needs space.family 'efficientnet', "
+                                 f"not {self.space.family!r}")
+            if "phi" in self.space.params:
+                raise ValueError("space.params.phi: set by search.stages (coefficients.phi, phi_sweep.phi), "
+                                 "not in space.params, when search.stages is given")
+            searched_train = [d.name for d in self.train.dimensions() if d.kind != "fixed"]
+            if searched_train:
+                raise ValueError(f"{searched_train[0]}: training fields cannot be searched with search.stages "
+                                 "(a compound-scaling run compares networks under one recipe); give one value")
+            if (self.search.address or "").startswith("ray://"):
+                raise ValueError(f"search.address: {self.search.address!r} (Ray Client) is not supported with "
+                                 "search.stages; allowed: null, 'auto' or 'HOST:PORT'")
+            if self.search.scheduler != "none":
+                raise ValueError(f"search.scheduler: {self.search.scheduler!r} is not used with search.stages "
+                                 "(every stage-2 point trains in full); allowed: none")
+        sampler, where = (stages.coefficients.sampler, "search.stages.coefficients.sampler") if stages else (
+            self.search.sampler, "search.sampler")
+        if sampler == "grid":
             for d in self.searched():
                 if d.size == math.inf:
-                    raise ValueError(f"search.sampler: 'grid' needs finite choices, but space.params.{d.name} "
+                    raise ValueError(f"{where}: 'grid' needs finite choices, but space.params.{d.name} "
                                      "is a float range without step")
         return self
 
@@ -415,13 +473,21 @@ def _clean(msg: str) -> str:
     return re.sub(r"^(Value error|Assertion failed), ", "", msg)
 
 
+def _unwrap(annotation: Any) -> Any:
+    """``Model | None`` -> ``Model`` (the optional sub-models of the spec)."""
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if len(args) == 1 and isinstance(args[0], type) and issubclass(args[0], BaseModel):
+        return args[0]
+    return annotation
+
+
 def _model_at(loc: tuple) -> type[BaseModel] | None:
     model: Any = Spec
     for part in loc:
         field = getattr(model, "model_fields", {}).get(part)
         if field is None:
             return None
-        model = field.annotation
+        model = _unwrap(field.annotation)
     return model if isinstance(model, type) and issubclass(model, BaseModel) else None
 
 
@@ -487,7 +553,7 @@ def apply_override(raw: dict, assignment: str) -> None:
         if part not in fields:
             where = ".".join(parts[:i]) or "the spec"
             raise SpecError(f"--set {key}: no field {part!r} in {where}; allowed: {', '.join(fields)}")
-        model = fields[part].annotation
+        model = _unwrap(fields[part].annotation)
         if hasattr(model, "__origin__") and model.__origin__ is dict:
             model = dict
     try:

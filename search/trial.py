@@ -33,6 +33,7 @@ class TrialContext:
     max_latency_ms: float | None = None  # batch-1 inference latency on the trial's device
     cpus: float = 1.0
     seed: int = 0
+    max_memory_mb: float | None = None  # peak training memory of one batch, MiB
 
 
 TRAIN_PREFIX = "train."
@@ -58,16 +59,50 @@ def train_values(ctx: TrialContext, sampled: dict[str, Any]) -> dict[str, Any]:
     return {**ctx.train, **{k[len(TRAIN_PREFIX):]: v for k, v in sampled.items() if k.startswith(TRAIN_PREFIX)}}
 
 
-def budget_violation(ctx: TrialContext, params: int, macs: int, latency: float | None = None) -> str | None:
-    """Why a configuration is infeasible, or None."""
+def budget_violation(ctx: TrialContext, params: int, macs: int, latency: float | None = None, *,
+                     memory_mb: float | None = None, memory_source: str = "cpu_estimate",
+                     arch: Arch | None = None) -> str | None:
+    """Why a configuration is infeasible (over a budget, or outside the family's search
+    constraint, e.g. efficientnet's alpha*beta^2*gamma^2 ~ target), or None."""
     broken = []
+    if arch is not None and (why := get_space(arch.family).constraint_violation(arch.params)):
+        broken.append(why)
     if ctx.max_params is not None and params > ctx.max_params:
         broken.append(f"params {params:,} > max_params {ctx.max_params:,}")
     if ctx.max_macs is not None and macs > ctx.max_macs:
         broken.append(f"macs {macs:,} > max_macs {ctx.max_macs:,}")
     if ctx.max_latency_ms is not None and latency is not None and latency > ctx.max_latency_ms:
         broken.append(f"latency_ms {latency:.3f} > max_latency_ms {ctx.max_latency_ms:g}")
+    if ctx.max_memory_mb is not None and memory_mb is not None and memory_mb > ctx.max_memory_mb:
+        broken.append(f"memory_mb {memory_mb:,.1f} ({memory_source}) > max_memory_mb {ctx.max_memory_mb:g}")
     return "; ".join(broken) or None
+
+
+def has_constraint(family: str) -> bool:
+    """Whether a family restricts its search beyond its parameters' ranges (see
+    :meth:`space.SearchSpace.constraint_violation`)."""
+    from space import SearchSpace
+
+    return type(get_space(family)).constraint_violation is not SearchSpace.constraint_violation
+
+
+def batch_memory(ctx: TrialContext, model: torch.nn.Module, shape: tuple[int, ...], recipe: dict[str, Any],
+                 device: str = "auto", estimate: float | None = None) -> tuple[float, str]:
+    """Memory (MiB) of one training batch on ``device`` and how it was obtained: measured
+    on CUDA (``cuda_peak``: :func:`trainer.memory.step_peak_mb`), else estimated from the
+    activation sizes (``cpu_estimate``; ``estimate``, when given, is that figure already
+    computed by :func:`analysis.cost.measure`)."""
+    from analysis.cost import activation_mb
+    from trainer import resolve_device
+    from trainer.memory import step_peak_mb
+
+    dev = resolve_device(str(device))
+    if dev.type == "cuda":
+        cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"})
+        return round(step_peak_mb(model, tuple(shape[1:]), ctx.data_context["num_classes"], cfg, dev), 3), "cuda_peak"
+    if estimate is None:
+        estimate = activation_mb(model, (1, *shape[1:]), int(recipe["batch_size"]))
+    return round(estimate, 3), "cpu_estimate"
 
 
 def measure_latency(model: torch.nn.Module, shape: tuple[int, ...], ctx: TrialContext,
@@ -147,10 +182,15 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune, reache
     torch.manual_seed(seed)
     model = build(arch)
     cost = measure(model, shape, batch_size=recipe["batch_size"])
-    base = {"params": cost.params, "macs": cost.macs, "memory_mb": cost.activation_mb, "arch": arch.text}
+    device = recipe.get("device", "auto")
+    if device == "auto" and not host["gpus"]:
+        device = "cpu"  # a trial uses only the GPU share Ray gave it, whatever CUDA_VISIBLE_DEVICES says
+    memory_mb, source = batch_memory(ctx, model, shape, recipe, device, cost.activation_mb)
+    base = {"params": cost.params, "macs": cost.macs, "memory_mb": memory_mb, "memory_source": source, "arch": arch.text}
     base.update(measure_latency(model, shape, ctx))
     reached.update(base)
-    why = budget_violation(ctx, cost.params, cost.macs, base["latency_ms"])
+    why = budget_violation(ctx, cost.params, cost.macs, base["latency_ms"], memory_mb=memory_mb,
+                           memory_source=source, arch=arch)
     if why:
         # Optuna still needs every objective: an infeasible point scores worst on accuracy.
         tune.report({**base, "status": "infeasible", "error": why, "val_accuracy": 0.0, "epochs": 0,
@@ -164,15 +204,12 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune, reache
         if epoch < cfg.epochs:  # the last epoch is reported once with the trial's files
             tune.report({**base, **metrics, "epochs": epoch, "status": "running"})
 
-    device = recipe.get("device", "auto")
-    if device == "auto" and not host["gpus"]:
-        device = "cpu"  # a trial uses only the GPU share Ray gave it, whatever CUDA_VISIBLE_DEVICES says
     result = train(model, splits, cfg, device=device, callback=on_epoch)
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
     if result.peak_memory_mb is not None:
-        final["memory_mb"] = result.peak_memory_mb  # measured on CUDA rather than estimated
-    final["memory_source"] = "cuda_peak" if result.peak_memory_mb is not None else "activation_estimate"
+        final["memory_mb"] = result.peak_memory_mb  # measured on CUDA over the whole training
+        final["memory_source"] = "cuda_peak"
     files = trial_files(model, {
         "arch": arch.text, "metrics": {k: v for k, v in final.items() if k != "arch"},
         "mean": result.mean, "std": result.std, "history": result.history, "data": ctx.data_info, "seed": seed,

@@ -82,17 +82,21 @@ class SeparableConv2d(nn.Sequential):
 
 
 class SqueezeExcite(nn.Module):
-    """Channel attention: global pool -> FC(C -> C*ratio) -> act -> FC -> sigmoid -> scale."""
+    """Channel attention: global pool -> FC(C -> hidden) -> act -> FC -> sigmoid -> scale.
 
-    def __init__(self, channels: int, ratio: float):
+    ``hidden`` defaults to ``round(channels * ratio)``; MBConv passes its own (a fraction
+    of the block's input channels) and ``act="silu"``."""
+
+    def __init__(self, channels: int, ratio: float, hidden: int | None = None, act: str = "relu"):
         super().__init__()
-        hidden = max(1, round(channels * ratio))
+        hidden = max(1, round(channels * ratio)) if hidden is None else max(1, hidden)
         self.reduce = nn.Conv2d(channels, hidden, 1)
         self.expand = nn.Conv2d(hidden, channels, 1)
+        self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         s = x.mean((2, 3), keepdim=True)  # (B, C, 1, 1)
-        s = torch.sigmoid(self.expand(F.relu(self.reduce(s))))
+        s = torch.sigmoid(self.expand(self.act(self.reduce(s))))
         return x * s
 
 

@@ -112,6 +112,15 @@ class SearchSpace:
     def check(self, params: Mapping[str, Scalar]) -> None:
         """Cross-parameter checks; raise SpaceError. Override where needed."""
 
+    def constraint_violation(self, params: Mapping[str, Scalar]) -> str | None:
+        """Why a valid configuration is outside the family's search constraint (a search
+        records it ``infeasible`` and never trains it), or None. Override where needed."""
+        return None
+
+    def describe(self, arch: Arch) -> str:
+        """A one-line description of the built network (default: the text form)."""
+        return arch.text
+
     def build_model(self, arch: Arch) -> nn.Module:
         raise NotImplementedError
 

@@ -96,3 +96,26 @@ def test_cuda_timing_synchronises_the_device(monkeypatch):
     assert calls == []
     _sync_for(torch.device("cuda", 0))()
     assert calls == [torch.device("cuda", 0)]
+
+
+def test_batch_memory_on_cpu_is_the_activation_estimate():
+    from search.trial import TrialContext, batch_memory
+
+    ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={"num_classes": 10}, data_info={},
+                       train={"batch_size": 2})
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU())
+    mb, source = batch_memory(ctx, model, (1, 1, 8, 8), {"batch_size": 2}, device="cpu")
+    assert source == "cpu_estimate" and mb == pytest.approx(activation_mb(model, (1, 1, 8, 8), batch_size=2), abs=1e-3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_batch_memory_on_cuda_is_measured():
+    from search.trial import TrialContext, batch_memory
+
+    ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={"num_classes": 10}, data_info={},
+                       train={"batch_size": 8})
+    model = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Flatten(), nn.Linear(256 * 32 * 32, 10))
+    small, source = batch_memory(ctx, model, (1, 3, 32, 32), {"batch_size": 8}, device="cuda")
+    large, _ = batch_memory(ctx, model, (1, 3, 32, 32), {"batch_size": 256}, device="cuda")
+    weights_mb = sum(p.numel() * 4 for p in model.parameters()) / 2**20
+    assert source == "cuda_peak" and weights_mb < small < large

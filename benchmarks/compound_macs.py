@@ -1,0 +1,79 @@
+"""How closely measured MACs follow (alpha * beta^2 * gamma^2)^phi under compound scaling.
+
+For both base tables, both input sizes of the examples (CIFAR 3x32x32, MNIST 1x28x28), the
+(alpha, beta, gamma) that the examples' grid accepts (product within 2 +- 10%), the paper's
+(1.2, 1.1, 1.15) and the three single-dimension points, phi in {1, 2}, and both depth-rounding
+rules: the fvcore MACs of the scaled model over the base's, against the compound factor.
+Prints one row per case as it is measured, then a summary per rule; the last line is the worst
+relative error of the default rules.
+
+    python benchmarks/compound_macs.py            # about 5 minutes on one CPU core
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+import warnings
+
+import pandas as pd
+
+warnings.simplefilter("ignore", FutureWarning)
+
+from analysis.cost import count_macs  # noqa: E402
+from space import build, get_space  # noqa: E402
+from space.efficientnet import net_config  # noqa: E402
+
+SIZES = {"cifar 3x32": {"in_channels": 3, "num_classes": 10, "image_size": 32},
+         "mnist 1x28": {"in_channels": 1, "num_classes": 10, "image_size": 28}}
+GRID = ((1.0, 1.2, 1.4), (1.0, 1.1, 1.2), (1.0, 1.15, 1.3))  # the examples' alpha, beta, gamma
+PHIS = (1, 2)
+
+
+def coefficient_grid() -> list[tuple[float, float, float]]:
+    grid = [abg for abg in itertools.product(*GRID) if abs(abg[0] * abg[1] ** 2 * abg[2] ** 2 - 2) <= 0.2]
+    return grid + [(2.0, 1.0, 1.0), (1.0, math.sqrt(2), 1.0), (1.0, 1.0, math.sqrt(2))]
+
+
+def main() -> None:
+    start = time.perf_counter()
+    family = get_space("efficientnet")
+    cache: dict[tuple, int] = {}
+    rows = []
+    print(f"{'rule':>6} {'base':>10} {'input':>10} {'alpha':>6} {'beta':>6} {'gamma':>6} {'phi':>3} "
+          f"{'expected':>8} {'measured':>8} {'error':>7}", flush=True)
+    for rounding, base, (size, ctx), (a, b, g) in itertools.product(("total", "stage"), ("effnet_b0", "resnet18"),
+                                                                    SIZES.items(), coefficient_grid()):
+        shape = (1, ctx["in_channels"], ctx["image_size"], ctx["image_size"])
+        macs = []
+        for phi in (0.0, *map(float, PHIS)):
+            arch = family.resolve({"base": base, "alpha": a, "beta": b, "gamma": g, "phi": phi,
+                                   "depth_rounding": rounding, "tolerance": 0.2}, ctx)
+            key = (net_config(arch.params).text, shape)
+            if key not in cache:
+                cache[key] = count_macs(build(arch), shape)
+            macs.append(cache[key])
+        factor = a * b * b * g * g
+        for i, phi in enumerate(PHIS, start=1):
+            row = {"depth_rounding": rounding, "base": base, "input": size, "alpha": a, "beta": b, "gamma": g,
+                   "phi": phi, "expected": factor ** phi, "measured": macs[i] / macs[0],
+                   "error": macs[i] / macs[0] / factor ** phi - 1}
+            rows.append(row)
+            print(f"{rounding:>6} {base:>10} {size:>10} {a:6.3f} {b:6.3f} {g:6.3f} {phi:3d} {row['expected']:8.3f} "
+                  f"{row['measured']:8.3f} {row['error']:+7.1%}", flush=True)
+    table = pd.DataFrame(rows)
+    print("\nworst |error| by rule, base and phi:")
+    summary = table.assign(abs_error=table["error"].abs()).pivot_table(
+        index=["depth_rounding", "base"], columns="phi", values="abs_error", aggfunc="max")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    paper = table[(table["alpha"] == 1.2) & (table["beta"] == 1.1) & (table["gamma"] == 1.15)]
+    print("\nthe paper's (1.2, 1.1, 1.15), worst |error| by rule:",
+          paper.groupby("depth_rounding")["error"].apply(lambda e: e.abs().max()).round(3).to_dict())
+    print(f"{len(cache)} distinct networks measured in {time.perf_counter() - start:.0f}s")
+    default = table[table["depth_rounding"] == "total"]
+    print(f"worst_macs_error_default_rules: {default['error'].abs().max():.3f}")
+
+
+if __name__ == "__main__":
+    main()

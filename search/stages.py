@@ -1,0 +1,403 @@
+"""Two-stage compound scaling in one run (``search.stages``, family ``efficientnet``).
+
+Stage 1 searches (alpha, beta, gamma) at a fixed phi (``stages.coefficients``: the grid
+sampler by default) like any search: Optuna proposes, Ray Tune trains. Stage 2 takes the
+best stage-1 trial (the run's winner rule: on the Pareto front of the spec's objectives,
+best in the first) and trains its coefficients at every phi of ``stages.phi_sweep.phi``,
+plus single-dimension scaling when asked (:mod:`analysis.scaling`); these points are
+fixed, so stage 2 hands them to Tune's ``BasicVariantGenerator`` as a list.
+
+Both stages append to one ``trials.csv`` with a ``stage`` column (and ``started.jsonl``);
+each has its own Tune experiment (``tune_stage1/``, ``tune_stage2/``). ``--resume`` works
+as for :func:`~search.runner.run_search`, across the stage boundary: a grid or a sweep
+runs the points not yet recorded; a sampled stage 1 tells its sampler the recorded trials
+and reruns the unfinished ones first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import pandas as pd
+
+from analysis.cost import measure
+from analysis.records import TRIALS_FILE, TrialsCSV, drop_partial_row, read_trials
+from analysis.scaling import (best_of_stage_one, format_scaling, network_key, plot_scaling, scaling_table, stage_rows,
+                              sweep_candidates, sweep_points)
+from search.recorder import Progress, RunFiles, make_recorder, make_stopper
+from search.runner import (_ctrl_c, _grid_configs, _init_ray, _resources, _searcher, _trial_context, _unfinished,
+                           finalize, sample_configs)
+from search.searcher import _native
+from search.spec import Dimension, Spec, SpecError, parse_spec
+from search.trial import TrialContext, batch_memory, budget_violation, resolve_arch, run_trial
+from space import Arch, SpaceError, build, get_space
+from space.efficientnet import net_config
+from trainer import dataset_context, load_dataset, resolve_device, split
+
+STAGE_DIRS = {1: "tune_stage1", 2: "tune_stage2"}
+SCALING_PLOT = "scaling.png"
+SCALING_PARAMS = ("alpha", "beta", "gamma", "phi")  # always in a staged trial's config (and trials.csv)
+
+
+# --------------------------------------------------------------------------- the stages as plain searches
+
+
+def stage_one_total(spec: Spec) -> int:
+    """Trials of stage 1: every grid point (or ``num_trials`` of them), else ``num_trials``."""
+    stage = spec.search.stages.coefficients
+    if stage.sampler == "grid":
+        dims = spec.space.searched()
+        size = int(math.prod(d.size for d in dims)) if dims else 1
+        return min(stage.num_trials or size, size)
+    return stage.num_trials or spec.search.num_trials
+
+
+def stage_one_spec(spec: Spec) -> Spec:
+    """Stage 1 as a single-stage spec: phi fixed, the stage's sampler and trial count."""
+    raw = spec.model_dump(mode="json")
+    stage = raw["search"]["stages"]["coefficients"]
+    raw["search"].update(sampler=stage["sampler"], num_trials=stage_one_total(spec), stages=None)
+    raw["space"]["params"]["phi"] = stage["phi"]
+    return parse_spec(raw)
+
+
+
+def stage_dims(spec: Spec) -> list[Dimension]:
+    """What a staged trial's config holds: the searched parameters, alpha, beta and gamma
+    even where fixed (stage 2 changes them), and phi (one value in stage 1)."""
+    dims = spec.space.searched()
+    names = {d.name for d in dims}
+    family, fixed = get_space(spec.space.family), spec.space.fixed()
+    for name in SCALING_PARAMS[:3]:
+        if name not in names:
+            dims.append(Dimension(name, "choice", (float(fixed.get(name, family.param(name).default)),)))
+    return [*dims, Dimension("phi", "choice", (float(spec.search.stages.coefficients.phi),))]
+
+
+def _context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContext:
+    ctx = _trial_context(stage_one_spec(spec), run_dir, data_context)
+    return replace(ctx, fixed={k: v for k, v in ctx.fixed.items() if k not in SCALING_PARAMS})  # they come with each config
+
+
+def remaining_sweep(spec: Spec, trials: pd.DataFrame) -> list[dict]:
+    """The configs of stage 2 still to run, in sweep order, one per distinct network: not
+    recorded in stage 2, and not a network stage 1 completed. Empty when stage 1 completed
+    no trial."""
+    best = best_of_stage_one(trials, spec.search.objective_pairs())
+    if best is None:
+        return []
+    done = set(sweep_candidates(trials)["arch"].map(lambda t: network_key(t) if isinstance(t, str) and t else ""))
+    ctx = _context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root))
+    sweep = spec.search.stages.phi_sweep
+    winner = {d.name: _native(best[d.name]) for d in stage_dims(spec)}
+    todo = []
+    for _, _, params in sweep_points(winner, sweep.phi, sweep.compare_single_dimension):
+        key = network_key(resolve_arch(ctx, params))
+        if key not in done:
+            done.add(key)
+            todo.append(params)
+    return todo
+
+
+# --------------------------------------------------------------------------- stage 1 without training
+
+
+@dataclass
+class Evaluated:
+    """One stage-1 configuration built and measured in the driver (never trained)."""
+
+    config: dict
+    arch: Arch | None
+    params: int | None = None
+    macs: int | None = None
+    memory_mb: float | None = None
+    memory_source: str = ""
+    why: str = ""  # empty: feasible
+
+    @property
+    def feasible(self) -> bool:
+        return self.arch is not None and not self.why
+
+    def row(self) -> dict:
+        """The trials.csv row of an infeasible configuration (its id is stable across resumes)."""
+        text = self.arch.text if self.arch is not None else repr(sorted(self.config.items()))
+        return {"trial_id": "g" + hashlib.sha1(text.encode()).hexdigest()[:7], "stage": 1, "status": "infeasible",
+                **self.config, "params": self.params, "macs": self.macs, "memory_mb": self.memory_mb,
+                "memory_source": self.memory_source, "epochs": 0, "error": self.why,
+                "arch": self.arch.text if self.arch is not None else ""}
+
+
+def stage_one_configs(spec: Spec, samples: int | None = None) -> list[dict]:
+    """Stage 1's configurations when its sampler is the grid: every grid point, or a seeded
+    random ``num_trials`` of them. With another sampler: ``samples`` random ones (for check)."""
+    dims = stage_dims(spec)
+    if spec.search.stages.coefficients.sampler != "grid":
+        return sample_configs(dims, samples or 64, spec.seed)
+    grid = _grid_configs(dims)
+    n = stage_one_total(spec)
+    if n < len(grid):
+        keep = sorted(np.random.default_rng(spec.seed).choice(len(grid), size=n, replace=False))
+        grid = [grid[i] for i in keep]
+    return grid
+
+
+def evaluate(spec: Spec, ctx: TrialContext, configs: list[dict], shape: tuple[int, ...]) -> list[Evaluated]:
+    """Build and measure every configuration (once per distinct network) and say which are
+    infeasible: outside alpha*beta^2*gamma^2 ~ target or over a budget."""
+    cache: dict[str, tuple] = {}
+    out = []
+    for config in configs:
+        try:
+            arch = resolve_arch(ctx, config)
+        except SpaceError as err:
+            out.append(Evaluated(config, None, why=str(err)))
+            continue
+        key = network_key(arch)
+        if key not in cache:
+            model = build(arch)
+            cost = measure(model, shape, spec.train.batch_size)
+            cache[key] = (cost, *batch_memory(ctx, model, shape, ctx.train, spec.train.device, cost.activation_mb))
+        cost, memory, source = cache[key]
+        why = budget_violation(ctx, cost.params, cost.macs, memory_mb=memory, memory_source=source, arch=arch) or ""
+        out.append(Evaluated(config, arch, cost.params, cost.macs, memory, source, why))
+    return out
+
+
+# --------------------------------------------------------------------------- check
+
+
+def stage_one_rows(spec: Spec, samples: int = 64) -> tuple[list[dict], str]:
+    """Stage 1's configurations (the grid, or ``samples`` of a sampled space) as table rows:
+    measured params, MACs and batch memory, and whether they are feasible. Also returns how
+    the memory was obtained (``cuda_peak`` or ``cpu_estimate``)."""
+    context = dataset_context(spec.data.dataset, spec.data.root)
+    ctx = _context(spec, Path("."), context)
+    shape = (1, context["in_channels"], context["image_size"], context["image_size"])
+    rows, source = [], ""
+    for e in evaluate(spec, ctx, stage_one_configs(spec, samples), shape):
+        row = {k: v for k, v in e.config.items() if k != "phi"}
+        if e.arch is None:
+            rows.append({**row, "feasible": False, "why": e.why})
+            continue
+        a, b, g = (float(e.arch[k]) for k in ("alpha", "beta", "gamma"))
+        source = e.memory_source
+        rows.append({**row, "a*b^2*g^2": a * b * b * g * g, "res(px)": net_config(e.arch.params).resolution,
+                     "params": e.params, "macs": e.macs, "memory_mb": e.memory_mb, "feasible": e.feasible, "why": e.why})
+    return rows, source
+
+
+def check_staged(spec: Spec, samples: int = 64, out: TextIO | None = None) -> int:
+    """``archscale check`` of a staged spec: stage 1's grid with what is feasible and its
+    MACs, and what stage 2 will run. Builds and measures; trains nothing."""
+    out = out or sys.stdout
+    start = time.perf_counter()
+    stages = spec.search.stages
+    fixed = spec.space.fixed()
+    context = dataset_context(spec.data.dataset, spec.data.root)
+    print(f"spec {spec.name!r}: valid", file=out)
+    print(f"family efficientnet, base {fixed.get('base', get_space('efficientnet').param('base').default)}; dataset "
+          f"{spec.data.dataset} ({context['in_channels']}x{context['image_size']}x{context['image_size']}); "
+          f"objectives {', '.join(spec.search.objectives)}", file=out)
+    for d in spec.space.dimensions():
+        desc = f"fixed {d.values[0]!r}" if d.kind == "fixed" else (
+            "choice of " + ", ".join(map(repr, d.values)) if d.kind == "choice" else f"{d.kind} range [{d.low}, {d.high}]")
+        print(f"  {d.name}: {desc}", file=out)
+    rows, source = stage_one_rows(spec, samples)
+    family = get_space("efficientnet")
+    target = float(fixed.get("target", family.param("target").default))
+    tolerance = float(fixed.get("tolerance", family.param("tolerance").default))
+    budgets = ", ".join(f"{k}={v:,}" for k, v in (("max_params", spec.space.max_params), ("max_macs", spec.space.max_macs),
+                                                   ("max_memory_mb", spec.space.max_memory_mb)) if v) or "no budgets"
+    n1 = stage_one_total(spec)
+    print(f"\nstage 1: {stages.coefficients.sampler} sampler over {', '.join(d.name for d in spec.space.searched())} "
+          f"at phi = {stages.coefficients.phi:g}; {n1} trials", file=out)
+    print(f"  constraint: alpha*beta^2*gamma^2 within {target:g} +- {tolerance:.0%}; budgets: {budgets}", file=out)
+    device = resolve_device(spec.train.device)
+    how = ("measured: torch.cuda.max_memory_allocated over one training step" if source == "cuda_peak" else
+           f"estimated from activation sizes, fp32 (no CUDA device {'here' if device.type == 'cpu' else 'in use'})")
+    print(f"  memory_mb of one batch of {spec.train.batch_size}: {how}", file=out)
+    table = pd.DataFrame(rows)
+    shown = table.assign(feasible=table["feasible"].map({True: "yes", False: "no"}))
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.3f}",
+                          formatters={"params": "{:,}".format, "macs": "{:,}".format}), file=out)
+    feasible = int(table["feasible"].sum())
+    if stages.coefficients.sampler == "grid":
+        print(f"  {feasible} of {len(table)} grid points are feasible (trained); the rest are recorded infeasible, "
+              "never trained", file=out)
+    else:
+        print(f"  {feasible} of {len(table)} sampled configurations are feasible (the sampler proposes {n1})", file=out)
+    sweep = stages.phi_sweep
+    per_phi = 4 if sweep.compare_single_dimension else 1
+    extra = " and depth-only, width-only, resolution-only scaling to the same MACs multiplier" if per_phi > 1 else ""
+    print(f"\nstage 2: phi in {[float(p) for p in sweep.phi]} with the best (alpha, beta, gamma) of stage 1{extra}: "
+          f"up to {len(sweep.phi) * per_phi} trials (a network already trained is not trained again)", file=out)
+    print(f"\nchecked in {time.perf_counter() - start:.1f}s (built and measured, nothing trained)", file=out)
+    if feasible == 0:
+        raise SpecError("space: no stage-1 configuration is feasible: widen space.params.alpha/beta/gamma, "
+                        "space.params.tolerance or the budgets")
+    return 0
+
+
+# --------------------------------------------------------------------------- run
+
+
+def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = False, verbose: bool = False,
+               out: TextIO | None = None) -> Path:
+    """Run (or resume) both stages of ``spec`` in ``run_dir``; write the run directory's
+    files, ``scaling.png`` included. Ctrl-C and ``search.time_budget_s`` stop it as they stop
+    :func:`~search.runner.run_search`: what finished is kept and ``--resume`` runs the rest
+    (of stage 1, then stage 2). Raises KeyboardInterrupt after a Ctrl-C."""
+    out = out or sys.stdout
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
+    n1 = stage_one_total(spec)
+    trials_path = run_dir / TRIALS_FILE
+    recorded = pd.DataFrame()
+    if resume and trials_path.is_file():
+        drop_partial_row(trials_path)
+        recorded = read_trials(run_dir)
+    if resume and len(stage_rows(recorded, 1)) >= n1 and not remaining_sweep(spec, recorded):
+        print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
+              "nothing to resume", file=out)
+        return run_dir
+    data = load_dataset(spec.data.dataset, spec.data.root)
+    ctx = _context(spec, run_dir, data.context)
+    shape = (1, data.in_channels, data.image_size, data.image_size)
+    grid = None
+    if spec.search.stages.coefficients.sampler == "grid":
+        grid = evaluate(spec, ctx, stage_one_configs(spec), shape)
+        feasible = any(e.feasible for e in grid)
+    elif not resume:
+        feasible = any(e.feasible for e in evaluate(spec, ctx, stage_one_configs(spec, 32), shape))
+    if not resume:
+        if not feasible:
+            raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
+                            "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / ".spec.yaml.tmp").write_text(spec.to_yaml())
+        (run_dir / ".spec.yaml.tmp").replace(run_dir / "spec.yaml")  # whole, even if killed while writing
+    splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
+    _init_ray(spec.search.address)
+    from ray import tune
+
+    dims = stage_dims(spec)
+    choices = [d.name for d in dims]
+    objectives = spec.search.objective_pairs()
+    resources = _resources(spec, ctx, splits)
+    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, splits=splits), resources)
+    stopper = make_stopper(spec.search.time_budget_s)  # one clock and one Ctrl-C for both stages
+    images = f"{len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images"
+
+    def fit(stage: int, tune_config, param_space, total: int, already: int, how: str) -> None:
+        progress = Progress(total, objectives, already=already, verbosity=verbosity, out=out,
+                            epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s)
+        recorder = make_recorder(RunFiles(run_dir, choices, progress, stage=stage), ctx, choices, stopper, resources)
+        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=tune.RunConfig(
+            name=STAGE_DIRS[stage], storage_path=str(run_dir.resolve()), verbose=0, callbacks=[recorder],
+            stop=stopper, failure_config=tune.FailureConfig(max_failures=spec.search.max_failures)))
+        progress.note(how)
+        with _ctrl_c(stopper, out):
+            tuner.fit()
+
+    def stopped() -> bool:
+        """After a stage: True (and the run's files written) when Ctrl-C or the time budget ended it."""
+        if stopper.reason is None:
+            return False
+        print(f"archscale: stopped ({stopper.reason}) before both stages finished; "
+              "`archscale run SPEC --resume` runs the rest", file=out, flush=True)
+        if trials_path.is_file():
+            finalize_staged(run_dir, spec, out=out)
+        if stopper.reason == "interrupted":
+            raise KeyboardInterrupt
+        return True
+
+    # ---- stage 1: (alpha, beta, gamma) at a fixed phi
+    done1 = stage_rows(read_trials(run_dir), 1) if trials_path.is_file() else pd.DataFrame()
+    if len(done1) < n1:
+        s1 = stage_one_spec(spec)
+        what = (f"archscale: stage 1 of 2: {n1} trials of (alpha, beta, gamma) at phi = "
+                f"{spec.search.stages.coefficients.phi:g}, sampler {s1.search.sampler}, up to "
+                f"{spec.search.max_concurrent} at once, on {spec.data.dataset} ({images}) -> {run_dir}")
+        if grid is not None:
+            # The grid is known: infeasible points are recorded here, the feasible ones trained as a list.
+            csv = TrialsCSV(trials_path, choices, staged=True)
+            seen = set(done1["arch"]) if len(done1) else set()
+            infeasible = [e for e in grid if not e.feasible]
+            for e in infeasible:
+                csv.append(e.row())
+            todo = [e.config for e in grid if e.feasible and e.arch.text not in seen]
+            already = len(stage_rows(read_trials(run_dir), 1))
+            if todo:
+                fit(1, *_listed(tune, todo, spec, resources), n1, already,
+                    f"{what}\n{len(infeasible)} of {len(grid)} grid points are infeasible: recorded, not trained; "
+                    f"training {len(todo)}")
+        else:
+            unfinished = _unfinished(run_dir, done1, stage=1) if resume else []
+            note = (f" (resuming: {len(done1)} recorded trials told to the sampler, {len(unfinished)} unfinished "
+                    "to rerun)") if resume else ""
+            fit(1, tune.TuneConfig(search_alg=_searcher(s1, dims, objectives, done1, unfinished),
+                                   num_samples=max(0, n1 - len(done1)), max_concurrent_trials=spec.search.max_concurrent,
+                                   reuse_actors=resources.gpu != "auto"),
+                None, n1, len(done1), what + note)
+        if stopped():
+            return run_dir
+
+    # ---- stage 2: the best coefficients at every phi
+    trials = read_trials(run_dir)
+    best = best_of_stage_one(trials, objectives)
+    if best is None:
+        print("stage 2 of 2: skipped, stage 1 completed no trial", file=out)
+    else:
+        todo = remaining_sweep(spec, trials)
+        if todo:
+            coefficients = ", ".join(f"{k}={_native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
+            done2 = len(stage_rows(trials, 2))
+            what = (f"\narchscale: stage 2 of 2: phi in {[float(p) for p in spec.search.stages.phi_sweep.phi]} with "
+                    f"{coefficients} (trial {best['trial_id']}); {len(todo)} trials to run")
+            fit(2, *_listed(tune, todo, spec, resources), done2 + len(todo), done2, what)
+            if stopped():
+                return run_dir
+    finalize_staged(run_dir, spec, out=out)
+    return run_dir
+
+
+def _listed(tune, configs: list[dict], spec: Spec, resources) -> tuple:
+    """A TuneConfig and its param_space that run exactly ``configs``, in order."""
+    from ray.tune.search import BasicVariantGenerator
+
+    space = {k: tune.choice(sorted({c[k] for c in configs}, key=repr)) for k in configs[0]}
+    return (tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=configs), num_samples=len(configs),
+                            max_concurrent_trials=spec.search.max_concurrent, reuse_actors=resources.gpu != "auto"),
+            space)
+
+
+def finalize_staged(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
+    """The files of :func:`search.runner.finalize`, then the phi sweep's table and ``scaling.png``."""
+    out = out or sys.stdout
+    finalize(run_dir, spec, out=out)
+    return write_scaling(run_dir, spec, out=out)
+
+
+def write_scaling(run_dir: Path, spec: Spec, out: TextIO | None = None, path: Path | None = None) -> pd.DataFrame:
+    """Print the phi sweep of a staged run and draw its ``scaling.png``."""
+    out = out or sys.stdout
+    trials = read_trials(run_dir)
+    sweep = spec.search.stages.phi_sweep
+    objectives = spec.search.objective_pairs()
+    best = best_of_stage_one(trials, objectives)
+    if best is not None:
+        print(f"\nstage 1 best (alpha, beta, gamma) under {', '.join(spec.search.objectives)}: "
+              + ", ".join(f"{k}={_native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
+              + f" (trial {best['trial_id']}, val_accuracy {float(best['val_accuracy']):.4f})", file=out)
+    table = scaling_table(trials, objectives, sweep.phi, sweep.compare_single_dimension)
+    print(format_scaling(table), file=out)
+    plot = path or run_dir / SCALING_PLOT
+    plot_scaling(table, plot, title=f"{spec.name}: compound scaling (phi sweep)")
+    print(f"scaling plot: {plot}", file=out)
+    return table

@@ -1,0 +1,189 @@
+"""Family ``efficientnet``: compound scaling of a base network (seed 002).
+
+An architecture names a base table (``effnet_b0``: MBConv EfficientNet-B0 adapted to
+32x32 inputs; ``resnet18``: the CIFAR ResNet-18 of seed 002) and the coefficients
+``alpha``, ``beta``, ``gamma`` and ``phi``. The network is::
+
+    scale(base, depth=alpha**phi, width=base_width * beta**phi, resolution=gamma**phi)
+
+(:mod:`space.scaling`). Resolution scaling is the model's first op: a bilinear resize
+of the dataset's images to the scaled side, so MACs counted on the dataset's input
+shape and the exported model both include it, and the trainer needs no knowledge of it.
+
+``target`` and ``tolerance`` bound ``alpha * beta**2 * gamma**2`` (the MACs multiplier
+of one step of phi): a configuration outside ``target * (1 +- tolerance)`` is valid
+and can be built, but a search records it ``infeasible`` and never trains it
+(:meth:`EfficientNet.constraint_violation`).
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from space.arch import Arch, Scalar
+from space.blocks import SqueezeExcite, activation
+from space.registry import Param, SearchSpace, register_space
+from space.scaling import BASES, DEPTH_ROUNDING, NetConfig, compound, flops_factor, scale
+
+
+class Resize(nn.Module):
+    """Bilinear resize of (B, C, H, W) to (B, C, size, size): resolution scaling on the device."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.size = size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}"
+
+
+class StochasticDepth(nn.Module):
+    """Drop a residual branch for a whole sample with probability ``p`` while training
+    (Huang et al. 2016), rescaling the kept ones by ``1 / (1 - p)``; identity in eval."""
+
+    def __init__(self, p: float):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = 1.0 - self.p
+        mask = torch.empty((x.shape[0], 1, 1, 1), dtype=x.dtype, device=x.device).bernoulli_(keep)  # (B, 1, 1, 1)
+        return x * mask / keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str | None = None) -> nn.Sequential:
+    layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+                               nn.BatchNorm2d(cout)]
+    if act:
+        layers.append(activation(act))
+    return nn.Sequential(*layers)
+
+
+class MBConv(nn.Module):
+    """Inverted residual: 1x1 expand -> kxk depthwise -> squeeze-excite -> 1x1 project,
+    with an identity shortcut (and stochastic depth) when shape allows."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, expand: int, se: float, act: str, drop: float):
+        super().__init__()
+        hidden = cin * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers.append(_conv_bn(cin, hidden, 1, act=act))
+        layers.append(_conv_bn(hidden, hidden, kernel, stride, groups=hidden, act=act))
+        if se > 0:
+            layers.append(SqueezeExcite(hidden, 0.0, hidden=int(cin * se), act=act))
+        layers.append(_conv_bn(hidden, cout, 1))
+        self.block = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+        self.drop = StochasticDepth(drop) if self.residual else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.block(x)
+        return x + self.drop(out) if self.residual else out
+
+
+class BasicBlock(nn.Module):
+    """ResNet basic block: two kxk conv-BN, a (projected when needed) shortcut, stochastic depth."""
+
+    def __init__(self, cin: int, cout: int, kernel: int, stride: int, act: str, drop: float):
+        super().__init__()
+        self.block = nn.Sequential(_conv_bn(cin, cout, kernel, stride, act=act), _conv_bn(cout, cout, kernel))
+        self.shortcut = nn.Identity() if stride == 1 and cin == cout else _conv_bn(cin, cout, 1, stride)
+        self.drop = StochasticDepth(drop)
+        self.act = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.shortcut(x) + self.drop(self.block(x)))
+
+
+class CompoundNet(nn.Module):
+    """A :class:`NetConfig` as a model: (B, in_channels, input_size, input_size) -> (B, num_classes)."""
+
+    def __init__(self, net: NetConfig, in_channels: int, num_classes: int, input_size: int,
+                 stochastic_depth: float = 0.0, dropout: float = 0.0):
+        super().__init__()
+        self.net = net
+        self.resize = Resize(net.resolution) if net.resolution != input_size else nn.Identity()
+        self.stem = _conv_bn(in_channels, net.stem, net.stem_kernel, net.stem_stride, act=net.act)
+        blocks: list[nn.Module] = []
+        cin, index, total = net.stem, 0, net.blocks
+        for stage in net.stages:
+            for i in range(stage.repeats):
+                stride = stage.stride if i == 0 else 1
+                drop = stochastic_depth * index / total  # linear in depth, as EfficientNet
+                if stage.block == "mb":
+                    blocks.append(MBConv(cin, stage.out, stage.kernel, stride, stage.expand, stage.se, net.act, drop))
+                else:
+                    blocks.append(BasicBlock(cin, stage.out, stage.kernel, stride, net.act, drop))
+                cin, index = stage.out, index + 1
+        self.blocks = nn.Sequential(*blocks)
+        self.head = _conv_bn(cin, net.head, 1, act=net.act) if net.head else nn.Identity()
+        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.classifier = nn.Linear(net.head or cin, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.resize(x)  # (B, C, r, r)
+        x = self.head(self.blocks(self.stem(x)))  # (B, C', r/s, r/s)
+        x = x.mean((2, 3))  # (B, C')
+        return self.classifier(self.dropout(x))  # (B, num_classes)
+
+
+def net_config(params: Mapping[str, Scalar]) -> NetConfig:
+    """The scaled network table of a resolved ``efficientnet`` parameter set."""
+    d, w, r = compound(float(params["alpha"]), float(params["beta"]), float(params["gamma"]), float(params["phi"]))
+    base = BASES[str(params["base"])]
+    base = NetConfig(int(params["image_size"]), base.stem, base.stem_kernel, base.stem_stride, base.stages, base.head, base.act)
+    return scale(base, depth=d, width=float(params["base_width"]) * w, resolution=r,
+                 divisor=int(params["divisor"]), multiple=int(params["resolution_multiple"]),
+                 depth_rounding=str(params["depth_rounding"]))
+
+
+@register_space
+class EfficientNet(SearchSpace):
+    name = "efficientnet"
+    description = ("compound scaling of a base network (EfficientNet-B0 of MBConv blocks, or ResNet-18) by "
+                   "depth alpha^phi, width beta^phi, resolution gamma^phi (seed 002)")
+    params = (
+        Param("base", "effnet_b0", "base network table", choices=tuple(BASES)),
+        Param("alpha", 1.2, "depth coefficient: blocks x alpha^phi (see depth_rounding)", low=1.0, high=16.0),
+        Param("beta", 1.1, "width coefficient: channels x beta^phi, make_divisible(divisor)", low=1.0, high=16.0),
+        Param("gamma", 1.15, "resolution coefficient: input side x gamma^phi, by a resize", low=1.0, high=16.0),
+        Param("phi", 0.0, "compound coefficient; 0 = the base network", low=0.0, high=8.0),
+        Param("target", 2.0, "alpha*beta^2*gamma^2 should be target (MACs x per step of phi)", low=1.0, high=16.0),
+        Param("tolerance", 0.1, "allowed relative deviation of alpha*beta^2*gamma^2 from target", low=0.0, high=1.0),
+        Param("base_width", 1.0, "width multiplier of the base itself, before scaling (small CPU bases)", low=0.05, high=4.0),
+        Param("divisor", 8, "channels are rounded to multiples of this (make_divisible)", choices=(1, 2, 4, 8, 16)),
+        Param("resolution_multiple", 4, "the scaled input side is a multiple of this (rounded down)", choices=(4, 8)),
+        Param("depth_rounding", "total", "total: ceil(blocks x d) shared out over stages; stage: ceil per stage",
+              choices=DEPTH_ROUNDING),
+        Param("stochastic_depth", 0.2, "drop probability of the last block's residual branch (linear in depth)", low=0.0, high=0.9),
+        Param("dropout", 0.2, "dropout before the classifier", low=0.0, high=0.9),
+    )
+
+    def constraint_violation(self, params: Mapping[str, Scalar]) -> str | None:
+        product = flops_factor(float(params["alpha"]), float(params["beta"]), float(params["gamma"]))
+        target, tolerance = float(params["target"]), float(params["tolerance"])
+        if abs(product - target) > tolerance * target + 1e-9:
+            return (f"alpha*beta^2*gamma^2 = {product:.3f} is outside target {target:g} +- {tolerance:.0%} "
+                    f"[{target * (1 - tolerance):.3f}, {target * (1 + tolerance):.3f}]")
+        return None
+
+    def describe(self, arch: Arch) -> str:
+        return net_config(arch.params).text
+
+    def build_model(self, arch: Arch) -> nn.Module:
+        p = arch.params
+        return CompoundNet(net_config(p), int(p["in_channels"]), int(p["num_classes"]), int(p["image_size"]),
+                           float(p["stochastic_depth"]), float(p["dropout"]))

@@ -1,18 +1,23 @@
 """Training throughput: archscale's trainer against a plain DataLoader + torchvision loop.
 
-Same model, batch size, optimizer, augmentation and number of images; images per second
-of training (evaluation excluded). On CPU: MNIST (ARCHSCALE_DATA/mnist.npz, else mnist-5k)
-with a small budgeted model. With a GPU: CIFAR-10 with the ResNet-9 of seed 003.
+Same model (and memory format), batch size, optimizer, augmentation and number of images;
+images per second of training (evaluation excluded). On CPU: MNIST
+(ARCHSCALE_DATA/mnist.npz, else mnist-5k) with a small budgeted model. With a GPU:
+CIFAR-10 with the ResNet-9 of seed 003.
 
-    python benchmarks/trainer_throughput.py [--epochs 2] [--images 20000] [--workers 0 2]
+    python benchmarks/trainer_throughput.py [--epochs 2] [--images 20000] [--workers 0 2] [--threads 1 2]
 
-The DataLoader loop is timed with each --workers value and the fastest is the baseline.
-Last line: ``trainer_throughput_ratio: X`` (archscale images/s over the best loop's).
+Both loops are timed at every --threads value (torch's intra-op threads), the DataLoader
+loop with each --workers value too; each side's fastest configuration is its figure. On a
+CPU the DataLoader's workers compete with the training threads for the same cores, so no
+single setting is fair to both: the best of each is. Every configuration's figure is printed.
+Last line: ``trainer_throughput_ratio: X`` (archscale's best images/s over the loop's best).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -42,6 +47,8 @@ class ImageDataset(torch.utils.data.Dataset):
 
 
 def dataloader_loop(model, x, y, cfg: TrainConfig, workers: int, device: torch.device, mean, std) -> float:
+    """Images per second of a tutorial-style loop: PIL images through torchvision transforms
+    in a DataLoader (``workers`` processes), then to the device, forward, backward, step."""
     size = x.shape[-1]
     augment = [T.RandomCrop(size, padding=cfg.crop_padding)] if cfg.crop_padding else []
     if cfg.flip:
@@ -52,11 +59,15 @@ def dataloader_loop(model, x, y, cfg: TrainConfig, workers: int, device: torch.d
     opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
                           weight_decay=cfg.weight_decay)
     model.to(device).train()
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
     images = 0
     start = time.perf_counter()
     for _ in range(cfg.epochs):
         for xb, yb in loader:
             xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+            if cfg.channels_last:
+                xb = xb.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 loss = F.cross_entropy(model(xb).float(), yb)
             opt.zero_grad(set_to_none=True)
@@ -68,20 +79,14 @@ def dataloader_loop(model, x, y, cfg: TrainConfig, workers: int, device: torch.d
     return images / (time.perf_counter() - start)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=2)
-    parser.add_argument("--images", type=int, default=20000, help="training images used")
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+def setup(args) -> tuple:
+    """(arch, cfg, splits, device) of the benchmark: the same in every process."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.type == "cuda":
         data = load_dataset("cifar10")
         arch = get_space("davidnet").resolve({}, data.context)
         cfg = TrainConfig(epochs=args.epochs, batch_size=512, lr=0.4, crop_padding=4, flip=True, schedule="constant",
-                          channels_last=True)
+                          channels_last=not args.contiguous)
     else:
         try:
             data = load_dataset("mnist")
@@ -91,30 +96,85 @@ def main() -> None:
             {"c1_width": 8, "c1_convs": 1, "c2_width": 12, "c2_convs": 2, "c2_conv": "depthwise", "c3_width": 16,
              "c3_convs": 1, "c3_conv": "depthwise", "c4_width": 16, "c4_convs": 1, "c4_conv": "depthwise",
              "downsample": "maxpool"}, data.context)
-        cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.1, crop_padding=2, schedule="constant")
+        cfg = TrainConfig(epochs=args.epochs, batch_size=128, lr=0.1, crop_padding=2, schedule="constant",
+                          channels_last=not args.contiguous)
     splits = split(data, 0.0001, seed=0)
     n = min(args.images, len(splits.y_train))
     splits = type(splits)(splits.x_train[:n], splits.y_train[:n], splits.x_val, splits.y_val, splits.x_test[:256],
                           splits.y_test[:256], splits.num_classes)
-    mean, std = channel_stats(splits.x_train)
+    return arch, cfg, splits, device
 
+
+def measure(args, loop: str, threads: int, workers: int = 0) -> float:
+    """Images per second of one training run: ``loop`` is ``archscale`` or ``dataloader``."""
+    torch.set_num_threads(threads)
+    arch, cfg, splits, device = setup(args)
     torch.manual_seed(0)
-    result = train(build(arch), splits, cfg, device=device)
-    steps = (n // cfg.batch_size) * cfg.epochs
-    ours = steps * cfg.batch_size / result.train_seconds
+    if loop == "archscale":
+        result = train(build(arch), splits, cfg, device=device)
+        steps = (len(splits.y_train) // cfg.batch_size) * cfg.epochs
+        return steps * cfg.batch_size / result.train_seconds
+    mean, std = channel_stats(splits.x_train)
+    return dataloader_loop(build(arch), splits.x_train, splits.y_train, cfg, workers, device, mean, std)
 
-    rows = [("archscale trainer (data on device, batched augmentation)", ours)]
-    for workers in args.workers:
-        torch.manual_seed(0)
-        rows.append((f"DataLoader + torchvision transforms, num_workers={workers}",
-                     dataloader_loop(build(arch), splits.x_train, splits.y_train, cfg, workers, device, mean, std)))
-    best_loop = max(rate for _, rate in rows[1:])
-    print(f"device: {device}; {arch.family} model; {n} images x {cfg.epochs} epochs; batch {cfg.batch_size}; "
-          f"torch threads {torch.get_num_threads()}")
-    print(f"{'loop':<62} {'images/s':>10}")
-    for name, rate in rows:
-        print(f"{name:<62} {rate:>10.0f}")
-    print(f"trainer_throughput_ratio: {ours / best_loop:.2f}")
+
+def _measure_star(job: tuple) -> float:
+    return measure(*job)
+
+
+def at_once(args, loop: str, threads: int, workers: int, jobs: int) -> float:
+    """Summed images per second of ``jobs`` runs at the same time in separate processes
+    (as a search runs trials side by side)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    # not multiprocessing.Pool: its processes are daemonic and may not start DataLoader workers
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return sum(pool.map(_measure_star, [(args, loop, threads, workers)] * jobs))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--images", type=int, default=20000, help="training images used")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, torch.get_num_threads()}),
+                        help="torch threads to time both loops at (default: 1 and all)")
+    parser.add_argument("--jobs", type=int, default=0,
+                        help="also time this many runs at once, 1 thread each (default: one per CPU on a CPU)")
+    parser.add_argument("--contiguous", action="store_true", help="NCHW for both loops (default: channels_last)")
+    args = parser.parse_args()
+    arch, cfg, splits, device = setup(args)
+    jobs = args.jobs or (os.cpu_count() if device.type == "cpu" else 1)
+
+    ours, loops = [], []
+    for threads in args.threads:
+        ours.append((f"archscale trainer, {threads} thread(s)", measure(args, "archscale", threads)))
+        for workers in args.workers:
+            loops.append((f"DataLoader + torchvision, {threads} thread(s), num_workers={workers}",
+                          measure(args, "dataloader", threads, workers)))
+    best_ours, best_loop = max(rate for _, rate in ours), max(rate for _, rate in loops)
+    print(f"device: {device}; {arch.family} model; {len(splits.y_train)} images x {cfg.epochs} epochs; batch "
+          f"{cfg.batch_size}; {'channels_last' if cfg.channels_last else 'NCHW'}; {os.cpu_count()} CPUs")
+    print(f"{'one run at a time':<72} {'images/s':>10}")
+    for name, rate in ours + loops:
+        print(f"{name:<72} {rate:>10.0f}")
+    for threads in args.threads:  # the same settings side by side
+        same = [rate for name, rate in loops if name.startswith(f"DataLoader + torchvision, {threads} thread(s)")]
+        mine = next(rate for name, rate in ours if name == f"archscale trainer, {threads} thread(s)")
+        print(f"at {threads} thread(s): archscale / best DataLoader = {mine / max(same):.2f}")
+    print(f"one run: archscale's best / DataLoader's best = {best_ours / best_loop:.2f}")
+    if jobs > 1:
+        print(f"\n{f'{jobs} runs at once, 1 thread each (summed)':<72} {'images/s':>10}")
+        ours_n = at_once(args, "archscale", 1, 0, jobs)
+        print(f"{'archscale trainer':<72} {ours_n:>10.0f}")
+        loops_n = []
+        for workers in sorted({0, *(w for w in args.workers if w < os.cpu_count())}):
+            loops_n.append(at_once(args, "dataloader", 1, workers, jobs))
+            print(f"{f'DataLoader + torchvision, num_workers={workers}':<72} {loops_n[-1]:>10.0f}")
+        best_machine = max([best_loop, *loops_n])  # the DataLoader's best use of the machine, one run or several
+        print(f"{jobs} at once: archscale / best DataLoader (one run or {jobs} at once) = {ours_n / best_machine:.2f}")
+    print(f"trainer_throughput_ratio: {best_ours / best_loop:.2f}")
 
 
 if __name__ == "__main__":

@@ -113,8 +113,12 @@ def format_scaling(table: pd.DataFrame) -> str:
         return "phi sweep: no completed stage-1 trial to scale"
     cols = [c for c in ("kind", "phi", "alpha", "beta", "gamma", "blocks", "stem", "resolution", "params", "macs",
                         "val_accuracy", "test_accuracy", "status", "trial_id", "stage") if c in table.columns]
-    shown = table[cols].rename(columns={"macs": "macs(mult-adds)", "resolution": "res(px)"})
-    return "phi sweep:\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}")
+    shown = table[cols].copy()
+    for col in ("params", "macs", "stage"):  # counts, shown as such where points are still missing
+        if col in shown:
+            shown[col] = pd.to_numeric(shown[col], errors="coerce").map(lambda v: "-" if pd.isna(v) else str(int(v)))
+    shown = shown.rename(columns={"macs": "macs(mult-adds)", "resolution": "res(px)"})
+    return "phi sweep:\n" + shown.to_string(index=False, float_format=lambda v: f"{v:.4f}", na_rep="-")
 
 
 def plot_scaling(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:

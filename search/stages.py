@@ -32,7 +32,7 @@ from analysis.records import TRIALS_FILE, TrialsCSV, drop_partial_row, read_tria
 from analysis.scaling import (best_of_stage_one, format_scaling, network_key, plot_scaling, scaling_table, stage_rows,
                               sweep_candidates, sweep_points)
 from search.recorder import Progress, RunFiles, make_recorder, make_stopper
-from search.runner import (_ctrl_c, _grid_configs, _init_ray, _resources, _searcher, _trial_context, _unfinished,
+from search.runner import (_best_recorded, _ctrl_c, _grid_configs, _init_ray, _resources, _searcher, _trial_context, _unfinished,
                            finalize, sample_configs)
 from search.searcher import _native
 from search.spec import Dimension, Spec, SpecError, parse_spec
@@ -295,8 +295,10 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     images = f"{len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images"
 
     def fit(stage: int, tune_config, param_space, total: int, already: int, how: str) -> None:
+        recorded_here = stage_rows(read_trials(run_dir), stage) if trials_path.is_file() else pd.DataFrame()
         progress = Progress(total, objectives, already=already, verbosity=verbosity, out=out,
-                            epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s)
+                            epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s,
+                            best=_best_recorded(recorded_here, objectives[0]))
         recorder = make_recorder(RunFiles(run_dir, choices, progress, stage=stage), ctx, choices, stopper, resources)
         tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=tune.RunConfig(
             name=STAGE_DIRS[stage], storage_path=str(run_dir.resolve()), verbose=0, callbacks=[recorder],

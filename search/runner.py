@@ -466,6 +466,10 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
             drainer.join()
     if client:
         stopper.stop_all()  # the time budget was counted on the cluster: name it here too
+    twins = getattr(getattr(search_alg, "searcher", search_alg), "twins", 0)
+    if twins:
+        progress.note(f"archscale: the sampler proposed {twins} configuration(s) already trained; told their "
+                      "results again instead of training them")
     done = counted(read_trials(run_dir)) if (run_dir / TRIALS_FILE).is_file() else 0
     if stopper.reason and done < total:
         print(f"archscale: stopped ({stopper.reason}) with {done} of {total} trials finished; "

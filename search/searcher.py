@@ -96,9 +96,47 @@ def _native(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
+MAX_TWIN_DRAWS = 20  # after this many already-trained draws in a row, let the next one through
+
+
 class ArchscaleSearch(OptunaSearch):
     """Ray Tune's OptunaSearch, telling the study each trial's real outcome (see the module
-    docstring) and able to start from the trials of an interrupted run."""
+    docstring) and able to start from the trials of an interrupted run.
+
+    A trial is deterministic (same seed, data order and augmentation for every
+    configuration), so a configuration the study already saw completed (or pruned) would
+    only train to the same result again. When the sampler proposes one (TPE does, in small
+    discrete spaces), the study is told that known outcome for the new draw and asked
+    again, up to :data:`MAX_TWIN_DRAWS` times (after that the space is taken as spent and
+    the draw goes through). :attr:`twins` counts the draws answered so.
+    """
+
+    twins = 0
+
+    def suggest(self, trial_id: str):
+        for draw in range(MAX_TWIN_DRAWS):
+            draw_id = trial_id if draw == 0 else f"{trial_id}_twin{draw}"
+            config = super().suggest(draw_id)
+            if not isinstance(config, dict) or draw == MAX_TWIN_DRAWS - 1:
+                break
+            twin = self._twin(self._ot_trials[draw_id])
+            if twin is None:
+                break
+            self._ot_study.tell(self._ot_trials.pop(draw_id), twin.values if twin.state == TrialState.COMPLETE
+                                else None, state=twin.state)
+            self.twins += 1
+        if draw:  # the draw kept was asked under another id: move it to this trial's
+            self._ot_trials[trial_id] = self._ot_trials.pop(draw_id)
+        return config
+
+    def _twin(self, ot_trial) -> optuna.trial.FrozenTrial | None:
+        """A finished trial of the study with the same parameters (completed or pruned), or None."""
+        if "fixed_params" in self._ot_study._storage.get_trial_system_attrs(ot_trial._trial_id):
+            return None  # enqueued on purpose (an unfinished trial rerun by --resume)
+        for done in self._ot_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if done.params == ot_trial.params:
+                return done
+        return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if result.get("status") == "running":  # per-epoch reports only; Optuna keeps none for several objectives

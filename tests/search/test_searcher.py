@@ -42,7 +42,9 @@ def test_each_outcome_is_told_as_what_it_was(objectives):
         searcher.on_trial_complete(trial_id, result)
     searcher.suggest("crash")
     searcher.on_trial_complete("crash", error=True)  # the worker died, retries used up
-    told = states(searcher)
+    frozen = searcher._ot_study.get_trials(deepcopy=False)
+    by_id = {tid: frozen[searcher._ot_trials[tid].number] for tid in [*outcomes, "crash"]}  # twin draws aside
+    told = [(by_id[tid].state, by_id[tid].values) for tid in [*outcomes, "crash"]]
     two = len(objectives) == 2
     assert told[0] == (TrialState.COMPLETE, [0.9, 1000.0] if two else [0.9])
     # never COMPLETE with the accuracy it had when stopped: that would put it on the sampler's front
@@ -51,7 +53,7 @@ def test_each_outcome_is_told_as_what_it_was(objectives):
     assert told[2] == (TrialState.COMPLETE, [0.0, 9e9] if two else [0.0])
     assert told[3] == (TrialState.FAIL, None)
     assert told[4] == (TrialState.FAIL, None)
-    pruned = searcher._ot_study.get_trials(deepcopy=False)[1]
+    pruned = by_id["cut"]
     assert pruned.intermediate_values == ({} if two else {1: 0.3})  # Optuna keeps none for several objectives
 
 
@@ -99,3 +101,30 @@ def test_a_resumed_sampler_does_not_replay_the_first_draws():
     assert isinstance(make_sampler(spec_with(sampler="grid"), dims), GridInOrder)
     assert set(optuna_space(dims)) == {"c1_width", "c4_width"}
     assert isinstance(searcher_for(spec), ArchscaleSearch)
+
+
+def test_a_configuration_already_trained_is_not_trained_again():
+    spec = spec_with(sampler="random", objectives=("val_accuracy:max",), num_trials=6)
+    searcher = searcher_for(spec)
+    seen = []
+    for i in range(6):  # the space has 6 points: each is proposed once
+        config = searcher.suggest(f"t{i}")
+        assert config not in seen
+        seen.append(config)
+        searcher.on_trial_complete(f"t{i}", {"status": "completed", "val_accuracy": 0.5 + i / 100, "macs": 1})
+    twins_before = searcher.twins
+    config = searcher.suggest("t6")  # the space is spent: after MAX_TWIN_DRAWS the draw goes through
+    assert config in seen and searcher.twins == twins_before + 19
+    assert "t6" in searcher._ot_trials and not any("_twin" in k for k in searcher._ot_trials)
+    # each twin draw was told the outcome of the trial it repeats
+    told = {tuple(sorted(t.params.items())): t.values for t in searcher._ot_study.get_trials(deepcopy=False)
+            if t.state == TrialState.COMPLETE}
+    assert len(told) == 6
+
+
+def test_an_unfinished_trial_rerun_is_not_taken_for_a_twin():
+    spec = spec_with(sampler="tpe", objectives=("val_accuracy:max",))
+    recorded = pd.DataFrame([{"trial_id": "a", "status": "completed", "c1_width": 8, "c4_width": 16,
+                              "val_accuracy": 0.8, "macs": 2000, "epochs": 2}])
+    searcher = searcher_for(spec, recorded, unfinished=[{"c1_width": 8, "c4_width": 16}])
+    assert searcher.suggest("r") == {"c1_width": 8, "c4_width": 16} and searcher.twins == 0

@@ -322,10 +322,14 @@ def _init_ray(address: str | None = None) -> None:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (_ctrl_c) stops the search and keeps what finished
     if ray.is_initialized():
         return
-    if address:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+    # search.address null starts Ray here, even where `ray start` left a cluster running that a
+    # bare ray.init() would join (and share with whatever else runs there); RAY_ADDRESS, when
+    # set, is taken as the user's choice.
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     else:
-        ray.init(include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
 
 
 @contextmanager

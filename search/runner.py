@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -328,8 +329,23 @@ def _init_ray(address: str | None = None) -> None:
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
         ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
-    else:
-        ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        return
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            return
+        except ConnectionError as err:
+            # A Ray Client's server starts a process per client; on a busy head that start can
+            # fail ("Initialization failure from server") where the next one succeeds.
+            if not address.startswith("ray://") or attempt == CLIENT_ATTEMPTS:
+                raise
+            print(f"archscale: connecting to {address} failed ({' '.join(str(err).split())[:200]}); "
+                  f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
+            ray.shutdown()  # whatever the failed connection left behind
+            time.sleep(5 * attempt)
+
+
+CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving up
 
 
 @contextmanager

@@ -7,6 +7,7 @@ Runs inside a Ray worker; imports ray lazily so the module can be imported anywh
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,7 +100,10 @@ def batch_memory(ctx: TrialContext, model: torch.nn.Module, shape: tuple[int, ..
     dev = resolve_device(str(device))
     if dev.type == "cuda":
         cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"})
-        return round(step_peak_mb(model, tuple(shape[1:]), ctx.data_context["num_classes"], cfg, dev), 3), "cuda_peak"
+        probe = copy.deepcopy(model)  # the step changes weights and BatchNorm statistics: not the model's own
+        peak = step_peak_mb(probe, tuple(shape[1:]), ctx.data_context["num_classes"], cfg, dev)
+        del probe
+        return round(peak, 3), "cuda_peak"
     if estimate is None:
         estimate = activation_mb(model, (1, *shape[1:]), int(recipe["batch_size"]))
     return round(estimate, 3), "cpu_estimate"

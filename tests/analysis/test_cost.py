@@ -119,3 +119,19 @@ def test_batch_memory_on_cuda_is_measured():
     large, _ = batch_memory(ctx, model, (1, 3, 32, 32), {"batch_size": 256}, device="cuda")
     weights_mb = sum(p.numel() * 4 for p in model.parameters()) / 2**20
     assert source == "cuda_peak" and weights_mb < small < large
+
+
+def test_batch_memory_on_cuda_measures_a_copy(monkeypatch):
+    """The measured step changes weights and BatchNorm statistics: never those of the model trained."""
+    import trainer
+    import trainer.memory
+    from search.trial import TrialContext, batch_memory
+
+    measured = []
+    monkeypatch.setattr(trainer, "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(trainer.memory, "step_peak_mb", lambda model, *args: measured.append(model) or 12.5)
+    ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={"num_classes": 10}, data_info={},
+                       train={"batch_size": 2})
+    model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4))
+    assert batch_memory(ctx, model, (1, 1, 8, 8), {"batch_size": 2}, device="cuda") == (12.5, "cuda_peak")
+    assert len(measured) == 1 and measured[0] is not model

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume_history, plot_hypervolume
-from analysis.pareto import Objective, axis_label, pareto_front
+from analysis.pareto import Objective, axis_label, log_x_if_wide, pareto_front, save_figure
 from analysis.records import read_spec, read_trials, spec_objectives
 
 
@@ -125,20 +125,14 @@ def plot_fronts(summaries: Sequence[RunSummary], objectives: Sequence[Objective]
         ax.plot(line[xm], line[ym], drawstyle="steps-post" if len(objectives) == 2 else "default", color=colour,
                 marker=markers[i % len(markers)], ms=6, lw=1.4,
                 label=f"{s.label}: front {len(s.front)}, HV {s.hypervolume_normalised:.4f}")
-    xs = pd.concat([s.trials.loc[s.trials["status"] == "completed", xm] for s in summaries]).dropna()
-    if xm in ("macs", "params") and len(xs) and (xs > 0).all() and xs.max() / max(xs.min(), 1) > 20:
-        ax.set_xscale("log")
+    log_x_if_wide(ax, xm, pd.concat([s.trials.loc[s.trials["status"] == "completed", xm] for s in summaries]))
     ax.set_xlabel(axis_label(xm))
     ax.set_ylabel(axis_label(ym))
     extra = f" (third objective {objectives[2][0]} not drawn)" if len(objectives) == 3 else ""
     ax.set_title((title or "Pareto fronts") + extra, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def write_comparison(summaries: Sequence[RunSummary], objectives: Sequence[Objective], b: Bounds,

@@ -224,15 +224,27 @@ def plot_pareto(trials: pd.DataFrame, objectives: Sequence[Objective], path: str
                         textcoords="offset points", xytext=(0, 3))
         ax.set_xlabel(axis_label(xm))
         ax.set_ylabel(axis_label(ym))
-        xs = placed[xm].dropna() if xm in placed else pd.Series(dtype=float)
-        if xm in ("macs", "params") and len(xs) and (xs > 0).all() and xs.max() / max(xs.min(), 1) > 20:
-            ax.set_xscale("log")
+        log_x_if_wide(ax, xm, placed[xm] if xm in placed else pd.Series(dtype=float))
     ids = trials["trial_id"].astype(str).tolist()
     short = short_ids(ids)
     prefix = ids[0][: len(ids[0]) - len(short[0])] if ids and short != ids else ""
     ax.set_title((title or "Pareto front") + (f"\n(labels: trial ids after {prefix!r})" if prefix else ""), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
+    return save_figure(fig, path)
+
+
+def log_x_if_wide(ax, metric: str, values: pd.Series, ratio: float = 20) -> None:
+    """A log x axis for a count (MACs, params) whose positive values span more than ``ratio``."""
+    xs = pd.Series(values, dtype=float).dropna()
+    if metric in ("macs", "params") and len(xs) and (xs > 0).all() and xs.max() / max(xs.min(), 1) > ratio:
+        ax.set_xscale("log")
+
+
+def save_figure(fig, path: str | Path) -> Path:
+    """Lay out, write and close a matplotlib figure; returns its path."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     path = Path(path)
     fig.savefig(path)

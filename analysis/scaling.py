@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from analysis.pareto import Objective, best_trial
+from analysis.pareto import Objective, best_trial, log_x_if_wide, save_figure
 from space import Arch, get_space
 from space.efficientnet import net_config
 
@@ -143,8 +143,7 @@ def plot_scaling(table: pd.DataFrame, path: str | Path, title: str = "") -> Path
         for _, row in part.iterrows():
             ax.annotate(f"phi={row['phi']:g}", (float(row["macs"]), float(row["val_accuracy"])),
                         textcoords="offset points", xytext=(4, -10 if kind != "compound" else 4), fontsize=7, color=colour)
-    if not done.empty and done["macs"].astype(float).max() / max(done["macs"].astype(float).min(), 1) > 4:
-        ax.set_xscale("log")
+    log_x_if_wide(ax, "macs", done["macs"] if not done.empty else pd.Series(dtype=float), ratio=4)
     ax.set_xlabel("macs (multiply-adds per image, fvcore)")
     ax.set_ylabel("val_accuracy")
     ax.set_title(title or "compound scaling: accuracy against MACs")
@@ -153,10 +152,6 @@ def plot_scaling(table: pd.DataFrame, path: str | Path, title: str = "") -> Path
         ax.legend(fontsize=8, loc="best")
     else:
         ax.text(0.5, 0.5, "no completed point of the phi sweep", ha="center", va="center", transform=ax.transAxes)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 

@@ -20,7 +20,6 @@ import argparse
 import os
 import time
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2 as T

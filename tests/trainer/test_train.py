@@ -1,10 +1,12 @@
+import platform
+
 import pytest
 import torch
 from torch import nn
 
 from space import build, get_space
 from trainer import TrainConfig, TrainingDiverged, load_dataset, split, train
-from trainer.train import normalise, random_crop, random_flip
+from trainer.train import keep_freed_memory, normalise, random_crop, random_flip
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +76,26 @@ def test_crop_and_flip_on_the_device():
     flipped = random_flip(x, gen)
     for i in range(2):
         assert torch.equal(flipped[i], x[i]) or torch.equal(flipped[i], x[i].flip(-1))
+
+
+def test_crop_keeps_channels_last_and_moves_every_channel_alike():
+    gen = torch.Generator().manual_seed(1)
+    x = torch.arange(4 * 3 * 5 * 5, dtype=torch.float32).reshape(4, 3, 5, 5).contiguous(memory_format=torch.channels_last)
+    cropped = random_crop(x, 2, gen)
+    assert cropped.is_contiguous(memory_format=torch.channels_last)
+    padded = nn.functional.pad(x, (2, 2, 2, 2))
+    shifts = [(dy, dx) for dy in range(5) for dx in range(5)]
+    for i in range(4):
+        assert sum(torch.equal(cropped[i], padded[i, :, dy:dy + 5, dx:dx + 5]) for dy, dx in shifts) >= 1
+    # the same generator state gives the same crops in either memory format
+    again = random_crop(x.contiguous(), 2, torch.Generator().manual_seed(1))
+    assert torch.equal(again, cropped)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_cpu_training_keeps_freed_memory_for_reuse():
+    assert keep_freed_memory() is True
+    assert keep_freed_memory() is True  # once per process, then the same answer
 
 
 def test_normalise_uses_mean_and_std():

@@ -205,7 +205,7 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
     """SGD (Nesterov) or AdamW, fused into one kernel per step where this torch can
     (CPU and CUDA; the same update as the per-tensor loop, fewer kernels)."""
     if cfg.optimizer == "sgd":
@@ -216,10 +216,12 @@ def _optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     else:
         raise ValueError(f"unknown optimizer {cfg.optimizer!r}; known: sgd, adamw")
     params = list(model.parameters())
-    try:
-        return make(params, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # a device or dtype the fused kernels do not take
-        return make(params)
+    if fused:
+        try:
+            return make(params, fused=True)
+        except (RuntimeError, TypeError, ValueError):  # a device or dtype the fused kernels do not take
+            pass
+    return make(params)
 
 
 def _scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, total_steps: int):

@@ -6,7 +6,7 @@ from torch import nn
 
 from space import build, get_space
 from trainer import TrainConfig, TrainingDiverged, load_dataset, split, train
-from trainer.train import keep_freed_memory, normalise, random_crop, random_flip
+from trainer.train import _optimizer, keep_freed_memory, normalise, random_crop, random_flip
 
 
 @pytest.fixture(scope="module")
@@ -102,3 +102,21 @@ def test_normalise_uses_mean_and_std():
     x = torch.full((2, 1, 2, 2), 255, dtype=torch.uint8)
     out = normalise(x, [0.5], [0.25], torch.device("cpu"))
     assert torch.allclose(out, torch.full_like(out, 2.0))
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_the_fused_optimizer_makes_the_per_tensor_update(optimizer):
+    cfg = TrainConfig(optimizer=optimizer, lr=0.1, momentum=0.9, weight_decay=5e-4)
+    fused_model, plain_model = tiny_model(), tiny_model()
+    fused = _optimizer(fused_model, cfg)
+    assert fused.defaults.get("fused") is True  # this torch fuses on a CPU
+    plain = _optimizer(plain_model, cfg, fused=False)
+    assert not plain.defaults.get("fused")
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    for model, opt in ((fused_model, fused), (plain_model, plain)):
+        for _ in range(3):  # momentum / moments come in from the second step
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+    for a, b in zip(fused_model.parameters(), plain_model.parameters()):
+        assert torch.allclose(a, b, atol=1e-5)  # the same update, summed in another order

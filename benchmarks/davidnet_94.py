@@ -20,13 +20,9 @@ import torch
 
 from space import build, get_space
 from space.davidnet import AIRBENCH94
-from trainer import TrainConfig, load_dataset, split, train
+from trainer import RECIPES, TrainConfig, load_dataset, split, train
 
-# Seed 003's recipe (cifar10-fast / "How to train your ResNet"), in mean-loss units: their
-# lr 0.4 and weight decay 5e-4 x batch on a summed loss equal lr 0.4, weight decay 5e-4 here.
-RECIPE = dict(epochs=24, batch_size=512, optimizer="sgd", lr=0.4, momentum=0.9, weight_decay=5e-4,
-              schedule="triangular", warmup=5 / 24, label_smoothing=0.2, crop_padding=4, flip=True, cutout=8,
-              tta=True, channels_last=True)
+RECIPE = RECIPES["davidnet"]  # seed 003's recipe, as a spec's `train.recipe: davidnet` gives it
 ARCHS = {"davidnet": {}, "airbench94": AIRBENCH94}
 
 

@@ -21,7 +21,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_validator)
 
 from space import CONTEXT_PARAMS, SpaceError, get_space
-from trainer import DATASETS
+from trainer import DATASETS, RECIPES
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -192,8 +192,10 @@ SEARCHABLE_TRAIN = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weig
 
 class TrainSpec(_Strict):
     """Training recipe. Any field in SEARCHABLE_TRAIN may be a list or a range, searched
-    like an architecture choice (its column in trials.csv is ``train.<field>``)."""
+    like an architecture choice (its column in trials.csv is ``train.<field>``). ``recipe``
+    names a preset (``trainer.RECIPES``) whose values fill every field not given here."""
 
+    recipe: str | None = Field(None, description=f"a named recipe filling the fields not given: {', '.join(RECIPES)}")
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(128, ge=1)
     optimizer: Literal["sgd", "adamw"] = "sgd"
@@ -226,6 +228,11 @@ class TrainSpec(_Strict):
         """Pull out the searched fields; check each of their values as the field would."""
         if not isinstance(data, dict):
             return handler(data)
+        name = data.get("recipe")
+        if name is not None:
+            if not isinstance(name, str) or name not in RECIPES:
+                raise ValueError(f"train.recipe: {name!r} is not a recipe; known: {', '.join(RECIPES)}")
+            data = {**RECIPES[name], **data}  # the spec's own values win
         searched = {k: v for k, v in data.items() if isinstance(v, list) or (isinstance(v, dict) and "low" in v)}
         fixed = {k: v for k, v in data.items() if k not in searched}
         firsts = {}
@@ -258,8 +265,9 @@ class TrainSpec(_Strict):
         return {**handler(self), **self._searched}
 
     def values(self) -> dict[str, Any]:
-        """Every field's value; a searched field holds its first value (a trial overrides it)."""
-        return {k: getattr(self, k) for k in type(self).model_fields}
+        """Every training field's value (the recipe's filled in); a searched field holds its
+        first value (a trial overrides it)."""
+        return {k: getattr(self, k) for k in type(self).model_fields if k != "recipe"}
 
     def dimensions(self) -> list[Dimension]:
         """The searched training fields, named ``train.<field>``."""

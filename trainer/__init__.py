@@ -1,9 +1,9 @@
 """Datasets and a fast training/evaluation loop. Imports space and torch only."""
 
 from trainer.data import DATASETS, DataError, Dataset, Splits, dataset_context, load_dataset, split
-from trainer.train import TrainConfig, TrainingDiverged, TrainResult, evaluate, normalise, resolve_device, train
+from trainer.train import RECIPES, TrainConfig, TrainingDiverged, TrainResult, evaluate, normalise, resolve_device, train
 
 __all__ = [
     "DATASETS", "DataError", "Dataset", "Splits", "dataset_context", "load_dataset", "split",
-    "TrainConfig", "TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train",
+    "RECIPES", "TrainConfig", "TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train",
 ]

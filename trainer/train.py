@@ -74,6 +74,18 @@ class TrainConfig:
     seed: int = 0
 
 
+# Named recipes: a spec's ``train.recipe`` fills every training field the spec does not set.
+RECIPES: dict[str, dict] = {
+    # Seed 003 (cifar10-fast, "How to train your ResNet"), in mean-loss units: its lr 0.4 and
+    # weight decay 5e-4 x batch on a summed loss are lr 0.4 and weight decay 5e-4 here.
+    # Piecewise-linear lr peaking after 5 of 24 epochs; pad-4 crop, flip, 8x8 cutout on the
+    # device; label smoothing 0.2; test-time flips; bf16 autocast on CUDA (BatchNorm in fp32).
+    "davidnet": dict(epochs=24, batch_size=512, optimizer="sgd", lr=0.4, momentum=0.9, weight_decay=5e-4,
+                     schedule="triangular", warmup=5 / 24, label_smoothing=0.2, crop_padding=4, flip=True,
+                     cutout=8, tta=True, channels_last=True),
+}
+
+
 @dataclass
 class TrainResult:
     val_accuracy: float

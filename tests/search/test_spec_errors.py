@@ -38,6 +38,7 @@ BAD_SPECS = [
     ("reference point metric", {"search": {"reference_point": {"accuracy": 0.5}}},
      ["search.reference_point", "'accuracy'", "latency_ms"]),
     ("latency budget", {"space": {"max_latency_ms": -1}}, ["space.max_latency_ms", "greater than 0"]),
+    ("unknown recipe", {"train": {"recipe": "airbench"}}, ["train.recipe", "'airbench'", "davidnet"]),
 ]
 
 
@@ -95,6 +96,24 @@ def test_set_overrides_fields(capsys, write_spec, tiny_spec):
     code, out, err = run_cli(capsys, "check", spec, "--set", "search.num_trials=7", "--set", "space.params.c1_width=[2,3]")
     assert code == 0, err
     assert "7 trials" in out and "c1_width: choice of 2, 3" in out
+
+
+def test_a_named_recipe_fills_the_fields_the_spec_leaves_out(tiny_spec):
+    from search.spec import Spec
+    from trainer import RECIPES
+
+    tiny_spec["train"] = {"recipe": "davidnet", "epochs": 2, "lr": [0.2, 0.4]}
+    train = Spec.model_validate(tiny_spec).train
+    values = train.values()
+    assert "recipe" not in values  # the trainer gets the fields, not the name
+    for key, value in RECIPES["davidnet"].items():
+        if key not in ("epochs", "lr"):
+            assert values[key] == value, key
+    assert values["epochs"] == 2  # the spec's own value wins
+    assert [d.values for d in train.dimensions()] == [(0.2, 0.4)]  # and a searched field stays searched
+    # the resolved spec keeps the name and the filled values: reading it back gives the same recipe
+    again = Spec.model_validate({**tiny_spec, "train": train.model_dump()}).train
+    assert again.values() == values and again.dimensions() == train.dimensions()
 
 
 def test_resume_of_a_directory_without_a_run(tmp_path, capsys, write_spec, tiny_spec):

@@ -21,9 +21,9 @@ import pandas as pd
 
 warnings.simplefilter("ignore", FutureWarning)
 
-from analysis.cost import count_macs  # noqa: E402
-from space import build, get_space  # noqa: E402
-from space.efficientnet import net_config  # noqa: E402
+from archscale.analysis.cost import count_macs  # noqa: E402
+from archscale.space import build, get_space  # noqa: E402
+from archscale.space.efficientnet import net_config  # noqa: E402
 
 SIZES = {"cifar 3x32": {"in_channels": 3, "num_classes": 10, "image_size": 32},
          "mnist 1x28": {"in_channels": 1, "num_classes": 10, "image_size": 28}}

@@ -18,9 +18,9 @@ import time
 
 import torch
 
-from space import build, get_space
-from space.davidnet import AIRBENCH94
-from trainer import RECIPES, TrainConfig, load_dataset, split, train
+from archscale.space import build, get_space
+from archscale.space.davidnet import AIRBENCH94
+from archscale.trainer import RECIPES, TrainConfig, load_dataset, split, train
 
 RECIPE = RECIPES["davidnet"]  # seed 003's recipe, as a spec's `train.recipe: davidnet` gives it
 ARCHS = {"davidnet": {}, "airbench94": AIRBENCH94}

@@ -52,7 +52,7 @@ def _load() -> None:
     global _SPLITS
     import torch
 
-    from trainer import load_dataset, split
+    from archscale.trainer import load_dataset, split
 
     torch.set_num_threads(1)
     data = load_dataset("mnist-5k")
@@ -63,8 +63,8 @@ def _job(epochs: int) -> float:
     """One training job in a worker process; returns its wall seconds."""
     import torch
 
-    from space import build, get_space
-    from trainer import TrainConfig, train
+    from archscale.space import build, get_space
+    from archscale.trainer import TrainConfig, train
 
     splits, context = _SPLITS
     start = time.perf_counter()
@@ -120,7 +120,7 @@ def main() -> None:
                                "--parallel", str(args.parallel), "--epochs", str(args.epochs)], env)
             rows.append(("plain loop", rep, wall, before, out.strip().splitlines()[-1]))
             before = load()
-            wall, out = timed([sys.executable, "-m", "search.cli", "run", str(spec_file), "--quiet",
+            wall, out = timed([sys.executable, "-m", "archscale", "run", str(spec_file), "--quiet",
                                "--out", str(Path(tmp) / f"run{rep}")], env)
             trials = (Path(tmp) / f"run{rep}" / "trials.csv").read_text().strip().splitlines()[1:]
             rows.append(("archscale run", rep, wall, before, f"{len(trials)} trials recorded"))

@@ -33,7 +33,7 @@ from typing import Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.records import read_spec, read_trials  # noqa: E402
+from archscale.analysis.records import read_spec, read_trials  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "seeds.json"
 TABLE = ROOT / "benchmarks" / "seeds.md"
@@ -58,7 +58,7 @@ def winner_figure(run_dir: Path) -> tuple[str, dict]:
 
 def scaling_figure(run_dir: Path) -> tuple[str, dict]:
     """alpha, beta, gamma of the most accurate completed trial that carries them."""
-    from analysis.report import scaling_table
+    from archscale.analysis.report import scaling_table
 
     table = scaling_table(read_trials(run_dir)).dropna(subset=["alpha", "beta", "gamma", "val_accuracy"])
     if table.empty:
@@ -131,13 +131,13 @@ def gpu_available() -> bool:
 
 
 def perform(row: Row, runs_dir: Path, quick: bool) -> dict:
-    """Run the row's spec with ``archscale run`` (as ``python -m search.cli``) and record it."""
+    """Run the row's spec with ``archscale run`` (as ``python -m archscale``) and record it."""
     run_dir = runs_dir / row.key
     try:
         out_arg = str(run_dir.resolve().relative_to(ROOT))  # the command as run from the repository root
     except ValueError:
         out_arg = str(run_dir.resolve())
-    cmd = [sys.executable, "-m", "search.cli", "run", row.spec, "--out", out_arg, "--quiet"]
+    cmd = [sys.executable, "-m", "archscale", "run", row.spec, "--out", out_arg, "--quiet"]
     for override in row.quick if quick else ():
         cmd += ["--set", override]
     shown = " ".join(["archscale", *[shlex.quote(c) for c in cmd[3:]]])

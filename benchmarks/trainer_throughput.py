@@ -29,9 +29,9 @@ import torch.nn.functional as F
 import torchvision.transforms.v2 as T
 from PIL import Image
 
-from space import build, get_space
-from trainer import TrainConfig, load_dataset, split, train
-from trainer.train import channel_stats
+from archscale.space import build, get_space
+from archscale.trainer import TrainConfig, load_dataset, split, train
+from archscale.trainer.train import channel_stats
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -1,4 +1,5 @@
-"""Packages stay layered: space knows nothing of the others; only search imports ray/optuna."""
+"""Packages stay layered: space knows nothing of the others; only search imports ray and
+optuna, and even search imports them only inside the functions that run a search."""
 
 import ast
 import subprocess
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "archscale"
 ALLOWED = {
     "space": {"space"},
     "trainer": {"space", "trainer"},
@@ -17,27 +19,43 @@ ALLOWED = {
 HEAVY = {"ray", "optuna"}
 
 
-def imported_roots(path: Path) -> set[str]:
-    roots = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+def imports(path: Path, top_level_only: bool = False) -> set[str]:
+    """Dotted names a module imports (``archscale.x`` as ``x``); only its module-level
+    statements with ``top_level_only``."""
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if top_level_only else list(ast.walk(tree))
+    names = set()
+    for node in nodes:
         if isinstance(node, ast.Import):
-            roots |= {a.name.split(".")[0] for a in node.names}
+            names |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            roots.add(node.module.split(".")[0])
-    return roots
+            names.add(node.module)
+    return names
+
+
+def layer_of(name: str) -> str | None:
+    parts = name.split(".")
+    return parts[1] if parts[0] == "archscale" and len(parts) > 1 else None
+
+
+def modules() -> list[str]:
+    return sorted(".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+                  for p in PACKAGE.rglob("*.py") if p.name != "__main__.py")
 
 
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_package_imports_only_what_its_layer_allows(package):
-    ours = set(ALLOWED)
-    for path in (ROOT / package).rglob("*.py"):
-        roots = imported_roots(path)
-        assert (roots & ours) <= ALLOWED[package], f"{path.relative_to(ROOT)} imports {sorted(roots & ours)}"
+    for path in (PACKAGE / package).rglob("*.py"):
+        names = imports(path)
+        layers = {layer_of(n) for n in names} - {None}
+        assert layers <= ALLOWED[package], f"{path.relative_to(ROOT)} imports {sorted(layers - ALLOWED[package])}"
+        roots = {n.split(".")[0] for n in names}
         if package != "search":
             assert not roots & HEAVY, f"{path.relative_to(ROOT)} imports {sorted(roots & HEAVY)}"
 
 
 def test_importing_the_lower_packages_loads_neither_ray_nor_optuna():
-    code = "import sys, space, trainer, analysis, search.spec, search.cli; print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))"
+    code = ("import sys, archscale.space, archscale.trainer, archscale.analysis, archscale.search.spec, archscale.cli; "
+            "print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
     assert out.strip() == "[]"

@@ -3,8 +3,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from analysis.cost import activation_mb, count_macs, count_params, measure
-from space import build, get_space
+from archscale.analysis.cost import activation_mb, count_macs, count_params, measure
+from archscale.space import build, get_space
 
 
 def torch_conv_linear_flops(model: nn.Module, shape) -> int:
@@ -68,7 +68,7 @@ class Slow(nn.Module):
 
 
 def test_latency_is_the_median_after_warmup_within_the_time_budget():
-    from analysis.cost import latency_ms
+    from archscale.analysis.cost import latency_ms
 
     slow = Slow(0.02)
     ms = latency_ms(slow, (1, 8, 8), batch_size=1, warmup=2, repeats=100, max_seconds=0.1, min_repeats=3)
@@ -78,7 +78,7 @@ def test_latency_is_the_median_after_warmup_within_the_time_budget():
 
 
 def test_latency_grows_with_the_work():
-    from analysis.cost import latency_ms
+    from archscale.analysis.cost import latency_ms
 
     small = nn.Conv2d(3, 4, 1)
     big = nn.Sequential(nn.Conv2d(3, 64, 3, padding=1), nn.Conv2d(64, 64, 3, padding=1))  # ~3000x the MACs
@@ -88,7 +88,7 @@ def test_latency_grows_with_the_work():
 
 
 def test_cuda_timing_synchronises_the_device(monkeypatch):
-    from analysis.cost import _sync_for
+    from archscale.analysis.cost import _sync_for
 
     calls = []
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: calls.append(device))
@@ -99,7 +99,7 @@ def test_cuda_timing_synchronises_the_device(monkeypatch):
 
 
 def test_batch_memory_on_cpu_is_the_activation_estimate():
-    from search.trial import TrialContext, batch_memory
+    from archscale.search.trial import TrialContext, batch_memory
 
     ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={"num_classes": 10}, data_info={},
                        train={"batch_size": 2})
@@ -110,7 +110,7 @@ def test_batch_memory_on_cpu_is_the_activation_estimate():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_batch_memory_on_cuda_is_measured():
-    from search.trial import TrialContext, batch_memory
+    from archscale.search.trial import TrialContext, batch_memory
 
     ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={"num_classes": 10}, data_info={},
                        train={"batch_size": 8})
@@ -123,9 +123,9 @@ def test_batch_memory_on_cuda_is_measured():
 
 def test_batch_memory_on_cuda_measures_a_copy(monkeypatch):
     """The measured step changes weights and BatchNorm statistics: never those of the model trained."""
-    import trainer
-    import trainer.memory
-    from search.trial import TrialContext, batch_memory
+    import archscale.trainer
+    import archscale.trainer.memory
+    from archscale.search.trial import TrialContext, batch_memory
 
     measured = []
     monkeypatch.setattr(trainer, "resolve_device", lambda device: torch.device("cuda"))

@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.hypervolume import (bounds, front_hypervolume, hypervolume, hypervolume_history, hypervolume_min,
+from archscale.analysis.hypervolume import (bounds, front_hypervolume, hypervolume, hypervolume_history, hypervolume_min,
                                   plot_hypervolume, summarise)
 
 OBJ = [("val_accuracy", "max"), ("macs", "min")]

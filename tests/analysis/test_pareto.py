@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.pareto import best_trial, non_dominated, pareto_front, parse_objectives, plot_pareto
+from archscale.analysis.pareto import best_trial, non_dominated, pareto_front, parse_objectives, plot_pareto
 
 
 def test_non_dominated_max_min():
@@ -64,13 +64,13 @@ def front_with_a_knee():
 
 @pytest.mark.parametrize("pick,expected", [("accuracy", "e"), ("macs", "a"), ("knee", "c")])
 def test_pick_trial(pick, expected):
-    from analysis.pareto import pick_trial
+    from archscale.analysis.pareto import pick_trial
 
     assert pick_trial(front_with_a_knee(), pick)["trial_id"] == expected
 
 
 def test_pick_on_ties_and_nothing_completed():
-    from analysis.pareto import pick_trial
+    from archscale.analysis.pareto import pick_trial
 
     df = front_with_a_knee()
     df.loc[df["trial_id"] == "d", "val_accuracy"] = 0.92  # d ties e on accuracy with fewer MACs
@@ -81,7 +81,7 @@ def test_pick_on_ties_and_nothing_completed():
 
 
 def test_short_ids():
-    from analysis.pareto import short_ids
+    from archscale.analysis.pareto import short_ids
 
     assert short_ids(["ab_00001", "ab_00002"]) == ["00001", "00002"]
     assert short_ids(["ab_00001", "cd_00001"]) == ["ab_00001", "cd_00001"]  # prefixes differ
@@ -89,8 +89,8 @@ def test_short_ids():
 
 
 def test_plot_places_a_failed_trial_from_its_arch_text(tmp_path):
-    from analysis.pareto import fill_missing_costs, plot_pareto
-    from space import get_space
+    from archscale.analysis.pareto import fill_missing_costs, plot_pareto
+    from archscale.space import get_space
 
     arch = get_space("budgeted").resolve({"c1_width": 4, "c2_width": 4, "c3_width": 4, "c4_width": 4},
                                          {"in_channels": 1, "num_classes": 10, "image_size": 28}).text
@@ -107,7 +107,7 @@ def test_plot_places_a_failed_trial_from_its_arch_text(tmp_path):
 
 
 def test_knee_ignores_points_in_a_concave_stretch_of_the_front():
-    from analysis.pareto import pick_trial
+    from archscale.analysis.pareto import pick_trial
 
     # b sits beyond the line joining the ends (a convex knee); c sits short of it (concave):
     # c is farther from the line, but on the wrong side.

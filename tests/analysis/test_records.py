@@ -1,7 +1,7 @@
 """trials.csv survives a writer killed mid-row; staged runs carry a ``stage`` column; a file
 written with other columns keeps its own header when rows are appended."""
 
-from analysis.records import TrialsCSV, columns_for, drop_partial_row, read_trials
+from archscale.analysis.records import TrialsCSV, columns_for, drop_partial_row, read_trials
 
 
 def test_a_row_cut_by_a_kill_is_dropped_and_appending_goes_on(tmp_path):

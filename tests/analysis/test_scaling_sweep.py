@@ -6,9 +6,9 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.scaling import (best_of_stage_one, network_key, plot_scaling, scaling_table, single_dimension,
+from archscale.analysis.scaling import (best_of_stage_one, network_key, plot_scaling, scaling_table, single_dimension,
                               stage_rows, sweep_points)
-from space import get_space
+from archscale.space import get_space
 
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 SMALL = {"base": "resnet18", "base_width": 0.125, "divisor": 4}

@@ -8,8 +8,8 @@ import sys
 import pytest
 import torch
 
-from analysis.standalone import write_model_py
-from space import get_space, list_spaces
+from archscale.analysis.standalone import write_model_py
+from archscale.space import get_space, list_spaces
 
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 32}
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}
@@ -39,7 +39,7 @@ class NoArchscale(importlib.abc.MetaPathFinder):
 
 sys.meta_path.insert(0, NoArchscale())
 try:
-    import space  # noqa: F401
+    import archscale.space  # noqa: F401
     sys.exit("archscale was importable")
 except ImportError:
     pass
@@ -131,7 +131,7 @@ def test_standalone_weights_load_strictly_into_the_same_names(exported, tmp_path
 def test_onnx_export_matches_under_onnxruntime(tmp_path):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from analysis.standalone import write_onnx
+    from archscale.analysis.standalone import write_onnx
 
     _, family, values, context = CASES[-3]  # blurpool + squeeze-excite
     arch = get_space(family).resolve(values, context)

@@ -5,8 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.records import read_trials
-from search.cli import main
+from archscale.analysis.records import read_trials
+from archscale.cli import main
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

@@ -6,9 +6,9 @@ import json
 import pandas as pd
 import pytest
 
-from analysis.records import read_trials
-from search.cli import main
-from search.searcher import GridInOrder
+from archscale.analysis.records import read_trials
+from archscale.cli import main
+from archscale.search.searcher import GridInOrder
 
 @pytest.mark.usefixtures("ray_session")
 def test_asha_stops_the_weak_trial_after_its_grace_period(tmp_path, write_spec, tiny_spec):
@@ -41,8 +41,8 @@ def test_asha_stops_the_weak_trial_after_its_grace_period(tmp_path, write_spec, 
 
 
 def test_a_resumed_asha_keeps_the_cutoffs_of_the_interrupted_run(tmp_path, tiny_spec):
-    from search.runner import _scheduler, seed_rungs
-    from search.spec import parse_spec
+    from archscale.search.runner import _scheduler, seed_rungs
+    from archscale.search.spec import parse_spec
 
     tiny_spec["train"]["epochs"] = 4
     tiny_spec["search"].update(scheduler="asha", asha={"grace_period": 1, "reduction_factor": 2})

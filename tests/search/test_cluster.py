@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from analysis.records import read_trials
+from archscale.analysis.records import read_trials
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def test_search_on_a_two_node_cluster(two_nodes, kind, tmp_path, write_spec, tin
     tiny_spec["space"]["params"].update(c4_width=8, c3_conv="regular")
     run_dir = tmp_path / "run"
     address = two_nodes[kind]
-    done = subprocess.run([sys.executable, "-m", "search.cli", "run", str(write_spec(tiny_spec)), "--out",
+    done = subprocess.run([sys.executable, "-m", "archscale", "run", str(write_spec(tiny_spec)), "--out",
                            str(run_dir), "--set", f"search.address={address}"],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr

@@ -6,10 +6,10 @@ import pandas as pd
 import pytest
 import torch
 
-from analysis.export import load_exported, read_exported
-from analysis.records import read_trials
-from search.cli import main
-from trainer import evaluate, load_dataset, normalise, split
+from archscale.analysis.export import load_exported, read_exported
+from archscale.analysis.records import read_trials
+from archscale.cli import main
+from archscale.trainer import evaluate, load_dataset, normalise, split
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 

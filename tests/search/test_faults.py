@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from analysis.records import read_trials
-from search.cli import main
-from search.trial import describe_error, is_out_of_memory
+from archscale.analysis.records import read_trials
+from archscale.cli import main
+from archscale.search.trial import describe_error, is_out_of_memory
 
 
 def test_memory_the_host_refuses_is_named_out_of_memory():

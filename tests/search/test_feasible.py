@@ -3,9 +3,9 @@ memory budget is recorded infeasible, told to the sampler, and the next one is a
 
 from ray.tune.search import Searcher
 
-from analysis.records import read_trials
-from search.feasible import FeasibleSearch
-from search.trial import TrialContext, has_constraint
+from archscale.analysis.records import read_trials
+from archscale.search.feasible import FeasibleSearch
+from archscale.search.trial import TrialContext, has_constraint
 
 SMALL = {"base": "resnet18", "base_width": 0.125, "divisor": 4, "beta": 1.0, "phi": 1.0,
          "stochastic_depth": 0.0, "dropout": 0.0}

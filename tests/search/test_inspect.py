@@ -15,8 +15,8 @@ import pytest
 import torch
 import yaml
 
-from analysis.records import read_trials
-from search.cli import main
+from archscale.analysis.records import read_trials
+from archscale.cli import main
 from tests.analysis.test_standalone import NO_ARCHSCALE
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -143,8 +143,8 @@ def evaluate_standalone(folder: Path, x: torch.Tensor, y: torch.Tensor, tmp_path
 
 
 def test_export_pick_writes_a_standalone_model_that_reproduces_test_accuracy(runs, tmp_path, capsys):
-    from analysis.export import load_exported, read_exported
-    from trainer import evaluate, load_dataset, normalise, split
+    from archscale.analysis.export import load_exported, read_exported
+    from archscale.trainer import evaluate, load_dataset, normalise, split
 
     out = tmp_path / "knee"
     assert main(["export", str(runs["random"]), "--pick", "knee", "--out", str(out)]) == 0
@@ -178,7 +178,7 @@ def test_export_picks_follow_their_rule(runs, tmp_path, capsys, pick):
 def test_export_onnx_runs_in_onnxruntime(runs, tmp_path, capsys):
     ort = pytest.importorskip("onnxruntime")
     pytest.importorskip("onnxscript")
-    from analysis.export import load_exported
+    from archscale.analysis.export import load_exported
 
     out = tmp_path / "onnx"
     assert main(["export", str(runs["tpe"]), "--onnx", "--out", str(out)]) == 0
@@ -215,8 +215,8 @@ def test_compare_of_a_non_run_is_a_usage_error(runs, capsys, tmp_path):
 
 
 def test_param_importances_from_trials(runs):
-    from search.importance import param_importances
-    from search.spec import parse_spec, read_yaml
+    from archscale.search.importance import param_importances
+    from archscale.search.spec import parse_spec, read_yaml
 
     spec = parse_spec(read_yaml(runs["random"] / "spec.yaml"))
     trials = read_trials(runs["random"])

@@ -2,7 +2,7 @@
 
 import io
 
-from search.recorder import Progress
+from archscale.search.recorder import Progress
 
 
 def rows():

@@ -6,9 +6,9 @@ import pickle
 
 import pytest
 
-from search.resources import MAX_SHARE, RAY_STEP, TrialResources, gpu_need_mb, gpu_share
-from search.runner import _trial_context
-from search.spec import parse_spec
+from archscale.search.resources import MAX_SHARE, RAY_STEP, TrialResources, gpu_need_mb, gpu_share
+from archscale.search.runner import _trial_context
+from archscale.search.spec import parse_spec
 
 H100_MB = 81_559.0  # torch.cuda.get_device_properties(0).total_memory / 2**20 on an H100 80GB
 

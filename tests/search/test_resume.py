@@ -11,12 +11,12 @@ import time
 
 import pytest
 
-from analysis.records import read_trials
-from search.cli import main
+from archscale.analysis.records import read_trials
+from archscale.cli import main
 
 
 def _archscale(*args, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "search.cli", *map(str, args)], stdout=subprocess.PIPE,
+    return subprocess.Popen([sys.executable, "-m", "archscale", *map(str, args)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True, **kwargs)
 
 

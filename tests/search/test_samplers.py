@@ -3,10 +3,10 @@ and a two-trial real search with each."""
 
 import pytest
 
-from search.cli import main
-from search.runner import make_sampler, optuna_space, sample_configs
-from search.spec import parse_spec
-from analysis.records import read_trials
+from archscale.cli import main
+from archscale.search.runner import make_sampler, optuna_space, sample_configs
+from archscale.search.spec import parse_spec
+from archscale.analysis.records import read_trials
 
 
 def spec_with(sampler, params):

@@ -4,9 +4,9 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from search.runner import _searcher, make_sampler
-from search.searcher import ArchscaleSearch, GridInOrder, optuna_space
-from search.spec import parse_spec
+from archscale.search.runner import _searcher, make_sampler
+from archscale.search.searcher import ArchscaleSearch, GridInOrder, optuna_space
+from archscale.search.spec import parse_spec
 
 PARAMS = {"c1_width": [4, 8, 12], "c4_width": [8, 16]}
 

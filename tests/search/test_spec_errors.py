@@ -4,7 +4,7 @@ nothing written."""
 import pytest
 import yaml
 
-from search.cli import main
+from archscale.cli import main
 
 
 def run_cli(capsys, *argv):
@@ -99,8 +99,8 @@ def test_set_overrides_fields(capsys, write_spec, tiny_spec):
 
 
 def test_a_named_recipe_fills_the_fields_the_spec_leaves_out(tiny_spec):
-    from search.spec import Spec
-    from trainer import RECIPES
+    from archscale.search.spec import Spec
+    from archscale.trainer import RECIPES
 
     tiny_spec["train"] = {"recipe": "davidnet", "epochs": 2, "lr": [0.2, 0.4]}
     train = Spec.model_validate(tiny_spec).train
@@ -160,7 +160,7 @@ def test_latency_is_an_objective_and_a_budget(capsys, write_spec, tiny_spec):
 
 
 def test_budget_violation_names_the_latency():
-    from search.trial import TrialContext, budget_violation
+    from archscale.search.trial import TrialContext, budget_violation
 
     ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={}, data_info={}, train={},
                        max_params=100, max_latency_ms=2.0)

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.cost import count_macs
-from analysis.pareto import best_trial
-from analysis.records import read_trials
-from search.cli import main
-from search.spec import parse_spec
-from search.stages import remaining_sweep, stage_one_configs, stage_one_total
-from search.trial import TrialContext, budget_violation
-from space import build, get_space
+from archscale.analysis.cost import count_macs
+from archscale.analysis.pareto import best_trial
+from archscale.analysis.records import read_trials
+from archscale.cli import main
+from archscale.search.spec import parse_spec
+from archscale.search.stages import remaining_sweep, stage_one_configs, stage_one_total
+from archscale.search.trial import TrialContext, budget_violation
+from archscale.space import build, get_space
 
 SQRT2 = 1.4142  # alpha*beta^2*gamma^2 = 1.99996
 

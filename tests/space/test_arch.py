@@ -1,6 +1,6 @@
 import pytest
 
-from space import Arch, ArchTextError
+from archscale.space import Arch, ArchTextError
 
 
 def test_text_round_trip_of_every_value_type():

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from space import SpaceError, build, get_space
-from space.blocks import BlurPool2d, SeparableConv2d, SqueezeExcite
+from archscale.space import SpaceError, build, get_space
+from archscale.space.blocks import BlurPool2d, SeparableConv2d, SqueezeExcite
 
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 32}
@@ -64,7 +64,7 @@ def test_dilation_downsampling_that_does_not_fit_is_a_clear_error():
 
 
 def test_ghost_batchnorm_normalises_each_chunk_on_its_own():
-    from space.blocks import GhostBatchNorm2d
+    from archscale.space.blocks import GhostBatchNorm2d
 
     bn = GhostBatchNorm2d(2, ghost_batch=4)
     x = torch.cat([torch.randn(4, 2, 3, 3) * 5 + 10, torch.randn(4, 2, 3, 3)])  # two very different chunks

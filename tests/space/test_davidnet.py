@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from analysis.cost import count_params
-from space import Arch, build, get_space
-from space.davidnet import AIRBENCH94, PLACEMENTS, Residual
+from archscale.analysis.cost import count_params
+from archscale.space import Arch, build, get_space
+from archscale.space.davidnet import AIRBENCH94, PLACEMENTS, Residual
 
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 32}
 
@@ -57,7 +57,7 @@ def test_width_multiplier(mult, expected):
 def test_ghost_bn_celu_and_avg_pooling():
     model = build(get_space("davidnet").resolve({"norm": "ghost", "activation": "celu", "pool": "avg",
                                                    "final_pool": "avg", "width_mult": 0.125}, CIFAR))
-    from space.blocks import GhostBatchNorm2d
+    from archscale.space.blocks import GhostBatchNorm2d
 
     assert any(isinstance(m, GhostBatchNorm2d) for m in model.modules())
     assert any(isinstance(m, nn.CELU) for m in model.modules())

@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from space import Arch, build, get_space, list_spaces
+from archscale.space import Arch, build, get_space, list_spaces
 
 CONTEXTS = [
     {"in_channels": 1, "num_classes": 10, "image_size": 28},

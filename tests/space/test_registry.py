@@ -1,6 +1,6 @@
 import pytest
 
-from space import Param, SearchSpace, SpaceError, get_space, list_spaces, register_space
+from archscale.space import Param, SearchSpace, SpaceError, get_space, list_spaces, register_space
 
 
 def test_duplicate_family_name_raises():

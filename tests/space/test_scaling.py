@@ -7,10 +7,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from analysis.cost import count_macs
-from space import Arch, build, get_space
-from space.efficientnet import CompoundNet, Resize, net_config
-from space.scaling import (BASES, EFFNET_B0, RESNET18, NetConfig, ScalingError, compound, flops_factor,
+from archscale.analysis.cost import count_macs
+from archscale.space import Arch, build, get_space
+from archscale.space.efficientnet import CompoundNet, Resize, net_config
+from archscale.space.scaling import (BASES, EFFNET_B0, RESNET18, NetConfig, ScalingError, compound, flops_factor,
                            make_divisible, scale, scale_depth, scale_resolution)
 
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 32}
@@ -166,7 +166,7 @@ def test_resolution_is_the_models_first_op():
 
 
 def test_stochastic_depth_drops_whole_samples_only_while_training():
-    from space.efficientnet import StochasticDepth
+    from archscale.space.efficientnet import StochasticDepth
 
     drop = StochasticDepth(0.5)
     x = torch.ones(1000, 2, 3, 3)

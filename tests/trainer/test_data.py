@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer import DataError, dataset_context, load_dataset, split
+from archscale.trainer import DataError, dataset_context, load_dataset, split
 from tests.conftest import SHARED_DATA
 
 

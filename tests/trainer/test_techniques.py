@@ -7,9 +7,9 @@ import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from space import build, get_space
-from trainer import TrainConfig, evaluate, load_dataset, split, train
-from trainer.train import _sam_step, cutout, frozen_bn_stats, mixup, normalise, triangular
+from archscale.space import build, get_space
+from archscale.trainer import TrainConfig, evaluate, load_dataset, split, train
+from archscale.trainer.train import _sam_step, cutout, frozen_bn_stats, mixup, normalise, triangular
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_label_smoothing_makes_the_model_less_confident(splits):
 
 
 def _stats(splits):
-    from trainer.train import channel_stats
+    from archscale.trainer.train import channel_stats
 
     return channel_stats(splits.x_train)
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from space import build, get_space
-from trainer import TrainConfig, TrainingDiverged, load_dataset, split, train
-from trainer.train import _optimizer, keep_freed_memory, normalise, random_crop, random_flip
+from archscale.space import build, get_space
+from archscale.trainer import TrainConfig, TrainingDiverged, load_dataset, split, train
+from archscale.trainer.train import _optimizer, keep_freed_memory, normalise, random_crop, random_flip
 
 
 @pytest.fixture(scope="module")

@@ -95,8 +95,8 @@ def short_ids(ids: Sequence[str]) -> list[str]:
 def fill_missing_costs(trials: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``trials`` where rows lacking ``params`` or ``macs`` (a trial that failed
     before reporting) get them measured from their ``arch`` text, when it builds."""
-    from analysis.cost import count_macs, count_params
-    from space import Arch, build
+    from archscale.analysis.cost import count_macs, count_params
+    from archscale.space import Arch, build
 
     out = trials.copy()
     for col in ("params", "macs"):

@@ -32,7 +32,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution, Int
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
 
-from search.spec import Dimension, Spec
+from archscale.search.spec import Dimension, Spec
 
 logger = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
-from analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume_history, plot_hypervolume
-from analysis.pareto import Objective, axis_label, log_x_if_wide, pareto_front, save_figure
-from analysis.records import read_spec, read_trials, spec_objectives
+from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume_history, plot_hypervolume
+from archscale.analysis.pareto import Objective, axis_label, log_x_if_wide, pareto_front, save_figure
+from archscale.analysis.records import read_spec, read_trials, spec_objectives
 
 
 @dataclass

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
-from analysis.export import trial_dir, write_trial_files
-from analysis.records import TRIALS_FILE, TrialsCSV
-from search.trial import ARTIFACTS, TrialContext, resolve_arch
-from space import SpaceError
+from archscale.analysis.export import trial_dir, write_trial_files
+from archscale.analysis.records import TRIALS_FILE, TrialsCSV
+from archscale.search.trial import ARTIFACTS, TrialContext, resolve_arch
+from archscale.space import SpaceError
 
 STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "config"}; --resume reruns the unfinished
 Verbosity = Literal["quiet", "normal", "verbose"]

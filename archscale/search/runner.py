@@ -24,18 +24,18 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from analysis.cost import measure
-from analysis.export import export_trial
-from analysis.hypervolume import summarise
-from analysis.pareto import best_trial, pareto_front, plot_pareto
-from analysis.records import TRIALS_FILE, drop_partial_row, read_trials
-from search.recorder import STARTED_FILE, Progress, Relay, RunFiles, drain, make_recorder, make_stopper
-from search.resources import TrialResources
-from search.spec import Dimension, Spec, SpecError
-from search.trial import (TrialContext, batch_memory, budget_violation, counted, describe_error, has_constraint,
+from archscale.analysis.cost import measure
+from archscale.analysis.export import export_trial
+from archscale.analysis.hypervolume import summarise
+from archscale.analysis.pareto import best_trial, pareto_front, plot_pareto
+from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_trials
+from archscale.search.recorder import STARTED_FILE, Progress, Relay, RunFiles, drain, make_recorder, make_stopper
+from archscale.search.resources import TrialResources
+from archscale.search.spec import Dimension, Spec, SpecError
+from archscale.search.trial import (TrialContext, batch_memory, budget_violation, counted, describe_error, has_constraint,
                           measure_latency, resolve_arch, run_trial)
-from space import SpaceError, build
-from trainer import dataset_context, load_dataset, split
+from archscale.space import SpaceError, build
+from archscale.trainer import dataset_context, load_dataset, split
 
 TUNE_DIR = "tune"
 
@@ -190,14 +190,14 @@ def _trial_context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContex
 
 def optuna_space(dims: list[Dimension]) -> dict:
     """Optuna distributions of the searched dimensions (see :mod:`search.searcher`)."""
-    from search.searcher import optuna_space as space
+    from archscale.search.searcher import optuna_space as space
 
     return space(dims)
 
 
 def make_sampler(spec: Spec, dims: list[Dimension], told: int = 0):
     """The spec's Optuna sampler (see :func:`search.searcher.make_sampler`)."""
-    from search.searcher import make_sampler as sampler
+    from archscale.search.searcher import make_sampler as sampler
 
     return sampler(spec, dims, told)
 
@@ -208,7 +208,7 @@ def _searcher(spec: Spec, dims: list[Dimension], objectives: list[tuple[str, str
     trials of an interrupted run, with its ``unfinished`` configurations enqueued first."""
     if not dims:
         return None
-    from search.searcher import ArchscaleSearch
+    from archscale.search.searcher import ArchscaleSearch
 
     metrics, modes = [m for m, _ in objectives], [d for _, d in objectives]
     searcher = ArchscaleSearch(
@@ -268,8 +268,8 @@ def _resources(spec: Spec, ctx: TrialContext, splits) -> TrialResources:
         return TrialResources(ctx, r.cpu, r.gpu, batch_size=spec.train.batch_size)
     if ray.cluster_resources().get("GPU", 0) == 0 or spec.train.device == "cpu":
         return TrialResources(ctx, r.cpu, 0.0, batch_size=spec.train.batch_size)
-    from search.resources import gpu_measurer
-    from trainer.memory import dataset_mb
+    from archscale.search.resources import gpu_measurer
+    from archscale.trainer.memory import dataset_mb
 
     images = len(splits.y_train) + len(splits.y_val) + len(splits.y_test)
     total_mb, measure_fn = gpu_measurer(ctx)
@@ -449,7 +449,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if search_alg is not None and budgets and spec.search.sampler != "grid" and not client:
         # Over-budget configurations are measured on the driver and skipped before they
         # cost a trial (a grid tries every point once; over-budget points are trials).
-        from search.feasible import FeasibleSearch
+        from archscale.search.feasible import FeasibleSearch
 
         search_alg = FeasibleSearch(search_alg, ctx, run_dir / TRIALS_FILE, choices, objectives, quiet)
     trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, splits=splits), resources)

@@ -14,13 +14,13 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from analysis.records import TRIALS_FILE, read_trials
-from search.recorder import Progress, RunFiles, make_recorder
-from search.runner import _init_ray, _resources, _trial_context
-from search.spec import Spec, SpecError
-from search.trial import TRAIN_PREFIX, run_trial
-from space import get_space
-from trainer import load_dataset, split
+from archscale.analysis.records import TRIALS_FILE, read_trials
+from archscale.search.recorder import Progress, RunFiles, make_recorder
+from archscale.search.runner import _init_ray, _resources, _trial_context
+from archscale.search.spec import Spec, SpecError
+from archscale.search.trial import TRAIN_PREFIX, run_trial
+from archscale.space import get_space
+from archscale.trainer import load_dataset, split
 
 
 @dataclass(frozen=True)
@@ -121,9 +121,9 @@ def run_ablation(spec: Spec, techniques: list[Technique], seeds: int, combos: bo
 def run_repeat(run_dir: Path, trial_id: str | None, seeds: int, out_dir: Path, quiet: bool = False,
                out: TextIO | None = None) -> pd.DataFrame:
     """Retrain one trial of a run (default: its winner) with ``seeds`` seeds."""
-    from analysis.pareto import best_trial
-    from search.spec import parse_spec, read_yaml
-    from space import CONTEXT_PARAMS, Arch
+    from archscale.analysis.pareto import best_trial
+    from archscale.search.spec import parse_spec, read_yaml
+    from archscale.space import CONTEXT_PARAMS, Arch
 
     spec = parse_spec(read_yaml(run_dir / "spec.yaml"))
     trials = read_trials(run_dir)

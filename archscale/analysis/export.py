@@ -28,8 +28,8 @@ import torch
 import yaml
 from torch import nn
 
-from analysis.records import TRIALS_DIR
-from space import Arch, build
+from archscale.analysis.records import TRIALS_DIR
+from archscale.space import Arch, build
 
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"
@@ -109,7 +109,7 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     }
     written = ["arch.yaml", WEIGHTS_FILE, "metrics.json"]
     if standalone or onnx:
-        from analysis.standalone import write_model_py, write_onnx
+        from archscale.analysis.standalone import write_model_py, write_onnx
 
         model = load_exported(out)
         chw = (int(arch.params["in_channels"]), int(arch.params["image_size"]), int(arch.params["image_size"]))

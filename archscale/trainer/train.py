@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
 
-from trainer.data import Splits
+from archscale.trainer.data import Splits
 
 EpochCallback = Callable[[int, dict], None]
 SCHEDULES = ("onecycle", "cosine", "constant", "triangular")

@@ -24,10 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from space.arch import Arch, Scalar
-from space.blocks import SqueezeExcite, activation
-from space.registry import Param, SearchSpace, register_space
-from space.scaling import BASES, DEPTH_ROUNDING, NetConfig, compound, flops_factor, scale
+from archscale.space.arch import Arch, Scalar
+from archscale.space.blocks import SqueezeExcite, activation
+from archscale.space.registry import Param, SearchSpace, register_space
+from archscale.space.scaling import BASES, DEPTH_ROUNDING, NetConfig, compound, flops_factor, scale
 
 
 class Resize(nn.Module):

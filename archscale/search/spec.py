@@ -20,8 +20,8 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer,
                       model_validator)
 
-from space import CONTEXT_PARAMS, SpaceError, get_space
-from trainer import DATASETS, RECIPES
+from archscale.space import CONTEXT_PARAMS, SpaceError, get_space
+from archscale.trainer import DATASETS, RECIPES
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -381,7 +381,7 @@ class SearchSpec(_Strict):
     @field_validator("reference_point")
     @classmethod
     def _reference(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        from analysis.pareto import METRICS
+        from archscale.analysis.pareto import METRICS
 
         for metric in value or {}:
             if metric not in METRICS:

@@ -13,10 +13,10 @@ from typing import Any
 
 import torch
 
-from analysis.cost import latency_ms, measure
-from analysis.export import trial_files
-from space import Arch, build, get_space
-from trainer import Splits, TrainConfig, train
+from archscale.analysis.cost import latency_ms, measure
+from archscale.analysis.export import trial_files
+from archscale.space import Arch, build, get_space
+from archscale.trainer import Splits, TrainConfig, train
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ def budget_violation(ctx: TrialContext, params: int, macs: int, latency: float |
 def has_constraint(family: str) -> bool:
     """Whether a family restricts its search beyond its parameters' ranges (see
     :meth:`space.SearchSpace.constraint_violation`)."""
-    from space import SearchSpace
+    from archscale.space import SearchSpace
 
     return type(get_space(family)).constraint_violation is not SearchSpace.constraint_violation
 
@@ -93,9 +93,9 @@ def batch_memory(ctx: TrialContext, model: torch.nn.Module, shape: tuple[int, ..
     on CUDA (``cuda_peak``: :func:`trainer.memory.step_peak_mb`), else estimated from the
     activation sizes (``cpu_estimate``; ``estimate``, when given, is that figure already
     computed by :func:`analysis.cost.measure`)."""
-    from analysis.cost import activation_mb
-    from trainer import resolve_device
-    from trainer.memory import step_peak_mb
+    from archscale.analysis.cost import activation_mb
+    from archscale.trainer import resolve_device
+    from archscale.trainer.memory import step_peak_mb
 
     dev = resolve_device(str(device))
     if dev.type == "cuda":
@@ -113,7 +113,7 @@ def measure_latency(model: torch.nn.Module, shape: tuple[int, ...], ctx: TrialCo
                     with_batch: bool = True) -> dict[str, float]:
     """Inference latency on the trial's device, batch 1 and (``with_batch``) the training
     batch (median ms), under the autocast the trial trains with. Leaves the model on that device."""
-    from trainer import resolve_device
+    from archscale.trainer import resolve_device
 
     device = resolve_device(str(ctx.train.get("device", "auto")))
     precision = ctx.train.get("precision", "auto")

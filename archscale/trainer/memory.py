@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from trainer.train import TrainConfig, _autocast, _optimizer
+from archscale.trainer.train import TrainConfig, _autocast, _optimizer
 
 MiB = 2**20
 

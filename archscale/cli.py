@@ -11,8 +11,8 @@ import os
 import sys
 from pathlib import Path
 
-from analysis.pareto import PICKS
-from search.spec import SpecError, load_spec
+from archscale.analysis.pareto import PICKS
+from archscale.search.spec import SpecError, load_spec
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -99,14 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from search.runner import prepare_run_dir, run_search
+    from archscale.search.runner import prepare_run_dir, run_search
 
     spec = load_spec(args.spec, args.overrides)
     run_dir = prepare_run_dir(spec, args.out, args.resume)
     if args.quiet and args.verbose:
         raise SpecError("--quiet and --verbose: give one of them, not both")
     if spec.search.stages is not None:
-        from search.stages import run_staged
+        from archscale.search.stages import run_staged
 
         run_staged(spec, run_dir, resume=args.resume, quiet=args.quiet, verbose=args.verbose)
         return EXIT_OK
@@ -115,11 +115,11 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from search.runner import feasibility
+    from archscale.search.runner import feasibility
 
     spec = load_spec(args.spec, args.overrides)
     if spec.search.stages is not None:
-        from search.stages import check_staged
+        from archscale.search.stages import check_staged
 
         return check_staged(spec, samples=args.samples)
     dims = spec.space.dimensions() + spec.train.dimensions()
@@ -154,7 +154,7 @@ def cmd_check(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from search.ablate import parse_techniques, run_ablation
+    from archscale.search.ablate import parse_techniques, run_ablation
 
     spec = load_spec(args.spec, args.overrides)
     techniques = parse_techniques(args.techniques)
@@ -167,7 +167,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_repeat(args) -> int:
-    from search.ablate import run_repeat
+    from archscale.search.ablate import run_repeat
 
     run_dir = _run_dir(args.run_dir)
     if args.seeds < 1:
@@ -179,7 +179,7 @@ def cmd_repeat(args) -> int:
 
 
 def cmd_spaces(args) -> int:
-    from space import CONTEXT_PARAMS, get_space, list_spaces
+    from archscale.space import CONTEXT_PARAMS, get_space, list_spaces
 
     names = [args.family] if args.family else list_spaces()
     for name in names:
@@ -201,13 +201,13 @@ def _run_dir(path: str) -> Path:
 
 
 def _run_spec(run_dir: Path):
-    from search.spec import parse_spec, read_yaml
+    from archscale.search.spec import parse_spec, read_yaml
 
     return parse_spec(read_yaml(run_dir / "spec.yaml"))
 
 
 def _objectives_arg(text: str | None, default, flag: str = "--objectives"):
-    from analysis.pareto import METRICS, parse_objectives
+    from archscale.analysis.pareto import METRICS, parse_objectives
 
     if not text:
         return list(default)
@@ -227,7 +227,7 @@ def _objectives_arg(text: str | None, default, flag: str = "--objectives"):
 
 
 def _reference_arg(text: str | None) -> dict[str, float]:
-    from analysis.pareto import METRICS
+    from archscale.analysis.pareto import METRICS
 
     out: dict[str, float] = {}
     for item in filter(None, (text or "").split(",")):
@@ -250,10 +250,10 @@ def _check_columns(trials, objectives, run_dir: Path) -> None:
 
 
 def cmd_pareto(args) -> int:
-    from analysis.hypervolume import summarise
-    from analysis.pareto import pareto_front, plot_pareto, short_ids
-    from analysis.records import read_trials
-    from search.runner import format_front
+    from archscale.analysis.hypervolume import summarise
+    from archscale.analysis.pareto import pareto_front, plot_pareto, short_ids
+    from archscale.analysis.records import read_trials
+    from archscale.search.runner import format_front
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
@@ -274,16 +274,16 @@ def cmd_pareto(args) -> int:
     if line:
         print(f"{line}\nhypervolume over trials: {hv_plot}")
     if spec.search.stages is not None:  # a two-stage compound-scaling run: the phi sweep and scaling.png
-        from search.stages import SCALING_PLOT, write_scaling
+        from archscale.search.stages import SCALING_PLOT, write_scaling
 
         write_scaling(run_dir, spec, path=plot.parent / SCALING_PLOT)
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from analysis.records import read_trials
-    from analysis.report import write_report
-    from search.importance import param_importances
+    from archscale.analysis.records import read_trials
+    from archscale.analysis.report import write_report
+    from archscale.search.importance import param_importances
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
@@ -298,9 +298,9 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from analysis.export import export_trial
-    from analysis.pareto import best_trial, pick_trial
-    from analysis.records import read_trials
+    from archscale.analysis.export import export_trial
+    from archscale.analysis.pareto import best_trial, pick_trial
+    from archscale.analysis.records import read_trials
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
@@ -335,8 +335,8 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from analysis.compare import compare_runs, format_comparison, write_comparison
-    from analysis.records import read_spec, spec_objectives
+    from archscale.analysis.compare import compare_runs, format_comparison, write_comparison
+    from archscale.analysis.records import read_spec, spec_objectives
 
     dirs = [_run_dir(d) for d in args.run_dirs]
     for d in dirs:
@@ -359,8 +359,8 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from space import SpaceError
-    from trainer import DataError
+    from archscale.space import SpaceError
+    from archscale.trainer import DataError
 
     args = build_parser().parse_args(argv)
     try:

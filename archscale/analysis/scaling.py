@@ -18,9 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from analysis.pareto import Objective, best_trial, log_x_if_wide, save_figure
-from space import Arch, get_space
-from space.efficientnet import net_config
+from archscale.analysis.pareto import Objective, best_trial, log_x_if_wide, save_figure
+from archscale.space import Arch, get_space
+from archscale.space.efficientnet import net_config
 
 KINDS = ("compound", "depth", "width", "resolution")
 COEFFICIENTS = ("alpha", "beta", "gamma")

@@ -3,14 +3,14 @@
 Pure PyTorch: nothing here imports the trainer, the search or the analysis.
 """
 
-from space.arch import Arch, ArchTextError
-from space.scaling import BASES, NetConfig, StageConfig, make_divisible, scale
-from space.registry import CONTEXT_PARAMS, Param, SearchSpace, SpaceError, build, get_space, list_spaces, register_space
+from archscale.space.arch import Arch, ArchTextError
+from archscale.space.scaling import BASES, NetConfig, StageConfig, make_divisible, scale
+from archscale.space.registry import CONTEXT_PARAMS, Param, SearchSpace, SpaceError, build, get_space, list_spaces, register_space
 
 # Importing a family module registers it.
-from space import budgeted as _budgeted  # noqa: F401
-from space import davidnet as _davidnet  # noqa: F401
-from space import efficientnet as _efficientnet  # noqa: F401
+from archscale.space import budgeted as _budgeted  # noqa: F401
+from archscale.space import davidnet as _davidnet  # noqa: F401
+from archscale.space import efficientnet as _efficientnet  # noqa: F401
 
 __all__ = [
     "Arch",

@@ -12,9 +12,9 @@ import math
 
 import pandas as pd
 
-from search.runner import optuna_space
-from search.searcher import _native
-from search.spec import Spec
+from archscale.search.runner import optuna_space
+from archscale.search.searcher import _native
+from archscale.search.spec import Spec
 
 
 def param_importances(spec: Spec, trials: pd.DataFrame, metric: str = "val_accuracy",

@@ -27,19 +27,19 @@ from typing import TextIO
 import numpy as np
 import pandas as pd
 
-from analysis.cost import measure
-from analysis.records import TRIALS_FILE, TrialsCSV, drop_partial_row, read_trials
-from analysis.scaling import (best_of_stage_one, format_scaling, network_key, plot_scaling, scaling_table, stage_rows,
+from archscale.analysis.cost import measure
+from archscale.analysis.records import TRIALS_FILE, TrialsCSV, drop_partial_row, read_trials
+from archscale.analysis.scaling import (best_of_stage_one, format_scaling, network_key, plot_scaling, scaling_table, stage_rows,
                               sweep_candidates, sweep_points)
-from search.recorder import Progress, RunFiles, make_recorder, make_stopper
-from search.runner import (_best_recorded, _ctrl_c, _grid_configs, _init_ray, _resources, _searcher, _trial_context, _unfinished,
+from archscale.search.recorder import Progress, RunFiles, make_recorder, make_stopper
+from archscale.search.runner import (_best_recorded, _ctrl_c, _grid_configs, _init_ray, _resources, _searcher, _trial_context, _unfinished,
                            finalize, sample_configs)
-from search.searcher import _native
-from search.spec import Dimension, Spec, SpecError, parse_spec
-from search.trial import TrialContext, batch_memory, budget_violation, resolve_arch, run_trial
-from space import Arch, SpaceError, build, get_space
-from space.efficientnet import net_config
-from trainer import dataset_context, load_dataset, resolve_device, split
+from archscale.search.searcher import _native
+from archscale.search.spec import Dimension, Spec, SpecError, parse_spec
+from archscale.search.trial import TrialContext, batch_memory, budget_violation, resolve_arch, run_trial
+from archscale.space import Arch, SpaceError, build, get_space
+from archscale.space.efficientnet import net_config
+from archscale.trainer import dataset_context, load_dataset, resolve_device, split
 
 STAGE_DIRS = {1: "tune_stage1", 2: "tune_stage2"}
 SCALING_PLOT = "scaling.png"

@@ -22,7 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.pareto import Objective, non_dominated
+from archscale.analysis.pareto import Objective, non_dominated
 
 
 def _to_min(points: np.ndarray, modes: Sequence[str]) -> np.ndarray:

@@ -22,10 +22,10 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from analysis.export import RESULT_FILE, provenance, trial_dir
-from analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
-from analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
-from analysis.records import read_spec, read_trials, searched_choices, spec_objectives
+from archscale.analysis.export import RESULT_FILE, provenance, trial_dir
+from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
+from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
+from archscale.analysis.records import read_spec, read_trials, searched_choices, spec_objectives
 
 REPORT_FILE = "report.html"
 # Architecture parameters that mark a compound-scaling run (EfficientNet: d = alpha^phi,
@@ -144,7 +144,7 @@ def plot_importances(importances: Mapping[str, float], title: str):
 def scaling_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Completed trials with their compound-scaling parameters (from the trial's columns or
     its architecture text), or an empty frame when the run is not a compound-scaling run."""
-    from space import Arch
+    from archscale.space import Arch
 
     done = trials[trials["status"] == "completed"]
     rows = []

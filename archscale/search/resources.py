@@ -15,8 +15,8 @@ import math
 import threading
 from typing import Any, Callable
 
-from search.trial import TrialContext, budget_violation, resolve_arch
-from space import SpaceError, build
+from archscale.search.trial import TrialContext, budget_violation, resolve_arch
+from archscale.space import SpaceError, build
 
 CUDA_CONTEXT_MB = 600.0  # CUDA context + cuBLAS/cuDNN workspaces of one process: not in max_memory_allocated
 HEADROOM = 1.2  # allocator fragmentation, evaluation batches and the test split
@@ -86,7 +86,7 @@ class TrialResources:
             return self.shares[arch.text]
 
     def _share(self, arch) -> float:
-        from analysis.cost import count_macs, count_params
+        from archscale.analysis.cost import count_macs, count_params
 
         if self.ctx.max_params is not None or self.ctx.max_macs is not None:
             model = build(arch)
@@ -112,9 +112,9 @@ class TrialResources:
 
 def _measure_here(arch_text: str, input_shape: tuple[int, ...], num_classes: int, train: dict) -> float:
     """Step peak (MiB) of ``arch_text`` on this process's first CUDA device."""
-    from space import Arch
-    from trainer.memory import step_peak_mb
-    from trainer.train import TrainConfig
+    from archscale.space import Arch
+    from archscale.trainer.memory import step_peak_mb
+    from archscale.trainer.train import TrainConfig
 
     cfg = TrainConfig(**{k: v for k, v in train.items() if k != "device"})
     return step_peak_mb(build(Arch.from_text(arch_text)), input_shape, num_classes, cfg, "cuda")

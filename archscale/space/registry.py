@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Mapping, TypeVar
 
 from torch import nn
 
-from space.arch import Arch, Scalar
+from archscale.space.arch import Arch, Scalar
 
 
 class SpaceError(ValueError):

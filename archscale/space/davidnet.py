@@ -28,9 +28,9 @@ from typing import Mapping
 
 from torch import nn
 
-from space.arch import Arch, Scalar
-from space.blocks import ACTIVATIONS, activation, norm2d
-from space.registry import Param, SearchSpace, register_space
+from archscale.space.arch import Arch, Scalar
+from archscale.space.blocks import ACTIVATIONS, activation, norm2d
+from archscale.space.registry import Param, SearchSpace, register_space
 
 LAYERS = ("layer1", "layer2", "layer3")
 PLACEMENTS = ("none", "extra", "residual", "extra+residual")

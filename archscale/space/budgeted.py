@@ -26,9 +26,9 @@ from typing import Mapping
 
 from torch import nn
 
-from space.arch import Arch, Scalar
-from space.blocks import ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, activation, norm2d
-from space.registry import Param, SearchSpace, SpaceError, register_space
+from archscale.space.arch import Arch, Scalar
+from archscale.space.blocks import ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, activation, norm2d
+from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
 
 BLOCKS = 4
 CONV_TYPES = ("regular", "depthwise", "dilated")

@@ -15,10 +15,10 @@ from typing import Any
 
 from ray.tune.search import Searcher
 
-from analysis.cost import measure
-from analysis.records import TrialsCSV
-from search.trial import REJECTED_SUFFIX, TrialContext, batch_memory, budget_violation, has_constraint, resolve_arch
-from space import SpaceError, build, get_space
+from archscale.analysis.cost import measure
+from archscale.analysis.records import TrialsCSV
+from archscale.search.trial import REJECTED_SUFFIX, TrialContext, batch_memory, budget_violation, has_constraint, resolve_arch
+from archscale.space import SpaceError, build, get_space
 
 MAX_REDRAWS = 100  # after this many infeasible draws in a row, let the next one through as a trial
 

@@ -1,0 +1,7 @@
+"""``python -m archscale``: the ``archscale`` command."""
+
+import sys
+
+from archscale.cli import main
+
+sys.exit(main())

@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_run(args) -> int:
-    from archscale.search.runner import prepare_run_dir, run_search
+    from archscale.search.rundir import prepare_run_dir
+    from archscale.search.runner import run_search
 
     spec = load_spec(args.spec, args.overrides)
     run_dir = prepare_run_dir(spec, args.out, args.resume)
@@ -115,7 +116,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from archscale.search.runner import feasibility
+    from archscale.search.check import feasibility
 
     spec = load_spec(args.spec, args.overrides)
     if spec.search.stages is not None:
@@ -253,7 +254,7 @@ def cmd_pareto(args) -> int:
     from archscale.analysis.hypervolume import summarise
     from archscale.analysis.pareto import pareto_front, plot_pareto, short_ids
     from archscale.analysis.records import read_trials
-    from archscale.search.runner import format_front
+    from archscale.search.finish import format_front
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)

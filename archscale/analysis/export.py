@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import io
 import json
-import platform
 import shutil
-import subprocess
+import sys
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import torch
 import yaml
@@ -33,23 +31,6 @@ from archscale.space import Arch, build
 
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"
-
-
-def provenance() -> dict[str, Any]:
-    """Library versions, Python, platform and the code's git commit (where known)."""
-    versions = {}
-    for dist in ("archscale", "torch", "torchvision", "ray", "optuna", "fvcore"):
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = None
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-                                text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        commit = None
-    return {"versions": versions, "python": platform.python_version(), "platform": platform.platform(),
-            "git_commit": commit}
 
 
 def trial_dir(run_dir: str | Path, trial_id: str) -> Path:
@@ -75,12 +56,22 @@ def write_trial_files(folder: str | Path, files: Mapping[str, bytes]) -> None:
         tmp.replace(folder / name)
 
 
+def warn_line(message: str) -> None:
+    """One warning line on stderr."""
+    print(f"archscale: warning: {message}", file=sys.stderr, flush=True)
+
+
 def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Mapping[str, Any] | None = None,
-                 standalone: bool = True, onnx: bool = False, strict: bool = True) -> Path:
+                 standalone: bool = True, onnx: bool = False, strict: bool = True,
+                 warn: Callable[[str], None] = warn_line) -> Path:
     """Write ``arch.yaml``, ``weights.pt`` and ``metrics.json`` of one trial into ``out``, and
     ``model.py`` (``standalone``) and ``model.onnx`` (``onnx``). When the model cannot be
     written as ``model.py`` this raises, or with ``strict=False`` records why in
-    ``metrics.json`` (``standalone_error``) and writes the rest."""
+    ``metrics.json`` (``standalone_error``) and writes the rest.
+
+    ``metrics.json`` carries the ``provenance`` the trial recorded when it trained (code
+    version, commit, libraries, spec hash, seed, device), copied, never taken anew: a trial
+    trained before archscale recorded it has ``"provenance": null``, and ``warn`` says so."""
     src = trial_dir(run_dir, trial_id)
     result_path = src / RESULT_FILE
     if not result_path.is_file() or not (src / WEIGHTS_FILE).is_file():
@@ -105,8 +96,11 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         "history": result.get("history", []),
         **(dict(extra) if extra else {}),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "provenance": provenance(),
+        "provenance": result.get("provenance"),
     }
+    if metrics["provenance"] is None:
+        warn(f"trial {trial_id} of {run_dir} recorded no provenance when it trained (a run made before archscale "
+             "recorded it): metrics.json has \"provenance\": null")
     written = ["arch.yaml", WEIGHTS_FILE, "metrics.json"]
     if standalone or onnx:
         from archscale.analysis.standalone import write_model_py, write_onnx

@@ -22,7 +22,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from archscale.analysis.export import RESULT_FILE, provenance, trial_dir
+from archscale.analysis.export import RESULT_FILE, trial_dir
 from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
 from archscale.analysis.records import read_spec, read_trials, searched_choices, spec_objectives
@@ -58,6 +58,17 @@ def _png_of(draw: Callable[[Path], object]) -> str:
         path = Path(tmp) / "figure.png"
         draw(path)
         return base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def trained_provenance(run_dir: str | Path, trials: pd.DataFrame) -> dict:
+    """The provenance the first completed trial recorded when it trained ({} when none did)."""
+    for trial_id in trials.loc[trials["status"] == "completed", "trial_id"].astype(str):
+        path = trial_dir(run_dir, trial_id) / RESULT_FILE
+        if path.is_file():
+            prov = json.loads(path.read_text()).get("provenance")
+            if prov:
+                return prov
+    return {}
 
 
 def history_of(run_dir: str | Path, trial_id: str) -> list[dict]:
@@ -257,12 +268,14 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, objectives:
 
     counts = trials["status"].value_counts()
     summary = ", ".join(f"{int(counts[s])} {s}" for s in ("completed", "pruned", "infeasible", "failed") if s in counts)
-    prov = provenance()
+    prov = trained_provenance(run_dir, trials)
     sections.append(
         f"<h1>archscale report: {html.escape(str(name))}</h1>"
         f"<p class='note'>{html.escape(str(run_dir.resolve()))} &middot; generated "
-        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} &middot; archscale commit "
-        f"{html.escape(str(prov['git_commit'])[:12])} &middot; torch {html.escape(str(prov['versions'].get('torch')))}</p>"
+        f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} &middot; trained with archscale "
+        f"{html.escape(str(prov.get('archscale')))} at commit {html.escape(str(prov.get('commit'))[:12])}"
+        f"{' (dirty)' if prov.get('dirty') else ''}, torch {html.escape(str(prov.get('torch')))} on "
+        f"{html.escape(str(prov.get('device')))}</p>"
         f"<p>{len(trials)} trials: {summary}. Family <b>{html.escape(str((spec.get('space') or {}).get('family')))}</b> "
         f"on <b>{html.escape(str((spec.get('data') or {}).get('dataset')))}</b>, sampler "
         f"<b>{html.escape(str((spec.get('search') or {}).get('sampler')))}</b>, objectives "

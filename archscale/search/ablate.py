@@ -14,11 +14,14 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from archscale.analysis.records import TRIALS_FILE, read_trials
-from archscale.search.recorder import Progress, RunFiles, make_recorder
-from archscale.search.runner import _init_ray, _resources, _trial_context
+from archscale.analysis.records import read_trials
+from archscale.search.context import TRAIN_PREFIX, native, trial_context
+from archscale.search.evaluate import Evaluator
+from archscale.search.launch import Launcher, write_spec
+from archscale.search.provenance import driver_provenance
+from archscale.search.recorder import Progress
 from archscale.search.spec import Spec, SpecError
-from archscale.search.trial import TRAIN_PREFIX, run_trial
+from archscale.search.trial import run_trial
 from archscale.space import get_space
 from archscale.trainer import load_dataset, split
 
@@ -138,15 +141,11 @@ def run_repeat(run_dir: Path, trial_id: str | None, seeds: int, out_dir: Path, q
         row = match.iloc[0]
     context = {p.name for p in CONTEXT_PARAMS}
     arch = {k: v for k, v in Arch.from_text(row["arch"]).params.items() if k not in context}
-    recipe = {c: _native(row[c]) for c in trials.columns if c.startswith(TRAIN_PREFIX)}
+    recipe = {c: native(row[c]) for c in trials.columns if c.startswith(TRAIN_PREFIX)}
     (out or sys.stdout).write(f"repeating trial {row['trial_id']} of {run_dir} over {seeds} seeds: {row['arch']}"
                               + (f" with {recipe}" if recipe else "") + "\n")
     return run_variants(spec, arch, {"repeat": recipe}, seeds, out_dir, "repeat",
                         f"{spec.name}: trial {row['trial_id']} over seeds", quiet, out)
-
-
-def _native(value: Any) -> Any:
-    return value.item() if hasattr(value, "item") else value
 
 
 def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds: int, run_dir: Path, kind: str,
@@ -158,30 +157,24 @@ def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds
         raise SpecError(f"{run_dir} already holds a run; use --out DIR for a new one")
     data = load_dataset(spec.data.dataset, spec.data.root)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "spec.yaml").write_text(spec.to_yaml())
-
-    _init_ray()
-    from ray import tune
-
-    ctx = _trial_context(spec, run_dir, data.context)
+    write_spec(run_dir, spec)
+    ctx = trial_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
     ctx = replace(ctx, fixed={**ctx.fixed, **base})
+    launcher = Launcher(spec, run_dir, ctx, splits, Evaluator(ctx, device=spec.train.device), out=out,
+                        trainable=variant_trial, table=table)
     total = len(table) * seeds
     progress = Progress(total, [("val_accuracy", "max")], verbosity="quiet" if quiet else "normal", out=out,
                         epochs=spec.train.epochs)
-    resources = _resources(spec, ctx, splits)
-    recorder = make_recorder(RunFiles(run_dir, ["variant", "seed"], progress), ctx, ["variant", "seed"], None, resources)
-    trainable = tune.with_resources(tune.with_parameters(variant_trial, ctx=ctx, splits=splits, table=table), resources)
-    if not quiet:
-        print(f"archscale {kind}: {len(table)} variants x {seeds} seeds = {total} trials of "
-              f"{spec.space.family} on {spec.data.dataset} -> {run_dir}", file=out, flush=True)
-    tune.Tuner(
-        trainable,
-        param_space={"variant": tune.grid_search(list(table)), "seed": tune.grid_search([spec.seed + i for i in range(seeds)])},
-        tune_config=tune.TuneConfig(num_samples=1, max_concurrent_trials=spec.search.max_concurrent),
-        run_config=tune.RunConfig(name="tune", storage_path=str(run_dir.resolve()), verbose=0, callbacks=[recorder],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
-    ).fit()
+    progress.note(f"archscale {kind}: {len(table)} variants x {seeds} seeds = {total} trials of "
+                  f"{spec.space.family} on {spec.data.dataset} -> {run_dir}")
+    from ray import tune
+
+    seed_values = [spec.seed + i for i in range(seeds)]
+    launcher.fit(choices=["variant", "seed"], progress=progress, num_samples=1, max_failures=0,
+                 param_space={"variant": tune.grid_search(list(table)), "seed": tune.grid_search(seed_values)})
+    if launcher.stopper.reason:
+        print(f"archscale {kind}: stopped ({launcher.stopper.reason}); the table covers the trials that finished",
+              file=out, flush=True)
     trials = read_trials(run_dir)
     summary = summarise(trials, list(table))
     summary.to_csv(run_dir / f"{kind}.csv", index=False)

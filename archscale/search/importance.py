@@ -12,8 +12,7 @@ import math
 
 import pandas as pd
 
-from archscale.search.runner import optuna_space
-from archscale.search.searcher import _native
+from archscale.search.context import native
 from archscale.search.spec import Spec
 
 
@@ -31,11 +30,13 @@ def param_importances(spec: Spec, trials: pd.DataFrame, metric: str = "val_accur
         return None, f"{len(done)} completed trial(s); at least 2 are needed"
     if done[metric].nunique() < 2:
         return None, f"every completed trial has the same {metric}"
+    from archscale.search.searcher import optuna_space
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = optuna_space(dims)
     study = optuna.create_study(direction="maximize")
     for _, row in done.iterrows():
-        params = {d.name: _native(row[d.name]) for d in dims if d.name in row and not _missing(row[d.name])}
+        params = {d.name: native(row[d.name]) for d in dims if d.name in row and not _missing(row[d.name])}
         if len(params) != len(dims):
             continue
         study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions,

@@ -17,7 +17,8 @@ from typing import Any, Literal, TextIO
 
 from archscale.analysis.export import trial_dir, write_trial_files
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV
-from archscale.search.trial import ARTIFACTS, TrialContext, resolve_arch
+from archscale.search.context import TrialContext, resolve_arch
+from archscale.search.trial import ARTIFACTS
 from archscale.space import SpaceError
 
 STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "config"}; --resume reruns the unfinished

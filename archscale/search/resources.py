@@ -11,12 +11,14 @@ fails alone (out of memory: retried, then recorded) instead of starving its neig
 
 from __future__ import annotations
 
+import json
 import math
 import threading
-from typing import Any, Callable
+from typing import Callable
 
-from archscale.search.trial import TrialContext, budget_violation, resolve_arch
-from archscale.space import SpaceError, build
+from archscale.search.context import TrialContext, train_values
+from archscale.search.evaluate import Evaluator
+from archscale.search.spec import Spec
 
 CUDA_CONTEXT_MB = 600.0  # CUDA context + cuBLAS/cuDNN workspaces of one process: not in max_memory_allocated
 HEADROOM = 1.2  # allocator fragmentation, evaluation batches and the test split
@@ -43,59 +45,49 @@ def gpu_share(need_mb: float, gpu_total_mb: float) -> float:
     return min(MAX_SHARE, steps * RAY_STEP)
 
 
-MeasureFn = Callable[[Any], float]  # (arch) -> peak MiB of one training step
+MeasureFn = Callable[[dict], float]  # (sampled config) -> peak MiB of one training step on a GPU
 
 
 class TrialResources:
     """``tune.with_resources`` callable: a trial's config -> its placement group.
 
-    ``gpu`` is a number (every trial alike) or ``"auto"``; for auto, ``measure(arch)`` gives
-    the step peak in MiB (cached per architecture) and ``gpu_total_mb`` the memory of one GPU.
-    Configurations that will not train (over a budget, or invalid) ask for no GPU.
+    ``gpu`` is a number (every trial alike) or ``"auto"``; for auto, ``measure(config)`` gives
+    the step peak in MiB and ``gpu_total_mb`` the memory of one GPU. Shares are kept per
+    architecture and recipe (a searched batch size or precision is sized for itself).
+    Configurations that will not train (over a budget, or invalid: the ``evaluator`` says)
+    ask for no GPU.
     """
 
-    def __init__(self, ctx: TrialContext, cpu: float, gpu: float | str, *, batch_size: int, data_mb: float = 0.0,
+    def __init__(self, evaluator: Evaluator, cpu: float, gpu: float | str, *, data_mb: float = 0.0,
                  gpu_total_mb: float | None = None, measure: MeasureFn | None = None):
         if gpu == "auto" and (gpu_total_mb is None or measure is None):
             raise ValueError("gpu 'auto' needs gpu_total_mb and measure")
-        self.ctx, self.cpu, self.gpu = ctx, float(cpu), gpu
-        self.batch_size, self.data_mb = batch_size, data_mb
-        self.gpu_total_mb, self.measure = gpu_total_mb, measure
-        self.shares: dict[str, float] = {}  # arch text -> GPU share
+        self.evaluator, self.cpu, self.gpu = evaluator, float(cpu), gpu
+        self.data_mb, self.gpu_total_mb, self.measure = data_mb, gpu_total_mb, measure
+        self.shares: dict[str, float] = {}  # arch text and recipe -> GPU share
         self._lock = threading.Lock()
 
     def __getstate__(self) -> dict:
         # Tune ships this object with the trainable to the workers, which never call it:
-        # leave out the lock and the measuring function (it may hold a CUDA model).
-        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "measure")}
+        # leave out the lock, the evaluator's caches and the measuring function (it may hold a CUDA model).
+        return {k: v for k, v in self.__dict__.items() if k not in ("_lock", "measure", "evaluator")}
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update(state, _lock=threading.Lock(), measure=None)
+        self.__dict__.update(state, _lock=threading.Lock(), measure=None, evaluator=None)
 
     def gpu_for(self, config: dict) -> float:
         """GPUs for one trial's sampled ``config``."""
         if self.gpu != "auto":
             return float(self.gpu)
-        try:
-            arch = resolve_arch(self.ctx, config)
-        except SpaceError:
+        verdict = self.evaluator(config)
+        if not verdict.feasible:
             return 0.0  # the trial will be recorded infeasible without training
+        recipe = train_values(self.evaluator.ctx, config)
+        key = json.dumps([verdict.arch.text, *(recipe.get(k) for k in SIZED_BY)], default=str)
         with self._lock:
-            if arch.text not in self.shares:
-                self.shares[arch.text] = self._share(arch)
-            return self.shares[arch.text]
-
-    def _share(self, arch) -> float:
-        from archscale.analysis.cost import count_macs, count_params
-
-        if self.ctx.max_params is not None or self.ctx.max_macs is not None:
-            model = build(arch)
-            c = self.ctx.data_context
-            macs = count_macs(model, (1, c["in_channels"], c["image_size"], c["image_size"])) if self.ctx.max_macs else 0
-            if budget_violation(self.ctx, count_params(model), macs):
-                return 0.0
-        peak = self.measure(arch)
-        return gpu_share(gpu_need_mb(peak, self.data_mb), self.gpu_total_mb)
+            if key not in self.shares:
+                self.shares[key] = gpu_share(gpu_need_mb(self.measure(config), self.data_mb), self.gpu_total_mb)
+            return self.shares[key]
 
     def __call__(self, config: dict):
         from ray.tune.execution.placement_groups import PlacementGroupFactory
@@ -107,17 +99,18 @@ class TrialResources:
         return PlacementGroupFactory([bundle])
 
 
+SIZED_BY = ("batch_size", "precision", "channels_last", "compile", "sam_rho", "swa", "ema")  # recipe fields a step's memory depends on
+
+
 # --------------------------------------------------------------------------- measuring on a GPU
 
 
-def _measure_here(arch_text: str, input_shape: tuple[int, ...], num_classes: int, train: dict) -> float:
-    """Step peak (MiB) of ``arch_text`` on this process's first CUDA device."""
-    from archscale.space import Arch
-    from archscale.trainer.memory import step_peak_mb
-    from archscale.trainer.train import TrainConfig
-
-    cfg = TrainConfig(**{k: v for k, v in train.items() if k != "device"})
-    return step_peak_mb(build(Arch.from_text(arch_text)), input_shape, num_classes, cfg, "cuda")
+def _peak_here(ctx: TrialContext, config: dict) -> float:
+    """Step peak (MiB) of ``config`` measured by an evaluator on this process's first CUDA device."""
+    verdict = Evaluator(ctx, device="cuda")(config, full=True)
+    if verdict.memory_mb is None:
+        raise RuntimeError(f"no memory figure for {config}: {verdict.why}")
+    return float(verdict.memory_mb)
 
 
 def _gpu_total_here() -> float:
@@ -132,15 +125,29 @@ def gpu_measurer(ctx: TrialContext) -> tuple[float, MeasureFn]:
     that asks for one :data:`RAY_STEP` of a GPU and no CPU, so it never waits for a trial."""
     import torch
 
-    c = ctx.data_context
-    shape = (c["in_channels"], c["image_size"], c["image_size"])
-    args = (shape, c["num_classes"], dict(ctx.train))
     if torch.cuda.is_available():
-        return _gpu_total_here(), lambda arch: _measure_here(arch.text, *args)
+        return _gpu_total_here(), lambda config: _peak_here(ctx, config)
 
     import ray
 
-    remote_measure = ray.remote(num_cpus=0, num_gpus=RAY_STEP, max_calls=1)(_measure_here)
+    remote_peak = ray.remote(num_cpus=0, num_gpus=RAY_STEP, max_calls=1)(_peak_here)
     remote_total = ray.remote(num_cpus=0, num_gpus=RAY_STEP, max_calls=1)(_gpu_total_here)
     total = ray.get(remote_total.remote())
-    return total, lambda arch: ray.get(remote_measure.remote(arch.text, *args))
+    return total, lambda config: ray.get(remote_peak.remote(ctx, config))
+
+
+def trial_resources(spec: Spec, evaluator: Evaluator, splits) -> TrialResources:
+    """What each trial of ``spec`` asks Ray for; ``gpu: auto`` means no GPU where the cluster has none."""
+    import ray
+
+    r = spec.search.resources_per_trial
+    if r.gpu != "auto":
+        return TrialResources(evaluator, r.cpu, r.gpu)
+    if ray.cluster_resources().get("GPU", 0) == 0 or spec.train.device == "cpu":
+        return TrialResources(evaluator, r.cpu, 0.0)
+    from archscale.trainer.memory import dataset_mb
+
+    images = len(splits.y_train) + len(splits.y_val) + len(splits.y_test)
+    total_mb, measure = gpu_measurer(evaluator.ctx)
+    return TrialResources(evaluator, r.cpu, "auto", data_mb=dataset_mb(images, tuple(splits.x_train.shape[1:])),
+                          gpu_total_mb=total_mb, measure=measure)

@@ -9,7 +9,7 @@ fixed, so stage 2 hands them to Tune's ``BasicVariantGenerator`` as a list.
 
 Both stages append to one ``trials.csv`` with a ``stage`` column (and ``started.jsonl``);
 each has its own Tune experiment (``tune_stage1/``, ``tune_stage2/``). ``--resume`` works
-as for :func:`~search.runner.run_search`, across the stage boundary: a grid or a sweep
+as for :func:`~archscale.search.runner.run_search`, across the stage boundary: a grid or a sweep
 runs the points not yet recorded; a sampled stage 1 tells its sampler the recorded trials
 and reruns the unfinished ones first.
 """
@@ -20,24 +20,26 @@ import hashlib
 import math
 import sys
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TextIO
 
 import numpy as np
 import pandas as pd
 
-from archscale.analysis.cost import measure
-from archscale.analysis.records import TRIALS_FILE, TrialsCSV, drop_partial_row, read_trials
-from archscale.analysis.scaling import (best_of_stage_one, format_scaling, network_key, plot_scaling, scaling_table, stage_rows,
-                              sweep_candidates, sweep_points)
-from archscale.search.recorder import Progress, RunFiles, make_recorder, make_stopper
-from archscale.search.runner import (_best_recorded, _ctrl_c, _grid_configs, _init_ray, _resources, _searcher, _trial_context, _unfinished,
-                           finalize, sample_configs)
-from archscale.search.searcher import _native
+from archscale.analysis.records import TRIALS_FILE, TrialsCSV, read_trials
+from archscale.analysis.scaling import (best_of_stage_one, format_scaling, network_key, plot_scaling, scaling_table,
+                                        stage_rows, sweep_candidates, sweep_points)
+from archscale.search.check import grid_configs, sample_configs
+from archscale.search.context import TrialContext, native, resolve_arch, trial_context
+from archscale.search.evaluate import Evaluator, Verdict
+from archscale.search.finish import finalize
+from archscale.search.launch import Launcher, write_spec
+from archscale.search.provenance import driver_provenance
+from archscale.search.recorder import Progress
+from archscale.search.rundir import best_recorded, recorded_trials, unfinished
 from archscale.search.spec import Dimension, Spec, SpecError, parse_spec
-from archscale.search.trial import TrialContext, batch_memory, budget_violation, resolve_arch, run_trial
-from archscale.space import Arch, SpaceError, build, get_space
+from archscale.space import get_space
 from archscale.space.efficientnet import net_config
 from archscale.trainer import dataset_context, load_dataset, resolve_device, split
 
@@ -81,9 +83,10 @@ def stage_dims(spec: Spec) -> list[Dimension]:
     return [*dims, Dimension("phi", "choice", (float(spec.search.stages.coefficients.phi),))]
 
 
-def _context(spec: Spec, run_dir: Path, data_context: dict) -> TrialContext:
-    ctx = _trial_context(stage_one_spec(spec), run_dir, data_context)
-    return replace(ctx, fixed={k: v for k, v in ctx.fixed.items() if k not in SCALING_PARAMS})  # they come with each config
+def stage_context(spec: Spec, run_dir: Path, data_context: dict, provenance: dict | None = None) -> TrialContext:
+    """The trials' context: stage 1's, with alpha, beta, gamma and phi left to each config."""
+    ctx = trial_context(stage_one_spec(spec), run_dir, data_context, provenance)
+    return replace(ctx, fixed={k: v for k, v in ctx.fixed.items() if k not in SCALING_PARAMS})
 
 
 def remaining_sweep(spec: Spec, trials: pd.DataFrame) -> list[dict]:
@@ -94,9 +97,9 @@ def remaining_sweep(spec: Spec, trials: pd.DataFrame) -> list[dict]:
     if best is None:
         return []
     done = set(sweep_candidates(trials)["arch"].map(lambda t: network_key(t) if isinstance(t, str) and t else ""))
-    ctx = _context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root))
+    ctx = stage_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root))
     sweep = spec.search.stages.phi_sweep
-    winner = {d.name: _native(best[d.name]) for d in stage_dims(spec)}
+    winner = {d.name: native(best[d.name]) for d in stage_dims(spec)}
     todo = []
     for _, _, params in sweep_points(winner, sweep.phi, sweep.compare_single_dimension):
         key = network_key(resolve_arch(ctx, params))
@@ -109,29 +112,11 @@ def remaining_sweep(spec: Spec, trials: pd.DataFrame) -> list[dict]:
 # --------------------------------------------------------------------------- stage 1 without training
 
 
-@dataclass
-class Evaluated:
-    """One stage-1 configuration built and measured in the driver (never trained)."""
-
-    config: dict
-    arch: Arch | None
-    params: int | None = None
-    macs: int | None = None
-    memory_mb: float | None = None
-    memory_source: str = ""
-    why: str = ""  # empty: feasible
-
-    @property
-    def feasible(self) -> bool:
-        return self.arch is not None and not self.why
-
-    def row(self) -> dict:
-        """The trials.csv row of an infeasible configuration (its id is stable across resumes)."""
-        text = self.arch.text if self.arch is not None else repr(sorted(self.config.items()))
-        return {"trial_id": "g" + hashlib.sha1(text.encode()).hexdigest()[:7], "stage": 1, "status": "infeasible",
-                **self.config, "params": self.params, "macs": self.macs, "memory_mb": self.memory_mb,
-                "memory_source": self.memory_source, "epochs": 0, "error": self.why,
-                "arch": self.arch.text if self.arch is not None else ""}
+def infeasible_row(verdict: Verdict) -> dict:
+    """The trials.csv row of a stage-1 grid point that may not train (its id is stable across resumes)."""
+    text = verdict.arch.text if verdict.arch is not None else repr(sorted(verdict.config.items()))
+    return {"trial_id": "g" + hashlib.sha1(text.encode()).hexdigest()[:7], "stage": 1, "status": "infeasible",
+            **verdict.config, **verdict.metrics(), "epochs": 0, "error": verdict.why}
 
 
 def stage_one_configs(spec: Spec, samples: int | None = None) -> list[dict]:
@@ -140,34 +125,12 @@ def stage_one_configs(spec: Spec, samples: int | None = None) -> list[dict]:
     dims = stage_dims(spec)
     if spec.search.stages.coefficients.sampler != "grid":
         return sample_configs(dims, samples or 64, spec.seed)
-    grid = _grid_configs(dims)
+    grid = grid_configs(dims)
     n = stage_one_total(spec)
     if n < len(grid):
         keep = sorted(np.random.default_rng(spec.seed).choice(len(grid), size=n, replace=False))
         grid = [grid[i] for i in keep]
     return grid
-
-
-def evaluate(spec: Spec, ctx: TrialContext, configs: list[dict], shape: tuple[int, ...]) -> list[Evaluated]:
-    """Build and measure every configuration (once per distinct network) and say which are
-    infeasible: outside alpha*beta^2*gamma^2 ~ target or over a budget."""
-    cache: dict[str, tuple] = {}
-    out = []
-    for config in configs:
-        try:
-            arch = resolve_arch(ctx, config)
-        except SpaceError as err:
-            out.append(Evaluated(config, None, why=str(err)))
-            continue
-        key = network_key(arch)
-        if key not in cache:
-            model = build(arch)
-            cost = measure(model, shape, spec.train.batch_size)
-            cache[key] = (cost, *batch_memory(ctx, model, shape, ctx.train, spec.train.device, cost.activation_mb))
-        cost, memory, source = cache[key]
-        why = budget_violation(ctx, cost.params, cost.macs, memory_mb=memory, memory_source=source, arch=arch) or ""
-        out.append(Evaluated(config, arch, cost.params, cost.macs, memory, source, why))
-    return out
 
 
 # --------------------------------------------------------------------------- check
@@ -177,11 +140,10 @@ def stage_one_rows(spec: Spec, samples: int = 64) -> tuple[list[dict], str]:
     """Stage 1's configurations (the grid, or ``samples`` of a sampled space) as table rows:
     measured params, MACs and batch memory, and whether they are feasible. Also returns how
     the memory was obtained (``cuda_peak`` or ``cpu_estimate``)."""
-    context = dataset_context(spec.data.dataset, spec.data.root)
-    ctx = _context(spec, Path("."), context)
-    shape = (1, context["in_channels"], context["image_size"], context["image_size"])
+    evaluator = Evaluator(stage_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root)),
+                          device=spec.train.device)
     rows, source = [], ""
-    for e in evaluate(spec, ctx, stage_one_configs(spec, samples), shape):
+    for e in (evaluator(config, full=True) for config in stage_one_configs(spec, samples)):
         row = {k: v for k, v in e.config.items() if k != "phi"}
         if e.arch is None:
             rows.append({**row, "feasible": False, "why": e.why})
@@ -252,75 +214,58 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
                out: TextIO | None = None) -> Path:
     """Run (or resume) both stages of ``spec`` in ``run_dir``; write the run directory's
     files, ``scaling.png`` included. Ctrl-C and ``search.time_budget_s`` stop it as they stop
-    :func:`~search.runner.run_search`: what finished is kept and ``--resume`` runs the rest
-    (of stage 1, then stage 2). Raises KeyboardInterrupt after a Ctrl-C."""
+    :func:`~archscale.search.runner.run_search`: what finished is kept and ``--resume`` runs the
+    rest (of stage 1, then stage 2). Raises KeyboardInterrupt after a Ctrl-C."""
     out = out or sys.stdout
-    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
     n1 = stage_one_total(spec)
-    trials_path = run_dir / TRIALS_FILE
-    recorded = pd.DataFrame()
-    if resume and trials_path.is_file():
-        drop_partial_row(trials_path)
-        recorded = read_trials(run_dir)
+    recorded = recorded_trials(run_dir) if resume else pd.DataFrame()
     if resume and len(stage_rows(recorded, 1)) >= n1 and not remaining_sweep(spec, recorded):
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
     data = load_dataset(spec.data.dataset, spec.data.root)
-    ctx = _context(spec, run_dir, data.context)
-    shape = (1, data.in_channels, data.image_size, data.image_size)
-    grid = None
-    if spec.search.stages.coefficients.sampler == "grid":
-        grid = evaluate(spec, ctx, stage_one_configs(spec), shape)
-        feasible = any(e.feasible for e in grid)
-    elif not resume:
-        feasible = any(e.feasible for e in evaluate(spec, ctx, stage_one_configs(spec, 32), shape))
+    evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
+    sampled_grid = spec.search.stages.coefficients.sampler == "grid"
+    grid = [evaluator(config, full=True) for config in stage_one_configs(spec)] if sampled_grid else None
     if not resume:
-        if not feasible:
+        candidates = grid if grid is not None else [evaluator(c, full=True) for c in stage_one_configs(spec, 32)]
+        if not any(v.feasible for v in candidates):
             raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
                             "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / ".spec.yaml.tmp").write_text(spec.to_yaml())
-        (run_dir / ".spec.yaml.tmp").replace(run_dir / "spec.yaml")  # whole, even if killed while writing
+        write_spec(run_dir, spec)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-    _init_ray(spec.search.address)
-    from ray import tune
-
+    ctx = stage_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
+    launcher = Launcher(spec, run_dir, ctx, splits, Evaluator(ctx, device=spec.train.device), out=out)
     dims = stage_dims(spec)
     choices = [d.name for d in dims]
     objectives = spec.search.objective_pairs()
-    resources = _resources(spec, ctx, splits)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, ctx=ctx, splits=splits), resources)
-    stopper = make_stopper(spec.search.time_budget_s)  # one clock and one Ctrl-C for both stages
+    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
     images = f"{len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images"
+    trials_path = run_dir / TRIALS_FILE
 
-    def fit(stage: int, tune_config, param_space, total: int, already: int, how: str) -> None:
-        recorded_here = stage_rows(read_trials(run_dir), stage) if trials_path.is_file() else pd.DataFrame()
+    def fit(stage: int, total: int, already: int, how: str, **experiment) -> None:
+        here = stage_rows(read_trials(run_dir), stage) if trials_path.is_file() else pd.DataFrame()
         progress = Progress(total, objectives, already=already, verbosity=verbosity, out=out,
                             epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s,
-                            best=_best_recorded(recorded_here, objectives[0]))
-        recorder = make_recorder(RunFiles(run_dir, choices, progress, stage=stage), ctx, choices, stopper, resources)
-        tuner = tune.Tuner(trainable, param_space=param_space, tune_config=tune_config, run_config=tune.RunConfig(
-            name=STAGE_DIRS[stage], storage_path=str(run_dir.resolve()), verbose=0, callbacks=[recorder],
-            stop=stopper, failure_config=tune.FailureConfig(max_failures=spec.search.max_failures)))
+                            best=best_recorded(here, objectives[0]))
         progress.note(how)
-        with _ctrl_c(stopper, out):
-            tuner.fit()
+        launcher.fit(choices=choices, progress=progress, name=STAGE_DIRS[stage], stage=stage, **experiment)
 
     def stopped() -> bool:
         """After a stage: True (and the run's files written) when Ctrl-C or the time budget ended it."""
-        if stopper.reason is None:
+        reason = launcher.stopper.reason
+        if reason is None:
             return False
-        print(f"archscale: stopped ({stopper.reason}) before both stages finished; "
+        print(f"archscale: stopped ({reason}) before both stages finished; "
               "`archscale run SPEC --resume` runs the rest", file=out, flush=True)
         if trials_path.is_file():
             finalize_staged(run_dir, spec, out=out)
-        if stopper.reason == "interrupted":
+        if reason == "interrupted":
             raise KeyboardInterrupt
         return True
 
     # ---- stage 1: (alpha, beta, gamma) at a fixed phi
-    done1 = stage_rows(read_trials(run_dir), 1) if trials_path.is_file() else pd.DataFrame()
+    done1 = stage_rows(recorded_trials(run_dir), 1)
     if len(done1) < n1:
         s1 = stage_one_spec(spec)
         what = (f"archscale: stage 1 of 2: {n1} trials of (alpha, beta, gamma) at phi = "
@@ -330,23 +275,22 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
             # The grid is known: infeasible points are recorded here, the feasible ones trained as a list.
             csv = TrialsCSV(trials_path, choices, staged=True)
             seen = set(done1["arch"]) if len(done1) else set()
-            infeasible = [e for e in grid if not e.feasible]
-            for e in infeasible:
-                csv.append(e.row())
-            todo = [e.config for e in grid if e.feasible and e.arch.text not in seen]
-            already = len(stage_rows(read_trials(run_dir), 1))
+            infeasible = [v for v in grid if not v.feasible]
+            for v in infeasible:
+                csv.append(infeasible_row(v))
+            todo = [v.config for v in grid if v.feasible and v.arch.text not in seen]
             if todo:
-                fit(1, *_listed(tune, todo, spec, resources), n1, already,
+                fit(1, n1, len(stage_rows(read_trials(run_dir), 1)),
                     f"{what}\n{len(infeasible)} of {len(grid)} grid points are infeasible: recorded, not trained; "
-                    f"training {len(todo)}")
+                    f"training {len(todo)}", **listed(todo))
         else:
-            unfinished = _unfinished(run_dir, done1, stage=1) if resume else []
-            note = (f" (resuming: {len(done1)} recorded trials told to the sampler, {len(unfinished)} unfinished "
+            from archscale.search.searcher import make_searcher
+
+            rerun = unfinished(run_dir, done1, stage=1) if resume else []
+            note = (f" (resuming: {len(done1)} recorded trials told to the sampler, {len(rerun)} unfinished "
                     "to rerun)") if resume else ""
-            fit(1, tune.TuneConfig(search_alg=_searcher(s1, dims, objectives, done1, unfinished),
-                                   num_samples=max(0, n1 - len(done1)), max_concurrent_trials=spec.search.max_concurrent,
-                                   reuse_actors=resources.gpu != "auto"),
-                None, n1, len(done1), what + note)
+            searcher = make_searcher(s1, dims, objectives, recorded=done1, unfinished=rerun)
+            fit(1, n1, len(done1), what + note, search_alg=searcher, num_samples=max(0, n1 - len(done1)))
         if stopped():
             return run_dir
 
@@ -358,29 +302,29 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     else:
         todo = remaining_sweep(spec, trials)
         if todo:
-            coefficients = ", ".join(f"{k}={_native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
+            coefficients = ", ".join(f"{k}={native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
             done2 = len(stage_rows(trials, 2))
             what = (f"\narchscale: stage 2 of 2: phi in {[float(p) for p in spec.search.stages.phi_sweep.phi]} with "
                     f"{coefficients} (trial {best['trial_id']}); {len(todo)} trials to run")
-            fit(2, *_listed(tune, todo, spec, resources), done2 + len(todo), done2, what)
+            fit(2, done2 + len(todo), done2, what, **listed(todo))
             if stopped():
                 return run_dir
     finalize_staged(run_dir, spec, out=out)
     return run_dir
 
 
-def _listed(tune, configs: list[dict], spec: Spec, resources) -> tuple:
-    """A TuneConfig and its param_space that run exactly ``configs``, in order."""
+def listed(configs: list[dict]) -> dict:
+    """The experiment that runs exactly ``configs``, in order (Tune's BasicVariantGenerator)."""
+    from ray import tune
     from ray.tune.search import BasicVariantGenerator
 
     space = {k: tune.choice(sorted({c[k] for c in configs}, key=repr)) for k in configs[0]}
-    return (tune.TuneConfig(search_alg=BasicVariantGenerator(points_to_evaluate=configs), num_samples=len(configs),
-                            max_concurrent_trials=spec.search.max_concurrent, reuse_actors=resources.gpu != "auto"),
-            space)
+    return {"search_alg": BasicVariantGenerator(points_to_evaluate=configs), "num_samples": len(configs),
+            "param_space": space}
 
 
 def finalize_staged(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
-    """The files of :func:`search.runner.finalize`, then the phi sweep's table and ``scaling.png``."""
+    """The files of :func:`archscale.search.finish.finalize`, then the phi sweep's table and ``scaling.png``."""
     out = out or sys.stdout
     finalize(run_dir, spec, out=out)
     return write_scaling(run_dir, spec, out=out)
@@ -395,7 +339,7 @@ def write_scaling(run_dir: Path, spec: Spec, out: TextIO | None = None, path: Pa
     best = best_of_stage_one(trials, objectives)
     if best is not None:
         print(f"\nstage 1 best (alpha, beta, gamma) under {', '.join(spec.search.objectives)}: "
-              + ", ".join(f"{k}={_native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
+              + ", ".join(f"{k}={native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
               + f" (trial {best['trial_id']}, val_accuracy {float(best['val_accuracy']):.4f})", file=out)
     table = scaling_table(trials, objectives, sweep.phi, sweep.compare_single_dimension)
     print(format_scaling(table), file=out)

@@ -8,7 +8,8 @@ import pytest
 
 from archscale.analysis.records import read_trials
 from archscale.cli import main
-from archscale.search.searcher import GridInOrder
+from archscale.search.searcher import grid_points
+from archscale.search.spec import Dimension
 
 @pytest.mark.usefixtures("ray_session")
 def test_asha_stops_the_weak_trial_after_its_grace_period(tmp_path, write_spec, tiny_spec):
@@ -17,7 +18,7 @@ def test_asha_stops_the_weak_trial_after_its_grace_period(tmp_path, write_spec, 
     # One trial at a time, in the grid's seeded order with the weak one last: when it reaches
     # the first rung, ASHA (reduction 2) has both strong trials there, and it must stop it.
     widths = [1, 16, 24]
-    assert GridInOrder({"c4_width": widths}, seed=0)._all_grids[-1] == (1,)
+    assert grid_points([Dimension("c4_width", "choice", tuple(widths))], seed=0)[-1] == {"c4_width": 1}
     tiny_spec["data"]["subset"] = 0.2
     tiny_spec["space"]["params"].update(c1_width=4, c3_width=8, c3_conv="depthwise", c4_width=widths)
     tiny_spec["train"]["epochs"] = 3
@@ -40,19 +41,36 @@ def test_asha_stops_the_weak_trial_after_its_grace_period(tmp_path, write_spec, 
     assert set(front["trial_id"]) <= set(trials.loc[trials["status"] == "completed", "trial_id"])
 
 
-def test_a_resumed_asha_keeps_the_cutoffs_of_the_interrupted_run(tmp_path, tiny_spec):
-    from archscale.search.runner import _scheduler, seed_rungs
+def test_a_resumed_asha_stops_what_the_interrupted_one_would_have(tmp_path, tiny_spec):
+    """Replayed through ASHA's public hooks, the recorded results set the rung cutoffs: a new
+    trial below them is stopped at its first rung, one above them goes on, as in the first run."""
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from archscale.search.asha import make_scheduler, replay
     from archscale.search.spec import parse_spec
 
     tiny_spec["train"]["epochs"] = 4
     tiny_spec["search"].update(scheduler="asha", asha={"grace_period": 1, "reduction_factor": 2})
-    scheduler = _scheduler(parse_spec(tiny_spec))
+    spec = parse_spec(tiny_spec)
     (tmp_path / "trials" / "a").mkdir(parents=True)
     history = [{"epoch": e, "val_accuracy": v} for e, v in ((1, 0.5), (2, 0.6), (3, 0.65), (4, 0.7))]
     (tmp_path / "trials" / "a" / "result.json").write_text(json.dumps({"history": history}))
     recorded = pd.DataFrame([{"trial_id": "a", "status": "completed", "epochs": 4, "val_accuracy": 0.7},
                              {"trial_id": "b", "status": "pruned", "epochs": 1, "val_accuracy": 0.2},
                              {"trial_id": "c", "status": "failed", "epochs": 0, "val_accuracy": None}])
-    assert seed_rungs(scheduler, tmp_path, recorded) == 4  # a at rungs 1, 2, 4; b at rung 1
-    rungs = {milestone: dict(rung) for milestone, rung in scheduler._brackets[0]._rungs}
-    assert rungs == {4: {"a": 0.7}, 2: {"a": 0.6}, 1: {"a": 0.5, "b": 0.2}}
+
+    def first_rung(scheduler, value):
+        trial = SimpleNamespace(trial_id=f"new{value}")
+        scheduler.on_trial_add(None, trial)
+        return scheduler.on_trial_result(None, trial, {"epochs": 1, "val_accuracy": value})
+
+    resumed = make_scheduler(spec)
+    assert replay(resumed, tmp_path, recorded) == 5  # a: 4 epochs; b: the epoch it was stopped at
+    # rung 1 holds 0.5 and 0.2: with reduction 2 the cutoff is their median, 0.35
+    assert first_rung(resumed, 0.3) == TrialScheduler.STOP
+    assert first_rung(make_scheduler(spec), 0.3) == TrialScheduler.CONTINUE  # a fresh ASHA has nothing to compare
+    resumed = make_scheduler(spec)
+    replay(resumed, tmp_path, recorded)
+    assert first_rung(resumed, 0.6) == TrialScheduler.CONTINUE

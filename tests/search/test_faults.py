@@ -11,7 +11,7 @@ import torch
 
 from archscale.analysis.records import read_trials
 from archscale.cli import main
-from archscale.search.trial import describe_error, is_out_of_memory
+from archscale.search.evaluate import describe_error, is_out_of_memory
 
 
 def test_memory_the_host_refuses_is_named_out_of_memory():

@@ -7,7 +7,8 @@ import pickle
 import pytest
 
 from archscale.search.resources import MAX_SHARE, RAY_STEP, TrialResources, gpu_need_mb, gpu_share
-from archscale.search.runner import _trial_context
+from archscale.search.context import trial_context
+from archscale.search.evaluate import Evaluator
 from archscale.search.spec import parse_spec
 
 H100_MB = 81_559.0  # torch.cuda.get_device_properties(0).total_memory / 2**20 on an H100 80GB
@@ -41,14 +42,14 @@ def _spec(**resources):
 
 def test_auto_sizes_each_architecture_from_its_measured_memory():
     spec = _spec(cpu=2, gpu="auto")
-    ctx = _trial_context(spec, __import__("pathlib").Path("."), {"in_channels": 3, "num_classes": 10, "image_size": 32})
+    ctx = trial_context(spec, ".", {"in_channels": 3, "num_classes": 10, "image_size": 32})
     measured = []
 
-    def measure(arch):  # what step_peak_mb would read on the GPU: grows with the first width
-        measured.append(arch.text)
-        return 20.0 * arch["c1_width"]
+    def measure(config):  # what step_peak_mb would read on the GPU: grows with the first width and the batch
+        measured.append(dict(config))
+        return 20.0 * config["c1_width"] * config.get("train.batch_size", 256) / 256
 
-    res = TrialResources(ctx, 2, "auto", batch_size=256, data_mb=700.0, gpu_total_mb=H100_MB, measure=measure)
+    res = TrialResources(Evaluator(ctx), 2, "auto", data_mb=700.0, gpu_total_mb=H100_MB, measure=measure)
     small, big = {"c1_width": 8, "c4_width": 16}, {"c1_width": 64, "c4_width": 16}
     assert res.gpu_for(small) == gpu_share(gpu_need_mb(160.0, 700.0), H100_MB)
     assert res.gpu_for(big) == gpu_share(gpu_need_mb(1280.0, 700.0), H100_MB)
@@ -59,16 +60,20 @@ def test_auto_sizes_each_architecture_from_its_measured_memory():
     bundle = res(small).bundles[0]
     assert bundle["CPU"] == 2 and bundle["GPU"] == res.gpu_for(small)
     assert "GPU" not in res(over_budget).bundles[0]
+    # a searched batch size is sized for itself, not for the spec's first value
+    larger = {**small, "train.batch_size": 1024}
+    assert res.gpu_for(larger) == gpu_share(gpu_need_mb(640.0, 700.0), H100_MB) > res.gpu_for(small)
+    assert len(measured) == 3
 
 
 def test_fixed_gpu_and_pickling():
     spec = _spec(cpu=1, gpu=0.25)
-    ctx = _trial_context(spec, __import__("pathlib").Path("."), {"in_channels": 3, "num_classes": 10, "image_size": 32})
-    res = TrialResources(ctx, 1, 0.25, batch_size=256)
+    ctx = trial_context(spec, ".", {"in_channels": 3, "num_classes": 10, "image_size": 32})
+    res = TrialResources(Evaluator(ctx), 1, 0.25)
     assert res(None).bundles[0] == {"CPU": 1.0, "GPU": 0.25}
-    auto = TrialResources(ctx, 1, "auto", batch_size=256, gpu_total_mb=H100_MB, measure=lambda arch: 1.0)
+    auto = TrialResources(Evaluator(ctx), 1, "auto", gpu_total_mb=H100_MB, measure=lambda config: 1.0)
     copy = pickle.loads(pickle.dumps(auto))  # Tune ships it to the workers with the trainable
-    assert copy.measure is None and copy.gpu == "auto"
+    assert copy.measure is None and copy.evaluator is None and copy.gpu == "auto"
 
 
 def test_spec_gpu_field():

@@ -1,60 +1,65 @@
-"""What the Optuna study is told: each trial's real outcome, live and on --resume."""
+"""What the Optuna study is told, through its ask-and-tell API: each trial's real outcome,
+live and on --resume; repeats answered from what is known; over-budget draws skipped."""
 
+import optuna
 import pandas as pd
 import pytest
 from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
-from archscale.search.runner import _searcher, make_sampler
-from archscale.search.searcher import ArchscaleSearch, GridInOrder, optuna_space
+from archscale.search.context import TrialContext
+from archscale.search.evaluate import Evaluator
+from archscale.search.searcher import MAX_TWIN_DRAWS, grid_points, make_sampler, make_searcher, optuna_space
 from archscale.search.spec import parse_spec
 
 PARAMS = {"c1_width": [4, 8, 12], "c4_width": [8, 16]}
+ALL_POINTS = {(c, w) for c in (4, 8, 12) for w in (8, 16)}
 
 
-def spec_with(sampler="tpe", objectives=("val_accuracy:max", "macs:min"), num_trials=6):
-    return parse_spec({"name": "s", "space": {"params": dict(PARAMS)},
+def spec_with(sampler="tpe", objectives=("val_accuracy:max", "macs:min"), num_trials=6, params=None):
+    return parse_spec({"name": "s", "space": {"params": dict(params or PARAMS)},
                        "search": {"sampler": sampler, "num_trials": num_trials, "objectives": list(objectives)}})
 
 
-def searcher_for(spec, recorded=None, unfinished=()):
-    objectives = spec.search.objective_pairs()
-    return _searcher(spec, spec.space.searched(), objectives, recorded if recorded is not None else pd.DataFrame(),
-                     list(unfinished))
+def searcher_for(spec, recorded=None, unfinished=(), **kwargs):
+    return make_searcher(spec, spec.space.searched(), spec.search.objective_pairs(), recorded=recorded,
+                         unfinished=list(unfinished), **kwargs)
 
 
-def states(searcher):
-    return [(t.state, t.values) for t in searcher._ot_study.get_trials(deepcopy=False)]
+def point(config):
+    return config["c1_width"], config["c4_width"]
 
 
 @pytest.mark.parametrize("objectives", [("val_accuracy:max", "macs:min"), ("val_accuracy:max",)])
 def test_each_outcome_is_told_as_what_it_was(objectives):
-    searcher = searcher_for(spec_with(objectives=objectives))
+    searcher = searcher_for(spec_with(sampler="random", objectives=objectives))
     outcomes = {
         "done": {"status": "completed", "val_accuracy": 0.9, "macs": 1000, "epochs": 4},
         "cut": {"status": "pruned", "val_accuracy": 0.3, "macs": 500, "epochs": 1},
         "over": {"status": "infeasible", "val_accuracy": 0.0, "macs": 9e9, "epochs": 0},
         "nan": {"status": "failed", "error": "TrainingDiverged: loss became nan", "macs": 700, "epochs": 1},
     }
+    numbers = {}
     for trial_id, result in outcomes.items():
         searcher.suggest(trial_id)
+        numbers[trial_id] = searcher.live[trial_id].number
         if result["status"] == "pruned":  # its per-epoch report came first
-            searcher.on_trial_result(trial_id, {**result, "status": "running", "training_iteration": 1})
+            searcher.on_trial_result(trial_id, {**result, "status": "running"})
         searcher.on_trial_complete(trial_id, result)
     searcher.suggest("crash")
+    numbers["crash"] = searcher.live["crash"].number
     searcher.on_trial_complete("crash", error=True)  # the worker died, retries used up
-    frozen = searcher._ot_study.get_trials(deepcopy=False)
-    by_id = {tid: frozen[searcher._ot_trials[tid].number] for tid in [*outcomes, "crash"]}  # twin draws aside
-    told = [(by_id[tid].state, by_id[tid].values) for tid in [*outcomes, "crash"]]
+    frozen = searcher.study.get_trials(deepcopy=False)
+    told = {tid: (frozen[n].state, frozen[n].values) for tid, n in numbers.items()}
     two = len(objectives) == 2
-    assert told[0] == (TrialState.COMPLETE, [0.9, 1000.0] if two else [0.9])
+    assert told["done"] == (TrialState.COMPLETE, [0.9, 1000.0] if two else [0.9])
     # never COMPLETE with the accuracy it had when stopped: that would put it on the sampler's front
     # (one objective: Optuna keeps the last intermediate value as a PRUNED trial's value)
-    assert told[1] == (TrialState.PRUNED, None if two else [0.3])
-    assert told[2] == (TrialState.COMPLETE, [0.0, 9e9] if two else [0.0])
-    assert told[3] == (TrialState.FAIL, None)
-    assert told[4] == (TrialState.FAIL, None)
-    pruned = by_id["cut"]
-    assert pruned.intermediate_values == ({} if two else {1: 0.3})  # Optuna keeps none for several objectives
+    assert told["cut"] == (TrialState.PRUNED, None if two else [0.3])
+    assert told["over"] == (TrialState.COMPLETE, [0.0, 9e9] if two else [0.0])
+    assert told["nan"] == (TrialState.FAIL, None) and told["crash"] == (TrialState.FAIL, None)
+    assert frozen[numbers["cut"]].intermediate_values == ({} if two else {1: 0.3})
+    assert searcher.live == {}  # every trial told once
 
 
 def recorded_frame():
@@ -73,34 +78,34 @@ def recorded_frame():
 def test_resume_tells_the_recorded_trials_and_reruns_the_unfinished_first():
     unfinished = {"c1_width": 4, "c4_width": 16}
     searcher = searcher_for(spec_with(), recorded_frame(), [unfinished])
-    told = states(searcher)
+    told = [(t.state, t.values) for t in searcher.study.get_trials(deepcopy=False)]
     assert [s for s, _ in told] == [TrialState.COMPLETE, TrialState.PRUNED, TrialState.COMPLETE, TrialState.FAIL,
                                     TrialState.WAITING]
     assert told[0][1] == [0.8, 2000.0] and told[2][1] == [0.0, 5000.0]
     assert searcher.suggest("next") == unfinished  # the unfinished trial runs again, as it was
 
 
-def test_grid_resume_visits_each_remaining_point_once():
+def test_the_grid_visits_every_point_once_then_finishes_and_a_resume_runs_the_rest():
     spec = spec_with(sampler="grid")
     fresh = searcher_for(spec)
-    order = [fresh.suggest(f"t{i}") for i in range(6)]
-    assert len({tuple(sorted(p.items())) for p in order}) == 6  # the whole grid, once
+    order = [point(fresh.suggest(f"t{i}")) for i in range(6)]
+    assert set(order) == ALL_POINTS and len(order) == 6
+    assert fresh.suggest("t6") == Searcher.FINISHED
+    assert order == [point(p) for p in grid_points(spec.space.searched(), spec.seed)]  # seeded: the same each time
     recorded = recorded_frame()  # 4 of the 6 points, in another order than the grid's
-    searcher = searcher_for(spec, recorded)
-    rest = [searcher.suggest(f"r{i}") for i in range(2)]
-    seen = {(r.c1_width, r.c4_width) for r in recorded.itertuples()}
-    assert {(p["c1_width"], p["c4_width"]) for p in rest} == {(c, w) for c in (4, 8, 12) for w in (8, 16)} - seen
+    resumed = searcher_for(spec, recorded)
+    rest = {point(resumed.suggest(f"r{i}")) for i in range(2)}
+    assert rest == ALL_POINTS - {(r.c1_width, r.c4_width) for r in recorded.itertuples()}
+    assert resumed.suggest("r2") == Searcher.FINISHED
 
 
 def test_a_resumed_sampler_does_not_replay_the_first_draws():
-    spec = spec_with(sampler="random")
-    dims = spec.space.searched()
-    first = [make_sampler(spec, dims)._rng.rng.random() for _ in range(1)]
-    resumed = [make_sampler(spec, dims, told=4)._rng.rng.random() for _ in range(1)]
-    assert first != resumed
-    assert isinstance(make_sampler(spec_with(sampler="grid"), dims), GridInOrder)
-    assert set(optuna_space(dims)) == {"c1_width", "c4_width"}
-    assert isinstance(searcher_for(spec), ArchscaleSearch)
+    spec = spec_with(sampler="random", params={"dropout": {"low": 0.0, "high": 0.5}})
+    space = optuna_space(spec.space.searched())
+    first = optuna.create_study(sampler=make_sampler(spec)).ask(space).params
+    again = optuna.create_study(sampler=make_sampler(spec)).ask(space).params
+    resumed = optuna.create_study(sampler=make_sampler(spec, told=4)).ask(space).params
+    assert first == again and first != resumed
 
 
 def test_a_configuration_already_trained_is_not_trained_again():
@@ -109,17 +114,17 @@ def test_a_configuration_already_trained_is_not_trained_again():
     seen = []
     for i in range(6):  # the space has 6 points: each is proposed once
         config = searcher.suggest(f"t{i}")
-        assert config not in seen
-        seen.append(config)
+        assert point(config) not in seen
+        seen.append(point(config))
         searcher.on_trial_complete(f"t{i}", {"status": "completed", "val_accuracy": 0.5 + i / 100, "macs": 1})
     twins_before = searcher.twins
-    config = searcher.suggest("t6")  # the space is spent: after MAX_TWIN_DRAWS the draw goes through
-    assert config in seen and searcher.twins == twins_before + 19
-    assert "t6" in searcher._ot_trials and not any("_twin" in k for k in searcher._ot_trials)
+    config = searcher.suggest("t6")  # the space is spent: after MAX_TWIN_DRAWS - 1 twins the draw goes through
+    assert point(config) in seen and searcher.twins == twins_before + MAX_TWIN_DRAWS - 1
     # each twin draw was told the outcome of the trial it repeats
-    told = {tuple(sorted(t.params.items())): t.values for t in searcher._ot_study.get_trials(deepcopy=False)
-            if t.state == TrialState.COMPLETE}
-    assert len(told) == 6
+    values = {}
+    for t in searcher.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        values.setdefault(point(t.params), set()).add(tuple(t.values))
+    assert len(values) == 6 and all(len(v) == 1 for v in values.values())
 
 
 def test_an_unfinished_trial_rerun_is_not_taken_for_a_twin():
@@ -128,3 +133,28 @@ def test_an_unfinished_trial_rerun_is_not_taken_for_a_twin():
                               "val_accuracy": 0.8, "macs": 2000, "epochs": 2}])
     searcher = searcher_for(spec, recorded, unfinished=[{"c1_width": 8, "c4_width": 16}])
     assert searcher.suggest("r") == {"c1_width": 8, "c4_width": 16} and searcher.twins == 0
+
+
+SMALL_RESNET = {"base": "resnet18", "base_width": 0.125, "divisor": 4, "beta": 1.0, "phi": 1.0,
+                "stochastic_depth": 0.0, "dropout": 0.0}
+
+
+def test_over_budget_draws_are_recorded_and_told_and_the_sampler_asked_again():
+    spec = parse_spec({"name": "s", "space": {"family": "efficientnet", "params": {
+        **SMALL_RESNET, "alpha": [1.0, 2.0], "gamma": [1.0, 1.0001]}},
+        "search": {"sampler": "random", "num_trials": 2, "objectives": ["val_accuracy:max"]}})
+    ctx = TrialContext(run_dir=".", family="efficientnet", fixed=spec.space.fixed(),
+                       data_context={"in_channels": 1, "num_classes": 10, "image_size": 28}, data_info={},
+                       train={"batch_size": 32, "device": "cpu"})
+    rejected = []
+    searcher = searcher_for(spec, evaluator=Evaluator(ctx), reject=lambda *row: rejected.append(row))
+    for i in range(4):
+        config = searcher.suggest(f"t{i}")
+        assert config["alpha"] == 2.0  # only alpha*beta^2*gamma^2 ~ 2 may train
+        searcher.on_trial_complete(f"t{i}", {"status": "completed", "val_accuracy": 0.5})
+    assert rejected and all(verdict.config["alpha"] == 1.0 for _, _, verdict in rejected)
+    assert all("is outside target 2" in verdict.why for _, _, verdict in rejected)
+    row_ids = [row_id for row_id, _, _ in rejected]
+    assert len(set(row_ids)) == len(row_ids)  # each refused draw gets its own row
+    penalties = [t.values for t in searcher.study.get_trials(deepcopy=False) if t.params["alpha"] == 1.0]
+    assert penalties and all(v == [0.0] for v in penalties)  # told as the worst accuracy

@@ -160,10 +160,11 @@ def test_latency_is_an_objective_and_a_budget(capsys, write_spec, tiny_spec):
 
 
 def test_budget_violation_names_the_latency():
-    from archscale.search.trial import TrialContext, budget_violation
+    from archscale.search.context import TrialContext
+    from archscale.search.evaluate import budget_violation
 
     ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={}, data_info={}, train={},
                        max_params=100, max_latency_ms=2.0)
-    assert budget_violation(ctx, 50, 10, 1.5) is None
+    assert budget_violation(ctx, 50, 10, 1.5) == ''
     assert budget_violation(ctx, 50, 10, 2.5) == "latency_ms 2.500 > max_latency_ms 2"
     assert budget_violation(ctx, 500, 10, 2.5) == "params 500 > max_params 100; latency_ms 2.500 > max_latency_ms 2"

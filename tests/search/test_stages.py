@@ -14,7 +14,8 @@ from archscale.analysis.records import read_trials
 from archscale.cli import main
 from archscale.search.spec import parse_spec
 from archscale.search.stages import remaining_sweep, stage_one_configs, stage_one_total
-from archscale.search.trial import TrialContext, budget_violation
+from archscale.search.context import TrialContext
+from archscale.search.evaluate import budget_violation
 from archscale.space import build, get_space
 
 SQRT2 = 1.4142  # alpha*beta^2*gamma^2 = 1.99996
@@ -83,7 +84,7 @@ def test_stage_one_plan(staged):
 def test_memory_budget_names_its_source():
     ctx = TrialContext(run_dir=".", family="efficientnet", fixed={}, data_context={}, data_info={}, train={},
                        max_memory_mb=100.0)
-    assert budget_violation(ctx, 1, 1, memory_mb=50.0) is None
+    assert budget_violation(ctx, 1, 1, memory_mb=50.0) == ''
     assert budget_violation(ctx, 1, 1, memory_mb=150.0) == "memory_mb 150.0 (cpu_estimate) > max_memory_mb 100"
     assert "cuda_peak" in budget_violation(ctx, 1, 1, memory_mb=150.0, memory_source="cuda_peak")
 

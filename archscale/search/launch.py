@@ -1,0 +1,163 @@
+"""The one place a Ray Tune run is built: Ray started, the trainable with its data and
+resources, one stopper (Ctrl-C and the time budget) for the whole invocation, and per
+:meth:`Launcher.fit` the recorder, the run directory's files and the ``Tuner``.
+
+``archscale run`` (one stage or two), ``ablate`` and ``repeat`` all launch through it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from archscale.search.context import TrialContext
+from archscale.search.evaluate import Evaluator
+from archscale.search.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
+from archscale.search.resources import TrialResources, trial_resources
+from archscale.search.spec import Spec
+from archscale.search.trial import run_trial
+
+SPEC_FILE = "spec.yaml"
+CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving up
+
+
+def write_spec(run_dir: Path, spec: Spec) -> Path:
+    """Write the resolved spec as ``RUN_DIR/spec.yaml``, whole even if killed while writing."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{SPEC_FILE}.tmp"
+    tmp.write_text(spec.to_yaml())
+    return tmp.replace(run_dir / SPEC_FILE)
+
+
+def init_ray(address: str | None = None) -> None:
+    """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
+    cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
+    or join the cluster at ``address``."""
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no accuracy
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (ctrl_c) stops the search and keeps what finished
+    if ray.is_initialized():
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    if address == "local":
+        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        return
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            return
+        except ConnectionError as err:
+            # A Ray Client's server starts a process per client; on a busy head that start can
+            # fail ("Initialization failure from server") where the next one succeeds.
+            if not address.startswith("ray://") or attempt == CLIENT_ATTEMPTS:
+                raise
+            print(f"archscale: connecting to {address} failed ({' '.join(str(err).split())[:200]}); "
+                  f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
+            ray.shutdown()  # whatever the failed connection left behind
+            time.sleep(5 * attempt)
+
+
+@contextmanager
+def ctrl_c(stopper, out: TextIO):
+    """First Ctrl-C: stop the search cleanly (finished trials kept, the rest rerun by
+    ``--resume``). A second one: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stopper.reason == "interrupted":
+            raise KeyboardInterrupt
+        stopper.interrupt()
+        print("archscale: stopping after Ctrl-C; finished trials are kept (Ctrl-C again to stop at once)",
+              file=out, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Launcher:
+    """One invocation's Ray side. ``trainable(config, ctx, splits, **kwargs)`` runs a trial
+    (default :func:`~archscale.search.trial.run_trial`); the splits go to Ray's object store
+    once, whatever the number of fits."""
+
+    def __init__(self, spec: Spec, run_dir: Path, ctx: TrialContext, splits, evaluator: Evaluator, *,
+                 out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
+        from ray import tune
+
+        init_ray(spec.search.address)
+        self.spec, self.run_dir, self.ctx = spec, Path(run_dir), ctx
+        self.out = out or sys.stdout
+        self.client = (spec.search.address or "").startswith("ray://")
+        self.flag = None
+        if self.client:  # a Ctrl-C travels to the stopper that runs on the cluster
+            from ray.util.queue import Queue
+
+            self.flag = Queue(actor_options={"num_cpus": 0})
+        self.stopper = make_stopper(spec.search.time_budget_s, self.flag)  # one clock for every fit
+        self.resources: TrialResources = trial_resources(spec, evaluator, splits)
+        self.trainable = tune.with_resources(
+            tune.with_parameters(trainable, ctx=ctx, splits=splits, **trainable_kwargs), self.resources)
+
+    @property
+    def gpu_text(self) -> str:
+        gpu = self.resources.gpu
+        return "a GPU share sized from its memory" if gpu == "auto" else f"{gpu:g} GPU" if gpu else "no GPU"
+
+    def fit(self, *, choices: list[str], progress: Progress, num_samples: int, search_alg=None, scheduler=None,
+            param_space: dict | None = None, name: str = "tune", stage: int | None = None,
+            max_failures: int | None = None) -> None:
+        """Run one Tune experiment; every trial lands in ``trials.csv`` (with ``stage``), its
+        files in ``trials/<id>/``, its start in ``started.jsonl``. Returns when it ends, was
+        stopped by the time budget or by Ctrl-C (``self.stopper.reason`` says which)."""
+        from ray import tune
+
+        files = RunFiles(self.run_dir, choices, progress, stage=stage)
+        sink, relayed, drainer = files, None, None
+        if self.client:
+            # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,
+            # which writes the run directory.
+            from ray.util.queue import Queue
+
+            queue = Queue(actor_options={"num_cpus": 0})
+            sink, relayed = Relay(queue), threading.Event()
+            drainer = threading.Thread(target=drain, args=(queue, files, relayed), daemon=True)
+            drainer.start()
+        recorder = make_recorder(sink, self.ctx, choices, self.stopper, self.resources)
+        failures = self.spec.search.max_failures if max_failures is None else max_failures
+        tuner = tune.Tuner(
+            self.trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=self.spec.search.max_concurrent,
+                                        reuse_actors=self.resources.gpu != "auto"),
+            # Tune's own state: in the run directory; on a Ray Client, in Ray's default place on the cluster
+            run_config=tune.RunConfig(
+                name=f"archscale-{self.spec.name}-{uuid.uuid4().hex[:8]}" if self.client else name,
+                storage_path=None if self.client else str(self.run_dir.resolve()), verbose=0,
+                callbacks=[recorder], stop=self.stopper,
+                failure_config=tune.FailureConfig(max_failures=failures)),
+        )
+        try:
+            with ctrl_c(self.stopper, self.out):
+                tuner.fit()
+        finally:
+            if drainer is not None:
+                relayed.set()
+                drainer.join()
+        if self.client:
+            self.stopper.stop_all()  # the time budget was counted on the cluster: name it here too

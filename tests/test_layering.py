@@ -70,3 +70,20 @@ def test_importing_every_module_loads_neither_ray_nor_optuna():
             "print('ok')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
+
+
+CHECKED = [  # one spec of each kind: a budgeted search, a searched recipe, a two-stage compound scaling
+    ("examples/quickstart.yaml", ["--samples", "4"]),
+    ("examples/mnist_1p5k_techniques.yaml", ["--samples", "4"]),
+    ("examples/mnist_compound_scaling_small.yaml", ["--set", "space.params.alpha=[1.2]", "--set",
+                                                    "space.params.beta=[1.1]"]),
+]
+
+
+@pytest.mark.parametrize("spec, extra", CHECKED, ids=[s for s, _ in CHECKED])
+def test_check_of_every_kind_of_spec_loads_neither_ray_nor_optuna(spec, extra):
+    code = ("import sys\nfrom archscale.cli import main\n"
+            f"status = main(['check', {spec!r}, *{extra!r}])\n"
+            "print('heavy:', sorted(m for m in ('ray', 'optuna') if m in sys.modules), status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip().splitlines()[-1] == "heavy: [] 0", done.stdout[-2000:] + done.stderr[-2000:]

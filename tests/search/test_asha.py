@@ -17,7 +17,7 @@ def test_asha_stops_the_weak_trial_after_its_grace_period(tmp_path, write_spec, 
     # is near chance (0.10) where widths 16 and 24 are at 0.19 and 0.22 (same seed, same data).
     # One trial at a time, in the grid's seeded order with the weak one last: when it reaches
     # the first rung, ASHA (reduction 2) has both strong trials there, and it must stop it.
-    widths = [1, 16, 24]
+    widths = [16, 1, 24]  # the grid runs them as 24, 16, 1 (seed 0)
     assert grid_points([Dimension("c4_width", "choice", tuple(widths))], seed=0)[-1] == {"c4_width": 1}
     tiny_spec["data"]["subset"] = 0.2
     tiny_spec["space"]["params"].update(c1_width=4, c3_width=8, c3_conv="depthwise", c4_width=widths)

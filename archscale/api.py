@@ -391,6 +391,12 @@ class Check:
     def __str__(self) -> str:
         return self.text
 
+    def __repr__(self) -> str:
+        if self._cache is None:  # a staged check measures its counts only when asked
+            return f"Check({self.spec.name!r}: print() it for the report; .size, .sampled, .feasible, .rows)"
+        size = "inf" if self.size == math.inf else f"{int(self.size):,}"
+        return f"Check({self.spec.name!r}: {self.feasible} of {self.sampled} sampled feasible; size {size})"
+
     def __format__(self, format_spec: str) -> str:
         return format(self.text, format_spec)
 

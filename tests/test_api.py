@@ -39,6 +39,12 @@ def test_import_archscale_loads_no_heavy_library():
     assert out.split("\n")[:2] == ["[]", "True"]  # nothing until a name of the API is used
 
 
+def test_the_api_module_loads_neither_ray_nor_optuna():
+    code = "import sys, archscale.api; print(sorted(m for m in ('ray', 'optuna') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_dir_and_unknown_names():
     assert {"run", "load_run", "Run", "check", "build", "spaces", "load_exported"} <= set(dir(archscale))
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
@@ -207,6 +213,7 @@ def test_check_counts_and_text_are_the_commands(tmp_path, capsys, write_spec, ti
     assert all(r["params"] > 0 for r in result.rows)
     assert "7 trials" in str(result) and f"{result.feasible} of 6 sampled configurations" in str(result)
     assert f"{result}" == str(result) and format(result, "") == result.text
+    assert repr(result) == f"Check('tiny': {result.feasible} of 6 sampled feasible; size 16)"
     capsys.readouterr()
     assert main(["check", str(path), "--samples", "6", "--set", "search.num_trials=7"]) == 0
     assert capsys.readouterr().out == str(result)

@@ -6,7 +6,7 @@ Exit status: 0 success, 2 invalid input (spec, arguments, paths), 1 a failure wh
 from __future__ import annotations
 
 import argparse
-import math
+import json
 import os
 import sys
 from pathlib import Path
@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", action="store_true", help="continue the interrupted run in the run directory")
     run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
                      help="override a spec field (repeatable), e.g. --set search.num_trials=4")
-    run.add_argument("--quiet", action="store_true", help="print only errors and the final front")
-    run.add_argument("--verbose", action="store_true", help="also a line per trial start, epoch and retry")
+    loudness = run.add_mutually_exclusive_group()
+    loudness.add_argument("--quiet", action="store_true", help="print only errors and the final front")
+    loudness.add_argument("--verbose", action="store_true", help="also a line per trial start, epoch and retry")
 
     check = sub.add_parser("check", help="validate a spec; size of the space; how many configs fit the budgets")
     check.add_argument("spec")
@@ -98,59 +99,40 @@ def build_parser() -> argparse.ArgumentParser:
 # --------------------------------------------------------------------------- commands
 
 
+def _set_overrides(assignments: list[str]) -> dict:
+    """``--set key.path=value`` items as the overrides of :func:`archscale.run`: each checked and
+    its value parsed (as YAML) by :func:`~archscale.search.spec.apply_override`, in order."""
+    from archscale.search.spec import apply_override
+
+    overrides: dict = {}
+    for assignment in assignments:
+        parsed: dict = {}
+        apply_override(parsed, assignment)  # raises SpecError naming --set, the key and what is allowed
+        key = assignment.partition("=")[0]
+        value = parsed
+        for part in key.split("."):
+            value = value[part]
+        overrides.pop(key, None)  # the last --set of a key wins, in its place in the order
+        overrides[key] = value
+    return overrides
+
+
 def cmd_run(args) -> int:
-    from archscale.search.rundir import prepare_run_dir
-    from archscale.search.runner import run_search
+    from archscale.api import run
 
-    spec = load_spec(args.spec, args.overrides)
-    run_dir = prepare_run_dir(spec, args.out, args.resume)
-    if args.quiet and args.verbose:
-        raise SpecError("--quiet and --verbose: give one of them, not both")
-    if spec.search.stages is not None:
-        from archscale.search.stages import run_staged
-
-        run_staged(spec, run_dir, resume=args.resume, quiet=args.quiet, verbose=args.verbose)
-        return EXIT_OK
-    run_search(spec, run_dir, resume=args.resume, quiet=args.quiet, verbose=args.verbose)
+    run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose, **_set_overrides(args.overrides))
     return EXIT_OK
 
 
 def cmd_check(args) -> int:
-    from archscale.search.check import feasibility
+    from archscale.api import CheckError, check
 
-    spec = load_spec(args.spec, args.overrides)
-    if spec.search.stages is not None:
-        from archscale.search.stages import check_staged
-
-        return check_staged(spec, samples=args.samples)
-    dims = spec.space.dimensions() + spec.train.dimensions()
-    print(f"spec {spec.name!r}: valid")
-    print(f"family {spec.space.family}; dataset {spec.data.dataset}; sampler {spec.search.sampler}; "
-          f"{spec.search.num_trials} trials; objectives {', '.join(spec.search.objectives)}")
-    for d in dims:
-        if d.kind == "fixed":
-            desc = f"fixed {d.values[0]!r}"
-        elif d.kind == "choice":
-            desc = "choice of " + ", ".join(map(repr, d.values))
-        else:
-            desc = f"{d.kind} range [{d.low}, {d.high}]" + (f" step {d.step}" if d.step else "") + (" log" if d.log else "")
-        print(f"  {d.name}: {desc}")
-    report = feasibility(spec, samples=args.samples)
-    size = "infinite (continuous ranges)" if report.size == math.inf else f"{int(report.size):,}"
-    print(f"size of the space: {size} configurations")
-    budgets = ", ".join(f"{k}={v:,}" for k, v in (("max_params", spec.space.max_params), ("max_macs", spec.space.max_macs),
-                                                   ("max_latency_ms", spec.space.max_latency_ms)) if v)
-    print(f"{report.feasible} of {report.sampled} {'configurations' if report.sampled == report.size else 'sampled configurations'} "
-          f"fit the budgets ({budgets or 'no budgets'})")
-    measured = [r for r in report.rows if r["params"] is not None]
-    if measured:
-        params = sorted(r["params"] for r in measured)
-        macs = sorted(r["macs"] for r in measured)
-        print(f"params {params[0]:,} .. {params[-1]:,}; macs (multiply-adds per image) {macs[0]:,} .. {macs[-1]:,}")
-    if report.feasible == 0:
-        small = report.smallest
-        raise SpecError(f"space: no configuration meets the budgets; the smallest sampled has "
-                        f"params={small.get('params')}, macs={small.get('macs')}")
+    try:
+        result = check(args.spec, samples=args.samples, **_set_overrides(args.overrides))
+    except CheckError as err:  # what was found before the error, then the error (exit 2)
+        print(err.output, end="")
+        raise
+    print(result, end="")
     return EXIT_OK
 
 
@@ -299,39 +281,16 @@ def cmd_report(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from archscale.analysis.export import export_trial
-    from archscale.analysis.pareto import best_trial, pick_trial
-    from archscale.analysis.records import read_trials
+    from archscale.analysis.export import read_exported
+    from archscale.api import load_run
 
-    run_dir = _run_dir(args.run_dir)
-    spec = _run_spec(run_dir)
-    trials = read_trials(run_dir)
-    how = "the winner"
-    if args.trial:
-        ids = trials["trial_id"].astype(str)
-        match = trials[ids == args.trial]
-        if match.empty:
-            raise SpecError(f"--trial {args.trial!r}: no such trial in {run_dir}; trials: {', '.join(ids)}")
-        row = match.iloc[0]
-        if row["status"] != "completed":
-            raise SpecError(f"--trial {args.trial!r}: the trial is {row['status']}; only completed trials can be exported")
-        how = "trial"
-    elif args.pick:
-        row = pick_trial(trials, args.pick)
-        if row is None:
-            raise SpecError(f"{run_dir}: no completed trial with val_accuracy and macs to pick from")
-        how = f"--pick {args.pick}"
-    else:
-        row = best_trial(trials, spec.search.objective_pairs())
-        if row is None:
-            raise SpecError(f"{run_dir}: no completed trial to export")
-    out = Path(args.out) if args.out else run_dir / "best"
-    export_trial(run_dir, row["trial_id"], out, extra={"spec": spec.name, "objectives": spec.search.objectives,
-                                                       "picked_by": how}, onnx=args.onnx)
-    print(f"exported trial {row['trial_id']} ({how}; val_accuracy {row['val_accuracy']:.4f}, "
-          f"macs {int(row['macs']):,}) -> {out}")
-    print(f"  {row['arch']}")
-    print(f"  files: arch.yaml weights.pt metrics.json model.py{' model.onnx' if args.onnx else ''}")
+    run = load_run(_run_dir(args.run_dir))
+    out = run.export(args.out, pick=args.pick, trial=args.trial, onnx=args.onnx)
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(f"exported trial {metrics['trial_id']} ({metrics['picked_by']}; val_accuracy {metrics['val_accuracy']:.4f}, "
+          f"macs {int(metrics['macs']):,}) -> {out}")
+    print(f"  {read_exported(out)['text']}")
+    print(f"  files: {' '.join(metrics['files'])}")
     return EXIT_OK
 
 

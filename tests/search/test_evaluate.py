@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-from torch import nn
 
 import archscale.search.evaluate as evaluate
 from archscale.analysis.cost import activation_mb

@@ -71,7 +71,8 @@ def test_export_and_reload(legacy, capsys, tmp_path):
     assert main(["export", str(legacy), "--pick", "macs", "--out", str(out)]) == 0
     trials = pd.read_csv(legacy / "trials.csv", dtype={"trial_id": str})
     cheapest = trials.loc[trials["macs"].idxmin()]
-    assert f"exported trial {cheapest['trial_id']} (--pick macs" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"exported trial {cheapest['trial_id']} (--pick macs" in printed.out
     doc = read_exported(out)
     assert doc["text"] == cheapest["arch"]
     model = archscale.load_exported(out)
@@ -79,6 +80,10 @@ def test_export_and_reload(legacy, capsys, tmp_path):
     assert all(torch.equal(v, saved[k]) for k, v in model.state_dict().items())
     run = archscale.load_run(legacy)
     assert run.best["trial_id"] == json.loads((LEGACY / "best" / "metrics.json").read_text())["trial_id"]
+    # trained before provenance was recorded: null, said in one warning line, never taken anew at export
+    assert json.loads((out / "metrics.json").read_text())["provenance"] is None
+    warnings = [line for line in printed.err.splitlines() if "warning" in line]
+    assert len(warnings) == 1 and "recorded no provenance" in warnings[0] and cheapest["trial_id"] in warnings[0]
 
 
 def test_resume_of_the_finished_legacy_run_changes_nothing(legacy, capsys):

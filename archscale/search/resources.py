@@ -116,7 +116,7 @@ def _measure_here(arch_text: str, input_shape: tuple[int, ...], num_classes: int
     from archscale.trainer.memory import step_peak_mb
     from archscale.trainer.train import TrainConfig
 
-    cfg = TrainConfig(**{k: v for k, v in train.items() if k != "device"})
+    cfg = TrainConfig(**train)
     return step_peak_mb(build(Arch.from_text(arch_text)), input_shape, num_classes, cfg, "cuda")
 
 

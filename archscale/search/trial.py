@@ -99,7 +99,7 @@ def batch_memory(ctx: TrialContext, model: torch.nn.Module, shape: tuple[int, ..
 
     dev = resolve_device(str(device))
     if dev.type == "cuda":
-        cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"})
+        cfg = TrainConfig(**recipe)
         probe = copy.deepcopy(model)  # the step changes weights and BatchNorm statistics: not the model's own
         peak = step_peak_mb(probe, tuple(shape[1:]), ctx.data_context["num_classes"], cfg, dev)
         del probe
@@ -201,7 +201,7 @@ def _run(config: dict[str, Any], ctx: TrialContext, splits: Splits, tune, reache
                      "train_seconds": float("inf")})
         return
 
-    cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"}, seed=seed)
+    cfg = TrainConfig(**recipe, seed=seed)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         reached.update(epochs=epoch, train_seconds=metrics["train_seconds"])

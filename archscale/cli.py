@@ -274,8 +274,8 @@ def cmd_report(args) -> int:
     trials = read_trials(run_dir)
     _check_columns(trials, objectives, run_dir)
     importances, note = param_importances(spec, trials)
-    path = write_report(run_dir, args.out, objectives=objectives, reference=spec.search.reference_point or {},
-                        importances=importances, importance_note=note)
+    path = write_report(run_dir, args.out, objectives=objectives, choices=[d.name for d in spec.searched()],
+                        reference=spec.search.reference_point or {}, importances=importances, importance_note=note)
     print(f"report: {path}")
     return EXIT_OK
 
@@ -296,12 +296,10 @@ def cmd_export(args) -> int:
 
 def cmd_compare(args) -> int:
     from archscale.analysis.compare import compare_runs, format_comparison, write_comparison
-    from archscale.analysis.records import read_spec, spec_objectives
 
     dirs = [_run_dir(d) for d in args.run_dirs]
-    for d in dirs:
-        _run_spec(d)  # each must hold a valid spec
-    objectives = _objectives_arg(args.objectives, spec_objectives(read_spec(dirs[0])))
+    specs = [_run_spec(d) for d in dirs]  # each must hold a valid spec
+    objectives = _objectives_arg(args.objectives, specs[0].search.objective_pairs())
     try:
         summaries, b = compare_runs(dirs, objectives, _reference_arg(args.reference))
     except KeyError as err:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, log_x_if_wide, pareto_front, save_figure
-from archscale.analysis.records import read_spec, read_trials, spec_objectives
+from archscale.analysis.records import read_spec, read_trials
 
 
 @dataclass
@@ -47,15 +47,16 @@ def common_reference(specs: Sequence[Mapping]) -> dict[str, float]:
     return {m: v for m, v in refs[0].items() if all(r.get(m) == v for r in refs[1:])}
 
 
-def compare_runs(run_dirs: Sequence[str | Path], objectives: Sequence[Objective] | None = None,
+def compare_runs(run_dirs: Sequence[str | Path], objectives: Sequence[Objective],
                  reference: Mapping[str, float] | None = None) -> tuple[list[RunSummary], Bounds]:
-    """Fronts and hypervolumes of ``run_dirs`` under shared ``objectives`` (default: the first
-    run's) and a shared reference point (``reference``, else what the specs agree on, else the
-    worst completed value over all runs)."""
+    """Fronts and hypervolumes of ``run_dirs`` under shared ``objectives`` ((metric, "max" |
+    "min") pairs, e.g. the first run's ``spec.search.objective_pairs()``) and a shared
+    reference point (``reference``, else what the specs agree on, else the worst completed
+    value over all runs)."""
     dirs = [Path(d) for d in run_dirs]
     specs = [read_spec(d) for d in dirs]
     trials = [read_trials(d) for d in dirs]
-    objectives = list(objectives or spec_objectives(specs[0]))
+    objectives = list(objectives)
     for d, t in zip(dirs, trials):
         missing = [m for m, _ in objectives if m not in t.columns]
         if missing:

@@ -108,15 +108,3 @@ def read_spec(run_dir: str | Path) -> dict:
         raise FileNotFoundError(f"{path} does not exist: is {run_dir} a run directory?")
     return yaml.safe_load(path.read_text()) or {}
 
-
-def spec_objectives(spec: Mapping) -> list[tuple[str, str]]:
-    """The ``search.objectives`` of a spec dict as (metric, "max" | "min") pairs."""
-    items = (spec.get("search") or {}).get("objectives") or ["val_accuracy:max"]
-    return [tuple(item.split(":", 1)) for item in items]  # type: ignore[misc]
-
-
-def searched_choices(spec: Mapping) -> list[str]:
-    """Names of the space parameters the spec searches (a list or a range), in spec order."""
-    params = (spec.get("space") or {}).get("params") or {}
-    return [name for name, value in params.items()
-            if isinstance(value, dict) or (isinstance(value, list) and len(value) > 1)]

@@ -25,7 +25,7 @@ import pandas as pd
 from archscale.analysis.export import RESULT_FILE, trial_dir
 from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
-from archscale.analysis.records import read_spec, read_trials, searched_choices, spec_objectives
+from archscale.analysis.records import read_spec, read_trials
 
 REPORT_FILE = "report.html"
 # Architecture parameters that mark a compound-scaling run (EfficientNet: d = alpha^phi,
@@ -246,21 +246,23 @@ def _table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def write_report(run_dir: str | Path, out: str | Path | None = None, objectives: Sequence[Objective] | None = None,
-                 reference: Mapping[str, float] | None = None, importances: Mapping[str, float] | None = None,
-                 importance_note: str = "") -> Path:
+def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectives: Sequence[Objective],
+                 choices: Sequence[str], reference: Mapping[str, float] | None = None,
+                 importances: Mapping[str, float] | None = None, importance_note: str = "") -> Path:
     """Write the run's ``report.html`` (default ``RUN_DIR/report.html``) and return its path.
 
-    ``objectives`` default to the spec's, ``reference`` (metric -> value) to the spec's
-    ``search.reference_point``; ``importances`` (choice -> importance, e.g. Optuna's) are
-    drawn when given, else ``importance_note`` says why there are none.
+    ``objectives`` are (metric, "max" | "min") pairs and ``choices`` the trials.csv columns of
+    the searched choices (``train.*`` ones included), both as the validated spec gives them
+    (``spec.search.objective_pairs()``, ``[d.name for d in spec.searched()]``);
+    ``reference`` (metric -> value) defaults to the spec's ``search.reference_point``;
+    ``importances`` (choice -> importance, e.g. Optuna's) are drawn when given, else
+    ``importance_note`` says why there are none.
     """
     run_dir = Path(run_dir)
     spec = read_spec(run_dir)
     trials = read_trials(run_dir)
-    objectives = list(objectives or spec_objectives(spec))
+    objectives, choices = list(objectives), list(choices)
     reference = dict(reference if reference is not None else ((spec.get("search") or {}).get("reference_point") or {}))
-    choices = searched_choices(spec)
     front = pareto_front(trials, objectives)
     labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
     name = spec.get("name", run_dir.name)
@@ -318,6 +320,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, objectives:
 
     # Effect of choices
     sections.append("<h2>Effect of each searched choice on accuracy</h2>")
+    sections.append(f"<p>Searched choices: {html.escape(', '.join(choices)) or 'none'}.</p>")
     if importances:
         title = f"Parameter importances for val_accuracy (Optuna: {importance_note or 'fANOVA'})"
         ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(importances.items(), key=lambda kv: -kv[1]))

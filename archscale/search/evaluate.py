@@ -184,7 +184,7 @@ class Evaluator:
             from archscale.trainer import TrainConfig
             from archscale.trainer.memory import step_peak_mb
 
-            cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"})
+            cfg = TrainConfig(**recipe)
             probe = copy.deepcopy(model)
             peak = step_peak_mb(probe, tuple(self.ctx.input_shape[1:]), self.ctx.data_context["num_classes"], cfg,
                                 device)

@@ -9,6 +9,7 @@ Every model forbids unknown keys. A parameter of the search space is written as
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 import typing
@@ -17,11 +18,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_serializer,
-                      model_validator)
+from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
+                      model_serializer, model_validator)
 
 from archscale.space import CONTEXT_PARAMS, SpaceError, get_space
-from archscale.trainer import DATASETS, RECIPES
+from archscale.trainer import DATASETS, RECIPES, TrainConfig
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
@@ -184,41 +185,20 @@ def _dimension(param, raw: Any) -> Dimension:
     return Dimension(param.name, "fixed", (coerce(raw),))
 
 
-# Training fields that a search may vary: written as a list (choice) or {low, high} (range).
-SEARCHABLE_TRAIN = ("epochs", "batch_size", "optimizer", "lr", "momentum", "weight_decay", "schedule", "warmup",
-                    "label_smoothing", "crop_padding", "flip", "cutout", "mixup", "sam_rho", "swa", "swa_start",
-                    "swa_lr", "ema", "tta")
+# The spec's ``train`` section is built from ``trainer.TrainConfig``: every field but ``seed``
+# (each trial's seed comes from the spec's top-level ``seed``), with its default, bounds,
+# allowed values and doc. A field whose metadata says ``searchable`` may be a list or a range.
+TRAIN_FIELDS = tuple(f for f in dataclasses.fields(TrainConfig) if f.name != "seed")
+SEARCHABLE_TRAIN = tuple(f.name for f in TRAIN_FIELDS if f.metadata["searchable"])
 
 
-class TrainSpec(_Strict):
-    """Training recipe. Any field in SEARCHABLE_TRAIN may be a list or a range, searched
-    like an architecture choice (its column in trials.csv is ``train.<field>``). ``recipe``
-    names a preset (``trainer.RECIPES``) whose values fill every field not given here."""
+class _TrainBase(_Strict):
+    """Training recipe: the fields of ``trainer.TrainConfig`` (but ``seed``, the spec's
+    top-level one). Any field in SEARCHABLE_TRAIN may be a list or a range, searched like an
+    architecture choice (its column in trials.csv is ``train.<field>``). ``recipe`` names a
+    preset (``trainer.RECIPES``) whose values fill every field not given here."""
 
     recipe: str | None = Field(None, description=f"a named recipe filling the fields not given: {', '.join(RECIPES)}")
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(128, ge=1)
-    optimizer: Literal["sgd", "adamw"] = "sgd"
-    lr: float = Field(0.05, gt=0, description="peak learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(5e-4, ge=0)
-    schedule: Literal["onecycle", "cosine", "constant", "triangular"] = "onecycle"
-    warmup: float = Field(0.25, ge=0, le=1, description="fraction of steps rising to the peak lr (onecycle, triangular)")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
-    crop_padding: int = Field(0, ge=0, description="random-crop padding in pixels; 0 = off")
-    flip: bool = False
-    cutout: int = Field(0, ge=0, description="side of the zeroed square in pixels; 0 = off")
-    mixup: float = Field(0.0, ge=0, description="Beta(alpha, alpha) of mixup; 0 = off")
-    sam_rho: float = Field(0.0, ge=0, description="SAM radius; 0 = off")
-    swa: bool = False
-    swa_start: float = Field(0.75, gt=0, le=1, description="fraction of epochs before SWA averages")
-    swa_lr: float = Field(0.0, ge=0, description="SWA learning rate; 0 = lr / 10")
-    ema: float = Field(0.0, ge=0, lt=1, description="EMA decay per step; 0 = off")
-    tta: bool = False
-    channels_last: bool = False
-    compile: bool = False
-    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
 
     _searched: dict[str, Any] = PrivateAttr(default_factory=dict)
 
@@ -228,6 +208,8 @@ class TrainSpec(_Strict):
         """Pull out the searched fields; check each of their values as the field would."""
         if not isinstance(data, dict):
             return handler(data)
+        if "seed" in data:
+            raise ValueError("train.seed: the seed is the spec's top-level 'seed', not a training field")
         name = data.get("recipe")
         if name is not None:
             if not isinstance(name, str) or name not in RECIPES:
@@ -265,9 +247,9 @@ class TrainSpec(_Strict):
         return {**handler(self), **self._searched}
 
     def values(self) -> dict[str, Any]:
-        """Every training field's value (the recipe's filled in); a searched field holds its
-        first value (a trial overrides it)."""
-        return {k: getattr(self, k) for k in type(self).model_fields if k != "recipe"}
+        """Every training field's value (the recipe's filled in), as ``TrainConfig`` takes them;
+        a searched field holds its first value (a trial overrides it)."""
+        return {f.name: getattr(self, f.name) for f in TRAIN_FIELDS}
 
     def dimensions(self) -> list[Dimension]:
         """The searched training fields, named ``train.<field>``."""
@@ -288,6 +270,20 @@ class TrainSpec(_Strict):
                 low, high = (int(rng.low), int(rng.high)) if is_int else (float(rng.low), float(rng.high))
                 dims.append(Dimension(name, "int" if is_int else "float", (), low, high, rng.step, rng.log))
         return dims
+
+
+def _train_field(f: dataclasses.Field, annotation: type) -> tuple[Any, Any]:
+    """A TrainConfig field as a pydantic field: its choices become a Literal, its bounds Field's."""
+    meta = f.metadata
+    if meta["choices"]:
+        annotation = Literal[meta["choices"]]  # type: ignore[valid-type]
+    bounds = {k: meta[k] for k in ("ge", "gt", "le", "lt") if k in meta}
+    return annotation, Field(f.default, description=meta["doc"], **bounds)
+
+
+_TRAIN_TYPES = typing.get_type_hints(TrainConfig)
+TrainSpec = create_model("TrainSpec", __base__=_TrainBase, __module__=__name__, __doc__=_TrainBase.__doc__,
+                         **{f.name: _train_field(f, _TRAIN_TYPES[f.name]) for f in TRAIN_FIELDS})
 
 
 class Resources(_Strict):

@@ -94,7 +94,7 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
                 "train_seconds": float("inf")})
         return
 
-    cfg = TrainConfig(**{k: v for k, v in recipe.items() if k != "device"}, seed=seed)
+    cfg = TrainConfig(**recipe, seed=seed)
 
     def on_epoch(epoch: int, metrics: dict) -> None:
         reached.update(epochs=epoch, train_seconds=metrics["train_seconds"])

@@ -31,7 +31,7 @@ import math
 import platform
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from functools import partial
 from typing import Callable, Iterator
 
@@ -50,32 +50,71 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite."""
 
 
+def _field(default, doc: str, *, choices: tuple | None = None, searchable: bool = False, **bounds: float):
+    """A training field: its default, a one-line ``doc``, the values it takes (``choices``, or
+    ``bounds`` among ge, gt, le, lt) and whether a spec may search it (a list or a range)."""
+    unknown = set(bounds) - {"ge", "gt", "le", "lt"}
+    if unknown:
+        raise TypeError(f"unknown bound {sorted(unknown)[0]!r}; allowed: ge, gt, le, lt")
+    return field(default=default, metadata={"doc": doc, "choices": choices, "searchable": searchable, **bounds})
+
+
+_BOUND_TESTS = {"ge": (lambda v, b: v >= b, ">="), "gt": (lambda v, b: v > b, ">"),
+                "le": (lambda v, b: v <= b, "<="), "lt": (lambda v, b: v < b, "<")}
+
+
+def _allowed(f) -> str:
+    """What a TrainConfig field takes, in words: ``'sgd', 'adamw'`` or ``>= 0, < 1``."""
+    meta = f.metadata
+    if meta.get("choices"):
+        return ", ".join(repr(c) for c in meta["choices"])
+    return ", ".join(f"{_BOUND_TESTS[k][1]} {meta[k]}" for k in _BOUND_TESTS if k in meta) or "any"
+
+
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
-    batch_size: int = 128
-    optimizer: str = "sgd"  # "sgd" (Nesterov momentum) | "adamw"
-    lr: float = 0.05  # peak learning rate
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    schedule: str = "onecycle"  # "onecycle" | "cosine" | "constant" | "triangular"
-    warmup: float = 0.25  # fraction of all steps spent rising to the peak (onecycle, triangular)
-    label_smoothing: float = 0.0
-    precision: str = "auto"  # "auto": bf16 autocast on CUDA, fp32 on CPU | "fp32" | "bf16"
-    crop_padding: int = 0  # pixels of zero padding for random crops; 0 = no crop
-    flip: bool = False  # random horizontal flips
-    cutout: int = 0  # side in pixels of a zeroed square at a random place per image; 0 = off
-    mixup: float = 0.0  # Beta(alpha, alpha) mixing of image pairs and their labels; 0 = off
-    sam_rho: float = 0.0  # SAM neighbourhood radius; 0 = plain steps
-    swa: bool = False  # stochastic weight averaging over the last epochs
-    swa_start: float = 0.75  # fraction of epochs after which SWA averages (one snapshot per epoch)
-    swa_lr: float = 0.0  # SWA's constant learning rate; 0 = a tenth of lr
-    ema: float = 0.0  # decay per step of an exponential moving average of the weights; 0 = off
-    tta: bool = False  # evaluate on the image and its left-right mirror, logits averaged
-    channels_last: bool = False  # NHWC memory format for model and data (faster convs on GPUs)
-    compile: bool = False  # torch.compile the model (compilation is excluded from train_seconds)
-    eval_batch_size: int = 1024
-    seed: int = 0
+    """Every training field, once: default, allowed values and a one-line doc per field (in
+    ``dataclasses.fields(TrainConfig)[i].metadata``). The spec's ``train`` section is built
+    from these fields (all but ``seed``, which is the spec's top-level seed)."""
+
+    epochs: int = _field(5, "passes over the training split", ge=1, searchable=True)
+    batch_size: int = _field(128, "images per step", ge=1, searchable=True)
+    optimizer: str = _field("sgd", "sgd (Nesterov momentum) or adamw", choices=("sgd", "adamw"), searchable=True)
+    lr: float = _field(0.05, "peak learning rate", gt=0, searchable=True)
+    momentum: float = _field(0.9, "SGD momentum (Nesterov when > 0)", ge=0, lt=1, searchable=True)
+    weight_decay: float = _field(5e-4, "L2 weight decay (decoupled for adamw)", ge=0, searchable=True)
+    schedule: str = _field("onecycle", "learning-rate schedule", choices=SCHEDULES, searchable=True)
+    warmup: float = _field(0.25, "fraction of steps rising to the peak lr (onecycle, triangular)", ge=0, le=1,
+                           searchable=True)
+    label_smoothing: float = _field(0.0, "label smoothing of the cross-entropy", ge=0, lt=1, searchable=True)
+    precision: str = _field("auto", "auto: bf16 autocast on CUDA, fp32 on CPU", choices=("auto", "fp32", "bf16"))
+    crop_padding: int = _field(0, "random-crop padding in pixels (zero fill); 0 = off", ge=0, searchable=True)
+    flip: bool = _field(False, "random horizontal flips", searchable=True)
+    cutout: int = _field(0, "side in pixels of a zeroed square at a random place per image; 0 = off", ge=0,
+                         searchable=True)
+    mixup: float = _field(0.0, "Beta(alpha, alpha) mixing of image pairs and their labels; 0 = off", ge=0,
+                          searchable=True)
+    sam_rho: float = _field(0.0, "SAM neighbourhood radius; 0 = plain steps", ge=0, searchable=True)
+    swa: bool = _field(False, "stochastic weight averaging over the last epochs", searchable=True)
+    swa_start: float = _field(0.75, "fraction of epochs after which SWA averages (one snapshot per epoch)", gt=0,
+                              le=1, searchable=True)
+    swa_lr: float = _field(0.0, "SWA's constant learning rate; 0 = lr / 10", ge=0, searchable=True)
+    ema: float = _field(0.0, "decay per step of an exponential moving average of the weights; 0 = off", ge=0,
+                        lt=1, searchable=True)
+    tta: bool = _field(False, "evaluate on the image and its left-right mirror, logits averaged", searchable=True)
+    channels_last: bool = _field(False, "NHWC memory format for model and data (faster convs on GPUs)")
+    compile: bool = _field(False, "torch.compile the model (compilation is excluded from train_seconds)")
+    device: str = _field("auto", "auto | cpu | cuda | cuda:N (auto: cuda when there is one)")
+    eval_batch_size: int = _field(1024, "images per evaluation batch", ge=1)
+    seed: int = _field(0, "seeds the weights' initialisation, the shuffling and the augmentation")
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value, meta = getattr(self, f.name), f.metadata
+            ok = value in meta["choices"] if meta.get("choices") else all(
+                test(value, meta[k]) for k, (test, _) in _BOUND_TESTS.items() if k in meta)
+            if not ok:
+                raise ValueError(f"TrainConfig.{f.name}: {value!r} is not allowed; allowed: {_allowed(f)}")
 
 
 # Named recipes: a spec's ``train.recipe`` fills every training field the spec does not set.
@@ -366,9 +405,10 @@ class _Timer:
         return time.perf_counter() - self.t0
 
 
-def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torch.device = "auto",
+def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torch.device | None = None,
           callback: EpochCallback | None = None) -> TrainResult:
-    """Train ``model`` on ``splits`` and return its validation and test accuracy.
+    """Train ``model`` on ``splits`` (on ``device``, default ``cfg.device``) and return its
+    validation and test accuracy.
 
     ``callback(epoch, metrics)`` is called after every epoch with ``epoch`` (1-based),
     ``train_loss``, ``train_accuracy``, ``val_accuracy``, ``lr`` and ``train_seconds``;
@@ -377,6 +417,7 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     into ``model``.
     """
     start = time.perf_counter()
+    device = cfg.device if device is None else device
     dev = resolve_device(device) if isinstance(device, str) else device
     if dev.type == "cpu":
         keep_freed_memory()

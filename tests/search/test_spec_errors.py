@@ -26,6 +26,7 @@ BAD_SPECS = [
     ("unknown top-level key", {"colour": "red"}, ["colour", "unknown key", "name, seed, data, space, train, search"]),
     ("unknown nested key", {"train": {"epoch": 3}}, ["train.epoch", "unknown key", "epochs"]),
     ("wrong type", {"train": {"epochs": "many"}}, ["train.epochs", "many"]),
+    ("below a training bound", {"train": {"epochs": 0}}, ["train.epochs", "greater than or equal to 1", "got 0"]),
     ("empty choice list", {"space": {"params": {"c1_width": []}}}, ["space.params.c1_width", "empty"]),
     ("range low > high", {"space": {"params": {"c1_width": {"low": 16, "high": 8}}}}, ["space.params.c1_width", "low (16) is greater than high (8)"]),
     ("value not allowed", {"space": {"params": {"c2_conv": "fancy"}}}, ["space.params.c2_conv", "'fancy'", "'regular', 'depthwise', 'dilated'"]),

@@ -1,3 +1,4 @@
+import importlib
 import platform
 
 import pytest
@@ -5,7 +6,7 @@ import torch
 from torch import nn
 
 from archscale.space import build, get_space
-from archscale.trainer import TrainConfig, TrainingDiverged, load_dataset, split, train
+from archscale.trainer import RECIPES, TrainConfig, TrainingDiverged, load_dataset, split, train
 from archscale.trainer.train import _optimizer, keep_freed_memory, normalise, random_crop, random_flip
 
 
@@ -120,3 +121,31 @@ def test_the_fused_optimizer_makes_the_per_tensor_update(optimizer):
             opt.step()
     for a, b in zip(fused_model.parameters(), plain_model.parameters()):
         assert torch.allclose(a, b, atol=1e-5)  # the same update, summed in another order
+
+
+def test_the_config_names_the_device_unless_train_is_given_one(small_splits, monkeypatch):
+    asked = []
+    train_module = importlib.import_module("archscale.trainer.train")  # the module, not the function train
+    monkeypatch.setattr(train_module, "resolve_device", lambda device: asked.append(device) or torch.device("cpu"))
+    cfg = TrainConfig(epochs=1, batch_size=256, device="cuda:7")
+    train(tiny_model(), small_splits, cfg)
+    train(tiny_model(), small_splits, cfg, device="cpu")
+    assert asked == ["cuda:7", "cpu"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    ({"epochs": 0}, "TrainConfig.epochs: 0 is not allowed; allowed: >= 1"),
+    ({"momentum": 1.0}, "TrainConfig.momentum: 1.0 is not allowed; allowed: >= 0, < 1"),
+    ({"schedule": "step"}, "TrainConfig.schedule: 'step' is not allowed; allowed: 'onecycle', 'cosine', 'constant', "
+                           "'triangular'"),
+])
+def test_a_config_outside_its_fields_bounds_is_refused_in_one_line(overrides, message):
+    with pytest.raises(ValueError) as err:
+        TrainConfig(**overrides)
+    assert str(err.value) == message
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_is_a_valid_config(name):
+    cfg = TrainConfig(**RECIPES[name])
+    assert {k: getattr(cfg, k) for k in RECIPES[name]} == RECIPES[name]

@@ -290,17 +290,18 @@ class Run:
         return export_trial(self.path, str(row["trial_id"]), folder, onnx=onnx,
                             extra={"spec": spec.name, "objectives": spec.search.objectives, "picked_by": how})
 
-    def report(self, out: str | os.PathLike | None = None) -> Path:
+    def report(self, out: str | os.PathLike | None = None, objectives: ObjectivesLike = None) -> Path:
         """Write the run's one-page ``report.html`` (default ``RUN/report.html``), as
-        ``archscale report`` does, and return its path."""
+        ``archscale report`` does, and return its path. ``objectives``: the front's (default: the spec's)."""
         from archscale.analysis.report import write_report
         from archscale.search.importance import param_importances
 
         spec = self.spec
-        importances, note = param_importances(spec, self.trials)
-        return write_report(self.path, out, objectives=spec.search.objective_pairs(),
-                            reference=spec.search.reference_point or {}, importances=importances,
-                            importance_note=note)
+        trials = self.trials
+        importances, note = param_importances(spec, trials)
+        return write_report(self.path, out, objectives=_objective_pairs(objectives, spec.search.objective_pairs()),
+                            choices=[d.name for d in spec.searched()], reference=spec.search.reference_point or {},
+                            importances=importances, importance_note=note)
 
 
 # --------------------------------------------------------------------------- models and families

@@ -265,18 +265,13 @@ def cmd_pareto(args) -> int:
 
 def cmd_report(args) -> int:
     from archscale.analysis.records import read_trials
-    from archscale.analysis.report import write_report
-    from archscale.search.importance import param_importances
+    from archscale.api import load_run
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
     objectives = _objectives_arg(args.objectives, spec.search.objective_pairs())
-    trials = read_trials(run_dir)
-    _check_columns(trials, objectives, run_dir)
-    importances, note = param_importances(spec, trials)
-    path = write_report(run_dir, args.out, objectives=objectives, choices=[d.name for d in spec.searched()],
-                        reference=spec.search.reference_point or {}, importances=importances, importance_note=note)
-    print(f"report: {path}")
+    _check_columns(read_trials(run_dir), objectives, run_dir)
+    print(f"report: {load_run(run_dir).report(args.out, objectives)}")
     return EXIT_OK
 
 

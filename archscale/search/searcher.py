@@ -106,143 +106,177 @@ def outcome(result: dict | None, error: bool, metrics: Sequence[str]) -> tuple[s
     return "COMPLETE", values
 
 
-def make_searcher(spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], *,
-                  recorded: pd.DataFrame | None = None, unfinished: Sequence[dict] = (),
-                  evaluator: Evaluator | None = None, reject: Reject | None = None, sampler: str | None = None):
-    """A Ray Tune ``Searcher`` over ``dims`` backed by a fresh Optuna study, told the
-    ``recorded`` trials of an interrupted run, with its ``unfinished`` configurations
-    enqueued first. ``evaluator`` and ``reject``: skip configurations that may not train
-    (budget-aware sampling); ``sampler`` overrides ``spec.search.sampler``."""
-    import optuna
-    from optuna.trial import TrialState
+class AskTell:
+    """The search's side of an Optuna study, by ask-and-tell only: what to try next, and what
+    each trial turned out to be. Knows nothing of Ray (:func:`make_searcher` adapts it to Tune).
+
+    ``evaluator`` and ``reject``: skip configurations that may not train (budget-aware
+    sampling); ``sampler`` overrides ``spec.search.sampler``."""
+
+    def __init__(self, spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], *,
+                 recorded: pd.DataFrame | None = None, unfinished: Sequence[dict] = (),
+                 evaluator: Evaluator | None = None, reject: Reject | None = None, sampler: str | None = None):
+        import optuna
+
+        self.spec, self.dims, self.objectives = spec, list(dims), list(objectives)
+        self.metrics = [m for m, _ in objectives]
+        self.recorded = recorded if recorded is not None else pd.DataFrame()
+        self.sampler_name = sampler or spec.search.sampler
+        self.evaluator, self.reject = evaluator, reject
+        self.distributions = optuna_space(dims)
+        directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
+        self.study = optuna.create_study(directions=directions,
+                                         sampler=make_sampler(spec, len(self.recorded), self.sampler_name))
+        self.live: dict[str, Any] = {}  # Tune trial id -> Optuna trial
+        self.twins = self.rejected = 0
+        self.grid_left: int | None = None  # grid points not yet asked (None: not a grid)
+        self.told = self._tell_history(unfinished)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        """The next configuration to train as ``trial_id``, or None when the grid is done."""
+        if self.grid_left is not None and self.grid_left <= 0:
+            return None
+        twins = infeasible = 0
+        while True:
+            trial = self.study.ask(self.distributions)
+            if self.grid_left is not None:
+                self.grid_left -= 1
+            rerun = bool(trial.user_attrs.get(RERUN))
+            if not rerun and self.grid_left is None and twins < MAX_TWIN_DRAWS - 1 and self._told_twin(trial):
+                twins += 1
+                continue
+            if not rerun and self.evaluator is not None and infeasible < MAX_REDRAWS - 1:
+                verdict = self.evaluator(dict(trial.params))
+                if not verdict.feasible:
+                    self._reject(trial, trial_id if infeasible == 0 else f"{trial_id}_x{infeasible}", verdict)
+                    infeasible += 1
+                    if self.grid_left is not None and self.grid_left <= 0:
+                        return None
+                    continue
+            self.live[trial_id] = trial
+            return dict(trial.params)
+
+    def result(self, trial_id: str, result: dict) -> None:
+        """A running trial's epoch: its accuracy as an intermediate value (one objective only:
+        Optuna keeps none for several)."""
+        trial = self.live.get(trial_id)
+        if trial is None or len(self.metrics) > 1 or result.get("status") != "running":
+            return
+        value, step = result.get(self.metrics[0]), result.get("epochs")
+        if value is not None and step is not None:
+            trial.report(float(value), int(step))
+
+    def complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Tell the study how ``trial_id`` ended (see the module docstring)."""
+        from optuna.trial import TrialState
+
+        trial = self.live.pop(trial_id, None)
+        if trial is None:
+            return
+        state, values = outcome(result, error, self.metrics)
+        try:
+            self.study.tell(trial, values, state=TrialState[state])
+        except (ValueError, RuntimeError) as err:  # a value Optuna refuses: lost to the sampler, not the search
+            logger.warning("optuna refused the result of trial %s: %s", trial_id, err)
+
+    # ------------------------------------------------------------------ internals
+
+    def _told_twin(self, trial) -> bool:
+        """Tell ``trial`` the outcome of an earlier trial with the same parameters, if there is one."""
+        from optuna.trial import TrialState
+
+        for done in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
+            if done.params == trial.params:
+                self.study.tell(trial, done.values if done.state == TrialState.COMPLETE else None, state=done.state)
+                self.twins += 1
+                return True
+        return False
+
+    def _reject(self, trial, row_id: str, verdict: Verdict) -> None:
+        """Record a draw that may not train and tell it as the worst accuracy (measured costs kept)."""
+        self.rejected += 1
+        measured = verdict.metrics()
+        values = [float(measured[m]) if m in measured else (0.0 if d == "max" else math.inf)
+                  for m, d in self.objectives]
+        self.study.tell(trial, values)
+        if self.reject is not None:
+            self.reject(row_id, dict(trial.params), verdict)
+
+    def _tell_history(self, unfinished: Sequence[dict]) -> int:
+        """Add the recorded trials to the study, enqueue the unfinished (or, for a grid, every
+        point not yet recorded); return how many trials were added."""
+        import optuna
+        from optuna.trial import TrialState
+
+        told = 0
+        for _, row in self.recorded.iterrows():
+            params = {d.name: native(row[d.name]) for d in self.dims}
+            result = {k: native(v) for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+            if row["status"] == "infeasible":  # as the trial reported it live
+                result.update(val_accuracy=0.0, train_seconds=math.inf, status="completed")
+            state, values = outcome(result, False, self.metrics)
+            intermediate = None
+            if state == "PRUNED" and len(self.metrics) == 1 and "epochs" in result and self.metrics[0] in result:
+                intermediate = {int(result["epochs"]): float(result[self.metrics[0]])}
+            try:
+                frozen = optuna.trial.create_trial(state=TrialState[state], params=params,
+                                                   distributions=self.distributions, values=values,
+                                                   intermediate_values=intermediate)
+            except ValueError as err:  # a recorded value outside today's distributions
+                logger.warning("trial %s not told to the sampler: %s", row["trial_id"], err)
+                continue
+            self.study.add_trial(frozen)
+            told += 1
+        if self.sampler_name == "grid":
+            def key(params: dict) -> str:
+                return json.dumps(params, sort_keys=True, default=str)
+
+            seen = {key({d.name: native(r[d.name]) for d in self.dims}) for _, r in self.recorded.iterrows()}
+            unfinished = [p for p in grid_points(self.dims, self.spec.seed) if key(p) not in seen]
+            self.grid_left = len(unfinished)
+        for params in unfinished:
+            self.study.enqueue_trial(params, user_attrs={RERUN: True})
+        return told
+
+
+def make_searcher(spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], **kwargs):
+    """A Ray Tune ``Searcher`` over ``dims``: an :class:`AskTell` (``kwargs`` are its own)
+    behind Tune's interface. The study is ``searcher.study``."""
     from ray.tune.search import Searcher
 
-    recorded = recorded if recorded is not None else pd.DataFrame()
-    name = sampler or spec.search.sampler
     metrics = [m for m, _ in objectives]
-    directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
-    distributions = optuna_space(dims)
+    modes = [d for _, d in objectives]
 
     class OptunaSearcher(Searcher):
         def __init__(self):
             super().__init__(metric=metrics if len(metrics) > 1 else metrics[0],
-                             mode=[d for _, d in objectives] if len(metrics) > 1 else objectives[0][1])
-            self.study = optuna.create_study(directions=directions, sampler=make_sampler(spec, len(recorded), name))
-            self.live: dict[str, Any] = {}  # Tune trial id -> Optuna trial
-            self.twins = self.rejected = 0
-            self.grid_left: int | None = None
+                             mode=modes if len(modes) > 1 else modes[0])
+            self.ask_tell = AskTell(spec, dims, objectives, **kwargs)
 
-        # -------------------------------------------------------------- Tune's interface
+        def __getattr__(self, name: str):  # study, live, twins, rejected: the AskTell's
+            if name == "ask_tell":
+                raise AttributeError(name)
+            return getattr(self.ask_tell, name)
 
         def set_search_properties(self, metric, mode, config, **spec) -> bool:
             return True  # metric and mode are the spec's, set above
 
         def suggest(self, trial_id: str):
-            if self.grid_left is not None and self.grid_left <= 0:
-                return Searcher.FINISHED
-            twins = infeasible = 0
-            while True:
-                trial = self.study.ask(distributions)
-                params = dict(trial.params)
-                if self.grid_left is not None:
-                    self.grid_left -= 1
-                rerun = bool(trial.user_attrs.get(RERUN))
-                if not rerun and self.grid_left is None and twins < MAX_TWIN_DRAWS - 1 and self._told_twin(trial):
-                    twins += 1
-                    continue
-                if not rerun and evaluator is not None and infeasible < MAX_REDRAWS - 1:
-                    verdict = evaluator(params)
-                    if not verdict.feasible:
-                        self._reject(trial, trial_id if infeasible == 0 else f"{trial_id}_x{infeasible}", verdict)
-                        infeasible += 1
-                        if self.grid_left is not None and self.grid_left <= 0:
-                            return Searcher.FINISHED
-                        continue
-                self.live[trial_id] = trial
-                return params
+            config = self.ask_tell.suggest(trial_id)
+            return Searcher.FINISHED if config is None else config
 
         def on_trial_result(self, trial_id: str, result: dict) -> None:
-            trial = self.live.get(trial_id)
-            if trial is None or len(metrics) > 1 or result.get("status") != "running":
-                return  # Optuna keeps intermediate values for one objective only
-            value, step = result.get(metrics[0]), result.get("epochs")
-            if value is not None and step is not None:
-                trial.report(float(value), int(step))
+            self.ask_tell.result(trial_id, result)
 
         def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            trial = self.live.pop(trial_id, None)
-            if trial is None:
-                return
-            state, values = outcome(result, error, metrics)
-            try:
-                self.study.tell(trial, values, state=TrialState[state])
-            except (ValueError, RuntimeError) as err:  # a value Optuna refuses: lost to the sampler, not the search
-                logger.warning("optuna refused the result of trial %s: %s", trial_id, err)
+            self.ask_tell.complete(trial_id, result, error)
 
         def save(self, checkpoint_path: str) -> None:
-            # The run directory's trials.csv is what --resume tells a new study; this is a summary.
+            # trials.csv is what --resume tells a new study; this is a summary for Tune's state.
             with open(checkpoint_path, "w") as f:
                 json.dump({"trials": len(self.study.trials), "twins": self.twins, "rejected": self.rejected}, f)
 
         def restore(self, checkpoint_path: str) -> None:
             pass
 
-        # -------------------------------------------------------------- ours
-
-        def _told_twin(self, trial) -> bool:
-            """Tell ``trial`` the outcome of an earlier trial with the same parameters, if there is one."""
-            for done in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
-                if done.params == trial.params:
-                    self.study.tell(trial, done.values if done.state == TrialState.COMPLETE else None,
-                                    state=done.state)
-                    self.twins += 1
-                    return True
-            return False
-
-        def _reject(self, trial, row_id: str, verdict: Verdict) -> None:
-            self.rejected += 1
-            values = [0.0 if d == "max" else math.inf for _, d in objectives]
-            measured = verdict.metrics()
-            values = [float(measured[m]) if m in measured and m != "val_accuracy" else v
-                      for m, v in zip(metrics, values)]
-            self.study.tell(trial, values)
-            if reject is not None:
-                reject(row_id, dict(trial.params), verdict)
-
-        def tell_history(self) -> int:
-            """Add the recorded trials to the study, enqueue the unfinished (or, for a grid,
-            every point not yet recorded); return how many trials were added."""
-            told = 0
-            for _, row in recorded.iterrows():
-                params = {d.name: native(row[d.name]) for d in dims}
-                result = {k: native(v) for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-                if row["status"] == "infeasible":  # as the trial reported it live
-                    result.update(val_accuracy=0.0, train_seconds=math.inf, status="completed")
-                state, values = outcome(result, False, metrics)
-                intermediate = None
-                if state == "PRUNED" and len(metrics) == 1 and "epochs" in result and metrics[0] in result:
-                    intermediate = {int(result["epochs"]): float(result[metrics[0]])}
-                try:
-                    frozen = optuna.trial.create_trial(state=TrialState[state], params=params,
-                                                       distributions=distributions, values=values,
-                                                       intermediate_values=intermediate)
-                except ValueError as err:  # a recorded value outside today's distributions
-                    logger.warning("trial %s not told to the sampler: %s", row["trial_id"], err)
-                    continue
-                self.study.add_trial(frozen)
-                told += 1
-            if name == "grid":
-                seen = {json.dumps(p, sort_keys=True, default=str) for p in
-                        ({d.name: native(r[d.name]) for d in dims} for _, r in recorded.iterrows())}
-                todo = [p for p in grid_points(dims, spec.seed) if json.dumps(p, sort_keys=True, default=str) not in seen]
-                for params in todo:
-                    self.study.enqueue_trial(params, user_attrs={RERUN: True})
-                self.grid_left = len(todo)
-            else:
-                for params in unfinished:
-                    self.study.enqueue_trial(params, user_attrs={RERUN: True})
-            return told
-
-    searcher = OptunaSearcher()
-    searcher.tell_history()
-    return searcher
+    return OptunaSearcher()

@@ -225,92 +225,105 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         return run_dir
     data = load_dataset(spec.data.dataset, spec.data.root)
     evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
-    sampled_grid = spec.search.stages.coefficients.sampler == "grid"
-    grid = [evaluator(config, full=True) for config in stage_one_configs(spec)] if sampled_grid else None
+    grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
+            if spec.search.stages.coefficients.sampler == "grid" else None)
     if not resume:
         candidates = grid if grid is not None else [evaluator(c, full=True) for c in stage_one_configs(spec, 32)]
         if not any(v.feasible for v in candidates):
             raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
                             "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
         write_spec(run_dir, spec)
-    splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-    ctx = stage_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
-    launcher = Launcher(spec, run_dir, ctx, splits, Evaluator(ctx, device=spec.train.device), out=out)
-    dims = stage_dims(spec)
-    choices = [d.name for d in dims]
-    objectives = spec.search.objective_pairs()
-    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
-    images = f"{len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images"
-    trials_path = run_dir / TRIALS_FILE
+    staged = StagedRun(spec, run_dir, data, out, "quiet" if quiet else "verbose" if verbose else "normal")
+    if not staged.stage_one(grid, resume) and not staged.stage_two():
+        finalize_staged(run_dir, spec, out=out)
+    return run_dir
 
-    def fit(stage: int, total: int, already: int, how: str, **experiment) -> None:
-        here = stage_rows(read_trials(run_dir), stage) if trials_path.is_file() else pd.DataFrame()
-        progress = Progress(total, objectives, already=already, verbosity=verbosity, out=out,
-                            epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s,
-                            best=best_recorded(here, objectives[0]))
+
+class StagedRun:
+    """The two stages of one invocation on one :class:`~archscale.search.launch.Launcher`
+    (one clock and one Ctrl-C for both)."""
+
+    def __init__(self, spec: Spec, run_dir: Path, data, out: TextIO, verbosity: str):
+        self.spec, self.run_dir, self.out, self.verbosity = spec, run_dir, out, verbosity
+        self.splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
+        ctx = stage_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
+        self.launcher = Launcher(spec, run_dir, ctx, self.splits, Evaluator(ctx, device=spec.train.device), out=out)
+        self.dims = stage_dims(spec)
+        self.choices = [d.name for d in self.dims]
+        self.objectives = spec.search.objective_pairs()
+        self.trials_path = run_dir / TRIALS_FILE
+
+    def fit(self, stage: int, total: int, already: int, how: str, **experiment) -> None:
+        here = stage_rows(read_trials(self.run_dir), stage) if self.trials_path.is_file() else pd.DataFrame()
+        progress = Progress(total, self.objectives, already=already, verbosity=self.verbosity, out=self.out,
+                            epochs=self.spec.train.epochs, time_budget_s=self.spec.search.time_budget_s,
+                            best=best_recorded(here, self.objectives[0]))
         progress.note(how)
-        launcher.fit(choices=choices, progress=progress, name=STAGE_DIRS[stage], stage=stage, **experiment)
+        self.launcher.fit(choices=self.choices, progress=progress, name=STAGE_DIRS[stage], stage=stage, **experiment)
 
-    def stopped() -> bool:
+    def stopped(self) -> bool:
         """After a stage: True (and the run's files written) when Ctrl-C or the time budget ended it."""
-        reason = launcher.stopper.reason
+        reason = self.launcher.stopper.reason
         if reason is None:
             return False
         print(f"archscale: stopped ({reason}) before both stages finished; "
-              "`archscale run SPEC --resume` runs the rest", file=out, flush=True)
-        if trials_path.is_file():
-            finalize_staged(run_dir, spec, out=out)
+              "`archscale run SPEC --resume` runs the rest", file=self.out, flush=True)
+        if self.trials_path.is_file():
+            finalize_staged(self.run_dir, self.spec, out=self.out)
         if reason == "interrupted":
             raise KeyboardInterrupt
         return True
 
-    # ---- stage 1: (alpha, beta, gamma) at a fixed phi
-    done1 = stage_rows(recorded_trials(run_dir), 1)
-    if len(done1) < n1:
+    def stage_one(self, grid: list[Verdict] | None, resume: bool) -> bool:
+        """(alpha, beta, gamma) at a fixed phi: the grid's feasible points as a list (its
+        infeasible ones recorded here), or a sampled search. True when the run was stopped."""
+        spec, n1 = self.spec, stage_one_total(self.spec)
+        done1 = stage_rows(recorded_trials(self.run_dir), 1)
+        if len(done1) >= n1:
+            return False
         s1 = stage_one_spec(spec)
+        s = self.splits
         what = (f"archscale: stage 1 of 2: {n1} trials of (alpha, beta, gamma) at phi = "
                 f"{spec.search.stages.coefficients.phi:g}, sampler {s1.search.sampler}, up to "
-                f"{spec.search.max_concurrent} at once, on {spec.data.dataset} ({images}) -> {run_dir}")
+                f"{spec.search.max_concurrent} at once, on {spec.data.dataset} ({len(s.y_train)} train / "
+                f"{len(s.y_val)} val / {len(s.y_test)} test images) -> {self.run_dir}")
         if grid is not None:
-            # The grid is known: infeasible points are recorded here, the feasible ones trained as a list.
-            csv = TrialsCSV(trials_path, choices, staged=True)
+            csv = TrialsCSV(self.trials_path, self.choices, staged=True)
             seen = set(done1["arch"]) if len(done1) else set()
             infeasible = [v for v in grid if not v.feasible]
             for v in infeasible:
                 csv.append(infeasible_row(v))
             todo = [v.config for v in grid if v.feasible and v.arch.text not in seen]
             if todo:
-                fit(1, n1, len(stage_rows(read_trials(run_dir), 1)),
-                    f"{what}\n{len(infeasible)} of {len(grid)} grid points are infeasible: recorded, not trained; "
-                    f"training {len(todo)}", **listed(todo))
+                self.fit(1, n1, len(stage_rows(read_trials(self.run_dir), 1)),
+                         f"{what}\n{len(infeasible)} of {len(grid)} grid points are infeasible: recorded, not "
+                         f"trained; training {len(todo)}", **listed(todo))
         else:
             from archscale.search.searcher import make_searcher
 
-            rerun = unfinished(run_dir, done1, stage=1) if resume else []
+            rerun = unfinished(self.run_dir, done1, stage=1) if resume else []
             note = (f" (resuming: {len(done1)} recorded trials told to the sampler, {len(rerun)} unfinished "
                     "to rerun)") if resume else ""
-            searcher = make_searcher(s1, dims, objectives, recorded=done1, unfinished=rerun)
-            fit(1, n1, len(done1), what + note, search_alg=searcher, num_samples=max(0, n1 - len(done1)))
-        if stopped():
-            return run_dir
+            searcher = make_searcher(s1, self.dims, self.objectives, recorded=done1, unfinished=rerun)
+            self.fit(1, n1, len(done1), what + note, search_alg=searcher, num_samples=max(0, n1 - len(done1)))
+        return self.stopped()
 
-    # ---- stage 2: the best coefficients at every phi
-    trials = read_trials(run_dir)
-    best = best_of_stage_one(trials, objectives)
-    if best is None:
-        print("stage 2 of 2: skipped, stage 1 completed no trial", file=out)
-    else:
-        todo = remaining_sweep(spec, trials)
-        if todo:
-            coefficients = ", ".join(f"{k}={native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
-            done2 = len(stage_rows(trials, 2))
-            what = (f"\narchscale: stage 2 of 2: phi in {[float(p) for p in spec.search.stages.phi_sweep.phi]} with "
-                    f"{coefficients} (trial {best['trial_id']}); {len(todo)} trials to run")
-            fit(2, done2 + len(todo), done2, what, **listed(todo))
-            if stopped():
-                return run_dir
-    finalize_staged(run_dir, spec, out=out)
-    return run_dir
+    def stage_two(self) -> bool:
+        """The best coefficients of stage 1 at every phi of the sweep. True when the run was stopped."""
+        trials = read_trials(self.run_dir)
+        best = best_of_stage_one(trials, self.objectives)
+        if best is None:
+            print("stage 2 of 2: skipped, stage 1 completed no trial", file=self.out)
+            return False
+        todo = remaining_sweep(self.spec, trials)
+        if not todo:
+            return False
+        coefficients = ", ".join(f"{k}={native(best[k]):g}" for k in ("alpha", "beta", "gamma"))
+        done2 = len(stage_rows(trials, 2))
+        self.fit(2, done2 + len(todo), done2,
+                 f"\narchscale: stage 2 of 2: phi in {[float(p) for p in self.spec.search.stages.phi_sweep.phi]} "
+                 f"with {coefficients} (trial {best['trial_id']}); {len(todo)} trials to run", **listed(todo))
+        return self.stopped()
 
 
 def listed(configs: list[dict]) -> dict:

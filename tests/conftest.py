@@ -82,6 +82,8 @@ def finished_run(tmp_path_factory, ray_session) -> Path:
     spec["search"].update(sampler="grid", num_trials=8)
     spec["space"]["params"].update(FINISHED_RUN_GRID)
     spec["space"]["max_params"] = FINISHED_RUN_MAX_PARAMS
+    spec["train"]["epochs"] = 2  # enough to leave chance level, so the trials' accuracies differ
+    spec["data"]["subset"] = 0.3
     tmp = tmp_path_factory.mktemp("finished_run")
     path = tmp / "spec.yaml"
     path.write_text(yaml.safe_dump(spec))
@@ -109,3 +111,23 @@ def brute_force_front():
     """``front(trials, [(metric, "max"|"min"), ...]) -> set of trial ids``, computed pairwise
     from the definition of dominance, independently of ``archscale.analysis.pareto``."""
     return _brute_force_front
+
+
+def _optuna_hypervolume(points, reference, modes) -> float:
+    """Hypervolume of ``points`` (n, k) up to ``reference`` by Optuna's ``compute_hypervolume``
+    (minimisation), after turning every "max" objective into a "min" one; points that are not
+    strictly better than the reference in every objective add nothing and are left out."""
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    signs = np.array([1.0 if mode == "min" else -1.0 for mode in modes])
+    pts = np.asarray(points, dtype=float).reshape(-1, len(modes)) * signs
+    ref = np.asarray(reference, dtype=float) * signs
+    pts = pts[(pts < ref).all(axis=1)]
+    return float(compute_hypervolume(pts, ref)) if len(pts) else 0.0
+
+
+@pytest.fixture(scope="session")
+def optuna_hypervolume():
+    """``hv(points, reference, modes) -> float`` by Optuna, an outside reference for archscale's."""
+    return _optuna_hypervolume

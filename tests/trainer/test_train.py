@@ -29,6 +29,7 @@ def test_training_learns_and_reports_every_epoch(mnist_splits, tiny_model):
     assert result.train_seconds > 0 and result.epochs == 4 and len(result.mean) == 1
 
 
+@pytest.mark.slow
 def test_same_seed_same_weights(mnist_splits, tiny_model):
     cfg = TrainConfig(epochs=1, batch_size=64, lr=0.05, crop_padding=2, seed=7)
     a, b = tiny_model(), tiny_model()

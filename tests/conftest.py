@@ -1,14 +1,14 @@
-"""Shared fixtures: tiny specs and one Ray instance for the whole session."""
+"""Fixtures every package's tests share: the shared data folder, the tiny spec, one Ray
+instance for the session, and one tiny finished run that the inspecting tests read."""
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
 import pytest
 import yaml
-
-SHARED_DATA = Path(os.environ.get("ARCHSCALE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 
 TINY_SPEC = {
     "name": "tiny",
@@ -28,11 +28,21 @@ TINY_SPEC = {
                "max_concurrent": 2, "resources_per_trial": {"cpu": 1}},
 }
 
+# The finished run's grid: c1_width x c3_conv x c4_width = 8 points, of which the 4 with
+# c4_width=64 break max_params=3000 and are recorded infeasible; 4 train.
+FINISHED_RUN_GRID = {"c1_width": [4, 8], "c3_width": 8, "c3_conv": ["regular", "depthwise"], "c4_width": [8, 64]}
+FINISHED_RUN_MAX_PARAMS = 3000
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """The shared datasets folder (``ARCHSCALE_DATA``, else ``../shared/data`` beside the checkout)."""
+    return Path(os.environ.get("ARCHSCALE_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
 
 @pytest.fixture
 def tiny_spec() -> dict:
-    import copy
-
+    """A spec whose trials train in well under a second: 3 random trials, 1 epoch, 15% of mnist-5k."""
     return copy.deepcopy(TINY_SPEC)
 
 
@@ -58,3 +68,66 @@ def ray_session():
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def finished_run(tmp_path_factory, ray_session) -> Path:
+    """One tiny grid search run once per session through the CLI (8 grid points: 4 trained,
+    4 over the params budget), read by the pareto, report, export and compare tests. Tests
+    must not write into it: copy it (``shutil.copytree``) to change anything."""
+    from archscale.cli import main
+
+    spec = copy.deepcopy(TINY_SPEC)
+    spec["name"] = "finished"
+    spec["search"].update(sampler="grid", num_trials=8)
+    spec["space"]["params"].update(FINISHED_RUN_GRID)
+    spec["space"]["max_params"] = FINISHED_RUN_MAX_PARAMS
+    spec["train"]["epochs"] = 2  # enough to leave chance level, so the trials' accuracies differ
+    spec["data"]["subset"] = 0.3
+    tmp = tmp_path_factory.mktemp("finished_run")
+    path = tmp / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    run_dir = tmp / "run"
+    assert main(["run", str(path), "--out", str(run_dir), "--quiet"]) == 0
+    return run_dir
+
+
+def _brute_force_front(trials, objectives) -> set[str]:
+    """Trial ids of the completed trials no other completed trial dominates, by the definition:
+    at least as good in every objective and better in one (a NaN is never on the front)."""
+    import math
+
+    done = trials[trials["status"] == "completed"]
+    rows = [(str(r["trial_id"]), [float(r[m]) if mode == "min" else -float(r[m]) for m, mode in objectives])
+            for _, r in done.iterrows()]
+    rows = [(tid, cost) for tid, cost in rows if not any(math.isnan(v) for v in cost)]
+    return {tid for tid, cost in rows
+            if not any(all(o <= c for o, c in zip(other, cost)) and any(o < c for o, c in zip(other, cost))
+                       for _, other in rows)}
+
+
+@pytest.fixture(scope="session")
+def brute_force_front():
+    """``front(trials, [(metric, "max"|"min"), ...]) -> set of trial ids``, computed pairwise
+    from the definition of dominance, independently of ``archscale.analysis.pareto``."""
+    return _brute_force_front
+
+
+def _optuna_hypervolume(points, reference, modes) -> float:
+    """Hypervolume of ``points`` (n, k) up to ``reference`` by Optuna's ``compute_hypervolume``
+    (minimisation), after turning every "max" objective into a "min" one; points that are not
+    strictly better than the reference in every objective add nothing and are left out."""
+    import numpy as np
+    from optuna._hypervolume import compute_hypervolume
+
+    signs = np.array([1.0 if mode == "min" else -1.0 for mode in modes])
+    pts = np.asarray(points, dtype=float).reshape(-1, len(modes)) * signs
+    ref = np.asarray(reference, dtype=float) * signs
+    pts = pts[(pts < ref).all(axis=1)]
+    return float(compute_hypervolume(pts, ref)) if len(pts) else 0.0
+
+
+@pytest.fixture(scope="session")
+def optuna_hypervolume():
+    """``hv(points, reference, modes) -> float`` by Optuna, an outside reference for archscale's."""
+    return _optuna_hypervolume

@@ -2,8 +2,6 @@
 archscale cannot be imported, gives the built model's logits (fp32, max abs difference < 1e-5)."""
 
 import json
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -26,34 +24,8 @@ CASES = [(f"{name}-default", name, {}, CIFAR) for name in list_spaces()] + [
                                                 "blur_size": 4, "activation": "gelu", "c1_width": 6}, MNIST),
 ]
 
-# Runs in a fresh interpreter (-I: no PYTHONPATH, no user site, no working directory on the
-# path) in which importing any archscale package fails, whatever is installed.
-NO_ARCHSCALE = r"""
-import importlib.abc, importlib.util, json, sys
-
-class NoArchscale(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("space", "trainer", "analysis", "search", "archscale"):
-            raise ImportError(f"archscale is not importable here ({name})")
-        return None
-
-sys.meta_path.insert(0, NoArchscale())
-try:
-    import archscale.space  # noqa: F401
-    sys.exit("archscale was importable")
-except ImportError:
-    pass
-import torch
-
-
-def load_model_py(folder):
-    spec = importlib.util.spec_from_file_location("exported_model", folder + "/model.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-"""
-
-CHECK = NO_ARCHSCALE + r"""
+# Run with the no_archscale_python fixture: every folder's model.py against its saved io.pt.
+CHECK = r"""
 out = {}
 for folder in sys.argv[1:]:
     module = load_model_py(folder)
@@ -77,7 +49,7 @@ def randomise_running_stats(model: torch.nn.Module) -> None:
 
 
 @pytest.fixture(scope="module")
-def exported(tmp_path_factory):
+def exported(tmp_path_factory, no_archscale_python):
     """Export every case, then check them all in one fresh interpreter: {case: result}."""
     root = tmp_path_factory.mktemp("standalone")
     folders = {}
@@ -96,10 +68,8 @@ def exported(tmp_path_factory):
             io = [(x, model(x)) for x in (torch.randn(3, *chw), torch.randn(1, *chw))]
         torch.save(io, folder / "io.pt")
         folders[case] = str(folder)
-    proc = subprocess.run([sys.executable, "-I", "-c", CHECK, *folders.values()], capture_output=True, text=True,
-                          cwd=root, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    results = json.loads(proc.stdout.strip().splitlines()[-1])
+    stdout = no_archscale_python(CHECK, *folders.values(), cwd=root)
+    results = json.loads(stdout.strip().splitlines()[-1])
     return {case: results[folder] for case, folder in folders.items()}, folders
 
 

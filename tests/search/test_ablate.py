@@ -11,6 +11,7 @@ from archscale.cli import main
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 
+@pytest.mark.slow
 def test_ablate_then_repeat(tmp_path, write_spec, tiny_spec, capsys):
     spec = write_spec(tiny_spec)
     out = tmp_path / "abl"

@@ -12,6 +12,8 @@ import pytest
 
 from archscale.analysis.records import read_trials
 
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]  # starts two Ray nodes of its own, then searches
+
 
 @pytest.fixture(scope="module")
 def two_nodes():

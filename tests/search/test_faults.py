@@ -23,6 +23,7 @@ def test_memory_the_host_refuses_is_named_out_of_memory():
     assert not is_out_of_memory(ValueError("loss became nan"))
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
 def test_a_raising_trial_is_recorded_failed_and_the_others_finish(tmp_path, write_spec, tiny_spec, capsys):
     # Dilated convs of dilation 8 in C3 and C4 shrink a 28 px input below 1 px: that
@@ -70,6 +71,7 @@ def _trial_workers() -> list[int]:
     return pids
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_session")
 def test_a_trial_whose_worker_is_killed_is_retried(tmp_path, write_spec, tiny_spec, capsys):
     tiny_spec["space"]["params"].update(c1_width=8, c3_width=8, c3_conv="depthwise", c4_width=16)  # one architecture

@@ -3,7 +3,6 @@ import pytest
 import torch
 
 from archscale.trainer import DataError, dataset_context, load_dataset, split
-from tests.conftest import SHARED_DATA
 
 
 def test_mnist_5k_is_real_embedded_digits_with_a_stratified_test_split():
@@ -52,9 +51,10 @@ def test_bad_datasets_are_clear_errors(tmp_path):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "mnist.npz").is_file(), reason="shared MNIST not available")
-def test_full_mnist_from_archscale_data(monkeypatch):
-    monkeypatch.setenv("ARCHSCALE_DATA", str(SHARED_DATA))
+def test_full_mnist_from_archscale_data(monkeypatch, shared_data):
+    if not (shared_data / "mnist.npz").is_file():
+        pytest.skip(f"shared MNIST not available ({shared_data / 'mnist.npz'})")
+    monkeypatch.setenv("ARCHSCALE_DATA", str(shared_data))
     data = load_dataset("mnist")
     assert data.x_train.shape == (60000, 1, 28, 28) and data.x_test.shape == (10000, 1, 28, 28)
 

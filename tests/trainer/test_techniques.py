@@ -1,45 +1,36 @@
-"""Each training technique does what it claims, on a tiny model."""
+"""Each training technique has the effect it claims: measured on the batch functions, on a
+task a linear model fits exactly, and on the trained weights of a tiny network."""
 
 import copy
+import math
 
 import pytest
 import torch
 from torch import nn
 from torch.optim.swa_utils import update_bn
 
-from archscale.space import build, get_space
-from archscale.trainer import TrainConfig, evaluate, load_dataset, split, train
-from archscale.trainer.train import _sam_step, cutout, frozen_bn_stats, mixup, normalise, triangular
+from archscale.trainer import TrainConfig, evaluate, train
+from archscale.trainer.train import _loss, _sam_step, channel_stats, cutout, frozen_bn_stats, mixup, normalise, triangular
+
+CPU = torch.device("cpu")
 
 
-@pytest.fixture(scope="module")
-def splits():
-    return split(load_dataset("mnist-5k"), 0.1, subset=0.5, seed=0)
-
-
-def tiny(seed=0):
-    torch.manual_seed(seed)
-    arch = get_space("budgeted").resolve(
-        {"c1_width": 4, "c2_width": 8, "c3_width": 8, "c4_width": 8, **{f"c{i}_convs": 1 for i in range(1, 5)}},
-        {"in_channels": 1, "num_classes": 10, "image_size": 28})
-    return build(arch)
-
-
-def test_cutout_zeros_one_square_per_image():
+@pytest.mark.parametrize("side", [8, 5])
+def test_cutout_zeros_one_square_of_the_given_side_per_image(side):
     gen = torch.Generator().manual_seed(0)
     x = torch.ones(64, 3, 32, 32)
-    out = cutout(x, 8, gen)
+    out = cutout(x, side, gen)
     zeros = (out == 0).all(1)  # (B, H, W): zeroed in every channel
     assert ((out == 0) == zeros[:, None]).all()  # the same pixels in each channel
     counts = zeros.flatten(1).sum(1)
-    assert counts.max() == 64 and (counts > 0).all() and (counts <= 64).all()
-    for i in range(64):  # the zeroed pixels form one axis-aligned rectangle
+    assert counts.max() == side * side and (counts > 0).all()
+    for i in range(64):  # the zeroed pixels form one axis-aligned rectangle, clipped at the border
         rows, cols = zeros[i].nonzero(as_tuple=True)
-        assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == counts[i]
-    full = counts == 64
-    assert full.any()
-    rows, cols = zeros[full.nonzero()[0, 0]].nonzero(as_tuple=True)
-    assert rows.max() - rows.min() == 7 and cols.max() - cols.min() == 7  # an 8x8 patch
+        height, width = rows.max() - rows.min() + 1, cols.max() - cols.min() + 1
+        assert height * width == counts[i] and height <= side and width <= side
+        inside = (rows.min() > 0 and rows.max() < 31) and (cols.min() > 0 and cols.max() < 31)
+        if inside:  # away from the border: the whole square
+            assert height == width == side
 
 
 def test_mixup_is_a_convex_combination_of_pairs():
@@ -48,31 +39,48 @@ def test_mixup_is_a_convex_combination_of_pairs():
     x = torch.eye(6).reshape(6, 1, 2, 3)  # one-hot images: the mix reveals its partners
     y = torch.arange(6)
     mixed, ya, yb, lam = mixup(x, y, 0.4, gen)
-    assert 0 <= lam <= 1
+    assert 0 < lam < 1
     flat = mixed.flatten(1)
     for i in range(6):
         expected = torch.zeros(6)
         expected[ya[i]] += lam
         expected[yb[i]] += 1 - lam
         assert torch.allclose(flat[i], expected, atol=1e-6)
-    assert sorted(yb.tolist()) == list(range(6))  # partners are a permutation
+    assert sorted(yb.tolist()) == list(range(6)) and not torch.equal(yb, ya)  # partners: a permutation
 
 
-def test_label_smoothing_makes_the_model_less_confident(splits):
-    def confidence(smoothing):
-        model = tiny()
-        train(model, splits, TrainConfig(epochs=4, batch_size=32, lr=0.1, label_smoothing=smoothing))
-        x = normalise(splits.x_val, *_stats(splits), torch.device("cpu"))
-        with torch.no_grad():
-            return model.eval()(x).softmax(1).max(1).values.mean().item()
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_mixup_trains_against_the_mixed_targets(smoothing):
+    """The loss of a mixed batch is cross-entropy against the soft targets
+    lam * onehot(y) + (1 - lam) * onehot(y[perm]) (smoothed as the spec says), as torch computes it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x, y = torch.randn(16, 3, 2, 2), torch.randint(0, 5, (16,))
+    mixed, ya, yb, lam = mixup(x, y, 0.4, torch.Generator().manual_seed(1))
+    cfg = TrainConfig(mixup=0.4, label_smoothing=smoothing, precision="fp32")
+    loss, logits = _loss(model, mixed, ya, yb, lam, cfg, CPU)
+    soft = lam * nn.functional.one_hot(ya, 5).float() + (1 - lam) * nn.functional.one_hot(yb, 5).float()
+    soft = soft * (1 - smoothing) + smoothing / 5
+    assert loss.item() == pytest.approx(nn.functional.cross_entropy(logits, soft).item(), rel=1e-6)
+    plain, _ = _loss(model, mixed, ya, None, 1.0, cfg, CPU)
+    assert abs(loss.item() - plain.item()) > 1e-3  # the partners' labels count
 
-    assert confidence(0.3) < confidence(0.0) - 0.05
 
+def test_label_smoothing_raises_the_training_loss_floor(separable_splits, linear_model):
+    """On a task the model fits, plain cross-entropy falls towards 0, while with smoothing eps
+    over K classes it cannot fall below the entropy of the smoothed targets."""
+    eps, k = 0.2, 4
+    q_true, q_other = 1 - eps + eps / k, eps / k
+    floor = -(q_true * math.log(q_true) + (k - 1) * q_other * math.log(q_other))  # 0.587 nats
 
-def _stats(splits):
-    from archscale.trainer.train import channel_stats
+    def final_loss(smoothing):
+        cfg = TrainConfig(epochs=10, batch_size=32, lr=0.2, schedule="constant", weight_decay=0.0,
+                          label_smoothing=smoothing)
+        return train(linear_model(), separable_splits, cfg).history[-1]["train_loss"]
 
-    return channel_stats(splits.x_train)
+    plain, smoothed = final_loss(0.0), final_loss(eps)
+    assert plain < 0.01
+    assert floor - 1e-4 <= smoothed < floor + 0.01
 
 
 def test_sam_steps_with_the_gradient_taken_at_the_perturbed_point():
@@ -83,20 +91,20 @@ def test_sam_steps_with_the_gradient_taken_at_the_perturbed_point():
     w0 = [p.detach().clone() for p in model.parameters()]
     # expected: g at w0, e = rho g / |g|, g2 at w0 + e, w1 = w0 - lr g2
     ref = copy.deepcopy(model)
-    loss = nn.functional.cross_entropy(ref(x), y)
-    grads = torch.autograd.grad(loss, list(ref.parameters()))
+    grads = torch.autograd.grad(nn.functional.cross_entropy(ref(x), y), list(ref.parameters()))
     norm = torch.norm(torch.stack([g.norm() for g in grads]))
     with torch.no_grad():
         for p, g in zip(ref.parameters(), grads):
             p.add_(g * rho / norm)
     grads2 = torch.autograd.grad(nn.functional.cross_entropy(ref(x), y), list(ref.parameters()))
     expected = [w - lr * g2 for w, g2 in zip(w0, grads2)]
+    sgd = [w - lr * g for w, g in zip(w0, grads)]
 
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    cfg = TrainConfig(sam_rho=rho, precision="fp32")
-    _sam_step(model, opt, x, y, None, 1.0, cfg, torch.device("cpu"))
-    for p, e in zip(model.parameters(), expected):
+    _sam_step(model, opt, x, y, None, 1.0, TrainConfig(sam_rho=rho, precision="fp32"), CPU)
+    for p, e, s in zip(model.parameters(), expected, sgd):
         assert torch.allclose(p, e, atol=1e-6)
+        assert (p - s).abs().max() > 1e-3  # not the step plain SGD takes
 
 
 def test_sam_second_pass_leaves_batchnorm_statistics_alone():
@@ -110,47 +118,59 @@ def test_sam_second_pass_leaves_batchnorm_statistics_alone():
     assert bn.momentum == 0.1  # restored
 
 
-def test_swa_keeps_averaged_weights_with_recomputed_bn_statistics(splits):
-    seen = {}
-    model = tiny()
-
-    def snapshot(epoch, _metrics):
-        seen[epoch] = {k: v.clone() for k, v in model.state_dict().items()}
-
-    cfg = TrainConfig(epochs=3, batch_size=64, lr=0.1, swa=True, swa_start=0.5, swa_lr=0.05)
-    train(model, splits, cfg, callback=snapshot)
-    final = model.state_dict()
-    # the kept weights are not the raw weights of epoch 2 (the first snapshot) alone
-    weight = next(k for k in final if k.endswith("weight"))
-    assert not torch.equal(final[weight], seen[2][weight])
+def test_swa_keeps_the_average_of_its_snapshots_with_recomputed_bn_statistics(separable_splits, small_convnet,
+                                                                              averaged_snapshots):
+    cfg = dict(epochs=3, batch_size=32, lr=0.1)
+    plain = small_convnet()
+    train(plain, separable_splits, TrainConfig(**cfg))
+    model = small_convnet()
+    train(model, separable_splits, TrainConfig(**cfg, swa=True, swa_start=0.5, swa_lr=0.05))
+    (snapshots,) = averaged_snapshots
+    assert len(snapshots) == 2  # swa_start 0.5 of 3 epochs: from epoch 2, one per epoch
+    names = [name for name, _ in model.named_parameters()]
+    assert any(not torch.equal(snapshots[0][n], snapshots[1][n]) for n in names)  # the weights moved between them
+    for name, param in model.named_parameters():
+        average = (snapshots[0][name] + snapshots[1][name]) / 2
+        assert torch.allclose(param, average, atol=1e-6), name
+        assert (param - dict(plain.named_parameters())[name]).abs().max() > 1e-4, name  # not SGD's weights
     # BatchNorm statistics are those of the training data under the averaged weights
-    x = normalise(splits.x_train, *_stats(splits), torch.device("cpu"))
+    mean, std = channel_stats(separable_splits.x_train)
+    x = normalise(separable_splits.x_train, mean, std, CPU)
     check = copy.deepcopy(model)
     update_bn([x[i:i + 1024] for i in range(0, len(x), 1024)], check)
     for name, buf in model.named_buffers():
-        if name.endswith("running_mean"):
-            assert torch.allclose(buf, dict(check.named_buffers())[name], atol=1e-4)
+        if name.endswith(("running_mean", "running_var")):
+            assert torch.allclose(buf, dict(check.named_buffers())[name], atol=1e-4), name
 
 
-def test_ema_weights_are_the_ones_judged_and_kept(splits):
-    model = tiny()
-    start = {k: v.clone() for k, v in model.state_dict().items()}
-    # a decay this close to 1 keeps the average at the initial weights
-    result = train(model, splits, TrainConfig(epochs=1, batch_size=64, lr=0.2, ema=0.999999))
-    for key, value in model.state_dict().items():
-        if value.dtype.is_floating_point and "running" not in key:
-            assert torch.allclose(value, start[key], atol=1e-3), key
-    assert result.val_accuracy < 0.35  # an untrained model
+def test_ema_keeps_the_decayed_average_of_every_step(separable_splits, linear_model, averaged_snapshots):
+    decay = 0.8
+    model = linear_model()
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=0.5, schedule="constant", ema=decay)
+    result = train(model, separable_splits, cfg)
+    (steps,) = averaged_snapshots
+    assert len(steps) == 2 * (256 // 32)  # one update per optimizer step
+    for name, param in model.state_dict().items():
+        average = steps[0][name]  # the first update copies, then ema = decay * ema + (1 - decay) * w
+        for snapshot in steps[1:]:
+            average = decay * average + (1 - decay) * snapshot[name]
+        assert torch.allclose(param, average, atol=1e-6), name
+        assert (param - steps[-1][name]).abs().max() > 1e-4, name  # not the raw last weights
+    # the averaged weights are the ones judged
+    x_val = normalise(separable_splits.x_val, result.mean, result.std, CPU)
+    assert result.val_accuracy == evaluate(model, x_val, separable_splits.y_val)
 
 
 def test_tta_averages_the_logits_of_an_image_and_its_mirror():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
-    x = torch.randn(50, 2, 4, 4)
-    y = torch.randint(0, 3, (50,))
+    x = torch.randn(200, 2, 4, 4)
+    y = torch.randint(0, 3, (200,))
     with torch.no_grad():
-        expected = ((model(x) + model(x.flip(3))).argmax(1) == y).float().mean().item()
+        mean_logits = (model(x) + model(x.flip(3))) / 2
+        expected = (mean_logits.argmax(1) == y).float().mean().item()
         plain = (model(x).argmax(1) == y).float().mean().item()
+    assert expected != plain  # the mirror changes some predictions, so the check can tell them apart
     assert evaluate(model, x, y, tta=True) == pytest.approx(expected)
     assert evaluate(model, x, y, tta=False) == pytest.approx(plain)
 
@@ -160,8 +180,38 @@ def test_triangular_schedule_peaks_at_warmup_end_and_ends_at_zero():
     assert f(0) == 0 and f(10) == pytest.approx(0.5) and f(20) == 1.0 and f(60) == pytest.approx(0.5) and f(100) == 0
 
 
-@pytest.mark.parametrize("overrides", [dict(cutout=4), dict(mixup=0.2), dict(sam_rho=0.05), dict(ema=0.99), dict(tta=True),
-                                       dict(swa=True, swa_start=0.5), dict(schedule="triangular"), dict(channels_last=True)])
-def test_each_technique_trains_end_to_end(splits, overrides):
-    result = train(tiny(), splits, TrainConfig(epochs=2, batch_size=64, lr=0.1, **overrides))
-    assert 0.0 <= result.test_accuracy <= 1.0 and len(result.history) == 2
+BASELINE = dict(epochs=3, batch_size=32, lr=0.1)
+
+
+@pytest.fixture(scope="module")
+def baseline(separable_splits, small_convnet):
+    """Plain training's weights and result for the small conv net on the separable task, seed 0."""
+    model = small_convnet()
+    result = train(model, separable_splits, TrainConfig(**BASELINE))
+    return model.state_dict(), result
+
+
+@pytest.mark.parametrize("overrides", [dict(cutout=3), dict(mixup=0.2), dict(sam_rho=0.05), dict(ema=0.9),
+                                       dict(swa=True, swa_start=0.5), dict(schedule="triangular"),
+                                       dict(label_smoothing=0.1), dict(crop_padding=1)],
+                         ids=lambda o: next(iter(o)))
+def test_each_training_technique_changes_the_weights_and_still_learns(separable_splits, small_convnet, baseline,
+                                                                      overrides):
+    plain, plain_result = baseline
+    model = small_convnet()
+    result = train(model, separable_splits, TrainConfig(**BASELINE, **overrides))
+    assert plain_result.val_accuracy > 0.9 and result.val_accuracy > 0.7  # chance is 0.25
+    changed = max((value.float() - plain[name].float()).abs().max().item() for name, value in model.state_dict().items())
+    assert changed > 1e-3
+
+
+def test_tta_changes_evaluation_only(separable_splits, small_convnet, baseline):
+    plain, _ = baseline
+    model = small_convnet()
+    result = train(model, separable_splits, TrainConfig(**BASELINE, tta=True))
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, plain[name]), name
+    x_val = normalise(separable_splits.x_val, result.mean, result.std, CPU)
+    with torch.no_grad():
+        logits = model.eval()(x_val) + model(x_val.flip(3))
+    assert result.val_accuracy == (logits.argmax(1) == separable_splits.y_val).float().mean().item()

@@ -1,6 +1,7 @@
 """``archscale`` command line: run | check | spaces | pareto | report | export | compare.
 
-Exit status: 0 success, 2 invalid input (spec, arguments, paths), 1 a failure while running.
+Exit status: 0 success, 2 invalid input (spec, arguments, paths, a file that is not what it should
+be), 1 a failure while running.
 """
 
 from __future__ import annotations
@@ -178,15 +179,18 @@ def cmd_spaces(args) -> int:
 
 def _run_dir(path: str) -> Path:
     run_dir = Path(path)
-    if not (run_dir / "trials.csv").is_file():
+    if not run_dir.is_dir():
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise SpecError(f"{run_dir} {what}; expected a run directory (holding spec.yaml and trials.csv)")
+    if not (run_dir / "trials.csv").exists():
         raise SpecError(f"{run_dir} is not a run directory (no trials.csv)")
     return run_dir
 
 
 def _run_spec(run_dir: Path):
-    from archscale.search.spec import parse_spec, read_yaml
+    from archscale.api import _read_run_spec
 
-    return parse_spec(read_yaml(run_dir / "spec.yaml"))
+    return _read_run_spec(run_dir)
 
 
 def _objectives_arg(text: str | None, default, flag: str = "--objectives"):
@@ -312,13 +316,14 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from archscale.analysis.files import FileError
     from archscale.space import SpaceError
     from archscale.trainer import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (SpecError, SpaceError, DataError) as err:
+    except (SpecError, SpaceError, DataError, FileError) as err:
         print(f"archscale: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and the like

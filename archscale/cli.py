@@ -7,7 +7,6 @@ be), 1 a failure while running.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -281,11 +280,13 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     from archscale.analysis.export import read_exported
+    from archscale.analysis.files import read_json_object
     from archscale.api import load_run
 
     run = load_run(_run_dir(args.run_dir))
     out = run.export(args.out, pick=args.pick, trial=args.trial, onnx=args.onnx)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_json_object(out / "metrics.json", "the metrics.json export just wrote",
+                               keys=("trial_id", "picked_by", "val_accuracy", "macs", "files"))
     print(f"exported trial {metrics['trial_id']} ({metrics['picked_by']}; val_accuracy {metrics['val_accuracy']:.4f}, "
           f"macs {int(metrics['macs']):,}) -> {out}")
     print(f"  {read_exported(out)['text']}")

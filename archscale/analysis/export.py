@@ -74,7 +74,7 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     result = read_result(src / RESULT_FILE)
     arch = _arch_of(result["arch"], src / RESULT_FILE, "arch")
     # Every file read and checked before anything is written: the weights fit the architecture.
-    fit_state_dict(build(arch), load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE)
+    fit_state_dict(build(arch), load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {

@@ -69,7 +69,7 @@ def read_yaml_mapping(path: str | Path, expected: str, keys: Iterable[str] = ())
         raise FileError(f"{path}{where}: YAML syntax error: {problem}; expected {expected}") from None
     if not isinstance(doc, dict):
         got = "nothing" if doc is None else f"a {type(doc).__name__}"
-        raise FileError(f"{path}: holds {got}; expected {expected} (a mapping of keys)")
+        raise FileError(f"{path}: holds {got}; expected {expected}, a mapping of keys")
     _require(doc, keys, path, expected)
     return doc
 
@@ -104,28 +104,28 @@ def load_state_dict(path: str | Path, device: Any = "cpu") -> dict:
         state = torch.load(path, map_location=device, weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, ValueError, KeyError,
             AttributeError, TypeError, UnicodeDecodeError) as err:
-        reason = " ".join(str(err).split())[:160]
-        raise FileError(f"{path}: not a PyTorch weights file ({type(err).__name__}: {reason}); expected {expected}") from None
+        first = " ".join(str(err).split()).split(". ")[0][:100]  # torch's first sentence; the rest is advice
+        raise FileError(f"{path}: not a PyTorch weights file ({type(err).__name__}: {first}); expected {expected}") from None
     if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
                                               for k, v in state.items()):
         raise FileError(f"{path}: holds a {type(state).__name__}, not a state dict; expected {expected}")
     return state
 
 
-def fit_state_dict(model: Any, state: dict, path: str | Path) -> None:
-    """Load ``state`` (from ``path``) into ``model``; FileError naming the first key that is
-    missing, unexpected or of another shape."""
+def fit_state_dict(model: Any, state: dict, path: str | Path, arch_from: str = "arch.yaml") -> None:
+    """Load ``state`` (from ``path``) into ``model`` (the architecture that ``arch_from``
+    describes); FileError naming the first key that is missing, unexpected or of another shape."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     if missing:
         raise FileError(f"{path}: no tensor {missing[0]!r} ({len(missing)} of the model's {len(own)} missing); "
-                        "expected the weights of the architecture in arch.yaml")
+                        f"expected the weights of the architecture in {arch_from}")
     unexpected = [k for k in state if k not in own]
     if unexpected:
         raise FileError(f"{path}: unexpected tensor {unexpected[0]!r}; expected the weights of the architecture "
-                        "in arch.yaml")
+                        f"in {arch_from}")
     for key, value in own.items():
         if tuple(state[key].shape) != tuple(value.shape):
             raise FileError(f"{path}: {key!r} has shape {tuple(state[key].shape)}; expected {tuple(value.shape)} "
-                            "for the architecture in arch.yaml")
+                            f"for the architecture in {arch_from}")
     model.load_state_dict(state)

@@ -222,8 +222,9 @@ def read_trials(run_dir: str | Path, warn: Callable[[str], None] | None = None) 
         key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
         if key not in _warned:
             _warned.add(key)
-            (warn or warn_line)(f"{path}: {scan.summary()}; read the {len(scan.rows)} intact rows without them "
-                                "(`archscale run SPEC --out RUN --resume` moves them aside)")
+            them = "it" if len(scan.damaged) == 1 else "them"
+            (warn or warn_line)(f"{path}: {scan.summary()}; read the {len(scan.rows)} intact rows without {them} "
+                                f"(`archscale run SPEC --out RUN --resume` moves {them} aside)")
     return scan.frame()
 
 

@@ -297,6 +297,10 @@ BAD_EXPORTS = [  # (damage of an export directory, fragments of FileError's mess
      ["weights.pt", "not a PyTorch weights file"]),
     ("weights.pt of another model", lambda d: torch.save({"w": torch.zeros(2)}, d / "weights.pt"),
      ["weights.pt", "no tensor"]),
+    ("weights.pt with a tensor of another shape", lambda d: torch.save(
+        {k: (torch.zeros(3, *v.shape[1:]) if v.ndim == 4 else v)
+         for k, v in torch.load(d / "weights.pt", weights_only=True).items()}, d / "weights.pt"),
+     ["weights.pt", "has shape (3,", "expected (", "architecture in arch.yaml"]),
 ]
 
 

@@ -8,7 +8,10 @@ export a model and load it back. The ``archscale`` command calls these same func
 
 Heavy libraries (torch, ray, optuna) are imported inside the functions that need them.
 Bad input (a spec, an override, a path, an objective) raises
-:class:`archscale.search.spec.SpecError` with one line naming what is wrong.
+:class:`archscale.search.spec.SpecError` with one line naming what is wrong; a file that is
+not what it should be (a damaged ``spec.yaml`` of a run, ``arch.yaml``, ``weights.pt``, ...)
+raises :class:`archscale.analysis.files.FileError`, one line naming the file, the problem and
+what was expected. Damaged lines of a run's ``trials.csv`` are left out with a warning.
 """
 
 from __future__ import annotations
@@ -125,19 +128,18 @@ def load_run(path: str | os.PathLike) -> Run:
     """The :class:`Run` in a run directory, finished or interrupted (its ``spec.yaml`` is read
     and validated now). Raises SpecError naming ``path`` when it holds no run."""
     run_dir = Path(path)
-    if not (run_dir / "spec.yaml").is_file():
+    if not (run_dir / "spec.yaml").exists():
         what = "does not exist" if not run_dir.exists() else "is not a run directory (no spec.yaml)"
         raise SpecError(f"{run_dir} {what}")
     return Run(run_dir, _read_run_spec(run_dir))
 
 
 def _read_run_spec(run_dir: Path) -> Spec:
-    from archscale.search.spec import parse_spec, read_yaml
+    """The run's ``spec.yaml``, validated: FileError when it is not a YAML mapping,
+    SpecError naming the file and the field when it is not a valid spec."""
+    from archscale.search.rundir import load_run_spec
 
-    try:
-        return parse_spec(read_yaml(run_dir / "spec.yaml"))
-    except SpecError as err:
-        raise SpecError(f"{run_dir / 'spec.yaml'}: {err}") from None
+    return load_run_spec(run_dir)
 
 
 def _objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -195,7 +197,7 @@ class Run:
 
         from archscale.analysis.records import TRIALS_FILE, read_trials
 
-        if not (self.path / TRIALS_FILE).is_file():
+        if not (self.path / TRIALS_FILE).exists():
             return pd.DataFrame(columns=["trial_id", "status"])
         return read_trials(self.path)
 
@@ -315,7 +317,7 @@ def load_exported(path: str | os.PathLike, device: str = "cpu") -> nn.Module:
 
     folder = Path(path)
     for name in ("arch.yaml", "weights.pt"):
-        if not (folder / name).is_file():
+        if not (folder / name).exists():
             raise SpecError(f"{folder} is not an export directory (no {name})")
     return load(folder, device=device)
 

@@ -1,12 +1,12 @@
 """``archscale`` command line: run | check | spaces | pareto | report | export | compare.
 
-Exit status: 0 success, 2 invalid input (spec, arguments, paths), 1 a failure while running.
+Exit status: 0 success, 2 invalid input (spec, arguments, paths, a file that is not what it should
+be), 1 a failure while running.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -178,15 +178,18 @@ def cmd_spaces(args) -> int:
 
 def _run_dir(path: str) -> Path:
     run_dir = Path(path)
-    if not (run_dir / "trials.csv").is_file():
+    if not run_dir.is_dir():
+        what = "is a file" if run_dir.exists() else "does not exist"
+        raise SpecError(f"{run_dir} {what}; expected a run directory (holding spec.yaml and trials.csv)")
+    if not (run_dir / "trials.csv").exists():
         raise SpecError(f"{run_dir} is not a run directory (no trials.csv)")
     return run_dir
 
 
 def _run_spec(run_dir: Path):
-    from archscale.search.spec import parse_spec, read_yaml
+    from archscale.api import _read_run_spec
 
-    return parse_spec(read_yaml(run_dir / "spec.yaml"))
+    return _read_run_spec(run_dir)
 
 
 def _objectives_arg(text: str | None, default, flag: str = "--objectives"):
@@ -277,11 +280,13 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     from archscale.analysis.export import read_exported
+    from archscale.analysis.files import read_json_object
     from archscale.api import load_run
 
     run = load_run(_run_dir(args.run_dir))
     out = run.export(args.out, pick=args.pick, trial=args.trial, onnx=args.onnx)
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = read_json_object(out / "metrics.json", "the metrics.json export just wrote",
+                               keys=("trial_id", "picked_by", "val_accuracy", "macs", "files"))
     print(f"exported trial {metrics['trial_id']} ({metrics['picked_by']}; val_accuracy {metrics['val_accuracy']:.4f}, "
           f"macs {int(metrics['macs']):,}) -> {out}")
     print(f"  {read_exported(out)['text']}")
@@ -312,13 +317,14 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from archscale.analysis.files import FileError
     from archscale.space import SpaceError
     from archscale.trainer import DataError
 
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (SpecError, SpaceError, DataError) as err:
+    except (SpecError, SpaceError, DataError, FileError) as err:
         print(f"archscale: error: {err}", file=sys.stderr)
         return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and the like

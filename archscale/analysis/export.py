@@ -17,7 +17,6 @@ from __future__ import annotations
 import io
 import json
 import shutil
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -26,8 +25,9 @@ import torch
 import yaml
 from torch import nn
 
-from archscale.analysis.records import TRIALS_DIR
-from archscale.space import Arch, build
+from archscale.analysis.files import FileError, fit_state_dict, load_state_dict, read_json_object, read_yaml_mapping
+from archscale.analysis.records import TRIALS_DIR, warn_line
+from archscale.space import Arch, SpaceError, build, get_space
 
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"
@@ -56,11 +56,6 @@ def write_trial_files(folder: str | Path, files: Mapping[str, bytes]) -> None:
         tmp.replace(folder / name)
 
 
-def warn_line(message: str) -> None:
-    """One warning line on stderr."""
-    print(f"archscale: warning: {message}", file=sys.stderr, flush=True)
-
-
 def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Mapping[str, Any] | None = None,
                  standalone: bool = True, onnx: bool = False, strict: bool = True,
                  warn: Callable[[str], None] = warn_line) -> Path:
@@ -73,13 +68,15 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     version, commit, libraries, spec hash, seed, device), copied, never taken anew: a trial
     trained before archscale recorded it has ``"provenance": null``, and ``warn`` says so."""
     src = trial_dir(run_dir, trial_id)
-    result_path = src / RESULT_FILE
-    if not result_path.is_file() or not (src / WEIGHTS_FILE).is_file():
-        raise FileNotFoundError(f"trial {trial_id} has no saved weights in {src}: only completed trials can be exported")
-    result = json.loads(result_path.read_text())
+    if not src.is_dir():
+        raise FileError(f"{src}: does not exist; expected the folder of trial {trial_id} with its {RESULT_FILE} "
+                        f"and {WEIGHTS_FILE} (only completed trials can be exported)")
+    result = read_result(src / RESULT_FILE)
+    arch = _arch_of(result["arch"], src / RESULT_FILE, "arch")
+    # Every file read and checked before anything is written: the weights fit the architecture.
+    fit_state_dict(build(arch), load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    arch = Arch.from_text(result["arch"])
     doc = {
         "family": arch.family,
         "text": arch.text,
@@ -123,18 +120,75 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     return out
 
 
+def _number_list(value: Any) -> bool:
+    return (isinstance(value, list) and bool(value)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value))
+
+
+def read_result(path: str | Path) -> dict[str, Any]:
+    """A trial's ``result.json``, checked: the keys an export needs (``arch``, ``mean``, ``std``)."""
+    expected = "a trial's result.json written by archscale"
+    result = read_json_object(path, expected, keys=("arch", "mean", "std"))
+    for key in ("mean", "std"):
+        if not _number_list(result[key]):
+            raise FileError(f"{path}: {key} is {result[key]!r}; expected a list of numbers, one per channel")
+    for key in ("metrics", "data"):
+        if not isinstance(result.get(key, {}), dict):
+            raise FileError(f"{path}: {key} is a {type(result[key]).__name__}; expected a mapping")
+    if not isinstance(result.get("history", []), list):
+        raise FileError(f"{path}: history is a {type(result['history']).__name__}; expected a list of epochs")
+    return result
+
+
+def read_history(path: str | Path, keys: tuple[str, ...] = ()) -> list[dict]:
+    """The per-epoch ``history`` of a trial's ``result.json`` (empty when it saved none),
+    checked: a list of mappings, each with ``keys`` (numbers)."""
+    history = read_json_object(path, "a trial's result.json written by archscale").get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise FileError(f"{path}: history is {str(history)[:60]!r}; expected a list of epochs, each a mapping")
+    for n, epoch in enumerate(history):
+        for key in keys:
+            if not isinstance(epoch.get(key), (int, float)) or isinstance(epoch.get(key), bool):
+                raise FileError(f"{path}: history[{n}].{key} is {epoch.get(key)!r}; expected a number")
+    return history
+
+
+def _arch_of(value: Any, path: Path, key: str) -> Arch:
+    """The architecture text a file holds at ``key``, parsed and checked by its family."""
+    try:
+        if not isinstance(value, str):
+            raise TypeError(f"{value!r} is not text")
+        arch = Arch.from_text(value)
+        get_space(arch.family).resolve(arch.params)  # a registered family, known parameters
+        return arch
+    except (ValueError, TypeError, SpaceError) as err:
+        raise FileError(f"{path}: {key}: {err}; expected an architecture's text form archscale can build") from None
+
+
 def read_exported(path: str | Path) -> dict[str, Any]:
-    """The ``arch.yaml`` of an export directory as a dict."""
+    """The ``arch.yaml`` of an export directory as a dict, checked: ``family`` (a registered
+    one), ``params`` (a mapping), ``text`` and ``input`` (``mean`` and ``std``)."""
     arch_file = Path(path) / "arch.yaml"
-    if not arch_file.is_file():
-        raise FileNotFoundError(f"{arch_file} does not exist: is {path} an export directory?")
-    return yaml.safe_load(arch_file.read_text())
+    expected = "an arch.yaml written by archscale export (family, params, text, input)"
+    doc = read_yaml_mapping(arch_file, expected, keys=("family", "params", "input"))
+    if not isinstance(doc["family"], str):
+        raise FileError(f"{arch_file}: family is {doc['family']!r}; expected the name of a family (`archscale spaces`)")
+    if not isinstance(doc["params"], dict):
+        raise FileError(f"{arch_file}: params is a {type(doc['params']).__name__}; expected a mapping of parameters")
+    norm = doc["input"]
+    if not isinstance(norm, dict) or not _number_list(norm.get("mean")) or not _number_list(norm.get("std")):
+        raise FileError(f"{arch_file}: input is {norm!r}; expected a mapping with mean and std, lists of numbers")
+    return doc
 
 
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
     """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode."""
     doc = read_exported(path)
-    model = build(Arch(doc["family"], doc["params"]))
-    state = torch.load(Path(path) / WEIGHTS_FILE, map_location=device, weights_only=True)
-    model.load_state_dict(state)
+    arch_file = Path(path) / "arch.yaml"
+    try:
+        model = build(Arch(doc["family"], doc["params"]))
+    except (ValueError, TypeError, SpaceError) as err:
+        raise FileError(f"{arch_file}: {err}; expected a family and parameters archscale can build") from None
+    weights = Path(path) / WEIGHTS_FILE
+    fit_state_dict(model, load_state_dict(weights, device), weights)
     return model.to(device).eval()

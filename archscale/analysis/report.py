@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import math
 import tempfile
 from datetime import datetime, timezone
@@ -22,7 +21,8 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from archscale.analysis.export import RESULT_FILE, trial_dir
+from archscale.analysis.export import RESULT_FILE, read_history, trial_dir
+from archscale.analysis.files import read_json_object
 from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
 from archscale.analysis.records import read_spec, read_trials
@@ -65,7 +65,7 @@ def trained_provenance(run_dir: str | Path, trials: pd.DataFrame) -> dict:
     for trial_id in trials.loc[trials["status"] == "completed", "trial_id"].astype(str):
         path = trial_dir(run_dir, trial_id) / RESULT_FILE
         if path.is_file():
-            prov = json.loads(path.read_text()).get("provenance")
+            prov = read_json_object(path, "a trial's result.json written by archscale").get("provenance")
             if prov:
                 return prov
     return {}
@@ -76,7 +76,7 @@ def history_of(run_dir: str | Path, trial_id: str) -> list[dict]:
     path = trial_dir(run_dir, trial_id) / RESULT_FILE
     if not path.is_file():
         return []
-    return json.loads(path.read_text()).get("history", [])
+    return read_history(path)
 
 
 def plot_learning_curves(run_dir: str | Path, trials: pd.DataFrame, labels: Mapping[str, str]):

@@ -125,10 +125,10 @@ def run_repeat(run_dir: Path, trial_id: str | None, seeds: int, out_dir: Path, q
                out: TextIO | None = None) -> pd.DataFrame:
     """Retrain one trial of a run (default: its winner) with ``seeds`` seeds."""
     from archscale.analysis.pareto import best_trial
-    from archscale.search.spec import parse_spec, read_yaml
+    from archscale.search.rundir import load_run_spec
     from archscale.space import CONTEXT_PARAMS, Arch
 
-    spec = parse_spec(read_yaml(run_dir / "spec.yaml"))
+    spec = load_run_spec(run_dir)
     trials = read_trials(run_dir)
     if trial_id is None:
         row = best_trial(trials, spec.search.objective_pairs())

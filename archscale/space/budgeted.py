@@ -27,7 +27,9 @@ from typing import Mapping
 from torch import nn
 
 from archscale.space.arch import Arch, Scalar
-from archscale.space.blocks import ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, activation, norm2d
+from archscale.space import source
+from archscale.space.blocks import (ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, _binomial,
+                                    activation, norm2d)
 from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
 
 BLOCKS = 4
@@ -67,33 +69,56 @@ class _ConvUnit(nn.Sequential):
         super().__init__(*parts)
 
 
+def stage_plan(p: Mapping[str, Scalar]) -> list[list[tuple[str, dict]]]:
+    """What each block C1..C4 holds, in order, as ``(kind, arguments)``: ``("maxpool", {stride})``,
+    ``("blur", {channels})``, ``("unit", {cin, cout, conv, stride, dilation, padding, blur})``,
+    ``("se", {channels, ratio})``. The model is built from it, and its source written from it."""
+    down, blur = str(p["downsample"]), bool(p["blurpool"])
+    cin = int(p["in_channels"])
+    stages: list[list[tuple[str, dict]]] = []
+    for i in range(1, BLOCKS + 1):
+        conv, width = str(p[f"c{i}_conv"]), int(p[f"c{i}_width"])
+        own_dilation = int(p[f"c{i}_dilation"]) if conv == "dilated" else 1
+        layers: list[tuple[str, dict]] = []
+        first: dict = {"dilation": own_dilation}
+        if i > 1 and down == "maxpool":
+            layers.append(("maxpool", {"stride": 1 if blur else 2}))
+            if blur:
+                layers.append(("blur", {"channels": cin}))
+        elif i > 1 and down == "stride":
+            first = {"dilation": own_dilation, "stride": 1, "blur": True} if blur else {"dilation": own_dilation, "stride": 2}
+        elif i > 1 and down == "dilation":
+            first = {"dilation": max(2, own_dilation), "padding": 0}
+        for j in range(int(p[f"c{i}_convs"])):
+            unit = {"cin": cin, "cout": width, "conv": conv, "stride": 1, "dilation": own_dilation, "padding": None,
+                    "blur": False}
+            layers.append(("unit", {**unit, **first} if j == 0 else unit))
+            cin = width
+        if float(p["se_ratio"]) > 0:
+            layers.append(("se", {"channels": width, "ratio": float(p["se_ratio"])}))
+        stages.append(layers)
+    return stages
+
+
 class BudgetedNet(nn.Module):
     def __init__(self, p: Mapping[str, Scalar]):
         super().__init__()
-        down, blur = str(p["downsample"]), bool(p["blurpool"])
-        cin = int(p["in_channels"])
-        stages: list[nn.Module] = []
-        for i in range(1, BLOCKS + 1):
-            conv, width = str(p[f"c{i}_conv"]), int(p[f"c{i}_width"])
-            own_dilation = int(p[f"c{i}_dilation"]) if conv == "dilated" else 1
+        stages = []
+        for plan in stage_plan(p):
             layers: list[nn.Module] = []
-            first: dict = {"dilation": own_dilation}
-            if i > 1 and down == "maxpool":
-                layers.append(nn.MaxPool2d(2, stride=1) if blur else nn.MaxPool2d(2))
-                if blur:
-                    layers.append(BlurPool2d(cin, int(p["blur_size"]), stride=2))
-            elif i > 1 and down == "stride":
-                first = {"dilation": own_dilation, "stride": 1, "blur": True} if blur else {"dilation": own_dilation, "stride": 2}
-            elif i > 1 and down == "dilation":
-                first = {"dilation": max(2, own_dilation), "padding": 0}
-            for j in range(int(p[f"c{i}_convs"])):
-                layers.append(_ConvUnit(cin, width, conv, p, **(first if j == 0 else {"dilation": own_dilation})))
-                cin = width
-            if float(p["se_ratio"]) > 0:
-                layers.append(SqueezeExcite(width, float(p["se_ratio"])))
+            for kind, a in plan:
+                if kind == "maxpool":
+                    layers.append(nn.MaxPool2d(2, stride=a["stride"]))
+                elif kind == "blur":
+                    layers.append(BlurPool2d(a["channels"], int(p["blur_size"]), stride=2))
+                elif kind == "unit":
+                    layers.append(_ConvUnit(a["cin"], a["cout"], a["conv"], p, stride=a["stride"], dilation=a["dilation"],
+                                            padding=a["padding"], blur=a["blur"]))
+                else:
+                    layers.append(SqueezeExcite(a["channels"], a["ratio"]))
             stages.append(nn.Sequential(*layers))
         self.blocks = nn.Sequential(*stages)
-        self.head = GlobalPoolHead(cin, int(p["num_classes"]))
+        self.head = GlobalPoolHead(int(p[f"c{BLOCKS}_width"]), int(p["num_classes"]))
 
     def forward(self, x):  # (B, in_channels, H, W) -> (B, num_classes)
         return self.head(self.blocks(x))
@@ -114,6 +139,66 @@ def spatial_sizes(p: Mapping[str, Scalar]) -> list[int]:
                 size -= 2 * dil
         sizes.append(size)
     return sizes
+
+
+def _unit_source(a: dict) -> str:
+    """``conv_unit(<conv>, cout[, blur=True])`` of one ``unit`` of :func:`stage_plan`."""
+    extra = {k: a[k] for k in ("stride", "dilation") if a[k] != 1}
+    if a["conv"] == "depthwise":
+        padding = {} if a["padding"] is None else {"padding": a["padding"]}
+        conv = source.call("SeparableConv2d", a["cin"], a["cout"], **extra, **padding)
+    else:
+        padding = a["dilation"] if a["padding"] is None else a["padding"]
+        stride = {"stride": a["stride"]} if a["stride"] != 1 else {}
+        dilation = {"dilation": a["dilation"]} if a["dilation"] != 1 else {}
+        conv = source.call("nn.Conv2d", a["cin"], a["cout"], 3, **stride, padding=padding, **dilation, bias=False)
+    return source.call("conv_unit", conv, a["cout"], **({"blur": True} if a["blur"] else {})).text
+
+
+def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
+    """``BudgetedNet(p)`` as plain PyTorch: a ``conv_unit`` helper and one line per unit."""
+    plan = stage_plan(p)
+    units = [a for stage in plan for kind, a in stage if kind == "unit"]
+    kinds = {kind for stage in plan for kind, _ in stage}
+    norm, act = source.norm(str(p["norm"]), "cout", int(p["norm_groups"]), int(p["ghost_batch"])), source.act(str(p["activation"]))
+    dropout = f", nn.Dropout({float(p['dropout'])!r})" if float(p["dropout"]) > 0 else ""
+    blur = source.call("BlurPool2d", source.Code("cout"), int(p["blur_size"]), stride=2).text
+    doc = f"conv -> {norm.text.split('(')[0].removeprefix('nn.')} -> {act.text[3:-2]}"
+    if any(a["blur"] for a in units):
+        helper = (f"def conv_unit(conv: nn.Module, cout: int, blur: bool = False) -> nn.Sequential:\n"
+                  f"    \"\"\"{doc} [-> {blur}]{dropout and ' -> dropout'}.\"\"\"\n"
+                  f"    layers = [conv, {norm.text}, {act.text}] + ([{blur}] if blur else [])\n"
+                  f"    return nn.Sequential(*layers{dropout})\n")
+    else:
+        helper = (f"def conv_unit(conv: nn.Module, cout: int) -> nn.Sequential:\n"
+                  f"    \"\"\"{doc}{dropout and ' -> dropout'}.\"\"\"\n"
+                  f"    return nn.Sequential(conv, {norm.text}, {act.text}{dropout})\n")
+    sizes, stages, notes = spatial_sizes(p), [], []
+    for i, stage in enumerate(plan):
+        items = []
+        for kind, a in stage:
+            if kind == "maxpool":
+                items.append(source.call("nn.MaxPool2d", 2, **({"stride": 1} if a["stride"] == 1 else {})).text)
+            elif kind == "blur":
+                items.append(source.call("BlurPool2d", a["channels"], int(p["blur_size"]), stride=2).text)
+            elif kind == "unit":
+                items.append(_unit_source(a))
+            else:
+                items.append(source.call("SqueezeExcite", a["channels"], a["ratio"]).text)
+        stages.append(source.sequential(items))
+        notes.append(f"C{i + 1}: {sizes[i]}x{sizes[i]}")
+    needed = [*source.norm_classes(str(p["norm"]))]
+    if "depthwise" in {a["conv"] for a in units}:
+        needed.append(SeparableConv2d)
+    if "se" in kinds:
+        needed += [source.ACTIVATIONS_SOURCE, SqueezeExcite]
+    if "blur" in kinds or any(a["blur"] for a in units):
+        needed += [_binomial, BlurPool2d]
+    init = [f"self.blocks = {source.sequential(stages, notes)}",
+            f"self.head = GlobalPoolHead({int(p[f'c{BLOCKS}_width'])}, num_classes)"]
+    net = source.net_class(f"Blocks C1..C4, then global average pooling and a 1x1 conv to the classes.",
+                           init, BudgetedNet.forward, int(p["num_classes"]))
+    return source.ModelSource(source.definitions(*needed, GlobalPoolHead, helper, net), "head.classifier")
 
 
 @register_space
@@ -144,3 +229,6 @@ class Budgeted(SearchSpace):
 
     def build_model(self, arch: Arch) -> nn.Module:
         return BudgetedNet(arch.params)
+
+    def model_source(self, arch: Arch) -> source.ModelSource:
+        return model_source(arch.params)

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from archscale.space import source
 from archscale.space.arch import Arch, Scalar
 from archscale.space.blocks import SqueezeExcite, activation
 from archscale.space.registry import Param, SearchSpace, register_space
@@ -64,6 +65,7 @@ class StochasticDepth(nn.Module):
 
 
 def _conv_bn(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1, act: str | None = None) -> nn.Sequential:
+    """kxk conv (padding k // 2, no bias) -> BatchNorm [-> activation]."""
     layers: list[nn.Module] = [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
                                nn.BatchNorm2d(cout)]
     if act:
@@ -108,6 +110,26 @@ class BasicBlock(nn.Module):
         return self.act(self.shortcut(x) + self.drop(self.block(x)))
 
 
+def block_plan(net: NetConfig, stochastic_depth: float) -> list[tuple[int, type[nn.Module], dict]]:
+    """Every block of ``net`` as ``(stage index, class, constructor arguments)``; the drop
+    probability of stochastic depth grows linearly with depth, as in EfficientNet."""
+    plan: list[tuple[int, type[nn.Module], dict]] = []
+    cin, index, total = net.stem, 0, net.blocks
+    for s, stage in enumerate(net.stages):
+        for i in range(stage.repeats):
+            stride = stage.stride if i == 0 else 1
+            drop = stochastic_depth * index / total
+            if stage.block == "mb":
+                args = {"cin": cin, "cout": stage.out, "kernel": stage.kernel, "stride": stride, "expand": stage.expand,
+                        "se": stage.se, "act": net.act, "drop": drop}
+                plan.append((s, MBConv, args))
+            else:
+                args = {"cin": cin, "cout": stage.out, "kernel": stage.kernel, "stride": stride, "act": net.act, "drop": drop}
+                plan.append((s, BasicBlock, args))
+            cin, index = stage.out, index + 1
+    return plan
+
+
 class CompoundNet(nn.Module):
     """A :class:`NetConfig` as a model: (B, in_channels, input_size, input_size) -> (B, num_classes)."""
 
@@ -117,18 +139,8 @@ class CompoundNet(nn.Module):
         self.net = net
         self.resize = Resize(net.resolution) if net.resolution != input_size else nn.Identity()
         self.stem = _conv_bn(in_channels, net.stem, net.stem_kernel, net.stem_stride, act=net.act)
-        blocks: list[nn.Module] = []
-        cin, index, total = net.stem, 0, net.blocks
-        for stage in net.stages:
-            for i in range(stage.repeats):
-                stride = stage.stride if i == 0 else 1
-                drop = stochastic_depth * index / total  # linear in depth, as EfficientNet
-                if stage.block == "mb":
-                    blocks.append(MBConv(cin, stage.out, stage.kernel, stride, stage.expand, stage.se, net.act, drop))
-                else:
-                    blocks.append(BasicBlock(cin, stage.out, stage.kernel, stride, net.act, drop))
-                cin, index = stage.out, index + 1
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = nn.Sequential(*(block(**args) for _, block, args in block_plan(net, stochastic_depth)))
+        cin = net.stages[-1].out
         self.head = _conv_bn(cin, net.head, 1, act=net.act) if net.head else nn.Identity()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Linear(net.head or cin, num_classes)
@@ -148,6 +160,41 @@ def net_config(params: Mapping[str, Scalar]) -> NetConfig:
     return scale(base, depth=d, width=float(params["base_width"]) * w, resolution=r,
                  divisor=int(params["divisor"]), multiple=int(params["resolution_multiple"]),
                  depth_rounding=str(params["depth_rounding"]))
+
+
+def model_source(params: Mapping[str, Scalar]) -> source.ModelSource:
+    """``CompoundNet`` of ``params`` as plain PyTorch: the blocks it uses, one line per block."""
+    net, p = net_config(params), params
+    plan = block_plan(net, float(p["stochastic_depth"]))
+    kinds = {block for _, block, _ in plan}
+    items, notes, rate = [], [], float(p["stochastic_depth"])
+    for index, (s, block, args) in enumerate(plan):
+        drop = source.Code(f"{rate!r} * {index} / {net.blocks}")  # the builder's own expression: the same float
+        kwargs = {k: v for k, v in args.items() if k not in ("cin", "cout", "kernel", "stride", "drop")}
+        items.append(source.call(block.__name__, *(args[k] for k in ("cin", "cout", "kernel", "stride")),
+                                 **kwargs, drop=drop if args["drop"] else 0.0).text)
+        notes.append(f"stage {s + 1}: {net.stages[s].text}" if not notes or plan[len(notes) - 1][0] != s else "")
+    resize = source.call("Resize", net.resolution).text if net.resolution != int(p["image_size"]) else "nn.Identity()"
+    cin = net.stages[-1].out
+    head = source.call("_conv_bn", cin, net.head, 1, act=net.act).text if net.head else "nn.Identity()"
+    dropout = f"nn.Dropout({float(p['dropout'])!r})" if float(p["dropout"]) > 0 else "nn.Identity()"
+    init = [f"self.resize = {resize}" + (f"  # to {net.resolution}x{net.resolution}" if "Resize" in resize else ""),
+            f"self.stem = {source.call('_conv_bn', int(p['in_channels']), net.stem, net.stem_kernel, net.stem_stride, act=net.act).text}",
+            f"self.blocks = {source.sequential(items, notes)}",
+            f"self.head = {head}",
+            f"self.dropout = {dropout}",
+            f"self.classifier = nn.Linear({net.head or cin}, num_classes)"]
+    needed: list = [Resize] if net.resolution != int(p["image_size"]) else []
+    needed += [source.ACTIVATIONS_SOURCE, _conv_bn]
+    if any(block is BasicBlock or (args["stride"] == 1 and args["cin"] == args["cout"]) for _, block, args in plan):
+        needed.append(StochasticDepth)
+    if MBConv in kinds and any(args.get("se", 0) > 0 for _, _, args in plan):
+        needed.append(SqueezeExcite)
+    needed += [b for b in (MBConv, BasicBlock) if b in kinds]
+    doc = (f"{p['base']} compound-scaled (phi={float(p['phi'])!r}): resize, stem, blocks, head, global average "
+           "pooling,\n    dropout and a linear classifier.")
+    net_src = source.net_class(doc, init, CompoundNet.forward, int(p["num_classes"]))
+    return source.ModelSource(source.definitions(*needed, net_src), "classifier")
 
 
 @register_space
@@ -182,6 +229,9 @@ class EfficientNet(SearchSpace):
 
     def describe(self, arch: Arch) -> str:
         return net_config(arch.params).text
+
+    def model_source(self, arch: Arch) -> source.ModelSource:
+        return model_source(arch.params)
 
     def build_model(self, arch: Arch) -> nn.Module:
         p = arch.params

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping, TypeVar
 
 from torch import nn
 
 from archscale.space.arch import Arch, Scalar
+
+if TYPE_CHECKING:
+    from archscale.space.source import ModelSource
 
 
 class SpaceError(ValueError):
@@ -123,6 +126,11 @@ class SearchSpace:
 
     def build_model(self, arch: Arch) -> nn.Module:
         raise NotImplementedError
+
+    def model_source(self, arch: Arch) -> "ModelSource | None":
+        """The built model as plain PyTorch source (:mod:`space.source`), or None: then an
+        export writes the model's inference graph instead. Override where the family can."""
+        return None
 
 
 _REGISTRY: dict[str, SearchSpace] = {}

@@ -87,12 +87,31 @@ def budget_violation(ctx: TrialContext, params: int | None, macs: int | None, la
     return "; ".join(broken)
 
 
-def is_out_of_memory(err: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or a CPU allocation the host refused."""
+# What CUDA's libraries say when an allocation fails without torch.OutOfMemoryError: the
+# runtime's own error (CUDA_CHECK), cuBLAS and cuDNN handles and workspaces.
+CUDA_OOM_TEXTS = ("CUDA out of memory", "CUDA error: out of memory", "cudaErrorMemoryAllocation",
+                  "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED")
+
+
+def is_cuda_out_of_memory(err: BaseException) -> bool:
+    """Whether a GPU allocation failed: ``torch.OutOfMemoryError``, or the words cuBLAS, cuDNN
+    or the CUDA runtime use for it, in ``err`` or in what it wraps (torch.compile raises its
+    own error from the one its compiled code hit)."""
     import torch
 
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, torch.OutOfMemoryError) or any(t in str(err) for t in CUDA_OOM_TEXTS):
+            return True
+        err = err.__cause__ or err.__context__
+    return False
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A GPU allocation that failed (:func:`is_cuda_out_of_memory`), or a CPU allocation the host refused."""
     text = str(err)
-    return isinstance(err, torch.OutOfMemoryError) or "can't allocate memory" in text or "not enough memory" in text
+    return is_cuda_out_of_memory(err) or "can't allocate memory" in text or "not enough memory" in text
 
 
 def describe_error(err: BaseException) -> str:

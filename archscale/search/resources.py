@@ -23,7 +23,7 @@ from archscale.search.spec import Spec
 CUDA_CONTEXT_MB = 600.0  # CUDA context + cuBLAS/cuDNN workspaces of one process: not in max_memory_allocated
 HEADROOM = 1.2  # allocator fragmentation, evaluation batches and the test split
 RAY_STEP = 1e-4  # Ray's granularity for fractional resources
-MAX_SHARE = 1 - RAY_STEP  # one step of every GPU stays free for the next measurement task
+MAX_SHARE = 1 - RAY_STEP  # one step of a GPU is the memory probe's (a driver without a GPU measures there)
 
 
 def gpu_need_mb(step_peak_mb: float, data_mb: float, context_mb: float = CUDA_CONTEXT_MB,
@@ -34,14 +34,14 @@ def gpu_need_mb(step_peak_mb: float, data_mb: float, context_mb: float = CUDA_CO
 
 
 def gpu_share(need_mb: float, gpu_total_mb: float) -> float:
-    """The fraction of one GPU to ask for: ``1/k`` where ``k = floor(total / need)`` trials
-    fit, rounded down to Ray's granularity (so ``k`` of them never add up to more than one
-    GPU), at most :data:`MAX_SHARE`. A trial that needs more than a whole GPU gets
-    :data:`MAX_SHARE` and will run out of memory (recorded as a failed trial)."""
+    """The fraction of one GPU to ask for: ``k`` trials fit in its memory (``k = floor(total /
+    need)``), and ``k`` such shares fit beside the memory probe's :data:`RAY_STEP` (each
+    ``(1 - RAY_STEP) / k``, rounded down to Ray's granularity). A trial that needs more than
+    a whole GPU gets :data:`MAX_SHARE` and will run out of memory (recorded as a failed trial)."""
     if need_mb <= 0 or gpu_total_mb <= 0:
         raise ValueError(f"need_mb ({need_mb}) and gpu_total_mb ({gpu_total_mb}) must be positive")
     per_gpu = max(1, math.floor(gpu_total_mb / need_mb))
-    steps = math.floor(1 / per_gpu / RAY_STEP + 1e-9)  # float-safe floor
+    steps = math.floor(MAX_SHARE / per_gpu / RAY_STEP + 1e-9)  # float-safe floor
     return min(MAX_SHARE, steps * RAY_STEP)
 
 
@@ -119,21 +119,37 @@ def _gpu_total_here() -> float:
     return torch.cuda.get_device_properties(0).total_memory / 2**20
 
 
-def gpu_measurer(ctx: TrialContext) -> tuple[float, MeasureFn]:
-    """(memory of one GPU in MiB, a measure function) on the first GPU this driver sees, or,
-    where the driver has none (a cluster's CPU head), in a one-shot Ray task on a GPU node
-    that asks for one :data:`RAY_STEP` of a GPU and no CPU, so it never waits for a trial."""
+class _Probe:
+    """The memory probe of a driver without a GPU: a Ray actor placed on a GPU node, holding
+    :data:`RAY_STEP` of a GPU (and no CPU) for the whole search."""
+
+    def __init__(self, peak: Callable[[TrialContext, dict], float], total: Callable[[], float]):
+        self._peak, self._total = peak, total
+
+    def total(self) -> float:
+        return self._total()
+
+    def peak(self, ctx: TrialContext, config: dict) -> float:
+        return self._peak(ctx, config)
+
+
+def gpu_measurer(ctx: TrialContext, *, peak: Callable[[TrialContext, dict], float] = _peak_here,
+                 total: Callable[[], float] = _gpu_total_here) -> tuple[float, MeasureFn]:
+    """(memory of one GPU in MiB, a measure function): ``total()`` and ``peak(ctx, config)``
+    run on the first GPU this driver sees or, where it has none (a cluster's CPU head), in a
+    :class:`_Probe` actor started now, before any trial. Tune asks for a trial's resources
+    inside its controller loop: a probe that asked for its GPU sliver only then would wait
+    forever behind trials whose shares fill the GPU (and which need that loop to finish), so
+    the probe holds its sliver from the start and the shares leave it room (:func:`gpu_share`)."""
     import torch
 
     if torch.cuda.is_available():
-        return _gpu_total_here(), lambda config: _peak_here(ctx, config)
+        return total(), lambda config: peak(ctx, config)
 
     import ray
 
-    remote_peak = ray.remote(num_cpus=0, num_gpus=RAY_STEP, max_calls=1)(_peak_here)
-    remote_total = ray.remote(num_cpus=0, num_gpus=RAY_STEP, max_calls=1)(_gpu_total_here)
-    total = ray.get(remote_total.remote())
-    return total, lambda config: ray.get(remote_peak.remote(ctx, config))
+    probe = ray.remote(num_cpus=0, num_gpus=RAY_STEP)(_Probe).remote(peak, total)
+    return ray.get(probe.total.remote()), lambda config: ray.get(probe.peak.remote(ctx, config))
 
 
 def trial_resources(spec: Spec, evaluator: Evaluator, splits) -> TrialResources:

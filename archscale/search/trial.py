@@ -15,7 +15,7 @@ import torch
 
 from archscale.analysis.export import trial_files
 from archscale.search.context import TrialContext, resolve_arch, train_values
-from archscale.search.evaluate import Evaluator, describe_error
+from archscale.search.evaluate import Evaluator, describe_error, is_cuda_out_of_memory
 from archscale.search.provenance import trial_provenance
 from archscale.space import build
 from archscale.trainer import Splits, TrainConfig, train
@@ -28,18 +28,19 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None
 
     A trial that fails in its own code (an exception, a NaN loss, memory the host refuses)
     reports ``status: failed`` with its error and ends: running it again would fail again.
-    Only CUDA out-of-memory is raised to Tune, which retries it (``search.max_failures``):
-    on a shared GPU a neighbour may have held the memory. A worker that dies (killed, its
-    node lost) is retried the same way.
+    Only a failed GPU allocation is raised to Tune, which retries it (``search.max_failures``):
+    on a shared GPU a neighbour may have held the memory. That is ``torch.OutOfMemoryError``
+    and what cuBLAS, cuDNN or torch.compile raise for it (:func:`is_cuda_out_of_memory`).
+    A worker that dies (killed, its node lost) is retried the same way.
     """
     from ray import tune
 
     reached: dict[str, Any] = {"epochs": 0}  # what the trial got to before a failure
     try:
         train_trial(config, ctx, splits, tune.report, _claim_resources(), reached)
-    except torch.OutOfMemoryError:
-        raise
     except Exception as err:
+        if is_cuda_out_of_memory(err):
+            raise
         tune.report({**reached, "status": "failed", "error": describe_error(err)})
 
 

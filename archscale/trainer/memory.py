@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archscale.trainer.train import TrainConfig, _autocast, _optimizer
+from archscale.trainer.train import TrainConfig, _autocast, _optimizer, uses_bf16
 
 MiB = 2**20
 
@@ -38,7 +38,12 @@ def step_peak_mb(model: nn.Module, input_shape: tuple[int, ...], num_classes: in
     torch.cuda.reset_peak_memory_stats(dev)
     base = torch.cuda.memory_allocated(dev)
     model = model.to(dev).train()  # weights count: they are allocated after `base`
-    x = torch.randn(cfg.batch_size, *input_shape, device=dev)  # (B, C, H, W)
+    # the batch as the trainer holds it: bf16 under bf16 autocast, in the model's memory format
+    dtype = torch.bfloat16 if uses_bf16(dev, cfg.precision) else torch.float32
+    x = torch.randn(cfg.batch_size, *input_shape, device=dev, dtype=dtype)  # (B, C, H, W)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+        x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (cfg.batch_size,), device=dev)
     opt = _optimizer(model, cfg)
     with _autocast(dev, cfg.precision):

@@ -241,7 +241,9 @@ def cutout(x: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tens
     rows = torch.arange(h, device=x.device)[None, :, None]
     cols = torch.arange(w, device=x.device)[None, None, :]
     inside = (rows >= top) & (rows < top + size) & (cols >= left) & (cols < left + size)  # (B, H, W)
-    return x.masked_fill(inside[:, None], 0.0)
+    # in place on a copy of x's own layout: masked_fill would return NCHW for channels_last x
+    # (its layout follows the NCHW mask), a recompile under torch.compile and a conversion each step
+    return x.clone(memory_format=torch.preserve_format).masked_fill_(inside[:, None], 0.0)
 
 
 def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Generator
@@ -256,9 +258,22 @@ def mixup(x: torch.Tensor, y: torch.Tensor, alpha: float, generator: torch.Gener
 # --------------------------------------------------------------------------- optimisation
 
 
+def uses_bf16(device: torch.device, precision: str) -> bool:
+    """Whether training on ``device`` at ``precision`` runs under bf16 autocast (and keeps its
+    data in bf16): ``bf16``, or ``auto`` on CUDA."""
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
 def _autocast(device: torch.device, precision: str):
-    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16)
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
+
+
+def configure_backends(device: torch.device) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms for each new shape and keep the
+    fastest (``cudnn.benchmark``, as airbench94 sets it): the batch shape of a training run
+    never changes, and the timing happens in the untimed warm-up step."""
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
 
 
 def _optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
@@ -308,17 +323,18 @@ def triangular(total_steps: int, warmup: float) -> Callable[[int], float]:
 
 @contextmanager
 def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
-    """BatchNorm layers normalise with batch statistics but do not update their running
-    statistics (SAM's second pass must not count the batch twice)."""
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    saved = [m.momentum for m in norms]
-    for m in norms:
-        m.momentum = 0.0
+    """BatchNorm layers normalise with batch statistics but keep their running statistics
+    (SAM's second pass must not count the batch twice): the buffers are saved and copied back.
+    No module attribute changes (setting ``momentum`` would make torch.compile recompile)."""
+    buffers = [b for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+               for b in (m.running_mean, m.running_var, m.num_batches_tracked) if b is not None]
+    saved = [b.clone() for b in buffers]
     try:
         yield
     finally:
-        for m, momentum in zip(norms, saved):
-            m.momentum = momentum
+        with torch.no_grad():
+            for b, value in zip(buffers, saved):
+                b.copy_(value)
 
 
 def _loss(model, xb, yb, yb2, lam, cfg, dev):
@@ -423,8 +439,8 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
         keep_freed_memory()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
-    low_precision = dev.type == "cuda" and cfg.precision in ("auto", "bf16")
-    data_dtype = torch.bfloat16 if low_precision else torch.float32
+    configure_backends(dev)
+    data_dtype = torch.bfloat16 if uses_bf16(dev, cfg.precision) else torch.float32
     mean, std = channel_stats(splits.x_train)
     prep = dict(dtype=data_dtype, channels_last=cfg.channels_last)
     x_train = normalise(splits.x_train, mean, std, dev, **prep)  # (N, C, H, W)
@@ -445,8 +461,14 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     swa_model = AveragedModel(model) if cfg.swa else None
     swa_sched = None  # made when SWA starts: a scheduler sets the lr as soon as it is created
     ema_model = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema), use_buffers=True) if cfg.ema else None
+    if cfg.compile:
+        # Dynamo's caches are per process: a reused worker's earlier models would count against
+        # its recompile limit, past which this one would run eagerly while reported compiled.
+        torch.compiler.reset()
     step_model = torch.compile(model) if cfg.compile else model
-    compile_seconds = _warm_up(step_model, x_train[: cfg.batch_size], cfg, dev) if cfg.compile else 0.0
+    # compilation and cuDNN's autotuning happen in one step outside the timed loop
+    warm_up = _warm_up(step_model, x_train[: cfg.batch_size], cfg, dev) if cfg.compile or dev.type == "cuda" else 0.0
+    compile_seconds = warm_up if cfg.compile else 0.0
 
     history: list[dict] = []
     train_seconds = 0.0
@@ -493,7 +515,8 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
             raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}")
         last = epoch == cfg.epochs
         if last and swa_model is not None:
-            update_bn(_batches(x_train, cfg.eval_batch_size), swa_model, device=dev)
+            with _autocast(dev, cfg.precision):  # the data may be bf16, the averaged model is fp32
+                update_bn(_batches(x_train, cfg.eval_batch_size), swa_model, device=dev)
         judged = swa_model.module if (last and swa_model is not None) else (ema_model.module if ema_model else model)
         metrics = {
             "epoch": epoch,
@@ -528,8 +551,9 @@ def _batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
 
 
 def _warm_up(model: nn.Module, xb: torch.Tensor, cfg: TrainConfig, dev: torch.device) -> float:
-    """Run forward and backward once so that torch.compile compiles outside the timed loop;
-    the weights' gradients are discarded (no optimizer step), BN statistics restored."""
+    """Run forward and backward once so that torch.compile compiles, and cuDNN picks its
+    algorithms, outside the timed loop; the weights' gradients are discarded (no optimizer
+    step), BN statistics restored."""
     t0 = time.perf_counter()
     state = {k: v.clone() for k, v in model.state_dict().items()}
     with _autocast(dev, cfg.precision):

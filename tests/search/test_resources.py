@@ -5,6 +5,7 @@ import math
 import pickle
 
 import pytest
+import torch
 
 from archscale.search.resources import MAX_SHARE, RAY_STEP, TrialResources, gpu_need_mb, gpu_share
 from archscale.search.context import trial_context
@@ -80,3 +81,50 @@ def test_spec_gpu_field():
     assert _spec().search.resources_per_trial.gpu == "auto"
     assert _spec(gpu=0.5).search.resources_per_trial.gpu == 0.5
     assert _spec(gpu=2).search.resources_per_trial.gpu == 2.0
+
+
+@pytest.mark.parametrize("need_mb", [700.0, 20_000.0, 27_000.0, 40_000.0])
+def test_shares_of_a_full_gpu_leave_the_probe_its_step(need_mb):
+    share = gpu_share(need_mb, H100_MB)
+    assert share * math.floor(H100_MB / need_mb) <= 1.0 - RAY_STEP + 1e-12
+
+
+PROBE_SCRIPT = """
+import logging, math, sys, time
+import ray
+from archscale.search.resources import gpu_measurer, gpu_need_mb, gpu_share
+from ray.util.placement_group import placement_group
+
+# a node that declares one GPU and has none: Ray schedules the fractions as it would on a GPU
+ray.init(address="local", num_cpus=2, num_gpus=1, include_dashboard=False, logging_level=logging.ERROR,
+         log_to_driver=False)
+total_mb, measure = gpu_measurer("ctx", peak=lambda ctx, config: 1000.0 * config["width"], total=lambda: 80_000.0)
+share = gpu_share(gpu_need_mb(measure({"width": 10}), 0.0), total_mb)  # 12,600 MiB: 6 fit
+trials = [placement_group([{"GPU": share}]) for _ in range(math.floor(total_mb / 12_600))]
+ray.get([pg.ready() for pg in trials], timeout=60)  # as many trials as fit, all placed at once
+print("placed", len(trials), "trials of", share, "GPU", flush=True)
+t0 = time.time()
+print("measured", measure({"width": 20}), "MiB in", round(time.time() - t0, 1), "s", flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a driver without a GPU: here it would measure on its own")
+def test_the_probe_of_a_driver_without_a_gpu_measures_beside_a_full_gpu(tmp_path):
+    """A driver without a GPU measures in a Ray actor on a GPU node, inside Tune's loop. With
+    the GPU's shares all taken, the measurement must still run (it used to ask for its sliver
+    then, and wait forever)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    try:
+        done = subprocess.run([sys.executable, "-c", PROBE_SCRIPT], env=env, cwd=tmp_path, capture_output=True,
+                              text=True, timeout=120)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"the probe was never scheduled beside the full GPU: {(err.stdout or b'')!r}")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "placed 6 trials" in done.stdout and "measured 20000.0 MiB" in done.stdout, done.stdout

@@ -196,7 +196,7 @@ def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
         needed += [_binomial, BlurPool2d]
     init = [f"self.blocks = {source.sequential(stages, notes)}",
             f"self.head = GlobalPoolHead({int(p[f'c{BLOCKS}_width'])}, num_classes)"]
-    net = source.net_class(f"Blocks C1..C4, then global average pooling and a 1x1 conv to the classes.",
+    net = source.net_class("Blocks C1..C4, then global average pooling and a 1x1 conv to the classes.",
                            init, BudgetedNet.forward, int(p["num_classes"]))
     return source.ModelSource(source.definitions(*needed, GlobalPoolHead, helper, net), "head.classifier")
 

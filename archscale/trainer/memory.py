@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archscale.trainer.train import TrainConfig, _autocast, _optimizer, uses_bf16
+from archscale.trainer.train import TrainConfig, autocast, make_optimizer, uses_bf16
 
 MiB = 2**20
 
@@ -45,8 +45,8 @@ def step_peak_mb(model: nn.Module, input_shape: tuple[int, ...], num_classes: in
         model = model.to(memory_format=torch.channels_last)
         x = x.contiguous(memory_format=torch.channels_last)
     y = torch.randint(0, num_classes, (cfg.batch_size,), device=dev)
-    opt = _optimizer(model, cfg)
-    with _autocast(dev, cfg.precision):
+    opt = make_optimizer(model, cfg)
+    with autocast(dev, cfg.precision):
         loss = F.cross_entropy(model(x).float(), y, label_smoothing=cfg.label_smoothing)
     loss.backward()
     opt.step()  # allocates the optimizer state (momentum, Adam moments)

@@ -264,7 +264,8 @@ def uses_bf16(device: torch.device, precision: str) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
-def _autocast(device: torch.device, precision: str):
+def autocast(device: torch.device, precision: str):
+    """The autocast context a training step on ``device`` at ``precision`` runs under."""
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=uses_bf16(device, precision))
 
 
@@ -276,7 +277,7 @@ def configure_backends(device: torch.device) -> None:
         torch.backends.cudnn.benchmark = True
 
 
-def _optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: TrainConfig, fused: bool = True) -> torch.optim.Optimizer:
     """SGD (Nesterov) or AdamW, fused into one kernel per step where this torch can
     (CPU and CUDA; the same update as the per-tensor loop, fewer kernels)."""
     if cfg.optimizer == "sgd":
@@ -338,7 +339,7 @@ def frozen_bn_stats(model: nn.Module) -> Iterator[None]:
 
 
 def _loss(model, xb, yb, yb2, lam, cfg, dev):
-    with _autocast(dev, cfg.precision):
+    with autocast(dev, cfg.precision):
         logits = model(xb)
     logits = logits.float()
     loss = F.cross_entropy(logits, yb, label_smoothing=cfg.label_smoothing)
@@ -385,7 +386,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int
     was_training = model.training
     model.eval()
     correct = 0
-    with _autocast(x.device, precision):
+    with autocast(x.device, precision):
         for i in range(0, len(y), batch_size):
             xb = x[i:i + batch_size]
             logits = model(xb).float()
@@ -454,7 +455,7 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
 
     n = len(y_train)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch
-    opt = _optimizer(model, cfg)
+    opt = make_optimizer(model, cfg)
     swa_epoch = min(cfg.epochs, max(1, math.ceil(cfg.swa_start * cfg.epochs))) if cfg.swa else None
     main_steps = (swa_epoch if swa_epoch else cfg.epochs) * steps_per_epoch
     sched = _scheduler(opt, cfg, main_steps)
@@ -515,7 +516,7 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
             raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}")
         last = epoch == cfg.epochs
         if last and swa_model is not None:
-            with _autocast(dev, cfg.precision):  # the data may be bf16, the averaged model is fp32
+            with autocast(dev, cfg.precision):  # the data may be bf16, the averaged model is fp32
                 update_bn(_batches(x_train, cfg.eval_batch_size), swa_model, device=dev)
         judged = swa_model.module if (last and swa_model is not None) else (ema_model.module if ema_model else model)
         metrics = {
@@ -556,7 +557,7 @@ def _warm_up(model: nn.Module, xb: torch.Tensor, cfg: TrainConfig, dev: torch.de
     step), BN statistics restored."""
     t0 = time.perf_counter()
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    with _autocast(dev, cfg.precision):
+    with autocast(dev, cfg.precision):
         out = model(xb)
     out.float().sum().backward()
     model.zero_grad(set_to_none=True)

@@ -259,7 +259,7 @@ def test_resume_keeps_the_intact_rows_moves_the_damaged_aside_and_reruns(run_dir
         f.write("{not json\n")
     assert main(["run", str(run_dir / "spec.yaml"), "--out", str(run_dir), "--resume", "--quiet"]) == 0
     out, err = capsys.readouterr()
-    assert f"moved 1 damaged line (line 3: " in out and str(run_dir / "trials.csv.damaged") in out
+    assert "moved 1 damaged line (line 3: " in out and str(run_dir / "trials.csv.damaged") in out
     assert (run_dir / "trials.csv.damaged").read_text() == cut
     assert any("started.jsonl: skipped 1 damaged line (4)" in line for line in err.splitlines()), err
     after = (run_dir / "trials.csv").read_text().splitlines(keepends=True)

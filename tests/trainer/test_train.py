@@ -15,7 +15,7 @@ from torch import nn
 
 import archscale
 from archscale.trainer import RECIPES, TrainConfig, TrainingDiverged, train
-from archscale.trainer.train import _optimizer, normalise, random_crop, random_flip
+from archscale.trainer.train import make_optimizer, normalise, random_crop, random_flip
 
 
 @pytest.mark.slow
@@ -155,9 +155,9 @@ def test_normalise_uses_mean_and_std():
 def test_the_fused_optimizer_makes_the_per_tensor_update(tiny_model, optimizer):
     cfg = TrainConfig(optimizer=optimizer, lr=0.1, momentum=0.9, weight_decay=5e-4)
     fused_model, plain_model = tiny_model(), tiny_model()
-    fused = _optimizer(fused_model, cfg)
+    fused = make_optimizer(fused_model, cfg)
     assert fused.defaults.get("fused") is True  # this torch fuses on a CPU
-    plain = _optimizer(plain_model, cfg, fused=False)
+    plain = make_optimizer(plain_model, cfg, fused=False)
     assert not plain.defaults.get("fused")
     x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
     for model, opt in ((fused_model, fused), (plain_model, plain)):

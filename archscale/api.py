@@ -131,15 +131,9 @@ def load_run(path: str | os.PathLike) -> Run:
     if not (run_dir / "spec.yaml").exists():
         what = "does not exist" if not run_dir.exists() else "is not a run directory (no spec.yaml)"
         raise SpecError(f"{run_dir} {what}")
-    return Run(run_dir, _read_run_spec(run_dir))
-
-
-def _read_run_spec(run_dir: Path) -> Spec:
-    """The run's ``spec.yaml``, validated: FileError when it is not a YAML mapping,
-    SpecError naming the file and the field when it is not a valid spec."""
     from archscale.search.rundir import load_run_spec
 
-    return load_run_spec(run_dir)
+    return Run(run_dir, load_run_spec(run_dir))
 
 
 def _objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -187,7 +181,9 @@ class Run:
     def spec(self) -> Spec:
         """The run's resolved spec (``spec.yaml``)."""
         if self._spec is None:
-            self._spec = _read_run_spec(self.path)
+            from archscale.search.rundir import load_run_spec
+
+            self._spec = load_run_spec(self.path)
         return self._spec
 
     @property

@@ -187,9 +187,9 @@ def _run_dir(path: str) -> Path:
 
 
 def _run_spec(run_dir: Path):
-    from archscale.api import _read_run_spec
+    from archscale.search.rundir import load_run_spec
 
-    return _read_run_spec(run_dir)
+    return load_run_spec(run_dir)
 
 
 def _objectives_arg(text: str | None, default, flag: str = "--objectives"):

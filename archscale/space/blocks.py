@@ -100,7 +100,7 @@ class SqueezeExcite(nn.Module):
         return x * s
 
 
-def _binomial(size: int) -> torch.Tensor:
+def binomial(size: int) -> torch.Tensor:
     row = torch.tensor([math.comb(size - 1, k) for k in range(size)], dtype=torch.float32)
     kernel = row[:, None] * row[None, :]
     return kernel / kernel.sum()
@@ -114,7 +114,7 @@ class BlurPool2d(nn.Module):
         super().__init__()
         self.stride = stride
         self.size = size
-        self.register_buffer("kernel", _binomial(size)[None, None].repeat(channels, 1, 1, 1), persistent=False)
+        self.register_buffer("kernel", binomial(size)[None, None].repeat(channels, 1, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         left = (self.size - 1) // 2

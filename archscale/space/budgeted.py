@@ -28,7 +28,7 @@ from torch import nn
 
 from archscale.space.arch import Arch, Scalar
 from archscale.space import source
-from archscale.space.blocks import (ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, _binomial,
+from archscale.space.blocks import (ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, binomial,
                                     activation, norm2d)
 from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
 
@@ -193,7 +193,7 @@ def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
     if "se" in kinds:
         needed += [source.ACTIVATIONS_SOURCE, SqueezeExcite]
     if "blur" in kinds or any(a["blur"] for a in units):
-        needed += [_binomial, BlurPool2d]
+        needed += [binomial, BlurPool2d]
     init = [f"self.blocks = {source.sequential(stages, notes)}",
             f"self.head = GlobalPoolHead({int(p[f'c{BLOCKS}_width'])}, num_classes)"]
     net = source.net_class("Blocks C1..C4, then global average pooling and a 1x1 conv to the classes.",

@@ -47,7 +47,7 @@ def test_bad_datasets_are_clear_errors(tmp_path):
     with pytest.raises(DataError, match="does not exist"):
         load_dataset(f"npz:{tmp_path / 'missing.npz'}")
     np.savez(tmp_path / "bad.npz", x_train=np.zeros((2, 4, 4), np.uint8))
-    with pytest.raises(DataError, match="lacks arrays"):
+    with pytest.raises(DataError, match="no array .y_train. \(it holds x_train\); expected x_train, y_train"):
         load_dataset(f"npz:{tmp_path / 'bad.npz'}")
 
 

@@ -38,9 +38,6 @@ __all__ = ["Check", "CheckError", "Run", "build", "check", "load_exported", "loa
 SpecLike = Union[str, "os.PathLike[str]", Mapping[str, Any], "Spec"]
 ObjectivesLike = Union[str, Sequence[str], Sequence[Sequence[str]], None]
 
-# Metrics of trials.csv a front can be taken over (as `archscale pareto --objectives`).
-_FRONT_METRICS = ("val_accuracy", "test_accuracy", "params", "macs", "memory_mb", "latency_ms", "latency_batch_ms",
-                  "train_seconds")
 
 
 # --------------------------------------------------------------------------- specs and overrides
@@ -136,9 +133,13 @@ def load_run(path: str | os.PathLike) -> Run:
     return Run(run_dir, load_run_spec(run_dir))
 
 
-def _objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, str]]) -> list[tuple[str, str]]:
+def objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, str]],
+                    where: str = "objectives") -> list[tuple[str, str]]:
     """``"val_accuracy:max,macs:min"``, ``["val_accuracy:max", ...]`` or ``[("val_accuracy", "max"), ...]``
-    as checked (metric, direction) pairs; ``default`` when None."""
+    as checked (metric, direction) pairs; ``default`` when None. ``where`` starts each error
+    message (``--objectives`` for the command line)."""
+    from archscale.analysis.pareto import METRICS
+
     if objectives is None or (isinstance(objectives, str) and not objectives.strip()):
         return [tuple(o) for o in default]  # type: ignore[misc]
     items = objectives.split(",") if isinstance(objectives, str) else list(objectives)
@@ -149,17 +150,17 @@ def _objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, st
         elif isinstance(item, Sequence) and len(item) == 2:
             metric, mode = str(item[0]), str(item[1])
         else:
-            raise SpecError(f"objectives: {item!r} is not allowed; give 'METRIC:max' or ('METRIC', 'max')")
-        if metric not in _FRONT_METRICS:
-            raise SpecError(f"objectives: unknown metric {metric!r}; allowed: {', '.join(_FRONT_METRICS)}")
+            raise SpecError(f"{where}: {item!r} is not allowed; give 'METRIC:max' or ('METRIC', 'max')")
+        if metric not in METRICS:
+            raise SpecError(f"{where}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
         if mode not in ("max", "min"):
-            raise SpecError(f"objectives: {metric!r} needs the direction 'max' or 'min', not {mode!r}")
+            raise SpecError(f"{where}: {metric!r} needs the direction 'max' or 'min', not {mode!r}")
         pairs.append((metric, mode))
     names = [m for m, _ in pairs]
     if len(set(names)) != len(names):
-        raise SpecError(f"objectives: {objectives!r} names a metric twice")
+        raise SpecError(f"{where}: {objectives!r} names a metric twice")
     if not 1 <= len(pairs) <= 3:
-        raise SpecError(f"objectives: {objectives!r} has {len(pairs)} objectives; give 1 to 3")
+        raise SpecError(f"{where}: {objectives!r} has {len(pairs)} objectives; give 1 to 3")
     return pairs
 
 
@@ -213,7 +214,7 @@ class Run:
         (1 to 3; default the spec's)."""
         from archscale.analysis.pareto import pareto_front
 
-        pairs = _objective_pairs(objectives, self.spec.search.objective_pairs())
+        pairs = objective_pairs(objectives, self.spec.search.objective_pairs())
         return pareto_front(self._trials_with(pairs), pairs)
 
     def hypervolume(self, objectives: ObjectivesLike = None, reference: Mapping[str, float] | None = None) -> float:
@@ -223,7 +224,7 @@ class Run:
         value of each objective. NaN when no trial completed with every objective."""
         from archscale.analysis.hypervolume import bounds, completed, front_hypervolume
 
-        pairs = _objective_pairs(objectives, self.spec.search.objective_pairs())
+        pairs = objective_pairs(objectives, self.spec.search.objective_pairs())
         names = [m for m, _ in pairs]
         for metric, value in (reference or {}).items():
             if metric not in names:
@@ -297,7 +298,7 @@ class Run:
         spec = self.spec
         trials = self.trials
         importances, note = param_importances(spec, trials)
-        return write_report(self.path, out, objectives=_objective_pairs(objectives, spec.search.objective_pairs()),
+        return write_report(self.path, out, objectives=objective_pairs(objectives, spec.search.objective_pairs()),
                             choices=[d.name for d in spec.searched()], reference=spec.search.reference_point or {},
                             importances=importances, importance_note=note)
 

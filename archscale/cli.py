@@ -193,23 +193,9 @@ def _run_spec(run_dir: Path):
 
 
 def _objectives_arg(text: str | None, default, flag: str = "--objectives"):
-    from archscale.analysis.pareto import METRICS, parse_objectives
+    from archscale.api import objective_pairs
 
-    if not text:
-        return list(default)
-    try:
-        objectives = parse_objectives(text)
-    except ValueError as err:
-        raise SpecError(f"{flag}: {err}") from None
-    for metric, _ in objectives:
-        if metric not in METRICS:
-            raise SpecError(f"{flag}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
-    names = [m for m, _ in objectives]
-    if len(set(names)) != len(names):
-        raise SpecError(f"{flag}: {text!r} names a metric twice")
-    if not 1 <= len(objectives) <= 3:
-        raise SpecError(f"{flag}: {text!r} has {len(objectives)} objectives; give 1 to 3")
-    return objectives
+    return objective_pairs(text, default, where=flag)
 
 
 def _reference_arg(text: str | None) -> dict[str, float]:

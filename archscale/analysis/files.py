@@ -57,16 +57,21 @@ def read_text(path: str | Path, expected: str) -> str:
     return decode(read_bytes(path, expected), path, expected)
 
 
+def yaml_error(path: str | Path, err: Exception) -> str:
+    """``PATH line L, column C: YAML syntax error: PROBLEM`` of a YAML parser's error."""
+    mark = getattr(err, "problem_mark", None)
+    where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return f"{path}{where}: YAML syntax error: {problem}"
+
+
 def read_yaml_mapping(path: str | Path, expected: str, keys: Iterable[str] = ()) -> dict:
     """A YAML file whose top level is a mapping holding at least ``keys``."""
     text = read_text(path, expected)
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise FileError(f"{path}{where}: YAML syntax error: {problem}; expected {expected}") from None
+        raise FileError(f"{yaml_error(path, err)}; expected {expected}") from None
     if not isinstance(doc, dict):
         got = "nothing" if doc is None else f"a {type(doc).__name__}"
         raise FileError(f"{path}: holds {got}; expected {expected}, a mapping of keys")

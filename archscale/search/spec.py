@@ -524,7 +524,7 @@ def format_validation_error(err: ValidationError) -> str:
 def read_yaml(path: str | Path) -> dict:
     """The mapping a YAML spec file holds; SpecError naming the file, and the line where
     there is one, when it is missing, not a file, not text, not YAML or not a mapping."""
-    from archscale.analysis.files import FileError, read_text
+    from archscale.analysis.files import FileError, read_text, yaml_error
 
     path = Path(path)
     expected = "a YAML spec (a text file: name, data, space, train, search)"
@@ -537,10 +537,7 @@ def read_yaml(path: str | Path) -> dict:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        line = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-        raise SpecError(f"{path}{line}: YAML syntax error: {problem}") from None
+        raise SpecError(yaml_error(path, err)) from None
     if raw is None:
         raise SpecError(f"{path}: the spec is empty")
     if not isinstance(raw, dict):

@@ -92,6 +92,8 @@ def require_feasible(spec: Spec, evaluator: Evaluator) -> None:
     check = feasibility(spec, samples=32, until_feasible=True, evaluator=evaluator)
     if check.feasible == 0:
         small = check.smallest
-        raise SpecError(f"space: no sampled configuration meets the budgets (max_params={spec.space.max_params}, "
-                        f"max_macs={spec.space.max_macs}); the smallest of {check.sampled} has "
-                        f"params={small.get('params')}, macs={small.get('macs')}")
+        budgets = ", ".join(f"{k}={v:g}" for k in ("max_params", "max_macs", "max_memory_mb", "max_latency_ms")
+                            if (v := getattr(spec.space, k)) is not None) or "the family's constraint"
+        raise SpecError(f"space: no sampled configuration meets the budgets ({budgets}); the smallest of "
+                        f"{check.sampled} has params={small.get('params')}, macs={small.get('macs')}"
+                        + (f": {small['why']}" if small.get("why") else ""))

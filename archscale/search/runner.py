@@ -59,7 +59,10 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     data = load_dataset(spec.data.dataset, spec.data.root)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
     if not resume:
-        require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device))
+        # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
+        # their own device)
+        require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device,
+                                         latency=spec.space.max_latency_ms is not None))
         write_spec(run_dir, spec)
     else:  # every input read and checked: now the damaged lines of trials.csv may move aside
         repair_records(run_dir, out)

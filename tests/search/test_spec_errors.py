@@ -80,7 +80,15 @@ def test_budget_no_configuration_can_meet(tmp_path, capsys, write_spec, tiny_spe
     code, _, err = run_cli(capsys, "check", spec)
     assert_clear_error(code, err, "no configuration meets the budgets")
     code, _, err = run_cli(capsys, "run", spec, "--out", tmp_path / "run")
-    assert_clear_error(code, err, "no sampled configuration meets the budgets")
+    assert_clear_error(code, err, "no sampled configuration meets the budgets", "(max_params=50)", "> max_params 50")
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_refuses_a_latency_budget_nothing_meets_as_check_does(tmp_path, capsys, write_spec, tiny_spec):
+    tiny_spec["space"].update(max_params=None, max_latency_ms=1e-6)  # no forward pass takes a nanosecond
+    code, _, err = run_cli(capsys, "run", write_spec(tiny_spec), "--out", tmp_path / "run")
+    assert_clear_error(code, err, "no sampled configuration meets the budgets (max_latency_ms=1e-06)",
+                       "> max_latency_ms 1e-06")
     assert not (tmp_path / "run").exists()
 
 

@@ -11,8 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from archscale.analysis.pareto import PICKS
-from archscale.search.spec import SpecError, load_spec
+from archscale.search.errors import SpecError  # imports nothing: `archscale --help` loads no torch
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -80,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir")
     which = export.add_mutually_exclusive_group()
     which.add_argument("--trial", help="trial id, as in trials.csv")
-    which.add_argument("--pick", choices=PICKS, help="accuracy: highest val_accuracy; macs: fewest MACs; "
+    which.add_argument("--pick", metavar="accuracy|macs|knee", help="accuracy: highest val_accuracy; macs: fewest MACs; "
                                                     "knee: the knee of the val_accuracy/macs front")
     export.add_argument("--out", help="directory to write (default RUN_DIR/best)")
     export.add_argument("--onnx", action="store_true", help="also write model.onnx")
@@ -138,6 +137,8 @@ def cmd_check(args) -> int:
 
 def cmd_ablate(args) -> int:
     from archscale.search.ablate import parse_techniques, run_ablation
+
+    from archscale.search.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     techniques = parse_techniques(args.techniques)
@@ -303,11 +304,11 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)  # --help and argument errors end here, before torch is loaded
     from archscale.analysis.files import FileError
     from archscale.space import SpaceError
     from archscale.trainer import DataError
 
-    args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
     except (SpecError, SpaceError, DataError, FileError) as err:

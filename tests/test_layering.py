@@ -87,3 +87,16 @@ def test_check_of_every_kind_of_spec_loads_neither_ray_nor_optuna(spec, extra):
             "print('heavy:', sorted(m for m in ('ray', 'optuna') if m in sys.modules), status)")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.stdout.strip().splitlines()[-1] == "heavy: [] 0", done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["check", "--help"], ["export", "--help"],
+                                  ["frobnicate"]])
+def test_help_and_argument_errors_load_no_torch(argv):
+    """`archscale --help` answers before torch, pandas, pydantic, ray or optuna are imported."""
+    code = ("import sys\nfrom archscale.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit as done:\n    status = done.code\n"
+            "heavy = ('torch', 'pandas', 'pydantic', 'ray', 'optuna', 'matplotlib')\n"
+            "print('loaded:', sorted(m for m in heavy if m in sys.modules), status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    expected = 2 if argv == ["frobnicate"] else 0
+    assert done.stdout.strip().splitlines()[-1] == f"loaded: [] {expected}", done.stdout[-2000:] + done.stderr[-2000:]

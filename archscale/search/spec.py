@@ -21,15 +21,12 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, create_model, field_validator,
                       model_serializer, model_validator)
 
+from archscale.search.errors import SpecError  # noqa: F401 - re-exported: archscale.search.spec.SpecError
 from archscale.space import CONTEXT_PARAMS, SpaceError, get_space
 from archscale.trainer import DATASETS, RECIPES, TrainConfig
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
 SAMPLERS = ("tpe", "nsga2", "random", "grid")
-
-
-class SpecError(ValueError):
-    """An invalid spec or argument: one line naming the field, the value and what is allowed."""
 
 
 class _Strict(BaseModel):

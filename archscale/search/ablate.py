@@ -157,11 +157,11 @@ def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds
         raise SpecError(f"{run_dir} already holds a run; use --out DIR for a new one")
     data = load_dataset(spec.data.dataset, spec.data.root)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-    write_spec(run_dir, spec)
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
+    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec.to_yaml()))
     ctx = replace(ctx, fixed={**ctx.fixed, **base})
     launcher = Launcher(spec, run_dir, ctx, splits, Evaluator(ctx, device=spec.train.device), out=out,
                         trainable=variant_trial, table=table)
+    write_spec(run_dir, spec)  # once Ray has started and can give each trial what it asks
     total = len(table) * seeds
     progress = Progress(total, [("val_accuracy", "max")], verbosity="quiet" if quiet else "normal", out=out,
                         epochs=spec.train.epochs)

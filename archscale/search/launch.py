@@ -22,7 +22,7 @@ from archscale.search.context import TrialContext
 from archscale.search.evaluate import Evaluator
 from archscale.search.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
 from archscale.search.resources import TrialResources, trial_resources
-from archscale.search.spec import Spec
+from archscale.search.spec import Spec, SpecError
 from archscale.search.trial import run_trial
 
 SPEC_FILE = "spec.yaml"
@@ -35,6 +35,29 @@ def write_spec(run_dir: Path, spec: Spec) -> Path:
     tmp = run_dir / f".{SPEC_FILE}.tmp"
     tmp.write_text(spec.to_yaml())
     return tmp.replace(run_dir / SPEC_FILE)
+
+
+def spec_text(run_dir: Path, spec: Spec, resume: bool) -> str:
+    """The text of the run's ``spec.yaml``: the file of a resumed run, else what :func:`write_spec` writes."""
+    return (Path(run_dir) / SPEC_FILE).read_text() if resume else spec.to_yaml()
+
+
+def require_resources(spec: Spec) -> None:
+    """On a Ray instance archscale started here (a fixed size), refuse a trial that asks for more
+    CPUs or GPUs than any node has: it would wait for ever. A cluster joined by address may grow
+    (Ray's autoscaler), so it is not judged here."""
+    import ray
+
+    if spec.search.address is not None or os.environ.get("RAY_ADDRESS") not in (None, "", "local"):
+        return
+    r = spec.search.resources_per_trial
+    asked = {"cpu": float(r.cpu), **({"gpu": float(r.gpu)} if r.gpu != "auto" and float(r.gpu) > 0 else {})}
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    for name, amount in asked.items():
+        largest = max((float(n.get(name.upper(), 0)) for n in nodes), default=0.0)
+        if amount > largest:
+            raise SpecError(f"search.resources_per_trial.{name}: {amount:g} {name.upper()} per trial, but this machine's "
+                            f"Ray has {largest:g}, so no trial could ever start; allowed: at most {largest:g}")
 
 
 def init_ray(address: str | None = None) -> None:
@@ -100,6 +123,7 @@ class Launcher:
         from ray import tune
 
         init_ray(spec.search.address)
+        require_resources(spec)
         self.spec, self.run_dir, self.ctx = spec, Path(run_dir), ctx
         self.out = out or sys.stdout
         self.client = (spec.search.address or "").startswith("ray://")

@@ -48,12 +48,12 @@ def git_state(folder: str | Path | None = None) -> tuple[str | None, bool | None
     return commit.stdout.strip() or None, bool(status.stdout.strip()) if status.returncode == 0 else None
 
 
-def driver_provenance(spec_file: str | Path) -> dict[str, Any]:
+def driver_provenance(spec_yaml: str) -> dict[str, Any]:
     """The driver's part: archscale's version, the code's commit and dirtiness, and the
-    SHA-256 of the run's ``spec.yaml`` (the resolved spec, as written)."""
+    SHA-256 of the run's ``spec.yaml`` (``spec_yaml``: its text, as written or to be written)."""
     commit, dirty = git_state()
     return {"archscale": archscale_version(), "commit": commit, "dirty": dirty,
-            "spec_sha256": hashlib.sha256(Path(spec_file).read_bytes()).hexdigest()}
+            "spec_sha256": hashlib.sha256(spec_yaml.encode()).hexdigest()}
 
 
 def trial_provenance(driver: dict[str, Any], seed: int, device: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from archscale.search.check import require_feasible
 from archscale.search.context import REJECTED_SUFFIX, counted, trial_context
 from archscale.search.evaluate import Evaluator, Verdict
 from archscale.search.finish import finalize
-from archscale.search.launch import Launcher, write_spec
+from archscale.search.launch import Launcher, spec_text, write_spec
 from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
 from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
@@ -63,12 +63,13 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         # their own device)
         require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device,
                                          latency=spec.space.max_latency_ms is not None))
+    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)))
+    evaluator = Evaluator(ctx, device=spec.train.device)
+    launcher = Launcher(spec, run_dir, ctx, splits, evaluator, out=out)  # Ray, and what it can give a trial
+    if not resume:
         write_spec(run_dir, spec)
     else:  # every input read and checked: now the damaged lines of trials.csv may move aside
         repair_records(run_dir, out)
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
-    evaluator = Evaluator(ctx, device=spec.train.device)
-    launcher = Launcher(spec, run_dir, ctx, splits, evaluator, out=out)
     objectives = spec.search.objective_pairs()
     verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
     progress = Progress(total, objectives, already=counted(recorded), verbosity=verbosity, out=out,

@@ -34,7 +34,7 @@ from archscale.search.check import grid_configs, sample_configs
 from archscale.search.context import TrialContext, native, resolve_arch, trial_context
 from archscale.search.evaluate import Evaluator, Verdict
 from archscale.search.finish import finalize
-from archscale.search.launch import Launcher, write_spec
+from archscale.search.launch import Launcher, spec_text, write_spec
 from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
 from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
@@ -232,10 +232,11 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         if not any(v.feasible for v in candidates):
             raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
                             "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
-        write_spec(run_dir, spec)
+    staged = StagedRun(spec, run_dir, data, out, "quiet" if quiet else "verbose" if verbose else "normal", resume)
+    if not resume:
+        write_spec(run_dir, spec)  # once Ray has started and can give each trial what it asks
     else:  # every input read and checked: now the damaged lines of trials.csv may move aside
         repair_records(run_dir, out)
-    staged = StagedRun(spec, run_dir, data, out, "quiet" if quiet else "verbose" if verbose else "normal")
     if not staged.stage_one(grid, resume) and not staged.stage_two():
         finalize_staged(run_dir, spec, out=out)
     return run_dir
@@ -245,10 +246,10 @@ class StagedRun:
     """The two stages of one invocation on one :class:`~archscale.search.launch.Launcher`
     (one clock and one Ctrl-C for both)."""
 
-    def __init__(self, spec: Spec, run_dir: Path, data, out: TextIO, verbosity: str):
+    def __init__(self, spec: Spec, run_dir: Path, data, out: TextIO, verbosity: str, resume: bool):
         self.spec, self.run_dir, self.out, self.verbosity = spec, run_dir, out, verbosity
         self.splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-        ctx = stage_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
+        ctx = stage_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)))
         self.launcher = Launcher(spec, run_dir, ctx, self.splits, Evaluator(ctx, device=spec.train.device), out=out)
         self.dims = stage_dims(spec)
         self.choices = [d.name for d in self.dims]

@@ -177,3 +177,17 @@ def test_budget_violation_names_the_latency():
     assert budget_violation(ctx, 50, 10, 1.5) == ''
     assert budget_violation(ctx, 50, 10, 2.5) == "latency_ms 2.500 > max_latency_ms 2"
     assert budget_violation(ctx, 500, 10, 2.5) == "params 500 > max_params 100; latency_ms 2.500 > max_latency_ms 2"
+
+
+@pytest.mark.usefixtures("ray_session")
+@pytest.mark.parametrize("resource", ["cpu", "gpu"])
+def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(tmp_path, capsys, write_spec, tiny_spec,
+                                                                        resource):
+    import ray
+
+    has = int(ray.cluster_resources().get(resource.upper(), 0))  # the session's Ray: 2 CPUs, the GPUs there are
+    tiny_spec["search"]["resources_per_trial"] = {resource: has + 1}
+    code, _, err = run_cli(capsys, "run", write_spec(tiny_spec), "--out", tmp_path / "run")
+    assert_clear_error(code, err, f"search.resources_per_trial.{resource}: {has + 1} {resource.upper()} per trial, "
+                       f"but this machine's Ray has {has}", f"allowed: at most {has}")
+    assert not (tmp_path / "run").exists()

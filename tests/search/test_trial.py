@@ -29,7 +29,7 @@ def setup(tmp_path_factory):
     (run_dir / "spec.yaml").write_text(spec.to_yaml())
     data = load_dataset("mnist-5k")
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(run_dir / "spec.yaml"))
+    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec.to_yaml()))
     return ctx, splits
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
-from archscale.search.spec import SpecError
+from archscale.search.errors import SpecError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -74,7 +74,9 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     result = read_result(src / RESULT_FILE)
     arch = _arch_of(result["arch"], src / RESULT_FILE, "arch")
     # Every file read and checked before anything is written: the weights fit the architecture.
-    fit_state_dict(build(arch), load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
+    model = build(arch)
+    fit_state_dict(model, load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
+    model.eval()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -102,7 +104,6 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     if standalone or onnx:
         from archscale.analysis.standalone import write_model_py, write_onnx
 
-        model = load_exported(out)
         chw = (int(arch.params["in_channels"]), int(arch.params["image_size"]), int(arch.params["image_size"]))
         if standalone:
             try:

@@ -9,8 +9,8 @@ from typing import Any, Callable, TextIO
 
 import pandas as pd
 
-from archscale.analysis.files import read_bytes, read_yaml_mapping
-from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_trials, repair_trials, warn_line
+from archscale.analysis.files import read_bytes
+from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_spec, read_trials, repair_trials, warn_line
 from archscale.search.recorder import STARTED_FILE
 from archscale.search.spec import Spec, SpecError, parse_spec
 
@@ -30,7 +30,7 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     if resume:
         if not spec_file.is_file():
             raise SpecError(f"--resume: {run_dir} holds no run (no spec.yaml); start one without --resume")
-        old = _without_execution(resolved(read_run_spec(run_dir), spec_file))
+        old = _without_execution(resolved(read_spec(run_dir), spec_file))
         new = _without_execution(spec.model_dump(mode="json"))
         if old != new:
             key = first_difference(old, new)
@@ -42,18 +42,12 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     return run_dir
 
 
-def read_run_spec(run_dir: Path) -> dict:
-    """The raw mapping of a run's ``spec.yaml`` (FileError when it is not text, not YAML or
-    not a mapping)."""
-    return read_yaml_mapping(Path(run_dir) / "spec.yaml", "the run's spec.yaml (a spec written by archscale)")
-
-
 def load_run_spec(run_dir: Path) -> Spec:
     """A run's ``spec.yaml``, validated: FileError when it is not a YAML mapping, SpecError
     naming the file and the field when it is not a valid spec."""
     path = Path(run_dir) / "spec.yaml"
     try:
-        return parse_spec(read_run_spec(run_dir))
+        return parse_spec(read_spec(run_dir))
     except SpecError as err:
         raise SpecError(f"{path}: {err}") from None
 

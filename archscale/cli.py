@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 from archscale.search.errors import SpecError  # imports nothing: `archscale --help` loads no torch
@@ -36,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     loudness = run.add_mutually_exclusive_group()
     loudness.add_argument("--quiet", action="store_true", help="print only errors and the final front")
     loudness.add_argument("--verbose", action="store_true", help="also a line per trial start, epoch and retry")
+    run.add_argument("--profile", action="store_true",
+                     help="print where the time went (start-up, each trial's dispatch, finishing); "
+                          "also written as RUN_DIR/profile.json")
 
     check = sub.add_parser("check", help="validate a spec; size of the space; how many configs fit the budgets")
     check.add_argument("spec")
@@ -119,7 +123,13 @@ def _set_overrides(assignments: list[str]) -> dict:
 def cmd_run(args) -> int:
     from archscale.api import run
 
-    run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose, **_set_overrides(args.overrides))
+    done = run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose,
+               **_set_overrides(args.overrides))
+    if args.profile:
+        from archscale.search.profile import PROFILE, format_table
+
+        path = PROFILE.write(done.path)
+        print(f"\nwhere the time went (seconds; also in {path}):\n{format_table(PROFILE.summary())}")
     return EXIT_OK
 
 
@@ -304,6 +314,9 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from archscale.search.profile import PROFILE  # imports nothing heavy
+
+    PROFILE.add("interpreter", max(0.0, time.time() - PROFILE.start))
     args = build_parser().parse_args(argv)  # --help and argument errors end here, before torch is loaded
     from archscale.analysis.files import FileError
     from archscale.space import SpaceError

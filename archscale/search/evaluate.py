@@ -9,8 +9,10 @@ nothing else in :mod:`archscale.search` measures a model.
 
 Caches: params, MACs and the activation size of one image depend on the architecture
 alone, so they are kept per process by its text form (a worker reused across trials, or
-the driver's sampler and resources, build and count a network once). Memory depends on the
-recipe (batch size, precision) and the device as well, and is kept per evaluator.
+the driver's sampler and resources, build and count a network once); so is the latency, by
+the architecture, device, batch and precision (a reused worker times an architecture once).
+Memory depends on the recipe (batch size, precision) and the device as well, and is kept
+per evaluator.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class _Cost:
 
 
 _COSTS: dict[str, _Cost] = {}  # arch text -> cost, per process
+_LATENCIES: dict[tuple, dict[str, float]] = {}  # (arch text, device, batch, precision) -> latencies, per process
 _MAX_CACHED = 4096
 
 
@@ -133,7 +136,6 @@ class Evaluator:
     device: str = "auto"
     latency: bool = False
     _memory: dict[tuple, tuple[float, str]] = field(default_factory=dict, repr=False)
-    _latency: dict[tuple, dict[str, float]] = field(default_factory=dict, repr=False)
 
     @property
     def restricts(self) -> bool:
@@ -224,9 +226,11 @@ class Evaluator:
         batch = int(recipe["batch_size"])
         key = (arch.text, str(device), batch, precision)
         model.to(device)
-        if key not in self._latency:
+        if key not in _LATENCIES:
             shape = self.ctx.input_shape
-            self._latency[key] = {
+            if len(_LATENCIES) >= _MAX_CACHED:
+                _LATENCIES.clear()
+            _LATENCIES[key] = {
                 "latency_ms": round(latency_ms(model, shape, 1, autocast_dtype=dtype), 4),
                 "latency_batch_ms": round(latency_ms(model, shape, batch, autocast_dtype=dtype), 4)}
-        return self._latency[key]
+        return _LATENCIES[key]

@@ -13,22 +13,26 @@ from archscale.analysis.export import export_trial
 from archscale.analysis.hypervolume import summarise
 from archscale.analysis.pareto import best_trial, pareto_front, plot_pareto
 from archscale.analysis.records import read_trials
+from archscale.search.profile import phase
 from archscale.search.spec import Spec
 
 
 def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
     """Write pareto.csv, pareto.png, hypervolume.png and best/; print the front."""
     out = out or sys.stdout
-    trials = read_trials(run_dir)
-    objectives = spec.search.objective_pairs()
-    front = pareto_front(trials, objectives)
-    front.to_csv(run_dir / "pareto.csv", index=False)
-    plot_pareto(trials, objectives, run_dir / "pareto.png", title=f"{spec.name}: Pareto front")
-    hv_line = summarise(trials, objectives, spec.search.reference_point, run_dir / "hypervolume.png", spec.name)
-    best = best_trial(trials, objectives)
+    with phase("finish: front"):
+        trials = read_trials(run_dir)
+        objectives = spec.search.objective_pairs()
+        front = pareto_front(trials, objectives)
+        front.to_csv(run_dir / "pareto.csv", index=False)
+        best = best_trial(trials, objectives)
+    with phase("finish: plots"):
+        plot_pareto(trials, objectives, run_dir / "pareto.png", title=f"{spec.name}: Pareto front")
+        hv_line = summarise(trials, objectives, spec.search.reference_point, run_dir / "hypervolume.png", spec.name)
     if best is not None:
-        export_trial(run_dir, best["trial_id"], run_dir / "best",
-                     extra={"spec": spec.name, "objectives": spec.search.objectives}, strict=False)
+        with phase("finish: export"):
+            export_trial(run_dir, best["trial_id"], run_dir / "best",
+                         extra={"spec": spec.name, "objectives": spec.search.objectives}, strict=False)
     print(format_front(trials, front, objectives, [d.name for d in spec.searched()]), file=out)
     if hv_line:
         print(hv_line, file=out)

@@ -18,6 +18,7 @@ from typing import Any, Literal, TextIO
 from archscale.analysis.export import trial_dir, write_trial_files
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV
 from archscale.search.context import TrialContext, resolve_arch
+from archscale.search.profile import PROFILE, TIMES
 from archscale.search.trial import ARTIFACTS
 from archscale.space import SpaceError
 
@@ -259,11 +260,15 @@ def make_recorder(sink: RunFiles | Relay, ctx: TrialContext, choices: list[str],
             return row
 
         def on_trial_start(self, iteration, trials, trial, **info):
+            PROFILE.trial(trial.trial_id, started=time.time())
             config = {k: trial.config.get(k) for k in choices}
             sink.started(trial.trial_id, config, resources.gpu_for(config) if resources else 0.0)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             files = result.pop(ARTIFACTS, None)  # Tune keeps the result we leave: no bytes in its state
+            times = result.pop(TIMES, None)
+            if times:
+                PROFILE.trial(trial.trial_id, **times, result=time.time())
             if files:
                 sink.files(trial.trial_id, files)
             if result.get("status") == "running":
@@ -273,6 +278,7 @@ def make_recorder(sink: RunFiles | Relay, ctx: TrialContext, choices: list[str],
                     result["status"] = "pruned"  # the scheduler stopped it before its last epoch
 
         def on_trial_complete(self, iteration, trials, trial, **info):
+            PROFILE.trial(trial.trial_id, ended=time.time())
             status = (trial.last_result or {}).get("status", "failed")
             sink.record(self._row(trial, "pruned" if status == "running" else status))
 
@@ -284,4 +290,18 @@ def make_recorder(sink: RunFiles | Relay, ctx: TrialContext, choices: list[str],
                 return  # killed by the Ctrl-C: unfinished, --resume runs it again
             sink.record(self._row(trial, "failed", _error_line(trial)))
 
+    for name in ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error"):
+        setattr(TrialRecorder, name, _timed(getattr(TrialRecorder, name)))
     return TrialRecorder()
+
+
+def _timed(callback):
+    """``callback`` with the seconds it takes added to its trial's ``recorder_s`` (``--profile``)."""
+    def timed(self, iteration, trials, trial, *args, **info):
+        start = time.perf_counter()
+        try:
+            return callback(self, iteration, trials, trial, *args, **info)
+        finally:
+            PROFILE.trial(trial.trial_id, recorder_s=time.perf_counter() - start)
+
+    return timed

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -21,7 +22,8 @@ from archscale.search.check import require_feasible
 from archscale.search.context import REJECTED_SUFFIX, counted, trial_context
 from archscale.search.evaluate import Evaluator, Verdict
 from archscale.search.finish import finalize
-from archscale.search.launch import Launcher, spec_text, write_spec
+from archscale.search.launch import Launcher, spec_text, start_ray_early, write_spec
+from archscale.search.profile import PROFILE, phase
 from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
 from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
@@ -49,6 +51,8 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     start, per epoch and per retry as well. Raises KeyboardInterrupt after a Ctrl-C, once
     what finished is written.
     """
+    PROFILE.add("imports and spec", max(0.0, time.time() - PROFILE.start) - sum(PROFILE.phases.values()))
+    PROFILE.concurrency = spec.search.max_concurrent
     out = out or sys.stdout
     dims = spec.searched()
     total = planned_trials(spec, dims, out)
@@ -56,13 +60,16 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    data = load_dataset(spec.data.dataset, spec.data.root)
-    splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
+    start_ray_early(spec)  # Ray comes up while the data is read and the spec checked
+    with phase("data"):
+        data = load_dataset(spec.data.dataset, spec.data.root)
+        splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
         # their own device)
-        require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device,
-                                         latency=spec.space.max_latency_ms is not None))
+        with phase("feasibility"):
+            require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device,
+                                             latency=spec.space.max_latency_ms is not None))
     ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)))
     evaluator = Evaluator(ctx, device=spec.train.device)
     launcher = Launcher(spec, run_dir, ctx, splits, evaluator, out=out)  # Ray, and what it can give a trial
@@ -100,8 +107,9 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
                   f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
                   f"{launcher.resources.cpu:g} CPU and {launcher.gpu_text}, on "
                   f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
-    launcher.fit(choices=choices, progress=progress, num_samples=max(0, total - counted(recorded)),
-                 search_alg=search_alg, scheduler=scheduler)
+    with phase("search"):
+        launcher.fit(choices=choices, progress=progress, num_samples=max(0, total - counted(recorded)),
+                     search_alg=search_alg, scheduler=scheduler)
     twins = getattr(search_alg, "twins", 0)
     if twins:
         progress.note(f"archscale: the sampler proposed {twins} configuration(s) already trained; told their "

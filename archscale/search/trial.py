@@ -9,12 +9,16 @@ Imports ray lazily, so the module can be imported anywhere.
 
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import torch
 
 from archscale.analysis.export import trial_files
 from archscale.search.context import TrialContext, resolve_arch, train_values
+from archscale.search.profile import TIMES
+from archscale.search.shared import SharedSplits, loads, local_splits
 from archscale.search.evaluate import Evaluator, describe_error, is_cuda_out_of_memory
 from archscale.search.provenance import trial_provenance
 from archscale.space import build
@@ -23,7 +27,7 @@ from archscale.trainer import Splits, TrainConfig, train
 ARTIFACTS = "artifacts"  # key of the last result that carries the trial's files to the driver
 
 
-def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None:
+def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits | SharedSplits) -> None:
     """Ray Tune function trainable.
 
     A trial that fails in its own code (an exception, a NaN loss, memory the host refuses)
@@ -32,12 +36,19 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits) -> None
     on a shared GPU a neighbour may have held the memory. That is ``torch.OutOfMemoryError``
     and what cuBLAS, cuDNN or torch.compile raise for it (:func:`is_cuda_out_of_memory`).
     A worker that dies (killed, its node lost) is retried the same way.
+
+    ``splits``: the data, or (as the launcher sends them) a :class:`SharedSplits` handle,
+    fetched from Ray's object store once per worker process and kept for its later trials.
     """
     from ray import tune
 
+    entered = time.time()
     reached: dict[str, Any] = {"epochs": 0}  # what the trial got to before a failure
     try:
-        train_trial(config, ctx, splits, tune.report, _claim_resources(), reached)
+        host = _claim_resources()
+        splits = local_splits(splits)
+        host["data_loads"] = loads()  # fetches of the dataset by this worker process, this trial's included
+        train_trial(config, ctx, splits, tune.report, host, reached, times={"entered": entered})
     except Exception as err:
         if is_cuda_out_of_memory(err):
             raise
@@ -56,7 +67,7 @@ def _claim_resources() -> dict[str, Any]:
     if 0 < gpus < 1 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(gpus, 0)
     return {"cpus": cpus, "gpus": gpus, "threads": torch.get_num_threads(),
-            "node_id": ray.get_runtime_context().get_node_id()}
+            "node_id": ray.get_runtime_context().get_node_id(), "pid": os.getpid()}
 
 
 def device_name(device: str) -> str:
@@ -71,10 +82,13 @@ def device_name(device: str) -> str:
 
 
 def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, report, host: dict[str, Any],
-                reached: dict[str, Any] | None = None) -> None:
+                reached: dict[str, Any] | None = None, times: dict[str, float] | None = None) -> None:
     """Judge, then train, one configuration; ``report(dict)`` receives each epoch's result and
     the final one (Ray Tune's ``tune.report`` in a worker). ``host``: the CPUs and GPU share
-    the trial was given; ``reached`` collects what it got to, for the record of a failure."""
+    the trial was given; ``reached`` collects what it got to, for the record of a failure;
+    ``times``: wall-clock stamps of the trial, sent with its last result
+    (:data:`~archscale.search.profile.TIMES`, for ``--profile``)."""
+    times = dict(times or {})
     reached = reached if reached is not None else {}
     arch = resolve_arch(ctx, config)
     recipe = train_values(ctx, config)
@@ -102,7 +116,9 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
         if epoch < cfg.epochs:  # the last epoch is reported once with the trial's files
             report({**base, **metrics, "epochs": epoch, "status": "running"})
 
+    times["train_start"] = time.time()
     result = train(model, splits, cfg, device=device, callback=on_epoch)
+    times["train_end"] = time.time()
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
     if result.peak_memory_mb is not None:
@@ -114,4 +130,4 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
         "recipe": recipe, "host": host,
         "provenance": trial_provenance(ctx.provenance, seed, device_name(str(device))),
     })
-    report({**final, ARTIFACTS: files})  # the driver writes them into trials/<id>/
+    report({**final, ARTIFACTS: files, TIMES: {**times, "reported": time.time()}})  # the driver writes them into trials/<id>/

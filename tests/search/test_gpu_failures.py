@@ -49,7 +49,7 @@ def run_failing(monkeypatch):
     monkeypatch.setattr(trial_module, "_claim_resources", lambda: {"cpus": 1, "gpus": 0.25})
 
     def run(err: BaseException) -> list[dict]:
-        def train_trial(config, ctx, splits, report, host, reached):
+        def train_trial(config, ctx, splits, report, host, reached, **timing):
             reached.update(epochs=3)
             raise err
 

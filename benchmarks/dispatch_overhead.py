@@ -4,7 +4,10 @@ jobs in a plain loop of worker processes, with the same parallelism and threads 
 
 Both sides are timed as whole commands from a fresh interpreter (imports, data loading and,
 for archscale, starting Ray included), alternately, ``--reps`` times each; the ratio is of
-the medians. Prints a table and ends with ``dispatch_overhead_ratio: VALUE``.
+the medians. ``archscale run`` runs with ``--profile``: a second table splits its time
+(median over the reps) into start-up, time to the first trial, each trial's dispatch and
+finishing, and ``exit`` (the command's wall time after its own last figure: Ray's shutdown
+and the interpreter's). Prints both tables and ends with ``dispatch_overhead_ratio: VALUE``.
 
     python benchmarks/dispatch_overhead.py [--trials 12] [--parallel 2] [--epochs 3] [--reps 2]
 
@@ -15,6 +18,7 @@ batch 64, 1 thread.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import subprocess
@@ -97,6 +101,26 @@ def load() -> str:
     return f"{one:.1f}/{five:.1f}"
 
 
+def print_breakdown(profiles: list[dict]) -> None:
+    """Where ``archscale run`` spent its time: the median over the reps of each figure of its
+    ``profile.json``."""
+    def median(get) -> float:
+        values = [v for v in (get(p) for p in profiles) if v is not None]
+        return statistics.median(values) if values else float("nan")
+
+    phases = list(dict.fromkeys(name for p in profiles for name in p["phases"]))
+    print(f"archscale run --profile, median of {len(profiles)} (seconds):")
+    for name in phases:
+        print(f"  {name:<30} {median(lambda p: p['phases'].get(name)):>8.2f}")
+    print(f"  {'exit (Ray shutdown)':<30} {median(lambda p: p['exit']):>8.2f}")
+    print(f"  {'time to first trial':<30} {median(lambda p: p['time_to_first_trial']):>8.2f}")
+    print("  per trial (mean over the run's trials):")
+    for name in dict.fromkeys(k for p in profiles for k in p["per_trial"]):
+        print(f"    {name:<28} {median(lambda p: p['per_trial'].get(name)):>8.3f}")
+    print(f"    {'idle slot between trials':<28} {median(lambda p: p.get('idle_slot_per_trial')):>8.3f}")
+    print(f"    {'overhead (slot - training)':<28} {median(lambda p: p.get('overhead_per_trial')):>8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
@@ -110,7 +134,7 @@ def main() -> None:
         return
 
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    rows = []
+    rows, profiles = [], []
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "dispatch.yaml"
         spec_file.write_text(yaml.safe_dump(spec(args.trials, args.parallel, args.epochs)))
@@ -120,16 +144,19 @@ def main() -> None:
                                "--parallel", str(args.parallel), "--epochs", str(args.epochs)], env)
             rows.append(("plain loop", rep, wall, before, out.strip().splitlines()[-1]))
             before = load()
-            wall, out = timed([sys.executable, "-m", "archscale", "run", str(spec_file), "--quiet",
+            wall, out = timed([sys.executable, "-m", "archscale", "run", str(spec_file), "--quiet", "--profile",
                                "--out", str(Path(tmp) / f"run{rep}")], env)
             trials = (Path(tmp) / f"run{rep}" / "trials.csv").read_text().strip().splitlines()[1:]
             rows.append(("archscale run", rep, wall, before, f"{len(trials)} trials recorded"))
+            profile = json.loads((Path(tmp) / f"run{rep}" / "profile.json").read_text())
+            profiles.append({**profile, "exit": wall - profile["total"]})
 
     print(f"{args.trials} trials x {args.epochs} epochs, {args.parallel} at once, 1 thread each; "
           f"load average (1/5 min) before each command shown")
     print(f"{'command':<14} {'rep':>3} {'wall s':>8} {'load':>10}  note")
     for name, rep, wall, before, note in rows:
         print(f"{name:<14} {rep:>3} {wall:>8.1f} {before:>10}  {note}")
+    print_breakdown(profiles)
     plain = statistics.median(w for n, _, w, _, _ in rows if n == "plain loop")
     ours = statistics.median(w for n, _, w, _, _ in rows if n == "archscale run")
     print(f"median wall: plain loop {plain:.1f} s, archscale run {ours:.1f} s")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -15,6 +16,22 @@ from archscale.analysis.pareto import best_trial, pareto_front, plot_pareto
 from archscale.analysis.records import read_trials
 from archscale.search.profile import phase
 from archscale.search.spec import Spec
+
+
+def prepare() -> threading.Thread:
+    """Import what :func:`finalize` needs (matplotlib for the plots, the standalone export) in a
+    background thread, started while the trials train: the driver waits on Tune then, and the
+    files at the end are written without those imports on the critical path."""
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")  # as plot_pareto and summarise choose: files, no window
+        import matplotlib.pyplot  # noqa: F401
+        import archscale.analysis.standalone  # noqa: F401
+
+    thread = threading.Thread(target=load, name="archscale-finish-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:

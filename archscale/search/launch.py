@@ -14,7 +14,6 @@ import sys
 import threading
 import time
 import uuid
-from concurrent.futures import Future
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TextIO
@@ -22,6 +21,7 @@ from typing import Any, Callable, TextIO
 from archscale.search.context import TrialContext
 from archscale.search.evaluate import Evaluator
 from archscale.search.profile import PROFILE, phase
+from archscale.search.start import ray_ready
 from archscale.search.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
 from archscale.search.resources import TrialResources, trial_resources
 from archscale.search.shared import share_splits
@@ -92,80 +92,6 @@ def init_ray(address: str | None = None) -> None:
                   f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
             ray.shutdown()  # whatever the failed connection left behind
             time.sleep(5 * attempt)
-
-
-def _local(address: str | None) -> bool:
-    """Whether :func:`init_ray` would start a fresh local instance (no cluster to join)."""
-    return address is None and os.environ.get("RAY_ADDRESS") in (None, "", "local")
-
-
-_STARTING: dict[str, Future] = {}  # "local" -> the Ray start begun by start_ray_early
-
-
-class _NotMainThread(logging.Filter):
-    """Drops Ray's note that a ray.init outside the main thread sets no SIGTERM handler
-    (:func:`start_ray_early` sets the same handler itself)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not record.getMessage().startswith("SIGTERM handler is not set")
-
-
-def start_ray_early(spec: Spec) -> None:
-    """Begin starting a local Ray instance in a background thread, so that Ray's processes
-    come up while the driver reads the data and checks the spec, then warm the worker
-    processes the trials will run in (:func:`_warm`). :class:`Launcher` waits for it. A
-    cluster (``search.address``, ``RAY_ADDRESS``) is joined by the launcher, as before."""
-    if not _local(spec.search.address) or "local" in _STARTING:
-        return
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init sets it in the main thread
-    logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
-    per_trial = float(spec.search.resources_per_trial.cpu) or 1.0
-
-    started: Future = Future()
-
-    def start() -> None:
-        try:
-            init_ray(None)
-        except BaseException as err:  # noqa: BLE001 - raised again in the main thread by ray_ready
-            started.set_exception(err)
-            return
-        started.set_result(None)
-        _warm_workers(min(spec.search.max_concurrent, max(1, int((os.cpu_count() or 1) // per_trial))))
-        # Ray's processes are killed when the thread that started them ends (Linux's parent-death
-        # signal): this one lives as long as the process
-        threading.Event().wait()
-
-    _STARTING["local"] = started
-    threading.Thread(target=start, name="archscale-ray-start", daemon=True).start()
-
-
-def _warm() -> int:
-    """In a Ray worker: import what a trial runs (torch, archscale's trial, Ray Tune's function
-    trainable), so that the trial that takes this worker starts training sooner."""
-    import ray.tune.trainable.function_trainable  # noqa: F401
-    import archscale.search.trial  # noqa: F401
-
-    return os.getpid()
-
-
-def _warm_workers(count: int) -> list:
-    """Start ``count`` :func:`_warm` tasks, one per worker, asking no CPU (they must not hold
-    the trials' CPUs); their workers return to Ray's pool of idle workers, where the trials'
-    actors take them."""
-    import ray
-
-    warm = ray.remote(num_cpus=0, max_retries=0)(_warm)
-    return [warm.options(scheduling_strategy="SPREAD").remote() for _ in range(count)]
-
-
-def ray_ready(address: str | None) -> None:
-    """Ray started or joined: the start :func:`start_ray_early` began (its error raised here),
-    else :func:`init_ray` now."""
-    starting = _STARTING.pop("local", None) if _local(address) else None
-    if starting is not None:
-        starting.result()
-    init_ray(address)  # returns at once when Ray is running
 
 
 @contextmanager

@@ -21,13 +21,14 @@ from archscale.search.asha import make_scheduler, replay
 from archscale.search.check import require_feasible
 from archscale.search.context import REJECTED_SUFFIX, counted, trial_context
 from archscale.search.evaluate import Evaluator, Verdict
-from archscale.search.finish import finalize
-from archscale.search.launch import Launcher, spec_text, start_ray_early, write_spec
+from archscale.search.finish import finalize, prepare
+from archscale.search.launch import Launcher, spec_text, write_spec
 from archscale.search.profile import PROFILE, phase
 from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
 from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
 from archscale.search.spec import Dimension, Spec
+from archscale.search.start import start_ray_early
 from archscale.trainer import load_dataset, split
 
 
@@ -107,6 +108,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
                   f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
                   f"{launcher.resources.cpu:g} CPU and {launcher.gpu_text}, on "
                   f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
+    prepare()  # the imports of the files written at the end, while the trials train
     with phase("search"):
         launcher.fit(choices=choices, progress=progress, num_samples=max(0, total - counted(recorded)),
                      search_alg=search_alg, scheduler=scheduler)

@@ -1,0 +1,98 @@
+"""Ray started for a search as early as the driver can: a local instance comes up in a
+background thread while the driver reads the data and checks the spec, and the worker
+processes the trials will take are warmed meanwhile (torch, archscale's trial and Ray
+Tune's trainable imported), so that the first trial trains sooner.
+
+Only the start is here; how Ray is started or a cluster joined is
+:func:`archscale.search.launch.init_ray`. Imports ray lazily.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import threading
+from concurrent.futures import Future
+
+from archscale.search.spec import Spec
+
+
+def _local(address: str | None) -> bool:
+    """Whether :func:`init_ray` would start a fresh local instance (no cluster to join)."""
+    return address is None and os.environ.get("RAY_ADDRESS") in (None, "", "local")
+
+
+_STARTING: dict[str, Future] = {}  # "local" -> the Ray start begun by start_ray_early
+
+
+class _NotMainThread(logging.Filter):
+    """Drops Ray's note that a ray.init outside the main thread sets no SIGTERM handler
+    (:func:`start_ray_early` sets the same handler itself)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("SIGTERM handler is not set")
+
+
+def start_ray_early(spec: Spec) -> None:
+    """Begin starting a local Ray instance in a background thread, so that Ray's processes
+    come up while the driver reads the data and checks the spec, then warm the worker
+    processes the trials will run in (:func:`_warm`). :class:`Launcher` waits for it. A
+    cluster (``search.address``, ``RAY_ADDRESS``) is joined by the launcher, as before."""
+    if not _local(spec.search.address) or "local" in _STARTING:
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init sets it in the main thread
+    logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
+    per_trial = float(spec.search.resources_per_trial.cpu) or 1.0
+
+    started: Future = Future()
+
+    def start() -> None:
+        try:
+            from archscale.search.launch import init_ray
+
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from a search's own Ray
+            init_ray(None)
+        except BaseException as err:  # noqa: BLE001 - raised again in the main thread by ray_ready
+            started.set_exception(err)
+            return
+        started.set_result(None)
+        _warm_workers(min(spec.search.max_concurrent, max(1, int((os.cpu_count() or 1) // per_trial))))
+        # Ray's processes are killed when the thread that started them ends (Linux's parent-death
+        # signal): this one lives as long as the process
+        threading.Event().wait()
+
+    _STARTING["local"] = started
+    threading.Thread(target=start, name="archscale-ray-start", daemon=True).start()
+
+
+def _warm() -> int:
+    """In a Ray worker: import what a trial runs (torch, archscale's trial, Ray Tune's function
+    trainable), so that the trial that takes this worker starts training sooner."""
+    import ray.tune.trainable.function_trainable  # noqa: F401
+    import archscale.search.trial  # noqa: F401
+
+    return os.getpid()
+
+
+def _warm_workers(count: int) -> list:
+    """Start ``count`` :func:`_warm` tasks, one per worker, asking no CPU (they must not hold
+    the trials' CPUs); their workers return to Ray's pool of idle workers, where the trials'
+    actors take them."""
+    import ray
+
+    warm = ray.remote(num_cpus=0, max_retries=0)(_warm)
+    return [warm.options(scheduling_strategy="SPREAD").remote() for _ in range(count)]
+
+
+def ray_ready(address: str | None) -> None:
+    """Ray started or joined: the start :func:`start_ray_early` began (its error raised here),
+    else :func:`init_ray` now."""
+    starting = _STARTING.pop("local", None) if _local(address) else None
+    if starting is not None:
+        starting.result()
+    from archscale.search.launch import init_ray
+
+    init_ray(address)  # returns at once when Ray is running

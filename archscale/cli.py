@@ -313,26 +313,34 @@ COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": 
             "export": cmd_export, "compare": cmd_compare}
 
 
-def main(argv: list[str] | None = None) -> int:
-    from archscale.search.profile import PROFILE  # imports nothing heavy
-
-    PROFILE.add("interpreter", max(0.0, time.time() - PROFILE.start))
-    args = build_parser().parse_args(argv)  # --help and argument errors end here, before torch is loaded
+def _input_errors() -> tuple[type[Exception], ...]:
+    """The errors that mean bad input (exit 2), imported once one is raised: a command that
+    needs none of their packages (``spaces`` needs no pandas) does not load them."""
     from archscale.analysis.files import FileError
     from archscale.space import SpaceError
     from archscale.trainer import DataError
 
+    return SpecError, SpaceError, DataError, FileError
+
+
+def main(argv: list[str] | None = None) -> int:
+    from archscale.search.profile import PROFILE  # imports nothing heavy
+
+    PROFILE.reset()
+    PROFILE.add("interpreter", max(0.0, time.time() - PROFILE.start))
+    args = build_parser().parse_args(argv)  # --help and argument errors end here, before torch is loaded
     try:
         return COMMANDS[args.command](args)
-    except (SpecError, SpaceError, DataError, FileError) as err:
-        print(f"archscale: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
     except BrokenPipeError:  # output piped into `head` and the like
         return EXIT_OK
     except KeyboardInterrupt:
         print("archscale: interrupted", file=sys.stderr)
         return 130
-    except Exception as err:  # a failure while running: one line, traceback only on request
+    except Exception as err:
+        if isinstance(err, _input_errors()):
+            print(f"archscale: error: {err}", file=sys.stderr)
+            return EXIT_USAGE
+        # a failure while running: one line, traceback only on request
         if os.environ.get("ARCHSCALE_DEBUG"):
             raise
         print(f"archscale: failed: {type(err).__name__}: {err} (set ARCHSCALE_DEBUG=1 for the traceback)", file=sys.stderr)

@@ -100,3 +100,14 @@ def test_help_and_argument_errors_load_no_torch(argv):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     expected = 2 if argv == ["frobnicate"] else 0
     assert done.stdout.strip().splitlines()[-1] == f"loaded: [] {expected}", done.stdout[-2000:] + done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv", [["spaces"], ["spaces", "efficientnet"]])
+def test_spaces_loads_neither_ray_optuna_nor_pandas(argv):
+    """`archscale spaces` lists the registry: torch (the families are PyTorch modules), nothing else heavy."""
+    code = ("import sys\nfrom archscale.cli import main\n"
+            f"status = main({argv!r})\n"
+            "heavy = ('pandas', 'pydantic', 'ray', 'optuna', 'matplotlib', 'fvcore')\n"
+            "print('loaded:', sorted(m for m in heavy if m in sys.modules), status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.stdout.strip().splitlines()[-1] == "loaded: [] 0", done.stdout[-2000:] + done.stderr[-2000:]

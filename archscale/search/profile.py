@@ -55,6 +55,11 @@ class Profile:
         self.trials: dict[str, dict[str, float]] = {}
         self.concurrency = 1
 
+    def reset(self) -> None:
+        """Forget the phases and trials of an earlier command in this process."""
+        self.phases.clear()
+        self.trials.clear()
+
     def add(self, name: str, seconds: float) -> None:
         self.phases[name] = self.phases.get(name, 0.0) + seconds
 

@@ -40,8 +40,12 @@ def start_ray_early(spec: Spec) -> None:
     come up while the driver reads the data and checks the spec, then warm the worker
     processes the trials will run in (:func:`_warm`). :class:`Launcher` waits for it. A
     cluster (``search.address``, ``RAY_ADDRESS``) is joined by the launcher, as before."""
-    if not _local(spec.search.address) or "local" in _STARTING:
-        return
+    starting = _STARTING.get("local")
+    if not _local(spec.search.address) or (starting is not None and not starting.done()):
+        return  # a cluster, or a start already under way
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        return  # Ray started by the caller (a notebook, a test session)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init sets it in the main thread
     logging.getLogger("ray._private.worker").addFilter(_NotMainThread())

@@ -1,0 +1,79 @@
+"""What a search costs beyond its trials' training: workers reused with the dataset kept in
+them, the winner exported once, and ``--profile``'s account of where the time went."""
+
+import json
+
+import pytest
+
+from archscale.analysis.records import read_trials
+from archscale.cli import main
+from archscale.search import finish
+from archscale.search.profile import Profile, format_table
+from archscale.search.shared import SharedSplits, data_key, local_splits, loads
+from archscale.search.spec import parse_spec
+
+TRIALS, AT_ONCE = 6, 2
+
+
+@pytest.mark.slow
+def test_workers_are_reused_and_each_loads_the_data_once(tmp_path, tiny_spec, write_spec, ray_session,
+                                                          monkeypatch, capsys):
+    exports = []
+    real_export = finish.export_trial
+    monkeypatch.setattr(finish, "export_trial", lambda *a, **k: exports.append(a[1]) or real_export(*a, **k))
+    tiny_spec["space"].pop("max_params")  # every sampled configuration trains
+    tiny_spec["search"].update(num_trials=TRIALS, max_concurrent=AT_ONCE)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_spec(tiny_spec)), "--out", str(run_dir), "--quiet", "--profile"]) == 0
+
+    trials = read_trials(run_dir)
+    assert len(trials) == TRIALS and (trials["status"] == "completed").all()
+    hosts = [json.loads((run_dir / "trials" / t / "result.json").read_text())["host"] for t in trials["trial_id"]]
+    pids = {h["pid"] for h in hosts}
+    assert len(pids) <= AT_ONCE < TRIALS  # Tune ran six trials in at most two reused worker processes
+    for pid in pids:  # each process fetched the dataset for its first trial, and kept it
+        assert sorted(h["data_loads"] for h in hosts if h["pid"] == pid)[-1] == 1
+    winner = json.loads((run_dir / "best" / "metrics.json").read_text())["trial_id"]
+    assert exports == [winner]  # the winner, exported once, after the front was known
+
+    profile = json.loads((run_dir / "profile.json").read_text())
+    assert profile["trials_timed"] == TRIALS
+    assert {"data", "ray start", "search", "finish: export"} <= profile["phases"].keys()
+    assert 0 < profile["time_to_first_trial"] < profile["total"]
+    assert profile["per_trial"]["train"] > 0
+    assert "time to first trial" in capsys.readouterr().out
+
+
+def test_a_worker_fetches_a_dataset_once_and_keeps_it(monkeypatch, tiny_spec, tmp_path):
+    import ray
+
+    tiny_spec["data"]["root"] = str(tmp_path)  # a key no earlier test of this process has held
+    spec = parse_spec(tiny_spec)
+    fetched = []
+    monkeypatch.setattr(ray, "get", lambda ref: fetched.append(ref) or f"splits of {ref}")
+    first = SharedSplits(data_key(spec), "ref-1")
+    before = loads()
+    assert local_splits(first) == local_splits(first) == "splits of ref-1"
+    assert fetched == ["ref-1"] and loads() == before + 1
+    tiny_spec["seed"] = 1  # another split of the data: fetched, and the first one dropped
+    other = SharedSplits(data_key(parse_spec(tiny_spec)), "ref-2")
+    assert local_splits(other) == "splits of ref-2" and local_splits(first) == "splits of ref-1"
+    assert fetched == ["ref-1", "ref-2", "ref-1"]
+
+
+def test_the_profile_splits_each_trial_from_its_timestamps():
+    profile = Profile()
+    profile.add("data", 1.5)
+    for n, t0 in enumerate([100.0, 100.0, 104.0]):
+        profile.trial(f"t{n}", started=t0, entered=t0 + 0.5, train_start=t0 + 1.0, train_end=t0 + 3.0,
+                      reported=t0 + 3.25, result=t0 + 3.5, ended=t0 + 3.5, recorder_s=0.01)
+    profile.concurrency = 2
+    summary = profile.summary()
+    assert summary["per_trial"]["actor"] == pytest.approx(0.5)
+    assert summary["per_trial"]["config"] == pytest.approx(0.5)
+    assert summary["per_trial"]["train"] == pytest.approx(2.0)
+    assert summary["per_trial"]["result transfer"] == pytest.approx(0.25)
+    # two slots over 100 .. 107.5 s: 15 slot-seconds, 6 s of them training, for three trials
+    assert summary["overhead_per_trial"] == pytest.approx((15 - 6) / 3)
+    assert summary["time_to_first_trial"] == pytest.approx(101.0 - profile.start)
+    assert "data" in format_table(summary)

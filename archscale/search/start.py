@@ -1,7 +1,9 @@
 """Ray started for a search as early as the driver can: a local instance comes up in a
-background thread while the driver reads the data and checks the spec, and the worker
-processes the trials will take are warmed meanwhile (torch, archscale's trial and Ray
-Tune's trainable imported), so that the first trial trains sooner.
+background thread while the driver reads the data and checks the spec.
+
+Warming Ray's idle workers (a task importing torch in each) does not help: Tune's trial
+actors start in fresh worker processes, not in the idle ones (tried on ray 2.60: the actors'
+pids differ from the warmed workers' and torch is not loaded in them).
 
 Only the start is here; how Ray is started or a cluster joined is
 :func:`archscale.search.launch.init_ray`. Imports ray lazily.
@@ -37,9 +39,9 @@ class _NotMainThread(logging.Filter):
 
 def start_ray_early(spec: Spec) -> None:
     """Begin starting a local Ray instance in a background thread, so that Ray's processes
-    come up while the driver reads the data and checks the spec, then warm the worker
-    processes the trials will run in (:func:`_warm`). :class:`Launcher` waits for it. A
-    cluster (``search.address``, ``RAY_ADDRESS``) is joined by the launcher, as before."""
+    come up while the driver reads the data and checks the spec; :class:`Launcher` waits for
+    it (:func:`ray_ready`). A cluster (``search.address``, ``RAY_ADDRESS``) is joined by the
+    launcher."""
     starting = _STARTING.get("local")
     if not _local(spec.search.address) or (starting is not None and not starting.done()):
         return  # a cluster, or a start already under way
@@ -49,8 +51,6 @@ def start_ray_early(spec: Spec) -> None:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init sets it in the main thread
     logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
-    per_trial = float(spec.search.resources_per_trial.cpu) or 1.0
-
     started: Future = Future()
 
     def start() -> None:
@@ -63,32 +63,12 @@ def start_ray_early(spec: Spec) -> None:
             started.set_exception(err)
             return
         started.set_result(None)
-        _warm_workers(min(spec.search.max_concurrent, max(1, int((os.cpu_count() or 1) // per_trial))))
         # Ray's processes are killed when the thread that started them ends (Linux's parent-death
         # signal): this one lives as long as the process
         threading.Event().wait()
 
     _STARTING["local"] = started
     threading.Thread(target=start, name="archscale-ray-start", daemon=True).start()
-
-
-def _warm() -> int:
-    """In a Ray worker: import what a trial runs (torch, archscale's trial, Ray Tune's function
-    trainable), so that the trial that takes this worker starts training sooner."""
-    import ray.tune.trainable.function_trainable  # noqa: F401
-    import archscale.search.trial  # noqa: F401
-
-    return os.getpid()
-
-
-def _warm_workers(count: int) -> list:
-    """Start ``count`` :func:`_warm` tasks, one per worker, asking no CPU (they must not hold
-    the trials' CPUs); their workers return to Ray's pool of idle workers, where the trials'
-    actors take them."""
-    import ray
-
-    warm = ray.remote(num_cpus=0, max_retries=0)(_warm)
-    return [warm.options(scheduling_strategy="SPREAD").remote() for _ in range(count)]
 
 
 def ray_ready(address: str | None) -> None:

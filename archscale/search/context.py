@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archscale.search.spec import Spec
+from archscale.search.spec import Spec, SpecError
 from archscale.space import Arch, get_space
 
 TRAIN_PREFIX = "train."  # sampled training fields: train.lr, train.mixup, ...
@@ -44,9 +44,29 @@ class TrialContext:
         return any(b is not None for b in (self.max_params, self.max_macs, self.max_memory_mb, self.max_latency_ms))
 
 
+def require_suited_input(spec: Spec, data_context: dict[str, int]) -> None:
+    """Raise SpecError when ``spec`` can sample a configuration that does not suit the dataset's
+    input (:meth:`SearchSpace.input_mismatch`, e.g. a 32 px base on 224 px images), unless
+    ``space.allow_resolution_mismatch``. Each listed value of each parameter is tried with the
+    others at their fixed value, first value or low end."""
+    if spec.space.allow_resolution_mismatch:
+        return
+    family = get_space(spec.space.family)
+    dims = spec.space.dimensions()
+    first = {**{p.name: p.default for p in family.params},
+             **{d.name: d.values[0] if d.values else d.low for d in dims}, **data_context}
+    candidates = [first] + [{**first, d.name: v} for d in dims for v in (d.values or (d.low, d.high))]
+    for params in candidates:
+        if (why := family.input_mismatch(params)) is not None:
+            raise SpecError(f"space.params.{why.field}: {why.message} (data.dataset {spec.data.dataset}); or set "
+                            "space.allow_resolution_mismatch: true")
+
+
 def trial_context(spec: Spec, run_dir: str | Path, data_context: dict[str, int],
                   provenance: dict[str, Any] | None = None) -> TrialContext:
-    """The context of every trial of ``spec`` run in ``run_dir``."""
+    """The context of every trial of ``spec`` run in ``run_dir``; raises SpecError when the
+    space does not suit the dataset's input (:func:`require_suited_input`)."""
+    require_suited_input(spec, data_context)
     return TrialContext(
         run_dir=str(Path(run_dir).resolve()),
         family=spec.space.family,

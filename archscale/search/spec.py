@@ -109,6 +109,9 @@ class SpaceSpec(_Strict):
     max_latency_ms: float | None = Field(None, gt=0, description="budget on batch-1 inference latency (ms) on the trial's device")
     max_memory_mb: float | None = Field(None, gt=0, description="budget on the memory of one training batch, MiB "
                                         "(measured on a GPU, estimated from activation sizes on a CPU)")
+    allow_resolution_mismatch: bool = Field(False, description="run configurations whose network was designed for "
+                                            "an input side more than 2x from the dataset's (e.g. a 32 px base on "
+                                            "224 px images); refused by default")
 
     @field_validator("family")
     @classmethod

@@ -26,6 +26,7 @@ and can be built, but a search records it ``infeasible`` and never trains it
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Mapping
 
@@ -36,9 +37,8 @@ from torch import nn
 from archscale.space import source
 from archscale.space.arch import Arch, Scalar
 from archscale.space.blocks import SqueezeExcite, activation
-from archscale.space.registry import Param, SearchSpace, register_space
-from archscale.space.scaling import (BASES, DEPTH_ROUNDING, NetConfig, compound, design_side, flops_factor, scale,
-                                     suited_base)
+from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
+from archscale.space.scaling import BASES, DEPTH_ROUNDING, NetConfig, compound, design_side, flops_factor, scale
 
 MISMATCH_RATIO = 2.0  # a dataset side more than this factor from the base's design side is refused
 
@@ -174,15 +174,24 @@ def net_config(params: Mapping[str, Scalar]) -> NetConfig:
                  depth_rounding=str(params["depth_rounding"]))
 
 
+def suits(base: str, side: int) -> bool:
+    """Whether ``side`` is within :data:`MISMATCH_RATIO` (either way) of the side ``base`` was designed for."""
+    return 1 / MISMATCH_RATIO <= side / design_side(base) <= MISMATCH_RATIO
+
+
 def resolution_mismatch(params: Mapping[str, Scalar]) -> str | None:
-    """Why the dataset's side (``image_size``) is too far (more than :data:`MISMATCH_RATIO` either
-    way) from the side the base was designed for, naming the base that suits it; or None."""
+    """Why the dataset's side (``image_size``) does not suit the base (:func:`suits`), naming
+    the base of the same network that suits it; or None."""
     base, side = str(params["base"]), int(params["image_size"])
-    design = design_side(base)
-    if 1 / MISMATCH_RATIO <= side / design <= MISMATCH_RATIO:
+    if suits(base, side):
         return None
-    return (f"base {base} is designed for {design} px inputs, but the dataset's images are {side} px (more than "
-            f"{MISMATCH_RATIO:g}x away); base {suited_base(base, side)} suits {side} px")
+    kin = [name for name, net in BASES.items() if net.stages[0].block == BASES[base].stages[0].block]
+    fits = [name for name in kin if suits(name, side)]
+    ranges = ", ".join(f"{name} {math.ceil(design_side(name) / MISMATCH_RATIO)}-{int(design_side(name) * MISMATCH_RATIO)} px"
+                       for name in kin)
+    advice = f"base {fits[0]} suits {side} px" if fits else f"no base suits {side} px ({ranges}): resize the images"
+    return (f"base {base} is designed for {design_side(base)} px inputs, but the dataset's images are {side} px "
+            f"(more than {MISMATCH_RATIO:g}x away); {advice}")
 
 
 def model_source(params: Mapping[str, Scalar]) -> source.ModelSource:
@@ -253,8 +262,9 @@ class EfficientNet(SearchSpace):
                     f"[{target * (1 - tolerance):.3f}, {target * (1 + tolerance):.3f}]")
         return None
 
-    def input_mismatch(self, params: Mapping[str, Scalar]) -> str | None:
-        return resolution_mismatch(params)
+    def input_mismatch(self, params: Mapping[str, Scalar]) -> SpaceError | None:
+        why = resolution_mismatch(params)
+        return SpaceError("base", why) if why else None
 
     def describe(self, arch: Arch) -> str:
         return net_config(arch.params).text

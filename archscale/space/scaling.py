@@ -286,9 +286,3 @@ def design_side(base: str) -> int:
     """The input side, in pixels, that the base table ``base`` was designed for."""
     return BASES[base].resolution
 
-
-def suited_base(base: str, side: int) -> str:
-    """The base of the same network as ``base`` (B0 or ResNet-18) designed for the side
-    nearest ``side`` (by ratio)."""
-    kin = [name for name, net in BASES.items() if net.stages[0].block == BASES[base].stages[0].block]
-    return min(kin, key=lambda name: abs(math.log(design_side(name) / side)))

@@ -10,10 +10,16 @@ compound factor. Prints one row per case as it is measured, then a summary per r
 the last line is the worst relative error of the default rules.
 
     python benchmarks/compound_macs.py            # about 10 minutes on one CPU core
+    python benchmarks/compound_macs.py --torchvision   # only the 224 px bases against torchvision
+
+``--torchvision`` builds the 224 px bases at 1000 classes and torchvision's ``efficientnet_b0``
+and ``resnet18`` (``weights=None``) and prints both parameter counts and fvcore MACs at
+3x224x224; its last line is the worst relative MACs difference.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import time
@@ -52,7 +58,28 @@ def cases() -> list[tuple[str, str, str, dict, tuple[float, float, float]]]:
     return out
 
 
+def against_torchvision() -> None:
+    """The 224 px bases next to the torchvision models they copy: parameters and fvcore MACs."""
+    import torchvision
+
+    family, shape, worst = get_space("efficientnet"), (1, 3, 224, 224), 0.0
+    print(f"{'base':>13} {'torchvision':>15} {'params':>11} {'tv params':>11} {'macs':>14} {'tv macs':>14} {'error':>7}")
+    for base, name in (("effnet_b0_224", "efficientnet_b0"), ("resnet18_224", "resnet18")):
+        ours = build(family.resolve({"base": base}, SIZES["imagenet 3x224"]))
+        theirs = torchvision.models.get_model(name, weights=None)
+        params = [sum(p.numel() for p in m.parameters()) for m in (ours, theirs)]
+        macs = [count_macs(m, shape) for m in (ours, theirs)]
+        worst = max(worst, abs(macs[0] / macs[1] - 1))
+        print(f"{base:>13} {name:>15} {params[0]:>11,} {params[1]:>11,} {macs[0]:>14,} {macs[1]:>14,} "
+              f"{macs[0] / macs[1] - 1:+7.2%}", flush=True)
+    print(f"worst_macs_error_vs_torchvision: {worst:.4f}")
+
+
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--torchvision", action="store_true", help="only the 224 px bases against torchvision")
+    if parser.parse_args().torchvision:
+        return against_torchvision()
     start = time.perf_counter()
     family = get_space("efficientnet")
     cache: dict[tuple, int] = {}

@@ -3,7 +3,8 @@
 ``imagefolder:PATH`` reads ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``, and
 ``PATH/val/<class>/*`` when there is one (it then replaces the validation split carved from
 ``train``). Class names are the folder names, sorted: label ``i`` is ``classes[i]``, as
-``torchvision.datasets.ImageFolder`` numbers them (its ``find_classes`` reads them here). A
+``torchvision.datasets.ImageFolder`` numbers them (its ``find_classes``, without importing
+torchvision: ``archscale check`` reads folders without it). A
 class folder is read recursively; only names starting with ``.`` are left out (``.DS_Store``).
 
 Every other file must be an image torchvision decodes (JPEG, PNG, GIF, WEBP): a folder is
@@ -66,6 +67,12 @@ class FolderScan:
         return Path(data_root).expanduser() / CACHE_DIR / f"{self.root.name}-{self.image_size}px-{self.key[:16]}.npz"
 
 
+def _classes(folder: Path) -> list[str]:
+    """The class folders of ``folder`` in label order: sorted names of its subfolders, as
+    ``torchvision.datasets.folder.find_classes`` gives them (tests/trainer/test_folder.py)."""
+    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
+
+
 def _class_files(folder: Path) -> list[Path]:
     """Every file under ``folder``, recursively, sorted; names starting with ``.`` left out."""
     found = []
@@ -78,8 +85,6 @@ def _class_files(folder: Path) -> list[Path]:
 def list_folder(path: str | Path, image_size: int) -> FolderScan:
     """The layout of an image folder, checked (no image is opened): ``train/`` and ``test/``
     exist, the same classes in every split, none empty. The key hashes names, sizes, mtimes."""
-    from torchvision.datasets.folder import find_classes
-
     root = Path(path).expanduser()
     if not root.is_dir():
         what = "is a file" if root.exists() else "does not exist"
@@ -89,9 +94,8 @@ def list_folder(path: str | Path, image_size: int) -> FolderScan:
         if not (root / needed).is_dir():
             raise _error(f"{root}: no {needed}/ folder; expected {root}/{needed}/<class>/<image files> "
                          "(torchvision's ImageFolder layout)")
-    try:
-        classes, _ = find_classes(root / "train")
-    except FileNotFoundError:
+    classes = _classes(root / "train")
+    if not classes:
         raise _error(f"{root / 'train'}: holds no class folder; expected one folder of images per class") from None
     files: dict[str, list[tuple[Path, int]]] = {}
     digest = hashlib.sha256(f"v{CACHE_VERSION} {root.resolve()} side {image_size}".encode())
@@ -99,10 +103,7 @@ def list_folder(path: str | Path, image_size: int) -> FolderScan:
         folder = root / name
         if not folder.is_dir():
             continue
-        try:
-            here = find_classes(folder)[0]
-        except FileNotFoundError:
-            here = []
+        here = _classes(folder)
         if here != classes:
             extra, missing = sorted(set(here) - set(classes)), sorted(set(classes) - set(here))
             diff = "; ".join(filter(None, (f"{name}/ has {', '.join(extra)} that train/ has not" if extra else "",

@@ -141,3 +141,16 @@ def test_write_folder_writes_a_dataset_as_png_files_that_load_back_equal(tmp_pat
     order = torch.argsort(source.y_train, stable=True)  # the folder lists images class by class
     assert torch.equal(back.x_train, source.x_train[order]) and torch.equal(back.y_train, source.y_train[order])
     assert folder_module.main([f"npz:{tmp_path / 'd.npz'}", str(tmp_path / "out")]) == 2  # not empty: refused
+
+
+def test_checking_a_folder_imports_no_torchvision(images, tmp_path):
+    import subprocess
+    import sys
+
+    code = (f"import sys; from archscale.trainer import dataset_context; "
+            f"print(dataset_context('imagefolder:{images}', '{tmp_path / 'data'}', {SIDE})); "
+            "assert 'torchvision' not in sys.modules, 'torchvision imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert "'in_channels': 3" in done.stdout

@@ -115,8 +115,8 @@ class DataSpec(_Strict):
             raise ValueError("data.image_size: not set; an imagefolder: dataset needs the side in px its images are "
                              "brought to (e.g. image_size: 64)")
         if not folder and self.image_size is not None:
-            raise ValueError(f"data.image_size: {self.image_size} is only for imagefolder: datasets; {self.dataset} has "
-                             "its own side (remove image_size)")
+            raise ValueError(f"data.image_size: {self.image_size} is only for imagefolder: datasets; "
+                             f"{self.dataset} has its own side (remove image_size)")
         return self
 
 

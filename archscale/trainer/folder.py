@@ -275,9 +275,10 @@ def write_folder(dataset: str, out: str | Path, root: str | Path = "data") -> di
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m archscale.trainer.folder",
-                                     description="Write a dataset as an image folder of PNG files "
-                                                 "(torchvision's ImageFolder layout: DIR/train/<class>/, DIR/test/<class>/).")
+    parser = argparse.ArgumentParser(
+        prog="python -m archscale.trainer.folder",
+        description="Write a dataset as an image folder of PNG files (torchvision's ImageFolder layout: "
+                    "DIR/train/<class>/, DIR/test/<class>/).")
     parser.add_argument("dataset", help="mnist-5k | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH")
     parser.add_argument("out", help="the folder to write (new or empty)")
     parser.add_argument("--root", default="data", help="where named datasets are looked for (as data.root)")

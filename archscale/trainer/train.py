@@ -246,7 +246,7 @@ class DeviceImages:
                     self.images = self.images.pin_memory()
                 except RuntimeError:  # pinning refused (locked-memory limits): pageable copies, synchronous
                     pass
-        self._buffers: list[torch.Tensor] = []
+        self._buffers: list[torch.Tensor | None] = []
         self._copied: list = []  # a CUDA event per buffer: its last copy to the device is done
 
     def __len__(self) -> int:
@@ -277,16 +277,15 @@ class DeviceImages:
         if self.dev.type != "cuda":
             return normalise(self.images.index_select(0, idx), self.mean, self.std, self.dev, self.dtype,
                              self.channels_last)
-        while len(self._buffers) <= slot:  # two pinned gather buffers, reused: batch i+1 is gathered during step i
-            shape = (len(idx), *self.images.shape[1:])
-            self._buffers.append(torch.empty(shape, dtype=torch.uint8, pin_memory=self.images.is_pinned()))
+        if slot == len(self._buffers):  # two pinned gather buffers, reused: batch i+1 is gathered during step i
+            self._buffers.append(None)
             self._copied.append(None)
         if self._copied[slot] is not None:
-            self._copied[slot].synchronize()  # its previous batch has reached the device
+            self._copied[slot].synchronize()  # the buffer's previous batch has reached the device
+        if self._buffers[slot] is None or len(self._buffers[slot]) < len(idx):
+            self._buffers[slot] = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8,
+                                              pin_memory=self.images.is_pinned())
         buffer = self._buffers[slot]
-        if len(buffer) < len(idx):
-            buffer = self._buffers[slot] = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8,
-                                                       pin_memory=self.images.is_pinned())
         out = buffer[:len(idx)]
         torch.index_select(self.images, 0, idx, out=out)
         xb = normalise(out, self.mean, self.std, self.dev, self.dtype, self.channels_last)

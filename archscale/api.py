@@ -108,7 +108,10 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     if quiet and verbose:
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
+    from archscale.search.cluster import prepare_address
     from archscale.search.rundir import prepare_run_dir
+
+    prepare_address(resolved.search.address)  # a cluster that cannot be joined is said before the data loads
     from archscale.search.runner import run_search
 
     run_dir = prepare_run_dir(resolved, out, resume)

@@ -72,17 +72,17 @@ def asks_token(target: str, kind: str, token: str | None = None) -> bool:
     return False  # any other answer came from past Ray's authentication
 
 
-def prepare(address: str) -> None:
+def prepare(address: str, source: str = "search.address") -> None:
     """Check that a Ray cluster answers at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``;
     ``auto`` is left to Ray, which finds a local cluster's token itself) and, when it asks
     for a token, that the token found here is the cluster's; then make Ray send it. Raises
-    :class:`SpecError` (one line, naming the address) otherwise."""
+    :class:`SpecError` (one line, naming ``source`` and the address) otherwise."""
     match = ADDRESS.match(address)
     if match is None:
         return
     host, port = match["host"].strip("[]"), int(match["port"])
     kind = "client" if match["client"] else "gcs"
-    field = f"search.address: {address!r}"
+    field = f"{source}: {address!r}"
     try:
         socket.create_connection((host, port), timeout=PROBE_S).close()
     except OSError as err:
@@ -113,3 +113,13 @@ def prepare(address: str) -> None:
         raise SpecError(f"{field}: the Ray cluster there asks for an authentication token, and Ray was imported "
                         f"before archscale could say so; allowed: {AUTH_MODE}=token set before Python starts")
     os.environ[AUTH_MODE] = "token"  # this process and what it starts: Ray sends the token it finds
+
+
+def prepare_address(address: str | None) -> None:
+    """:func:`prepare` the cluster a run will join: ``address``, else ``RAY_ADDRESS``; nothing
+    for Ray started here (neither set, or ``local``) or when this process is already on a Ray."""
+    source = "search.address" if address else "RAY_ADDRESS"
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    if address != "local" and not joined:
+        prepare(address, source)

@@ -95,10 +95,8 @@ def init_ray(address: str | None = None) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
     or join the cluster at ``address``."""
+    cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-    if address != "local" and not joined:
-        cluster.prepare(address)  # before Ray is imported: Ray reads its authentication mode then
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

@@ -92,13 +92,13 @@ def prepare(address: str, source: str = "search.address") -> None:
     try:
         if not asks_token(target, kind):
             return
-        token, source = find_token()
+        token, found = find_token()
         if token is None:
             raise SpecError(f"{field}: the Ray cluster there asks for an authentication token and none was found "
-                            f"({source}); allowed: the cluster's token (`ray get-auth-token` on its head prints it) "
+                            f"({found}); allowed: the cluster's token (`ray get-auth-token` on its head prints it) "
                             f"in RAY_AUTH_TOKEN, in a file named by RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token")
         if asks_token(target, kind, token):
-            raise SpecError(f"{field}: the Ray cluster there refused the authentication token from {source}; "
+            raise SpecError(f"{field}: the Ray cluster there refused the authentication token from {found}; "
                             f"allowed: the token the cluster was started with (`ray get-auth-token` on its head)")
     except ConnectionError as err:
         raise SpecError(f"{field}: something listens there but does not answer as a Ray "

@@ -14,6 +14,7 @@ import pytest
 
 NODE_START_S = 180  # seconds a `ray start` may take on a loaded CI machine
 NODE_ATTEMPTS = 3
+STOP_S = 5  # seconds a node has to end on SIGTERM before what is left of it is killed
 STARTED = "Ray runtime started"  # what `ray start` prints once its node has joined
 
 
@@ -60,7 +61,7 @@ class RayNode:
         except ProcessLookupError:
             pass
         try:
-            self.proc.wait(timeout=15)
+            self.proc.wait(timeout=STOP_S)
         except subprocess.TimeoutExpired:
             pass
         for pid in _session_members(sid):

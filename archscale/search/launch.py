@@ -50,8 +50,6 @@ def require_resources(spec: Spec, out: TextIO | None = None) -> None:
     (``search.resource_wait_s`` 0): at once. A cluster that grows (Ray's autoscaler adds
     nodes): after a waiting line, once ``resource_wait_s`` has passed with no node big enough
     (meanwhile the bundle is asked of the autoscaler with ``request_resources``)."""
-    import ray
-
     address = spec.search.address or os.environ.get("RAY_ADDRESS") or "local"
     r = spec.search.resources_per_trial
     asked = {"CPU": float(r.cpu), **({"GPU": float(r.gpu)} if r.gpu != "auto" and float(r.gpu) > 0 else {})}

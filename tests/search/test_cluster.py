@@ -56,7 +56,8 @@ def test_search_on_a_two_node_cluster(two_nodes, kind, tmp_path, write_spec, tin
     assert all(h["threads"] == 1 and h["cpus"] == 1 for h in hosts)
     assert (run_dir / "best" / "weights.pt").is_file() and (run_dir / "pareto.csv").is_file()
     assert (run_dir / "tune").is_dir() == (kind == "gcs")  # a Ray Client keeps Tune's state on the cluster
-    written = "\n".join(p.read_text(errors="replace") for p in run_dir.rglob("*") if p.is_file() and p.stat().st_size < 2**20)
+    files = [p for p in run_dir.rglob("*") if p.is_file() and p.stat().st_size < 2**20]
+    written = "\n".join(p.read_text(errors="replace") for p in files)
     assert two_nodes["token"] not in written + done.stdout + done.stderr
 
 

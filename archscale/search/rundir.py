@@ -16,7 +16,8 @@ from archscale.search.spec import Spec, SpecError, parse_spec
 
 # How a search runs, not what it searches: these may change on --resume (a new time budget,
 # another cluster, more trials at once).
-EXECUTION_FIELDS = ("time_budget_s", "address", "max_concurrent", "resources_per_trial", "max_failures")
+EXECUTION_FIELDS = ("time_budget_s", "address", "resource_wait_s", "max_concurrent", "resources_per_trial",
+                    "max_failures")
 
 
 def default_run_dir(spec: Spec) -> Path:

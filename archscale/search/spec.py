@@ -381,6 +381,9 @@ class SearchSpec(_Strict):
                                                                 "trials are stopped and rerun by --resume")
     address: str | None = Field(None, description="Ray cluster: null starts Ray here; 'auto', 'HOST:PORT' (the GCS) "
                                                   "or 'ray://HOST:PORT' (Ray Client) joins an existing cluster")
+    resource_wait_s: float = Field(0.0, ge=0, description="a cluster that grows (Ray's autoscaler): seconds to "
+                                   "wait at start for a node that can hold one trial; 0 takes the cluster as it is "
+                                   "(a trial no node can hold is refused at once)")
 
     @field_validator("address")
     @classmethod

@@ -359,6 +359,8 @@ class SearchSpec(_Strict):
                                                                 "trials are stopped and rerun by --resume")
     address: str | None = Field(None, description="Ray cluster: null starts Ray here; 'auto', 'HOST:PORT' (the GCS) "
                                                   "or 'ray://HOST:PORT' (Ray Client) joins an existing cluster")
+    store: str | None = Field(None, description="results store: a SQLite file shared between runs; a configuration "
+                                                "already trained under the same key is read from it, not trained")
 
     @field_validator("address")
     @classmethod

@@ -3,7 +3,8 @@
 The pieces are elsewhere, each once: what a configuration costs (:mod:`.evaluate`), what
 Optuna is told (:mod:`.searcher`), the Tune run (:mod:`.launch`), what is recorded
 (:mod:`.recorder`), early stopping (:mod:`.asha`), the run directory on ``--resume``
-(:mod:`.rundir`) and the files written at the end (:mod:`.finish`).
+(:mod:`.rundir`), the results store (:mod:`.store`) and the files written at the end
+(:mod:`.finish`).
 """
 
 from __future__ import annotations

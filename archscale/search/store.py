@@ -156,7 +156,8 @@ class Store:
     def conn(self) -> sqlite3.Connection:
         """The connection (opened again after unpickling: Ray Tune pickles its callbacks)."""
         if self._conn is None:
-            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            self._conn = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                         check_same_thread=False)
             self._conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
             self._conn.execute("PRAGMA synchronous = FULL")
         return self._conn
@@ -197,7 +198,8 @@ class Store:
                                 f"this user, so the results store {path} cannot be written; give a path in a "
                                 f"writable folder")
         try:
-            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None)
+            # one thread at a time, but not always the opener: a Ray Client run records from a drain thread
+            conn = sqlite3.connect(str(path), timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as err:
             raise _problem(path, f"cannot be opened ({err})") from None
         try:
@@ -256,9 +258,10 @@ class Store:
     def rows(self, **where: Any) -> list[dict]:
         """Stored trials, oldest first; ``where``: column=value filters (status, family,
         dataset, key, seed, epochs, code, run, ...)."""
-        unknown = [k for k in where if k not in _COLUMNS or k in _JSON]
+        known = [c for c in _COLUMNS if c not in _JSON]
+        unknown = [k for k in where if k not in known]
         if unknown:
-            raise ValueError(f"rows(): unknown column {unknown[0]!r}; known: {', '.join(c for c in _COLUMNS if c not in _JSON)}")
+            raise ValueError(f"rows(): unknown column {unknown[0]!r}; known: {', '.join(known)}")
         clause = " AND ".join(f"{k} = ?" for k in where)
         cursor = self.conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM trials"
                                    f"{' WHERE ' + clause if clause else ''} ORDER BY id", tuple(where.values()))

@@ -285,3 +285,38 @@ def test_a_grid_run_again_over_the_store_trains_nothing(ray_session, tmp_path, t
     assert main(["store", str(store)]) == 0
     out = capsys.readouterr().out
     assert "4 trials" in out and "completed 2, infeasible 2" in out
+
+
+@pytest.mark.slow
+def test_a_run_killed_with_sigkill_leaves_every_committed_row(tmp_path, tiny_spec):
+    tiny_spec["search"].update(sampler="grid", num_trials=8, max_concurrent=1)
+    tiny_spec["space"]["params"].update(c3_width=8, c4_width=8)  # c1_width x c3_conv: 4 points
+    tiny_spec["space"]["max_params"] = None
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(tiny_spec))
+    store, run = tmp_path / "results.db", tmp_path / "run"
+
+    def stored() -> list[int]:
+        if not store.is_file():
+            return []
+        try:
+            with Store.open(store, create=False) as s:
+                return [r["id"] for r in s.rows()]
+        except (SpecError, sqlite3.Error):  # being created
+            return []
+
+    proc = subprocess.Popen([sys.executable, "-m", "archscale", "run", str(path), "--out", str(run), "--set",
+                             f"search.store={store}"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 300
+    while not stored() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen = stored()
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and every Ray process it started
+    out = proc.communicate()[0]
+    assert seen, f"no row was stored before the run ended or timed out:\n{out}"
+    with Store.open(store, create=False) as s:
+        assert s.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        rows = s.rows()
+        assert set(seen) <= {r["id"] for r in rows}
+        assert all((s.files(r) / "weights.pt").is_file() for r in rows if r["status"] == "completed")

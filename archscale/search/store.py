@@ -36,7 +36,8 @@ Reading a store (the public API; :class:`Store` needs only the standard library)
         store.counts()                            # {"status": {...}, "family": {...}, "dataset": {...}}
 
 Each row is a dict: ``id``, ``key``, ``status``, ``family``, ``dataset``, ``arch``,
-``recipe`` (dict), ``seed``, ``epochs``, ``code``, ``val_accuracy``, ``test_accuracy``,
+``config`` (dict: the sampled values, named as the trials.csv columns of the run that stored
+it, ``train.lr`` and the like included), ``recipe`` (dict), ``seed``, ``epochs``, ``code``, ``val_accuracy``, ``test_accuracy``,
 ``params``, ``macs``, ``metrics`` (dict: the trials.csv metric columns and ``error``),
 ``history`` (list: one dict per epoch), ``files``, ``run``, ``trial_id``, ``created``
 (Unix time). :func:`trial_key` gives the key of an architecture and recipe.
@@ -78,6 +79,7 @@ CREATE TABLE trials (
     family TEXT NOT NULL,
     dataset TEXT NOT NULL,
     arch TEXT,                     -- the architecture's text form (NULL: the family refused the values)
+    config TEXT NOT NULL,          -- JSON: the sampled values, as the trials.csv columns of its run
     recipe TEXT NOT NULL,          -- JSON: TrainConfig's fields as trained
     seed INTEGER NOT NULL,
     epochs INTEGER NOT NULL,       -- epochs asked (metrics.epochs: reached)
@@ -95,9 +97,9 @@ CREATE TABLE trials (
 );
 CREATE INDEX trials_key ON trials (key);
 """
-_COLUMNS = ("id", "key", "status", "family", "dataset", "arch", "recipe", "seed", "epochs", "code", "val_accuracy",
+_COLUMNS = ("id", "key", "status", "family", "dataset", "arch", "config", "recipe", "seed", "epochs", "code", "val_accuracy",
             "test_accuracy", "params", "macs", "metrics", "history", "files", "run", "trial_id", "created")
-_JSON = ("recipe", "metrics", "history")
+_JSON = ("config", "recipe", "metrics", "history")
 
 
 # --------------------------------------------------------------------------- the key
@@ -378,7 +380,7 @@ class RunStore:
         return self.store.put({
             "key": self.key(config, arch or json.dumps(dict(config), sort_keys=True, default=str)),
             "status": row["status"], "family": self.ctx.family, "dataset": self.ctx.data_info["dataset"],
-            "arch": arch, "recipe": recipe, "seed": self.seed(config), "epochs": int(recipe["epochs"]),
+            "arch": arch, "config": dict(config), "recipe": recipe, "seed": self.seed(config), "epochs": int(recipe["epochs"]),
             "code": self.code, "val_accuracy": metrics.get("val_accuracy"),
             "test_accuracy": metrics.get("test_accuracy"), "params": metrics.get("params"),
             "macs": metrics.get("macs"), "metrics": metrics, "history": history,

@@ -258,6 +258,7 @@ def test_a_grid_run_again_over_the_store_trains_nothing(ray_session, tmp_path, t
     with Store.open(store, create=False) as s:
         stored = s.rows()
     assert sorted(r["status"] for r in stored) == ["completed", "completed", "infeasible", "infeasible"]
+    assert {(r["config"]["c1_width"], r["config"]["c4_width"]) for r in stored} == {(4, 8), (4, 64), (8, 8), (8, 64)}
 
     assert main(["run", str(path), "--out", str(again), "--quiet", "--set", f"search.store={store}"]) == 0
     one, two = read_trials(first), read_trials(again)

@@ -37,10 +37,12 @@ Reading a store (the public API; :class:`Store` needs only the standard library)
 
 Each row is a dict: ``id``, ``key``, ``status``, ``family``, ``dataset``, ``arch``,
 ``config`` (dict: the sampled values, named as the trials.csv columns of the run that stored
-it, ``train.lr`` and the like included), ``recipe`` (dict), ``seed``, ``epochs``, ``code``, ``val_accuracy``, ``test_accuracy``,
-``params``, ``macs``, ``metrics`` (dict: the trials.csv metric columns and ``error``),
-``history`` (list: one dict per epoch), ``files``, ``run``, ``trial_id``, ``created``
-(Unix time). :func:`trial_key` gives the key of an architecture and recipe.
+it, ``train.lr`` and the like included), ``recipe`` (dict), ``seed``, ``epochs``, ``code``,
+``val_accuracy``, ``test_accuracy``, ``params``, ``macs``, ``metrics`` (dict: the trials.csv
+metric columns and ``error``), ``history`` (list: one dict per epoch), ``files``, ``run``,
+``trial_id``, ``created`` (Unix time). :func:`trial_key` gives the key of an architecture and
+recipe; :class:`RunStore` is a store as one run uses it (its ``lookup(config)`` answers for a
+sampled configuration under a run's context and budgets).
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ import math
 import os
 import shutil
 import sqlite3
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -97,8 +100,8 @@ CREATE TABLE trials (
 );
 CREATE INDEX trials_key ON trials (key);
 """
-_COLUMNS = ("id", "key", "status", "family", "dataset", "arch", "config", "recipe", "seed", "epochs", "code", "val_accuracy",
-            "test_accuracy", "params", "macs", "metrics", "history", "files", "run", "trial_id", "created")
+_COLUMNS = ("id", "key", "status", "family", "dataset", "arch", "config", "recipe", "seed", "epochs", "code",
+            "val_accuracy", "test_accuracy", "params", "macs", "metrics", "history", "files", "run", "trial_id", "created")
 _JSON = ("config", "recipe", "metrics", "history")
 
 
@@ -321,6 +324,10 @@ class Store:
         return int(cursor.lastrowid)
 
 
+def _warn(message: str) -> None:
+    print(f"archscale: warning: {message}", file=sys.stderr, flush=True)
+
+
 def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else str(value)
 
@@ -377,14 +384,19 @@ class RunStore:
         if files:
             history = json.loads(files["result.json"].read_text()).get("history", [])
         metrics = {k: _number(row.get(k)) for k in STORED_METRICS if _number(row.get(k)) is not None}
-        return self.store.put({
+        record = {
             "key": self.key(config, arch or json.dumps(dict(config), sort_keys=True, default=str)),
             "status": row["status"], "family": self.ctx.family, "dataset": self.ctx.data_info["dataset"],
-            "arch": arch, "config": dict(config), "recipe": recipe, "seed": self.seed(config), "epochs": int(recipe["epochs"]),
-            "code": self.code, "val_accuracy": metrics.get("val_accuracy"),
+            "arch": arch, "config": dict(config), "recipe": recipe, "seed": self.seed(config),
+            "epochs": int(recipe["epochs"]), "code": self.code, "val_accuracy": metrics.get("val_accuracy"),
             "test_accuracy": metrics.get("test_accuracy"), "params": metrics.get("params"),
             "macs": metrics.get("macs"), "metrics": metrics, "history": history,
-            "run": str(Path(run_dir).resolve()), "trial_id": str(row["trial_id"])}, files)
+            "run": str(Path(run_dir).resolve()), "trial_id": str(row["trial_id"])}
+        try:
+            return self.store.put(record, files)
+        except (sqlite3.Error, OSError) as err:  # the search goes on; the row is in trials.csv
+            _warn(f"trial {row['trial_id']} not written to the results store {self.store.path}: {err}")
+            return None
 
     def lookup(self, config: Mapping[str, Any]) -> dict | None:
         """What the store says of ``config`` under this run's budgets: a stored row (as in
@@ -398,7 +410,12 @@ class RunStore:
             arch = resolve_arch(self.ctx, config)
         except SpaceError:
             return None
-        for row in self.store.lookup(self.key(config, arch.text)):
+        try:
+            stored = self.store.lookup(self.key(config, arch.text))
+        except sqlite3.Error as err:  # then it trains
+            _warn(f"the results store {self.store.path} could not be read: {err}")
+            return None
+        for row in stored:
             if row["status"] not in ("completed", "infeasible"):
                 continue
             m = row["metrics"]

@@ -101,7 +101,8 @@ CREATE TABLE trials (
 CREATE INDEX trials_key ON trials (key);
 """
 _COLUMNS = ("id", "key", "status", "family", "dataset", "arch", "config", "recipe", "seed", "epochs", "code",
-            "val_accuracy", "test_accuracy", "params", "macs", "metrics", "history", "files", "run", "trial_id", "created")
+            "val_accuracy", "test_accuracy", "params", "macs", "metrics", "history", "files", "run", "trial_id",
+            "created")
 _JSON = ("config", "recipe", "metrics", "history")
 
 

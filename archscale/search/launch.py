@@ -24,6 +24,7 @@ from archscale.search.evaluate import Evaluator
 from archscale.search.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
 from archscale.search.resources import TrialResources, trial_resources
 from archscale.search.spec import Spec, SpecError
+from archscale.search.store import RunStore
 from archscale.search.trial import run_trial
 
 SPEC_FILE = "spec.yaml"
@@ -150,7 +151,9 @@ class Launcher:
 
     def __init__(self, spec: Spec, run_dir: Path, ctx: TrialContext, splits, evaluator: Evaluator, *,
                  out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
-        init_ray(spec.search.address)  # first: Ray must not be imported before a cluster's token is known
+        # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
+        self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
+        init_ray(spec.search.address)  # Ray must not be imported before a cluster's token is known
         from ray import tune
 
         require_resources(spec, out)
@@ -180,7 +183,7 @@ class Launcher:
         stopped by the time budget or by Ctrl-C (``self.stopper.reason`` says which)."""
         from ray import tune
 
-        files = RunFiles(self.run_dir, choices, progress, stage=stage)
+        files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store)
         sink, relayed, drainer = files, None, None
         if self.client:
             # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,

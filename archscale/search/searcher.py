@@ -19,6 +19,11 @@ Before a suggestion becomes a trial (:meth:`suggest`):
 - with an evaluator, a configuration over a budget or outside the family's constraint is
   recorded ``infeasible`` (through ``reject``), told as a worst-accuracy point, and the
   sampler is asked anew, up to :data:`MAX_REDRAWS` times in a row.
+- with a results store (``serve``), a configuration the store already holds is recorded
+  from it (``source`` = ``store``), told as the trial would have reported it, and the
+  sampler is asked anew: it costs no Ray trial, no actor and no model build. It counts
+  toward ``trials``, the number of trials this search may still give; :attr:`served`
+  counts them.
 
 The grid is Optuna's ``enqueue_trial`` of every point in a seeded order, so a resumed grid
 runs exactly the points not yet recorded. On ``--resume`` the recorded trials are added to
@@ -46,6 +51,7 @@ MAX_TWIN_DRAWS = 20  # after this many already-trained draws in a row, the next 
 MAX_REDRAWS = 100  # after this many infeasible draws in a row, the next one goes through as a trial
 RERUN = "archscale_rerun"  # user attribute of a configuration enqueued to run again (never a twin)
 Reject = Callable[[str, dict, Verdict], None]  # (row id, config, verdict): record an infeasible draw
+Serve = Callable[[str, dict], "dict | None"]  # (row id, config): record a stored result, return it as reported
 
 
 def optuna_space(dims: Sequence[Dimension]) -> dict:
@@ -106,16 +112,38 @@ def outcome(result: dict | None, error: bool, metrics: Sequence[str]) -> tuple[s
     return "COMPLETE", values
 
 
+def recorded_trial(row: pd.Series, distributions: dict, metrics: Sequence[str], user_attrs: dict | None = None):
+    """A row of trials.csv as the Optuna trial the sampler was told (an ``infeasible`` row as
+    it was reported live: 0 accuracy, infinite train_seconds; see :func:`outcome`). Raises
+    ValueError for a value outside ``distributions``."""
+    import optuna
+    from optuna.trial import TrialState
+
+    params = {name: native(row[name]) for name in distributions}
+    result = {k: native(v) for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
+    if row["status"] == "infeasible":  # as the trial reported it live
+        result.update(val_accuracy=0.0, train_seconds=math.inf, status="completed")
+    state, values = outcome(result, False, metrics)
+    intermediate = None
+    if state == "PRUNED" and len(metrics) == 1 and "epochs" in result and metrics[0] in result:
+        intermediate = {int(result["epochs"]): float(result[metrics[0]])}
+    return optuna.trial.create_trial(state=TrialState[state], params=params, distributions=distributions,
+                                     values=values, intermediate_values=intermediate, user_attrs=user_attrs)
+
+
 class AskTell:
     """The search's side of an Optuna study, by ask-and-tell only: what to try next, and what
     each trial turned out to be. Knows nothing of Ray (:func:`make_searcher` adapts it to Tune).
 
     ``evaluator`` and ``reject``: skip configurations that may not train (budget-aware
-    sampling); ``sampler`` overrides ``spec.search.sampler``."""
+    sampling); ``serve``: read configurations from the results store instead of training
+    them, ``trials`` (required with it) being how many trials this search may still give;
+    ``sampler`` overrides ``spec.search.sampler``."""
 
     def __init__(self, spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], *,
                  recorded: pd.DataFrame | None = None, unfinished: Sequence[dict] = (),
-                 evaluator: Evaluator | None = None, reject: Reject | None = None, sampler: str | None = None):
+                 evaluator: Evaluator | None = None, reject: Reject | None = None, sampler: str | None = None,
+                 serve: Serve | None = None, trials: int | None = None):
         import optuna
 
         self.spec, self.dims, self.objectives = spec, list(dims), list(objectives)
@@ -128,13 +156,14 @@ class AskTell:
         self.study = optuna.create_study(directions=directions,
                                          sampler=make_sampler(spec, len(self.recorded), self.sampler_name))
         self.live: dict[str, Any] = {}  # Tune trial id -> Optuna trial
-        self.twins = self.rejected = 0
+        self.serve, self.left = serve, trials  # left: trials still to give (None: Tune's num_samples decides)
+        self.twins = self.rejected = self.served = 0
         self.grid_left: int | None = None  # grid points not yet asked (None: not a grid)
         self.told = self._tell_history(unfinished)
 
     def suggest(self, trial_id: str) -> dict | None:
         """The next configuration to train as ``trial_id``, or None when the grid is done."""
-        if self.grid_left is not None and self.grid_left <= 0:
+        if (self.grid_left is not None and self.grid_left <= 0) or (self.left is not None and self.left <= 0):
             return None
         twins = infeasible = 0
         while True:
@@ -153,6 +182,12 @@ class AskTell:
                     if self.grid_left is not None and self.grid_left <= 0:
                         return None
                     continue
+            if self.serve is not None and self._served(trial, f"{trial_id}_s{self.served}"):
+                if (self.grid_left is not None and self.grid_left <= 0) or self.left <= 0:
+                    return None
+                continue
+            if self.left is not None:
+                self.left -= 1
             self.live[trial_id] = trial
             return dict(trial.params)
 
@@ -192,6 +227,20 @@ class AskTell:
                 return True
         return False
 
+    def _served(self, trial, row_id: str) -> bool:
+        """Record ``trial`` from the results store as ``row_id`` and tell its result, if the
+        store holds it."""
+        from optuna.trial import TrialState
+
+        reported = self.serve(row_id, dict(trial.params))
+        if reported is None:
+            return False
+        self.served += 1
+        self.left -= 1
+        state, values = outcome(reported, False, self.metrics)
+        self.study.tell(trial, values, state=TrialState[state])
+        return True
+
     def _reject(self, trial, row_id: str, verdict: Verdict) -> None:
         """Record a draw that may not train and tell it as the worst accuracy (measured costs kept)."""
         self.rejected += 1
@@ -205,23 +254,10 @@ class AskTell:
     def _tell_history(self, unfinished: Sequence[dict]) -> int:
         """Add the recorded trials to the study, enqueue the unfinished (or, for a grid, every
         point not yet recorded); return how many trials were added."""
-        import optuna
-        from optuna.trial import TrialState
-
         told = 0
         for _, row in self.recorded.iterrows():
-            params = {d.name: native(row[d.name]) for d in self.dims}
-            result = {k: native(v) for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
-            if row["status"] == "infeasible":  # as the trial reported it live
-                result.update(val_accuracy=0.0, train_seconds=math.inf, status="completed")
-            state, values = outcome(result, False, self.metrics)
-            intermediate = None
-            if state == "PRUNED" and len(self.metrics) == 1 and "epochs" in result and self.metrics[0] in result:
-                intermediate = {int(result["epochs"]): float(result[self.metrics[0]])}
             try:
-                frozen = optuna.trial.create_trial(state=TrialState[state], params=params,
-                                                   distributions=self.distributions, values=values,
-                                                   intermediate_values=intermediate)
+                frozen = recorded_trial(row, self.distributions, self.metrics)
             except ValueError as err:  # a recorded value outside today's distributions
                 logger.warning("trial %s not told to the sampler: %s", row["trial_id"], err)
                 continue

@@ -343,7 +343,7 @@ def listed(configs: list[dict]) -> dict:
 def finalize_staged(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
     """The files of :func:`archscale.search.finish.finalize`, then the phi sweep's table and ``scaling.png``."""
     out = out or sys.stdout
-    finalize(run_dir, spec, out=out)
+    finalize(run_dir, spec, out=out, choices=[d.name for d in stage_dims(spec)])
     return write_scaling(run_dir, spec, out=out)
 
 

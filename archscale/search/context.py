@@ -59,8 +59,9 @@ def require_suited_input(spec: Spec, data_context: dict[str, int]) -> None:
     candidates = [first] + [{**first, d.name: v} for d in dims for v in (d.values or (d.low, d.high))]
     for params in candidates:
         if (why := family.input_mismatch(params)) is not None:
-            raise SpecError(f"space.params.{why.field}: {why.message} (data.dataset {spec.data.dataset}); or set "
-                            "space.allow_resolution_mismatch: true")
+            side = f", data.image_size {spec.data.image_size}" if spec.data.image_size is not None else ""
+            raise SpecError(f"space.params.{why.field}: {why.message} (data.dataset {spec.data.dataset}{side}); or "
+                            "set space.allow_resolution_mismatch: true")
 
 
 def trial_context(spec: Spec, run_dir: str | Path, data_context: dict[str, int],

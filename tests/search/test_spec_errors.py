@@ -207,3 +207,15 @@ def test_a_base_designed_for_another_input_side_is_refused_unless_allowed(tmp_pa
         assert not (tmp_path / "run").exists()
     code, out, err = run_cli(capsys, "check", spec, "--set", "space.allow_resolution_mismatch=true")
     assert code == 0 and "2 of 2 configurations fit" in out, err
+
+
+def test_the_side_compared_is_data_image_size_for_an_image_folder(tmp_path, capsys, write_spec, tiny_spec):
+    """The side the model gets: an image folder's data.image_size, not its files' sizes."""
+    from tests.conftest import FOLDER_SIDE, make_image_folder
+
+    folder = make_image_folder(tmp_path / "pets")
+    tiny_spec["data"] = {"dataset": f"imagefolder:{folder}", "image_size": FOLDER_SIDE, "root": str(tmp_path / "data")}
+    tiny_spec["space"] = {"family": "efficientnet", "params": {"base": "effnet_b0_224", "base_width": 0.125}}
+    code, _, err = run_cli(capsys, "check", write_spec(tiny_spec))
+    assert_clear_error(code, err, f"the dataset's images are {FOLDER_SIDE} px", f"data.image_size {FOLDER_SIDE}",
+                       f"base effnet_b0 suits {FOLDER_SIDE} px")

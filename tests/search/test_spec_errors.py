@@ -182,9 +182,11 @@ def test_budget_violation_names_the_latency():
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.parametrize("resource", ["cpu", "gpu"])
 def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(tmp_path, capsys, write_spec, tiny_spec,
-                                                                        resource):
+                                                                        resource, monkeypatch):
     import ray
 
+    # past the count of cores made before Ray starts (tests/search/test_resources.py): Ray's own count decides
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(1024)))
     has = int(ray.cluster_resources().get(resource.upper(), 0))  # the session's Ray: 2 CPUs, the GPUs there are
     tiny_spec["search"]["resources_per_trial"] = {resource: has + 1}
     code, _, err = run_cli(capsys, "run", write_spec(tiny_spec), "--out", tmp_path / "run")

@@ -216,36 +216,50 @@ class Store:
         return cls(path, conn)
 
     @staticmethod
+    def _header(conn: sqlite3.Connection) -> tuple[int, int, int]:
+        """(application_id, user_version, number of schema objects), read in one transaction:
+        another run may be creating the store at this moment."""
+        conn.execute("BEGIN")
+        try:
+            app, version = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version"))
+            return app, version, conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+        finally:
+            conn.execute("COMMIT")
+
+    @staticmethod
     def _check_schema(path: Path, conn: sqlite3.Connection, create: bool) -> None:
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            app, version = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version"))
-            tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            app, version, tables = Store._header(conn)
         except sqlite3.DatabaseError as err:
             raise _problem(path, f"is not a SQLite database ({err})") from None
         if app == 0 and version == 0 and tables == 0:  # a new (or empty) file
             if not create:
                 raise _problem(path, "is an empty database")
             try:
-                conn.execute("PRAGMA journal_mode = WAL")  # persistent: every later connection uses WAL
-                conn.execute("BEGIN IMMEDIATE")
-                # another run may have created it since we looked
-                if conn.execute("PRAGMA application_id").fetchone()[0] == 0:
+                conn.execute("BEGIN IMMEDIATE")  # one creator; the others wait, then find it made
+                app, version = (conn.execute(f"PRAGMA {p}").fetchone()[0] for p in ("application_id", "user_version"))
+                if app == 0 and conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0:
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    app, version = APPLICATION_ID, SCHEMA_VERSION
                 conn.execute("COMMIT")
             except sqlite3.Error as err:
                 raise SpecError(f"{path}: the results store cannot be created ({err}); give a path in a "
                                 "writable folder") from None
-            return
         if app != APPLICATION_ID:
             raise _problem(path, f"is a SQLite database but not an archscale results store (application_id {app})")
         if version > SCHEMA_VERSION:
             raise _problem(path, f"was written by a newer archscale (store schema {version}; this archscale reads "
                                  f"up to {SCHEMA_VERSION})")
+        if create and conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            try:  # persistent: every later connection uses WAL
+                conn.execute("PRAGMA journal_mode = WAL")
+            except sqlite3.OperationalError:  # another connection is reading: the next writer to open sets it
+                pass
         conn.execute("PRAGMA synchronous = FULL")
 
     def close(self) -> None:

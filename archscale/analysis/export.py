@@ -81,6 +81,7 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     out.mkdir(parents=True, exist_ok=True)
     doc = {
         "family": arch.family,
+        **family_origin(arch.family),
         "text": arch.text,
         "params": dict(arch.params),
         "input": {"mean": result["mean"], "std": result["std"],
@@ -183,11 +184,27 @@ def read_exported(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def family_origin(name: str) -> dict[str, str]:
+    """For a user's own family (:mod:`space.user`), where it came from: ``family_module``
+    (``package.module:ClassName``) and ``family_path`` (the folder it was found in), as
+    ``arch.yaml`` records them; empty for archscale's own families."""
+    from archscale.space import user
+
+    found = user.origin(name)
+    return {"family_module": found.reference, "family_path": found.folder} if found else {}
+
+
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode."""
+    """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode. A
+    user's family is imported from ``family_module`` (PYTHONPATH, the current folder, then
+    ``family_path``)."""
+    from archscale.space import user
+
     doc = read_exported(path)
     arch_file = Path(path) / "arch.yaml"
     try:
+        if isinstance(doc.get("family_module"), str):
+            user.load_family(doc["family_module"], doc.get("family_path"))
         model = build(Arch(doc["family"], doc["params"]))
     except (ValueError, TypeError, SpaceError) as err:
         raise FileError(f"{arch_file}: {err}; expected a family and parameters archscale can build") from None

@@ -60,10 +60,22 @@ def require_resources(spec: Spec) -> None:
                             f"Ray has {largest:g}, so no trial could ever start; allowed: at most {largest:g}")
 
 
-def init_ray(address: str | None = None) -> None:
+def runtime_env(spec: Spec) -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` for the job: a family of the user's own (``package.module:ClassName``
+    or an entry point) is shipped to every worker as ``py_modules`` (its top-level package
+    folder or module file), so no node needs it installed or on its path; None for archscale's
+    own families."""
+    from archscale.space import get_space, user
+
+    found = user.origin(get_space(spec.space.family).name)
+    return {"py_modules": [found.ship]} if found else None
+
+
+def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
-    or join the cluster at ``address``."""
+    or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
+    A Ray already started in this process is used as it is."""
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -74,11 +86,12 @@ def init_ray(address: str | None = None) -> None:
         return
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
-        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env=env)
         return
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
         try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
             return
         except ConnectionError as err:
             # A Ray Client's server starts a process per client; on a busy head that start can
@@ -122,7 +135,7 @@ class Launcher:
                  out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
         from ray import tune
 
-        init_ray(spec.search.address)
+        init_ray(spec.search.address, runtime_env(spec))
         require_resources(spec)
         self.spec, self.run_dir, self.ctx = spec, Path(run_dir), ctx
         self.out = out or sys.stdout

@@ -61,8 +61,9 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
                  warn: Callable[[str], None] = warn_line) -> Path:
     """Write ``arch.yaml``, ``weights.pt`` and ``metrics.json`` of one trial into ``out``, and
     ``model.py`` (``standalone``) and ``model.onnx`` (``onnx``). When the model cannot be
-    written as ``model.py`` this raises, or with ``strict=False`` records why in
-    ``metrics.json`` (``standalone_error``) and writes the rest.
+    written as ``model.py`` this raises, or with ``strict=False`` (always, for a user's own
+    family, with a ``warn``) records why in ``metrics.json`` (``standalone_error``) and
+    writes the rest.
 
     ``metrics.json`` carries the ``provenance`` the trial recorded when it trained (code
     version, commit, libraries, spec hash, seed, device), copied, never taken anew: a trial
@@ -112,9 +113,13 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
                                classes=result.get("classes"))
                 written.append("model.py")
             except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
-                if strict:
+                if strict and not family_origin(arch.family):
                     raise
                 metrics["standalone_error"] = f"{type(err).__name__}: {err}"[:500]
+                if strict:  # a user's family: the export stands on arch.yaml and the family's module
+                    warn(f"model.py was not written: {arch.family}'s model could not be captured as a graph "
+                         f"({metrics['standalone_error'][:200]}); arch.yaml, weights.pt and metrics.json were; "
+                         "archscale.load_exported rebuilds it with the family's module")
         if onnx:
             write_onnx(model, chw, out / "model.onnx")
             written.append("model.onnx")

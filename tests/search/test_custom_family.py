@@ -139,6 +139,53 @@ def test_an_entry_point_names_a_family(tmp_path, monkeypatch, isolated):
     assert user.origin("epnet").ship == str((tmp_path / "ep_family.py").resolve())
 
 
+BRANCHY = """
+import torch
+from torch import nn
+
+from archscale.space import Param, SearchSpace
+
+
+class Branchy(nn.Module):
+    def __init__(self, cin, classes):
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(cin, 4, 3), nn.Linear(4, classes)
+
+    def forward(self, x):
+        y = self.conv(x).mean(dim=(2, 3))
+        return self.head(y if y.sum() > 0 else -y)  # control flow on the data: torch.export refuses it
+
+
+class BranchyNet(SearchSpace):
+    name = "branchy"
+    description = "a network whose forward branches on its data"
+    params = (Param("unused", 1, "nothing", low=1, high=2),)
+
+    def build_model(self, arch):
+        return Branchy(arch.params["in_channels"], arch.params["num_classes"])
+"""
+
+
+def test_an_export_without_a_graph_still_rebuilds(tmp_path, monkeypatch, isolated):
+    from archscale.analysis.export import export_trial, trial_files, write_trial_files
+
+    (tmp_path / "branchy.py").write_text(BRANCHY)
+    monkeypatch.chdir(tmp_path)
+    space = get_space("branchy:BranchyNet")
+    arch = space.resolve({}, {"in_channels": 1, "num_classes": 3, "image_size": 8})
+    model = space.build_model(arch)
+    write_trial_files(tmp_path / "run" / "trials" / "t1", trial_files(model, {
+        "arch": arch.text, "mean": [0.5], "std": [0.25], "metrics": {"val_accuracy": 0.5}}))
+    warnings = []
+    out = export_trial(tmp_path / "run", "t1", tmp_path / "exp", warn=warnings.append)
+    metrics = yaml.safe_load((out / "metrics.json").read_text())
+    assert not (out / "model.py").exists() and "model.py" not in metrics["files"]
+    assert metrics["standalone_error"] and "model.py was not written" in warnings[-1]
+    x = torch.randn(2, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.equal(archscale.load_exported(out)(x), model.eval()(x))
+
+
 FAULTS = {
     "no such module": ("", "nomod:TinyNet", ["'nomod'", "no module named", "PYTHONPATH"]),
     "import fails": ("import not_installed_anywhere\n", "fails:TinyNet", ["'fails'", "not_installed_anywhere"]),

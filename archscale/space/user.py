@@ -61,8 +61,9 @@ def is_reference(family: str) -> bool:
 
 def load_family(reference: str, folder: str | Path | None = None) -> SearchSpace:
     """Import ``package.module:ClassName``, check it is a family and register it under its
-    ``name``; the same class loaded again is returned as it was. The module is looked for on
-    ``sys.path``, then in the current folder, then in ``folder`` (where a run found it).
+    ``name``; the same class loaded again is returned as it was (a module reloaded since
+    registers its new class). The module is looked for in the current folder, then on
+    ``sys.path``, then in ``folder`` (where a run found it).
     Raises SpaceError (field ``family``) naming the module and what is wrong."""
     if not _REFERENCE.match(reference):
         raise SpaceError("family", f"{reference!r} is not a family reference; expected package.module:ClassName "
@@ -77,10 +78,11 @@ def load_family(reference: str, folder: str | Path | None = None) -> SearchSpace
         what = "a class that does not subclass" if isinstance(cls, type) else f"a {type(cls).__name__}, not a subclass of"
         raise SpaceError("family", f"{reference}: {class_name} in {where} is {what} archscale.space.SearchSpace; {API}")
     _check_class(cls, reference)
-    known = _REGISTRY.get(cls.name)
-    if known is not None:
-        if type(known) is cls:
-            return known
+    known, canonical = _REGISTRY.get(cls.name), f"{cls.__module__}:{cls.__qualname__}"
+    reloaded = cls.name in _LOADED and _LOADED[cls.name].reference == canonical  # the module imported anew
+    if known is not None and type(known) is cls:
+        return known
+    if known is not None and not reloaded:
         raise SpaceError("family", f"{reference}: name {cls.name!r} is already the family of "
                                    f"{type(known).__module__}.{type(known).__qualname__}; give the class another name")
     try:
@@ -88,7 +90,7 @@ def load_family(reference: str, folder: str | Path | None = None) -> SearchSpace
     except Exception as err:  # noqa: BLE001 - the user's constructor, any error
         raise SpaceError("family", f"{reference}: {class_name}() failed: {type(err).__name__}: {err}") from None
     _REGISTRY[cls.name] = space
-    _LOADED[cls.name] = UserFamily(f"{cls.__module__}:{cls.__qualname__}", *_location(module))
+    _LOADED[cls.name] = UserFamily(canonical, *_location(module))
     return space
 
 

@@ -115,6 +115,18 @@ def test_found_in_the_current_folder_and_recorded(tmp_path, monkeypatch, isolate
     assert sum(p.numel() for p in model.parameters()) == 1 * 4 * 25 + 8 + 4 * 8 * 25 + 16 + 8 * 10 + 10
 
 
+def test_a_reloaded_module_registers_its_new_class(tmp_path, monkeypatch, isolated):
+    import importlib
+
+    path = write_family(tmp_path, "edited_family")
+    monkeypatch.chdir(tmp_path)
+    assert get_space("edited_family:TinyNet").param("width").default == 8
+    path.write_text(path.read_text().replace('Param("width", 8,', 'Param("width", 12,'))
+    importlib.reload(sys.modules["edited_family"])  # a notebook's edit of the family
+    assert get_space("edited_family:TinyNet").param("width").default == 12
+    assert get_space("edited_family").param("width").default == 12
+
+
 def test_a_package_ships_whole(tmp_path, monkeypatch, isolated):
     package = tmp_path / "mypkg"
     write_family(package / "families", "nets", name="pkgnet")

@@ -37,3 +37,25 @@ def test_airbench_files_refuse_images_of_another_shape(tmp_path):
              x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.zeros(1, np.uint8))
     with pytest.raises(ValueError, match="expected uint8"):
         _load("airbench_data").write_airbench_files(tmp_path / "cifar10.npz", tmp_path / "work")
+
+
+def test_every_file_seeds_md_names_exists():
+    """benchmarks/seeds.md (written by reproduce.py) and its rows name only files of this checkout
+    (run directories under runs/ are outputs, and data folders are the user's: not checked)."""
+    import re
+    import sys
+
+    root = BENCHMARKS.parent
+    table = (BENCHMARKS / "seeds.md").read_text()
+    named = set(re.findall(r"(?<![\w./-])((?:examples|benchmarks|archscale|tests)/[\w./-]*\w)", table))
+    spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = reproduce  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(reproduce)
+    finally:
+        del sys.modules["reproduce"]
+    named |= {row.spec for row in reproduce.ROWS}
+    assert "examples/cifar10_200k.yaml" in named and "examples/cifar10_compound_scaling.yaml" in named
+    assert sorted(p for p in named if not (root / p).is_file()) == []
+    assert "not in this checkout" not in table

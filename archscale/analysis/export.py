@@ -78,6 +78,7 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     model = build(arch)
     fit_state_dict(model, load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
     model.eval()
+    classes = _classes_of(result, arch, src / RESULT_FILE)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -88,12 +89,14 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         "input": {"mean": result["mean"], "std": result["std"],
                   "note": "inputs are (x / 255 - mean) / std per channel, shape (B, in_channels, image_size, image_size)"},
         "data": result.get("data", {}),
+        "classes": classes,  # class names by label (an image folder's), or null
     }
     (out / "arch.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     shutil.copyfile(src / WEIGHTS_FILE, out / WEIGHTS_FILE)
     metrics = {
         "trial_id": str(trial_id),
         **result.get("metrics", {}),
+        "classes": classes,
         "history": result.get("history", []),
         **(dict(extra) if extra else {}),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -110,7 +113,7 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         if standalone:
             try:
                 write_model_py(model, chw, out / "model.py", arch=arch.text, mean=result["mean"], std=result["std"],
-                               classes=result.get("classes"))
+                               classes=classes)
                 written.append("model.py")
             except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
                 if strict and not family_origin(arch.family):
@@ -126,6 +129,18 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     metrics["files"] = written
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return out
+
+
+def _classes_of(result: Mapping[str, Any], arch: Arch, path: Path) -> list[str] | None:
+    """The class names a trial's result records, in label order (None when the dataset has none)."""
+    classes = result.get("classes")
+    if classes is None:
+        return None
+    num_classes = arch.params.get("num_classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) != num_classes:
+        raise FileError(f"{path}: classes is {str(classes)[:80]!r}; expected a list of {num_classes} class names, "
+                        "one per label")
+    return classes
 
 
 def _number_list(value: Any) -> bool:

@@ -56,14 +56,14 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    data = load_dataset(spec.data.dataset, spec.data.root)
+    data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
         # their own device)
         require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device,
                                          latency=spec.space.max_latency_ms is not None))
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)))
+    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)), data.classes)
     evaluator = Evaluator(ctx, device=spec.train.device)
     launcher = Launcher(spec, run_dir, ctx, splits, evaluator, out=out)  # Ray, and what it can give a trial
     if not resume:

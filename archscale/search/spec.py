@@ -88,17 +88,36 @@ class Dimension:
 
 
 class DataSpec(_Strict):
-    dataset: str = Field("mnist-5k", description="mnist-5k | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH")
-    root: str = Field("data", description="where torchvision datasets are stored / downloaded")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of the training set held out for validation")
+    dataset: str = Field("mnist-5k", description="mnist-5k | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH "
+                         "| imagefolder:PATH")
+    root: str = Field("data", description="where torchvision datasets are stored / downloaded, and where decoded "
+                      "image folders are cached (ROOT/imagefolder-cache/)")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of the training set held out for validation "
+                                "(not used when an image folder has val/)")
     subset: float = Field(1.0, gt=0, le=1, description="fraction of the remaining training set used for training")
+    image_size: int | None = Field(None, ge=1, description="side in px an imagefolder: dataset's images are brought "
+                                   "to (short side resized, centre crop); required for imagefolder:, only for it")
+    max_device_mb: float | None = Field(None, gt=0, description="MiB of decoded images a trial may keep on its device; "
+                                        "past it (or past half the GPU's free memory) batches stream from host memory")
 
     @field_validator("dataset")
     @classmethod
     def _known(cls, value: str) -> str:
-        if not (value in DATASETS or value.startswith("npz:")) or value == "npz:PATH":
+        if not (value in DATASETS or value.startswith(("npz:", "imagefolder:"))) or value in (
+                "npz:PATH", "imagefolder:PATH", "npz:", "imagefolder:"):
             raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASETS)}")
         return value
+
+    @model_validator(mode="after")
+    def _side(self) -> "DataSpec":
+        folder = self.dataset.startswith("imagefolder:")
+        if folder and self.image_size is None:
+            raise ValueError("data.image_size: not set; an imagefolder: dataset needs the side in px its images are "
+                             "brought to (e.g. image_size: 64)")
+        if not folder and self.image_size is not None:
+            raise ValueError(f"data.image_size: {self.image_size} is only for imagefolder: datasets; "
+                             f"{self.dataset} has its own side (remove image_size)")
+        return self
 
 
 class SpaceSpec(_Strict):
@@ -113,6 +132,9 @@ class SpaceSpec(_Strict):
     max_latency_ms: float | None = Field(None, gt=0, description="budget on batch-1 inference latency (ms) on the trial's device")
     max_memory_mb: float | None = Field(None, gt=0, description="budget on the memory of one training batch, MiB "
                                         "(measured on a GPU, estimated from activation sizes on a CPU)")
+    allow_resolution_mismatch: bool = Field(False, description="run configurations whose network was designed for "
+                                            "an input side more than 2x from the dataset's (e.g. a 32 px base on "
+                                            "224 px images); refused by default")
 
     @model_validator(mode="before")
     @classmethod

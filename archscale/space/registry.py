@@ -120,6 +120,13 @@ class SearchSpace:
         records it ``infeasible`` and never trains it), or None. Override where needed."""
         return None
 
+    def input_mismatch(self, params: Mapping[str, Scalar]) -> SpaceError | None:
+        """Why a configuration does not suit the dataset's input (``params`` hold ``image_size``
+        and the other context parameters): the parameter at fault and the reason; or None.
+        ``archscale check`` and ``run`` refuse a spec that can sample such a configuration
+        unless ``space.allow_resolution_mismatch`` is true. Override where needed."""
+        return None
+
     def describe(self, arch: Arch) -> str:
         """A one-line description of the built network (default: the text form)."""
         return arch.text

@@ -191,3 +191,19 @@ def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(tmp_path
     assert_clear_error(code, err, f"search.resources_per_trial.{resource}: {has + 1} {resource.upper()} per trial, "
                        f"but this machine's Ray has {has}", f"allowed: at most {has}")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_base_designed_for_another_input_side_is_refused_unless_allowed(tmp_path, capsys, write_spec, tiny_spec):
+    """mnist-5k is 28 px: resnet18_224 (torchvision's strides, 224 px) is more than 2x away."""
+    tiny_spec["space"] = {"family": "efficientnet", "params": {"base": ["resnet18", "resnet18_224"],
+                                                                "base_width": 0.125}}
+    spec = write_spec(tiny_spec)
+    for command in ("check", "run"):
+        extra = ["--out", tmp_path / "run"] if command == "run" else []
+        code, _, err = run_cli(capsys, command, spec, *extra)
+        assert_clear_error(code, err, "space.params.base: base resnet18_224 is designed for 224 px inputs",
+                           "the dataset's images are 28 px", "base resnet18 suits 28 px",
+                           "space.allow_resolution_mismatch: true")
+        assert not (tmp_path / "run").exists()
+    code, out, err = run_cli(capsys, "check", spec, "--set", "space.allow_resolution_mismatch=true")
+    assert code == 0 and "2 of 2 configurations fit" in out, err

@@ -61,8 +61,9 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
                  warn: Callable[[str], None] = warn_line) -> Path:
     """Write ``arch.yaml``, ``weights.pt`` and ``metrics.json`` of one trial into ``out``, and
     ``model.py`` (``standalone``) and ``model.onnx`` (``onnx``). When the model cannot be
-    written as ``model.py`` this raises, or with ``strict=False`` records why in
-    ``metrics.json`` (``standalone_error``) and writes the rest.
+    written as ``model.py`` this raises, or with ``strict=False`` (always, for a user's own
+    family, with a ``warn``) records why in ``metrics.json`` (``standalone_error``) and
+    writes the rest.
 
     ``metrics.json`` carries the ``provenance`` the trial recorded when it trained (code
     version, commit, libraries, spec hash, seed, device), copied, never taken anew: a trial
@@ -82,6 +83,7 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     out.mkdir(parents=True, exist_ok=True)
     doc = {
         "family": arch.family,
+        **family_origin(arch.family),
         "text": arch.text,
         "params": dict(arch.params),
         "input": {"mean": result["mean"], "std": result["std"],
@@ -114,9 +116,13 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
                                classes=classes)
                 written.append("model.py")
             except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
-                if strict:
+                if strict and not family_origin(arch.family):
                     raise
                 metrics["standalone_error"] = f"{type(err).__name__}: {err}"[:500]
+                if strict:  # a user's family: the export stands on arch.yaml and the family's module
+                    warn(f"model.py was not written: {arch.family}'s model could not be captured as a graph "
+                         f"({metrics['standalone_error'][:200]}); arch.yaml, weights.pt and metrics.json were; "
+                         "archscale.load_exported rebuilds it with the family's module")
         if onnx:
             write_onnx(model, chw, out / "model.onnx")
             written.append("model.onnx")
@@ -198,11 +204,27 @@ def read_exported(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def family_origin(name: str) -> dict[str, str]:
+    """For a user's own family (:mod:`space.user`), where it came from: ``family_module``
+    (``package.module:ClassName``) and ``family_path`` (the folder it was found in), as
+    ``arch.yaml`` records them; empty for archscale's own families."""
+    from archscale.space import user
+
+    found = user.origin(name)
+    return {"family_module": found.reference, "family_path": found.folder} if found else {}
+
+
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode."""
+    """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode. A
+    user's family is imported from ``family_module`` (PYTHONPATH, the current folder, then
+    ``family_path``)."""
+    from archscale.space import user
+
     doc = read_exported(path)
     arch_file = Path(path) / "arch.yaml"
     try:
+        if isinstance(doc.get("family_module"), str):
+            user.load_family(doc["family_module"], doc.get("family_path"))
         model = build(Arch(doc["family"], doc["params"]))
     except (ValueError, TypeError, SpaceError) as err:
         raise FileError(f"{arch_file}: {err}; expected a family and parameters archscale can build") from None

@@ -90,10 +90,22 @@ def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:
     return [(name, amount, largest[name]) for name, amount in asked.items() if amount > largest[name]]
 
 
-def init_ray(address: str | None = None) -> None:
+def runtime_env(spec: Spec) -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` for the job: a family of the user's own (``package.module:ClassName``
+    or an entry point) is shipped to every worker as ``py_modules`` (its top-level package
+    folder or module file), so no node needs it installed or on its path; None for archscale's
+    own families."""
+    from archscale.space import get_space, user
+
+    found = user.origin(get_space(spec.space.family).name)
+    return {"py_modules": [found.ship]} if found else None
+
+
+def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
-    or join the cluster at ``address``."""
+    or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
+    A Ray already started in this process is used as it is."""
     cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     import ray
@@ -105,11 +117,12 @@ def init_ray(address: str | None = None) -> None:
     if ray.is_initialized():
         return
     if address == "local":
-        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env=env)
         return
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
         try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
             return
         except ConnectionError as err:
             # A Ray Client's server starts a process per client; on a busy head that start can
@@ -153,7 +166,7 @@ class Launcher:
                  out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
         # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
-        init_ray(spec.search.address)  # Ray must not be imported before a cluster's token is known
+        init_ray(spec.search.address, runtime_env(spec))  # Ray must not be imported before a cluster's token is known
         from ray import tune
 
         require_resources(spec, out)

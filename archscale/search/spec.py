@@ -22,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_serializer, model_validator)
 
 from archscale.search.errors import SpecError  # noqa: F401 - re-exported: archscale.search.spec.SpecError
-from archscale.space import CONTEXT_PARAMS, SpaceError, get_space
+from archscale.space import CONTEXT_PARAMS, SpaceError, get_space, user
 from archscale.trainer import DATASETS, RECIPES, TrainConfig
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
@@ -121,7 +121,11 @@ class DataSpec(_Strict):
 
 
 class SpaceSpec(_Strict):
-    family: str = "budgeted"
+    family: str = Field("budgeted", description="a family's name (`archscale spaces`) or a family of your own, "
+                        "package.module:ClassName, imported from the current folder or PYTHONPATH")
+    family_path: str | None = Field(None, description="the folder the module of a package.module:ClassName family "
+                                    "was found in; filled in when the spec is resolved, so that later commands "
+                                    "find it from any folder")
     params: dict[str, Any] = Field(default_factory=dict, description="fixed values, choice lists or ranges")
     max_params: int | None = Field(None, gt=0, description="budget on trainable parameters")
     max_macs: int | None = Field(None, gt=0, description="budget on multiply-adds per image (fvcore)")
@@ -131,6 +135,24 @@ class SpaceSpec(_Strict):
     allow_resolution_mismatch: bool = Field(False, description="run configurations whose network was designed for "
                                             "an input side more than 2x from the dataset's (e.g. a 32 px base on "
                                             "224 px images); refused by default")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _user_family(cls, data: Any) -> Any:
+        """Import a user's family (from ``family_path`` too, where a run found it) and record
+        the folder it was found in."""
+        family = data.get("family") if isinstance(data, dict) else None
+        if not (isinstance(family, str) and user.is_reference(family)):
+            return data
+        folder = data.get("family_path")
+        if folder is not None and not isinstance(folder, str):
+            raise ValueError(f"space.family_path: {folder!r} is not a folder; expected the path of the folder "
+                             "that holds the family's module")
+        try:
+            space = user.load_family(family, Path(folder).resolve() if folder else None)
+        except SpaceError as err:
+            raise ValueError(f"space.family: {err.message}") from None
+        return {**data, "family_path": user.origin(space.name).folder}
 
     @field_validator("family")
     @classmethod

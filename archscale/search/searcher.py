@@ -82,6 +82,7 @@ def _startup(n: int) -> int:
 # benchmarks/sampler_quality.py compares, reachable through AskTell's ``sampler`` argument.
 SAMPLERS: dict[str, Callable[[int, int], Any]] = {
     "random": lambda seed, n: _optuna().samplers.RandomSampler(seed=seed),
+    "grid": lambda seed, n: _optuna().samplers.RandomSampler(seed=seed),
     "tpe": lambda seed, n: _optuna().samplers.TPESampler(seed=seed, n_startup_trials=_startup(n), multivariate=True),
     "tpe_independent": lambda seed, n: _optuna().samplers.TPESampler(seed=seed, n_startup_trials=_startup(n),
                                                                     multivariate=False),
@@ -105,7 +106,7 @@ def make_sampler(spec: Spec, told: int = 0, sampler: str | None = None):
     (:func:`make_searcher`): its sampler is never asked."""
     name = sampler or spec.search.sampler
     seed = spec.seed if not told else int(np.random.SeedSequence([spec.seed, told]).generate_state(1)[0])
-    return SAMPLERS.get(name, SAMPLERS["random"])(seed, spec.search.num_trials)
+    return SAMPLERS[name](seed, spec.search.num_trials)
 
 
 def budget_excess(spec: Spec, measured: dict) -> float:

@@ -123,3 +123,18 @@ def test_constraints_is_a_spec_field_told_to_the_sampler():
     assert spec.search.constraints is True
     at = AskTell(spec, spec.searched(), spec.search.objective_pairs())
     assert at.constraints
+
+
+@pytest.mark.parametrize("name", ["random", "tpe", "tpe_independent", "tpe_optuna", "nsga2", "gp"])
+def test_every_named_sampler_is_built_with_its_settings(name):
+    """The variants the benchmark compares, as Optuna builds them (gp and nsga2: a third of the budget)."""
+    import optuna
+
+    from archscale.search.searcher import SAMPLERS
+
+    made = SAMPLERS[name](0, 30)
+    kind = {"random": optuna.samplers.RandomSampler, "nsga2": optuna.samplers.NSGAIISampler,
+            "gp": optuna.samplers.GPSampler}.get(name, optuna.samplers.TPESampler)
+    assert isinstance(made, kind)
+    with pytest.raises(KeyError):
+        AskTell(make_spec(), make_spec().searched(), [("val_accuracy", "max")], sampler="tpe_typo")

@@ -28,10 +28,11 @@ Replays of samplers whose settings do not depend on ``num_trials`` (random, tpe_
 once at 40 trials and are read at 10 and 20 as prefixes (a sampler does not know the budget;
 ``tests/search/test_replay.py`` checks that the prefix equals a shorter replay). The others
 (tpe, tpe_independent, nsga2, gp: startup trials or population are a third of the budget) are
-replayed at each budget. Optuna's GPSampler is left out unless named in ``--samplers``: on the
+replayed at each budget. Replay results are cached in ``benchmarks/.store/replays_<hash>.jsonl``,
+keyed by the code a replay depends on (searcher.py, replay.py); delete the file after changing
+how a replay is scored here. Optuna's GPSampler is left out unless named in ``--samplers``: on the
 shared 2-core machine one 40-trial GP replay did not finish in 11 minutes (load average 25),
-and the table needs 360 of them. Later results with the same code come from a cache in
-``benchmarks/.store/``.
+and the table needs 360 of them.
 """
 
 from __future__ import annotations

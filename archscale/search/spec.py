@@ -396,6 +396,8 @@ class SearchSpec(_Strict):
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: Resources = Field(default_factory=Resources)
+    constraints: bool = Field(False, description="also tell over-budget configurations to tpe, nsga2 and gp as "
+                              "Optuna constraints (Trial.set_constraint), not only as 0 accuracy")
     scheduler: Literal["none", "asha"] = Field("none", description="asha: stop weak trials early on val_accuracy")
     asha: AshaSpec = Field(default_factory=AshaSpec)
     max_failures: int = Field(1, ge=0, description="retries of a trial whose worker died or ran out of GPU memory")

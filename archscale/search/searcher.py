@@ -313,8 +313,8 @@ class AskTell:
             except ValueError as err:  # a recorded value outside today's distributions
                 logger.warning("trial %s not told to the sampler: %s", row["trial_id"], err)
                 continue
-            if state == "COMPLETE":
-                self._constrain(frozen, result, feasible=row["status"] != "infeasible")
+            if frozen.state.name == "COMPLETE":
+                self._constrain(frozen, dict(row), feasible=row["status"] != "infeasible")
             self.study.add_trial(frozen)
             told += 1
         if self.sampler_name == "grid":

@@ -5,6 +5,8 @@ results with their last report). A cluster that cannot be joined, or cannot hold
 is said in one line, exit 2, with nothing written."""
 
 import json
+import os
+import socket
 import subprocess
 import sys
 import time

@@ -108,9 +108,14 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     if quiet and verbose:
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
+    from archscale.search.cluster import prepare_address
+    from archscale.search.resources import require_cores
     from archscale.search.rundir import prepare_run_dir
     from archscale.search.runner import run_search
 
+    # said before the data loads and Ray starts: a cluster that cannot be joined, a trial too big for this machine
+    prepare_address(resolved.search.address)
+    require_cores(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
     if resolved.search.stages is not None:
         from archscale.search.stages import run_staged

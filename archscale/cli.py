@@ -1,4 +1,4 @@
-"""``archscale`` command line: run | check | spaces | pareto | report | export | compare.
+"""``archscale`` command line: run | check | spaces | pareto | report | export | compare | store.
 
 Exit status: 0 success, 2 invalid input (spec, arguments, paths, a file that is not what it should
 be), 1 a failure while running.
@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "completed values over all runs)")
     compare.add_argument("--out", default=".", help="directory for compare_fronts.png, compare_hypervolume.png "
                                                     "and compare.csv (default: the current directory)")
+    store = sub.add_parser("store", help="print what a results store (search.store) holds")
+    store.add_argument("path", help="the store's SQLite file")
+    store.add_argument("--best", type=int, default=10, help="completed rows to list, most accurate first (default 10)")
     return parser
 
 
@@ -309,7 +312,14 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat, "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report,
+def cmd_store(args) -> int:
+    from archscale.search.store import describe
+
+    print(describe(args.path, best=args.best))
+    return EXIT_OK
+
+
+COMMANDS = {"store": cmd_store, "run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat, "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report,
             "export": cmd_export, "compare": cmd_compare}
 
 

@@ -95,7 +95,7 @@ ROWS = (
     Row("davidnet", "003", "DavidNet (ResNet-9): 94% test at 24 epochs", "examples/cifar10_davidnet_placements.yaml",
         True),
     Row("compound_scaling", "002", "Compound scaling grid search: alpha=1.2, beta=1.1, gamma=1.15 "
-        "(alpha*beta^2*gamma^2 ~ 2)", "examples/efficientnet.yaml", True, figure=scaling_figure),
+        "(alpha*beta^2*gamma^2 ~ 2)", "examples/cifar10_compound_scaling.yaml", True, figure=scaling_figure),
 )
 
 

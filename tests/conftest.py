@@ -34,6 +34,41 @@ FINISHED_RUN_GRID = {"c1_width": [4, 8], "c3_width": 8, "c3_conv": ["regular", "
 FINISHED_RUN_MAX_PARAMS = 3000
 
 
+FOLDER_SIDE = 16  # px: the side of the smallest images make_image_folder writes
+FOLDER_CLASSES = ("cat", "dog", "fish")
+
+
+def image_of(channels: int, h: int, w: int, seed: int):
+    """A uint8 (C, H, W) image: a smooth gradient plus noise (JPEG keeps it close)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    ramp = torch.linspace(0, 200, w)[None, None, :].expand(channels, h, w)
+    return (ramp + torch.randint(0, 40, (channels, h, w), generator=gen)).to(torch.uint8)
+
+
+def make_image_folder(root: Path, splits=(("train", 4), ("test", 2)), grey_every: int = 3) -> Path:
+    """``root/<split>/<class>/`` with RGB JPEGs and PNGs of several sizes; every ``grey_every``-th
+    image is a grey PNG, so RGB is what most images hold."""
+    from torchvision.io import write_jpeg, write_png
+
+    n = 0
+    for name, per_class in splits:
+        for cls in FOLDER_CLASSES:
+            folder = root / name / cls
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                h, w = (FOLDER_SIDE + 4 * (i % 3), FOLDER_SIDE + 8 * (i % 2))
+                n += 1
+                if n % grey_every == 0:
+                    write_png(image_of(1, h, w, n), str(folder / f"{i}.png"))
+                elif n % 2:
+                    write_jpeg(image_of(3, h, w, n), str(folder / f"{i}.jpg"), quality=95)
+                else:
+                    write_png(image_of(3, h, w, n), str(folder / f"{i}.png"))
+    return root
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     """The shared datasets folder (``ARCHSCALE_DATA``, else ``../shared/data`` beside the checkout)."""

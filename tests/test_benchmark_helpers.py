@@ -4,6 +4,7 @@ import importlib.util
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -37,3 +38,77 @@ def test_airbench_files_refuse_images_of_another_shape(tmp_path):
              x_test=np.zeros((1, 28, 28), np.uint8), y_test=np.zeros(1, np.uint8))
     with pytest.raises(ValueError, match="expected uint8"):
         _load("airbench_data").write_airbench_files(tmp_path / "cifar10.npz", tmp_path / "work")
+
+
+def test_every_file_seeds_md_names_exists():
+    """benchmarks/seeds.md (written by reproduce.py) and its rows name only files of this checkout
+    (run directories under runs/ are outputs, and data folders are the user's: not checked)."""
+    import re
+    import sys
+
+    root = BENCHMARKS.parent
+    table = (BENCHMARKS / "seeds.md").read_text()
+    named = set(re.findall(r"(?<![\w./-])((?:examples|benchmarks|archscale|tests)/[\w./-]*\w)", table))
+    spec = importlib.util.spec_from_file_location("reproduce", BENCHMARKS / "reproduce.py")
+    reproduce = importlib.util.module_from_spec(spec)
+    sys.modules["reproduce"] = reproduce  # its dataclasses look their module up there
+    try:
+        spec.loader.exec_module(reproduce)
+    finally:
+        del sys.modules["reproduce"]
+    named |= {row.spec for row in reproduce.ROWS}
+    assert "examples/cifar10_200k.yaml" in named and "examples/cifar10_compound_scaling.yaml" in named
+    assert sorted(p for p in named if not (root / p).is_file()) == []
+    assert "not in this checkout" not in table
+def _brute_force_area(points, reference):
+    """Area dominated by (accuracy:max, macs:min) points above/below ``reference``, by
+    coordinate compression: every cell of the grid of all coordinates, covered or not."""
+    ra, rm = reference
+    pts = [(a, m) for a, m in points if a > ra and m < rm]
+    xs = sorted({ra, *(a for a, _ in pts)})
+    ys = sorted({rm, *(m for _, m in pts)})
+    area = 0.0
+    for x0, x1 in zip(xs, xs[1:]):
+        for y0, y1 in zip(ys, ys[1:]):
+            if any(a >= x1 and m <= y0 for a, m in pts):
+                area += (x1 - x0) * (y1 - y0)
+    return area
+
+
+def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
+    """The benchmark's score: hypervolume of the first trials over the true front's, under one
+    reference point (the worst completed values), checked by brute force; the true front is
+    the one Optuna's public ``Study.best_trials`` picks from the same trials."""
+    import optuna
+
+    from archscale.search.spec import parse_spec
+
+    bench = _load("sampler_quality")
+    rng = np.random.default_rng(1)
+    params = {"c1_width": [4, 8, 12, 16], "c2_width": [8, 16, 24]}
+    spec = parse_spec({"name": "s", "space": {"params": params},
+                       "search": {"sampler": "grid", "objectives": ["val_accuracy:max", "macs:min"]}})
+    rows = [{"trial_id": f"t{i}", "status": "completed" if i % 5 else "failed", "c1_width": a, "c2_width": b,
+             "macs": int(rng.integers(1000, 9000)), "params": 100, "val_accuracy": round(rng.uniform(0.5, 1), 4),
+             "epochs": 1, "arch": f"budgeted:c1_width={a},c2_width={b}"} for i, (a, b) in enumerate((a, b) for a in params["c1_width"] for b in params["c2_width"])]
+    (tmp_path / "spec.yaml").write_text(spec.to_yaml())
+    pd.DataFrame(rows).to_csv(tmp_path / "trials.csv", index=False)
+    space = bench.Space("toy", tmp_path)
+
+    done = [(r["val_accuracy"], r["macs"]) for r in rows if r["status"] == "completed"]
+    reference = (min(a for a, _ in done), max(m for _, m in done))
+    assert space.bounds.reference == pytest.approx(reference)
+    assert space.true_hv == pytest.approx(_brute_force_area(done, reference))
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    for a, m in done:
+        study.add_trial(optuna.trial.create_trial(values=[a, m]))
+    front = {(t.values[0], t.values[1]) for t in study.best_trials}
+    assert _brute_force_area(front, reference) == pytest.approx(space.true_hv)
+
+    replayed = pd.DataFrame(rows).assign(suggested=range(len(rows)))
+    for budget in (3, 7, 12):
+        first = [(r["val_accuracy"], r["macs"]) for r in rows[:budget] if r["status"] == "completed"]
+        hv, best = space.score(replayed, budget)
+        assert hv == pytest.approx(_brute_force_area(first, reference) / space.true_hv)
+        assert best == (max(a for a, _ in first) == max(a for a, _ in done))
+    assert space.score(replayed, len(rows)) == (pytest.approx(1.0), True)

@@ -61,8 +61,9 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
                  warn: Callable[[str], None] = warn_line) -> Path:
     """Write ``arch.yaml``, ``weights.pt`` and ``metrics.json`` of one trial into ``out``, and
     ``model.py`` (``standalone``) and ``model.onnx`` (``onnx``). When the model cannot be
-    written as ``model.py`` this raises, or with ``strict=False`` records why in
-    ``metrics.json`` (``standalone_error``) and writes the rest.
+    written as ``model.py`` this raises, or with ``strict=False`` (always, for a user's own
+    family, with a ``warn``) records why in ``metrics.json`` (``standalone_error``) and
+    writes the rest.
 
     ``metrics.json`` carries the ``provenance`` the trial recorded when it trained (code
     version, commit, libraries, spec hash, seed, device), copied, never taken anew: a trial
@@ -77,21 +78,25 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     model = build(arch)
     fit_state_dict(model, load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
     model.eval()
+    classes = _classes_of(result, arch, src / RESULT_FILE)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {
         "family": arch.family,
+        **family_origin(arch.family),
         "text": arch.text,
         "params": dict(arch.params),
         "input": {"mean": result["mean"], "std": result["std"],
                   "note": "inputs are (x / 255 - mean) / std per channel, shape (B, in_channels, image_size, image_size)"},
         "data": result.get("data", {}),
+        "classes": classes,  # class names by label (an image folder's), or null
     }
     (out / "arch.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     shutil.copyfile(src / WEIGHTS_FILE, out / WEIGHTS_FILE)
     metrics = {
         "trial_id": str(trial_id),
         **result.get("metrics", {}),
+        "classes": classes,
         "history": result.get("history", []),
         **(dict(extra) if extra else {}),
         "exported_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -108,18 +113,34 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         if standalone:
             try:
                 write_model_py(model, chw, out / "model.py", arch=arch.text, mean=result["mean"], std=result["std"],
-                               classes=result.get("classes"))
+                               classes=classes)
                 written.append("model.py")
             except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
-                if strict:
+                if strict and not family_origin(arch.family):
                     raise
                 metrics["standalone_error"] = f"{type(err).__name__}: {err}"[:500]
+                if strict:  # a user's family: the export stands on arch.yaml and the family's module
+                    warn(f"model.py was not written: {arch.family}'s model could not be captured as a graph "
+                         f"({metrics['standalone_error'][:200]}); arch.yaml, weights.pt and metrics.json were; "
+                         "archscale.load_exported rebuilds it with the family's module")
         if onnx:
             write_onnx(model, chw, out / "model.onnx")
             written.append("model.onnx")
     metrics["files"] = written
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return out
+
+
+def _classes_of(result: Mapping[str, Any], arch: Arch, path: Path) -> list[str] | None:
+    """The class names a trial's result records, in label order (None when the dataset has none)."""
+    classes = result.get("classes")
+    if classes is None:
+        return None
+    num_classes = arch.params.get("num_classes")
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes) or len(classes) != num_classes:
+        raise FileError(f"{path}: classes is {str(classes)[:80]!r}; expected a list of {num_classes} class names, "
+                        "one per label")
+    return classes
 
 
 def _number_list(value: Any) -> bool:
@@ -183,11 +204,27 @@ def read_exported(path: str | Path) -> dict[str, Any]:
     return doc
 
 
+def family_origin(name: str) -> dict[str, str]:
+    """For a user's own family (:mod:`space.user`), where it came from: ``family_module``
+    (``package.module:ClassName``) and ``family_path`` (the folder it was found in), as
+    ``arch.yaml`` records them; empty for archscale's own families."""
+    from archscale.space import user
+
+    found = user.origin(name)
+    return {"family_module": found.reference, "family_path": found.folder} if found else {}
+
+
 def load_exported(path: str | Path, device: str | torch.device = "cpu") -> nn.Module:
-    """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode."""
+    """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode. A
+    user's family is imported from ``family_module`` (PYTHONPATH, the current folder, then
+    ``family_path``)."""
+    from archscale.space import user
+
     doc = read_exported(path)
     arch_file = Path(path) / "arch.yaml"
     try:
+        if isinstance(doc.get("family_module"), str):
+            user.load_family(doc["family_module"], doc.get("family_path"))
         model = build(Arch(doc["family"], doc["params"]))
     except (ValueError, TypeError, SpaceError) as err:
         raise FileError(f"{arch_file}: {err}; expected a family and parameters archscale can build") from None

@@ -2,7 +2,9 @@
 
 Columns: ``trial_id``, ``stage`` (staged runs only: 1 or 2), ``status`` (completed |
 pruned | failed | infeasible), one column per searched choice, then
-:data:`METRIC_COLUMNS`, ``error`` and ``arch`` (the architecture's text form).
+:data:`METRIC_COLUMNS`, ``error``, ``arch`` (the architecture's text form) and ``source``
+(``trained``: this run produced the row; ``store``: read from the results store, see
+:mod:`archscale.search.store`; absent in runs written before it existed).
 ``macs`` counts multiply-adds per image (fvcore); ``memory_source`` says whether
 ``memory_mb`` was measured (``cuda_peak``) or estimated (``cpu_estimate``);
 ``latency_ms`` is the median inference time of one image, ``latency_batch_ms`` of one
@@ -32,7 +34,7 @@ TRIALS_DIR = "trials"  # trials/<trial_id>/{weights.pt,result.json}
 
 
 def columns_for(choices: Iterable[str], staged: bool = False) -> list[str]:
-    return ["trial_id", *(["stage"] if staged else []), "status", *choices, *METRIC_COLUMNS, "error", "arch"]
+    return ["trial_id", *(["stage"] if staged else []), "status", *choices, *METRIC_COLUMNS, "error", "arch", "source"]
 
 
 def _cell(value) -> str:

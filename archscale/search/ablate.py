@@ -155,9 +155,9 @@ def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds
     out = out or sys.stdout
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SpecError(f"{run_dir} already holds a run; use --out DIR for a new one")
-    data = load_dataset(spec.data.dataset, spec.data.root)
+    data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
     splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec.to_yaml()))
+    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec.to_yaml()), data.classes)
     ctx = replace(ctx, fixed={**ctx.fixed, **base})
     launcher = Launcher(spec, run_dir, ctx, splits, Evaluator(ctx, device=spec.train.device), out=out,
                         trainable=variant_trial, table=table)

@@ -58,7 +58,7 @@ def sample_configs(dims: list[Dimension], n: int, seed: int) -> list[dict]:
 
 def driver_evaluator(spec: Spec, latency: bool = False) -> Evaluator:
     """An evaluator of ``spec``'s configurations in this process, on the spec's training device."""
-    ctx = trial_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root))
+    ctx = trial_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root, spec.data.image_size))
     return Evaluator(ctx, device=spec.train.device, latency=latency)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from archscale.search.spec import Spec
+from archscale.search.spec import Spec, SpecError
 from archscale.space import Arch, get_space
 
 TRAIN_PREFIX = "train."  # sampled training fields: train.lr, train.mixup, ...
@@ -23,7 +23,7 @@ class TrialContext:
     family: str
     fixed: dict[str, Any]  # the spec's fixed architecture values
     data_context: dict[str, int]  # in_channels, num_classes, image_size
-    data_info: dict[str, Any]  # dataset, root, val_fraction, subset, seed: how to reload the splits
+    data_info: dict[str, Any]  # dataset, root, image_size, val_fraction, subset, seed: how to reload the splits
     train: dict[str, Any]  # the resolved training recipe (TrainConfig's fields)
     max_params: int | None = None
     max_macs: int | None = None
@@ -32,6 +32,7 @@ class TrialContext:
     cpus: float = 1.0
     seed: int = 0
     provenance: dict[str, Any] = field(default_factory=dict)  # the driver's part (see search.provenance)
+    classes: tuple[str, ...] | None = None  # class names in label order, when the dataset names them
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -44,16 +45,39 @@ class TrialContext:
         return any(b is not None for b in (self.max_params, self.max_macs, self.max_memory_mb, self.max_latency_ms))
 
 
+def require_suited_input(spec: Spec, data_context: dict[str, int]) -> None:
+    """Raise SpecError when ``spec`` can sample a configuration that does not suit the dataset's
+    input (:meth:`SearchSpace.input_mismatch`, e.g. a 32 px base on 224 px images), unless
+    ``space.allow_resolution_mismatch``. Each listed value of each parameter is tried with the
+    others at their fixed value, first value or low end."""
+    if spec.space.allow_resolution_mismatch:
+        return
+    family = get_space(spec.space.family)
+    dims = spec.space.dimensions()
+    first = {**{p.name: p.default for p in family.params},
+             **{d.name: d.values[0] if d.values else d.low for d in dims}, **data_context}
+    candidates = [first] + [{**first, d.name: v} for d in dims for v in (d.values or (d.low, d.high))]
+    for params in candidates:
+        if (why := family.input_mismatch(params)) is not None:
+            side = f", data.image_size {spec.data.image_size}" if spec.data.image_size is not None else ""
+            raise SpecError(f"space.params.{why.field}: {why.message} (data.dataset {spec.data.dataset}{side}); or "
+                            "set space.allow_resolution_mismatch: true")
+
+
 def trial_context(spec: Spec, run_dir: str | Path, data_context: dict[str, int],
-                  provenance: dict[str, Any] | None = None) -> TrialContext:
-    """The context of every trial of ``spec`` run in ``run_dir``."""
+                  provenance: dict[str, Any] | None = None, classes: tuple[str, ...] | None = None) -> TrialContext:
+    """The context of every trial of ``spec`` run in ``run_dir``; ``classes``: the dataset's
+    class names in label order (an image folder's), recorded with each trial's result. Raises
+    SpecError when the space does not suit the dataset's input (:func:`require_suited_input`)."""
+    require_suited_input(spec, data_context)
     return TrialContext(
         run_dir=str(Path(run_dir).resolve()),
         family=spec.space.family,
         fixed=spec.space.fixed(),
         data_context=dict(data_context),
-        data_info={"dataset": spec.data.dataset, "root": spec.data.root, "val_fraction": spec.data.val_fraction,
-                   "subset": spec.data.subset, "seed": spec.seed},
+        data_info={"dataset": spec.data.dataset, "root": spec.data.root, "image_size": spec.data.image_size,
+                   "val_fraction": spec.data.val_fraction, "subset": spec.data.subset, "seed": spec.seed,
+                   "max_device_mb": spec.data.max_device_mb},
         train=spec.train.values(),
         max_params=spec.space.max_params,
         max_macs=spec.space.max_macs,
@@ -62,6 +86,7 @@ def trial_context(spec: Spec, run_dir: str | Path, data_context: dict[str, int],
         cpus=spec.search.resources_per_trial.cpu,
         seed=spec.seed,
         provenance=dict(provenance or {}),
+        classes=tuple(classes) if classes else None,
     )
 
 

@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+from archscale.search import cluster
 from archscale.search.context import TrialContext
 from archscale.search.evaluate import Evaluator
 from archscale.search.profile import PROFILE, phase
@@ -26,10 +27,12 @@ from archscale.search.recorder import Progress, Relay, RunFiles, drain, make_rec
 from archscale.search.resources import TrialResources, trial_resources
 from archscale.search.shared import share_splits
 from archscale.search.spec import Spec, SpecError
+from archscale.search.store import RunStore
 from archscale.search.trial import run_trial
 
 SPEC_FILE = "spec.yaml"
 CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving up
+RESOURCE_POLL_S = 5.0  # seconds between looks at a growing cluster's nodes
 
 
 def write_spec(run_dir: Path, spec: Spec) -> Path:
@@ -45,28 +48,69 @@ def spec_text(run_dir: Path, spec: Spec, resume: bool) -> str:
     return (Path(run_dir) / SPEC_FILE).read_text() if resume else spec.to_yaml()
 
 
-def require_resources(spec: Spec) -> None:
-    """On a Ray instance archscale started here (a fixed size), refuse a trial that asks for more
-    CPUs or GPUs than any node has: it would wait for ever. A cluster joined by address may grow
-    (Ray's autoscaler), so it is not judged here."""
+def require_resources(spec: Spec, out: TextIO | None = None) -> None:
+    """Refuse a trial that asks for more CPUs or GPUs than any node of the Ray in use has:
+    it would wait for ever. Ray started here, or a cluster taken as it is
+    (``search.resource_wait_s`` 0): at once. A cluster that grows (Ray's autoscaler adds
+    nodes): after a waiting line, once ``resource_wait_s`` has passed with no node big enough
+    (meanwhile the bundle is asked of the autoscaler with ``request_resources``)."""
+    address = spec.search.address or os.environ.get("RAY_ADDRESS") or "local"
+    r = spec.search.resources_per_trial
+    asked = {"CPU": float(r.cpu), **({"GPU": float(r.gpu)} if r.gpu != "auto" and float(r.gpu) > 0 else {})}
+    where = "this machine's Ray" if address == "local" else f"the largest node of the Ray cluster at {address}"
+    missing = _missing(asked)
+    if not missing:
+        return
+    wait = spec.search.resource_wait_s if address != "local" else 0.0
+    if wait > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        name, amount, largest = missing[0]
+        print(f"archscale: {amount:g} {name} per trial, but {where} has {largest:g}; "
+              f"waiting up to {wait:g} s (search.resource_wait_s) for the autoscaler to add one",
+              file=out or sys.stdout, flush=True)
+        request_resources(bundles=[asked])
+        deadline = time.monotonic() + wait
+        while missing and time.monotonic() < deadline:
+            time.sleep(min(RESOURCE_POLL_S, max(0.0, deadline - time.monotonic())))
+            missing = _missing(asked)
+        request_resources(bundles=[])  # Tune asks for what its trials need from here on
+        if not missing:
+            return
+    name, amount, largest = missing[0]
+    grow = (f" (after waiting {wait:g} s for a node)" if wait > 0 else
+            "; on a cluster that grows, search.resource_wait_s waits for a node" if address != "local" else "")
+    raise SpecError(f"search.resources_per_trial.{name.lower()}: {amount:g} {name} per trial, but {where} "
+                    f"has {largest:g}, so no trial could ever start{grow}; allowed: at most {largest:g}")
+
+
+def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:
+    """(resource, asked, largest node's amount) for each resource no live node has enough of."""
     import ray
 
-    if spec.search.address is not None or os.environ.get("RAY_ADDRESS") not in (None, "", "local"):
-        return
-    r = spec.search.resources_per_trial
-    asked = {"cpu": float(r.cpu), **({"gpu": float(r.gpu)} if r.gpu != "auto" and float(r.gpu) > 0 else {})}
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    for name, amount in asked.items():
-        largest = max((float(n.get(name.upper(), 0)) for n in nodes), default=0.0)
-        if amount > largest:
-            raise SpecError(f"search.resources_per_trial.{name}: {amount:g} {name.upper()} per trial, but this machine's "
-                            f"Ray has {largest:g}, so no trial could ever start; allowed: at most {largest:g}")
+    largest = {name: max((float(n.get(name, 0)) for n in nodes), default=0.0) for name in asked}
+    return [(name, amount, largest[name]) for name, amount in asked.items() if amount > largest[name]]
 
 
-def init_ray(address: str | None = None) -> None:
+def runtime_env(spec: Spec) -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` for the job: a family of the user's own (``package.module:ClassName``
+    or an entry point) is shipped to every worker as ``py_modules`` (its top-level package
+    folder or module file), so no node needs it installed or on its path; None for archscale's
+    own families."""
+    from archscale.space import get_space, user
+
+    found = user.origin(get_space(spec.space.family).name)
+    return {"py_modules": [found.ship]} if found else None
+
+
+def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
-    or join the cluster at ``address``."""
+    or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
+    A Ray already started in this process is used as it is."""
+    cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
     import ray
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
@@ -75,13 +119,13 @@ def init_ray(address: str | None = None) -> None:
     os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (ctrl_c) stops the search and keeps what finished
     if ray.is_initialized():
         return
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
     if address == "local":
-        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env=env)
         return
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
         try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
             return
         except ConnectionError as err:
             # A Ray Client's server starts a process per client; on a busy head that start can
@@ -123,12 +167,15 @@ class Launcher:
 
     def __init__(self, spec: Spec, run_dir: Path, ctx: TrialContext, splits, evaluator: Evaluator, *,
                  out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
+        # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
+        self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
+        init_ray(spec.search.address, runtime_env(spec))  # Ray must not be imported before a cluster's token is known
         from ray import tune
 
         with phase("ray start"):
             ray_ready(spec.search.address)
         tune_setup = time.perf_counter()
-        require_resources(spec)
+        require_resources(spec, out)
         self.spec, self.run_dir, self.ctx = spec, Path(run_dir), ctx
         self.out = out or sys.stdout
         self.client = (spec.search.address or "").startswith("ray://")
@@ -158,7 +205,7 @@ class Launcher:
         stopped by the time budget or by Ctrl-C (``self.stopper.reason`` says which)."""
         from ray import tune
 
-        files = RunFiles(self.run_dir, choices, progress, stage=stage)
+        files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store)
         sink, relayed, drainer = files, None, None
         if self.client:
             # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,

@@ -99,6 +99,8 @@ class Progress:
             extra = f" ({row['error']})"
         elif row["status"] == "pruned":
             extra = f" (stopped after {row.get('epochs')} of {self.epochs} epochs)"
+        if row.get("source") == "store":
+            extra += " (from the store)"
         best = f" | best {metric}={fmt_metric(metric, self.best).split('=', 1)[1]}" if self.best is not None else ""
         line = (f"[{self.done}/{self.total}] trial {row['trial_id']} {row['status']}: {metrics}{extra}{best} "
                 f"| {duration(elapsed)} elapsed, ~{duration(eta)} left")
@@ -181,10 +183,13 @@ class RunFiles:
     """What a search leaves in its run directory, applied where the driver runs: rows of
     ``trials.csv`` (each trial once), the trials' files, ``started.jsonl``, and the progress
     lines. The recorder calls it directly, or through a :class:`Relay` from a cluster.
-    ``stage`` (two-stage runs) is written into every row and ``started.jsonl`` line."""
+    ``stage`` (two-stage runs) is written into every row and ``started.jsonl`` line; ``store``
+(:class:`~archscale.search.store.RunStore`) receives every row recorded."""
 
-    def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None):
+    def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None,
+                 store=None):
         self.run_dir, self.choices, self.progress, self.stage = Path(run_dir), choices, progress, stage
+        self.store = store  # a search.store.RunStore: every finished trial also goes in there
         self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None)
 
     def started(self, trial_id: str, config: dict, gpu: float) -> None:
@@ -207,6 +212,8 @@ class RunFiles:
             row = {**row, "stage": self.stage}  # two-stage runs (search.stages)
         if self.csv.append(row):
             self.progress.finished(row)
+            if self.store is not None:
+                self.store.record(row, {k: row.get(k) for k in self.choices}, self.run_dir)
 
 
 class Relay:
@@ -253,7 +260,8 @@ def make_recorder(sink: RunFiles | Relay, ctx: TrialContext, choices: list[str],
                     result["arch"] = resolve_arch(ctx, config).text
                 except SpaceError as err:
                     error = error or str(err)
-            row = {"trial_id": trial.trial_id, **config, **result, "status": status, "error": error}
+            row = {"trial_id": trial.trial_id, **config, **result, "status": status, "error": error,
+                   "source": "trained"}
             if status == "infeasible":
                 row["val_accuracy"] = row["test_accuracy"] = None
                 row["train_seconds"] = None

@@ -15,8 +15,9 @@ from archscale.search.recorder import STARTED_FILE
 from archscale.search.spec import Spec, SpecError, parse_spec
 
 # How a search runs, not what it searches: these may change on --resume (a new time budget,
-# another cluster, more trials at once).
-EXECUTION_FIELDS = ("time_budget_s", "address", "max_concurrent", "resources_per_trial", "max_failures")
+# another cluster, more trials at once, a results store).
+EXECUTION_FIELDS = ("time_budget_s", "address", "resource_wait_s", "max_concurrent", "resources_per_trial",
+                    "max_failures", "store")
 
 
 def default_run_dir(spec: Spec) -> Path:

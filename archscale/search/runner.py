@@ -3,7 +3,8 @@
 The pieces are elsewhere, each once: what a configuration costs (:mod:`.evaluate`), what
 Optuna is told (:mod:`.searcher`), the Tune run (:mod:`.launch`), what is recorded
 (:mod:`.recorder`), early stopping (:mod:`.asha`), the run directory on ``--resume``
-(:mod:`.rundir`) and the files written at the end (:mod:`.finish`).
+(:mod:`.rundir`), the results store (:mod:`.store`) and the files written at the end
+(:mod:`.finish`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from archscale.search.recorder import Progress
 from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
 from archscale.search.spec import Dimension, Spec
 from archscale.search.start import start_ray_early
+from archscale.search.store import RunStore
 from archscale.trainer import load_dataset, split
 
 
@@ -63,7 +65,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         return run_dir
     start_ray_early(spec)  # Ray comes up while the data is read and the spec checked
     with phase("data"):
-        data = load_dataset(spec.data.dataset, spec.data.root)
+        data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
         splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
@@ -71,7 +73,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         with phase("feasibility"):
             require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device,
                                              latency=spec.space.max_latency_ms is not None))
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)))
+    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)), data.classes)
     evaluator = Evaluator(ctx, device=spec.train.device)
     launcher = Launcher(spec, run_dir, ctx, splits, evaluator, out=out)  # Ray, and what it can give a trial
     if not resume:
@@ -96,9 +98,15 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         # a trial (a grid tries every point once; over-budget points are trials). Not on a Ray
         # Client, whose searcher runs on the cluster, away from the run directory.
         skip = evaluator.restricts and spec.search.sampler != "grid" and not launcher.client
+        # The results store is read here, on the driver, before a configuration is dispatched:
+        # a stored one costs no Ray trial, actor or model build (not on a Ray Client either).
+        serve = (_server(run_dir, choices, progress, launcher.store)
+                 if launcher.store is not None and not launcher.client else None)
         search_alg = make_searcher(spec, dims, objectives, recorded=recorded, unfinished=rerun,
                                    evaluator=evaluator if skip else None,
-                                   reject=_rejecter(run_dir, choices, objectives, progress) if skip else None)
+                                   reject=_rejecter(run_dir, choices, objectives, progress,
+                                                    launcher.store) if skip else None,
+                                   serve=serve, trials=max(0, total - counted(recorded)) if serve else None)
     asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g})"
             if scheduler is not None else "")
     how = (f"resuming ({len(recorded)} trials told to the sampler, {len(rerun)} unfinished to rerun)"
@@ -112,6 +120,9 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     with phase("search"):
         launcher.fit(choices=choices, progress=progress, num_samples=max(0, total - counted(recorded)),
                      search_alg=search_alg, scheduler=scheduler)
+    served = getattr(search_alg, "served", 0)
+    if served:
+        progress.note(f"archscale: {served} trial(s) read from the results store {spec.search.store}, not trained")
     twins = getattr(search_alg, "twins", 0)
     if twins:
         progress.note(f"archscale: the sampler proposed {twins} configuration(s) already trained; told their "
@@ -128,14 +139,35 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     return run_dir
 
 
-def _rejecter(run_dir: Path, choices: list[str], objectives, progress: Progress):
+def _rejecter(run_dir: Path, choices: list[str], objectives, progress: Progress, store: RunStore | None = None):
     """What the searcher calls for a configuration refused before dispatch: its
-    ``infeasible`` row in trials.csv and a progress line."""
+    ``infeasible`` row in trials.csv (and in the results store) and a progress line."""
     csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
 
     def reject(row_id: str, config: dict, verdict: Verdict) -> None:
-        csv.append({"trial_id": f"{row_id}{REJECTED_SUFFIX}", "status": "infeasible",
-                    **{k: config.get(k) for k in choices}, **verdict.metrics(), "epochs": 0, "error": verdict.why})
+        row = {"trial_id": f"{row_id}{REJECTED_SUFFIX}", "status": "infeasible", **{k: config.get(k) for k in choices},
+               **verdict.metrics(), "epochs": 0, "error": verdict.why, "source": "trained"}
+        if csv.append(row) and store is not None:
+            store.record(row, {k: config.get(k) for k in choices}, run_dir)
         progress.note(f"[skipped] infeasible configuration, not trained: {verdict.why}")
 
     return reject
+
+
+def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunStore):
+    """What the searcher calls for each configuration before it is dispatched: when the
+    results store holds it, its row (``source`` = ``store``) in trials.csv, its files in
+    ``trials/<id>/`` and a progress line; returns the result the trial would have reported
+    (None: not stored, train it)."""
+    csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
+
+    def serve(row_id: str, config: dict) -> dict | None:
+        stored = store.lookup(config)
+        if stored is None:
+            return None
+        row, reported = store.serve(stored, {k: config.get(k) for k in choices}, row_id, run_dir)
+        if csv.append(row):
+            progress.finished(row)
+        return reported
+
+    return serve

@@ -22,7 +22,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
                       model_serializer, model_validator)
 
 from archscale.search.errors import SpecError  # noqa: F401 - re-exported: archscale.search.spec.SpecError
-from archscale.space import CONTEXT_PARAMS, SpaceError, get_space
+from archscale.space import CONTEXT_PARAMS, SpaceError, get_space, user
 from archscale.trainer import DATASETS, RECIPES, TrainConfig
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
@@ -88,27 +88,71 @@ class Dimension:
 
 
 class DataSpec(_Strict):
-    dataset: str = Field("mnist-5k", description="mnist-5k | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH")
-    root: str = Field("data", description="where torchvision datasets are stored / downloaded")
-    val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of the training set held out for validation")
+    dataset: str = Field("mnist-5k", description="mnist-5k | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH "
+                         "| imagefolder:PATH")
+    root: str = Field("data", description="where torchvision datasets are stored / downloaded, and where decoded "
+                      "image folders are cached (ROOT/imagefolder-cache/)")
+    val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of the training set held out for validation "
+                                "(not used when an image folder has val/)")
     subset: float = Field(1.0, gt=0, le=1, description="fraction of the remaining training set used for training")
+    image_size: int | None = Field(None, ge=1, description="side in px an imagefolder: dataset's images are brought "
+                                   "to (short side resized, centre crop); required for imagefolder:, only for it")
+    max_device_mb: float | None = Field(None, gt=0, description="MiB of decoded images a trial may keep on its device; "
+                                        "past it (or past half the GPU's free memory) batches stream from host memory")
 
     @field_validator("dataset")
     @classmethod
     def _known(cls, value: str) -> str:
-        if not (value in DATASETS or value.startswith("npz:")) or value == "npz:PATH":
+        if not (value in DATASETS or value.startswith(("npz:", "imagefolder:"))) or value in (
+                "npz:PATH", "imagefolder:PATH", "npz:", "imagefolder:"):
             raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASETS)}")
         return value
 
+    @model_validator(mode="after")
+    def _side(self) -> "DataSpec":
+        folder = self.dataset.startswith("imagefolder:")
+        if folder and self.image_size is None:
+            raise ValueError("data.image_size: not set; an imagefolder: dataset needs the side in px its images are "
+                             "brought to (e.g. image_size: 64)")
+        if not folder and self.image_size is not None:
+            raise ValueError(f"data.image_size: {self.image_size} is only for imagefolder: datasets; "
+                             f"{self.dataset} has its own side (remove image_size)")
+        return self
+
 
 class SpaceSpec(_Strict):
-    family: str = "budgeted"
+    family: str = Field("budgeted", description="a family's name (`archscale spaces`) or a family of your own, "
+                        "package.module:ClassName, imported from the current folder or PYTHONPATH")
+    family_path: str | None = Field(None, description="the folder the module of a package.module:ClassName family "
+                                    "was found in; filled in when the spec is resolved, so that later commands "
+                                    "find it from any folder")
     params: dict[str, Any] = Field(default_factory=dict, description="fixed values, choice lists or ranges")
     max_params: int | None = Field(None, gt=0, description="budget on trainable parameters")
     max_macs: int | None = Field(None, gt=0, description="budget on multiply-adds per image (fvcore)")
     max_latency_ms: float | None = Field(None, gt=0, description="budget on batch-1 inference latency (ms) on the trial's device")
     max_memory_mb: float | None = Field(None, gt=0, description="budget on the memory of one training batch, MiB "
                                         "(measured on a GPU, estimated from activation sizes on a CPU)")
+    allow_resolution_mismatch: bool = Field(False, description="run configurations whose network was designed for "
+                                            "an input side more than 2x from the dataset's (e.g. a 32 px base on "
+                                            "224 px images); refused by default")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _user_family(cls, data: Any) -> Any:
+        """Import a user's family (from ``family_path`` too, where a run found it) and record
+        the folder it was found in."""
+        family = data.get("family") if isinstance(data, dict) else None
+        if not (isinstance(family, str) and user.is_reference(family)):
+            return data
+        folder = data.get("family_path")
+        if folder is not None and not isinstance(folder, str):
+            raise ValueError(f"space.family_path: {folder!r} is not a folder; expected the path of the folder "
+                             "that holds the family's module")
+        try:
+            space = user.load_family(family, Path(folder).resolve() if folder else None)
+        except SpaceError as err:
+            raise ValueError(f"space.family: {err.message}") from None
+        return {**data, "family_path": user.origin(space.name).folder}
 
     @field_validator("family")
     @classmethod
@@ -352,6 +396,8 @@ class SearchSpec(_Strict):
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
     max_concurrent: int = Field(2, ge=1)
     resources_per_trial: Resources = Field(default_factory=Resources)
+    constraints: bool = Field(False, description="also tell over-budget configurations to tpe, nsga2 and gp as "
+                              "Optuna constraints (Trial.set_constraint), not only as 0 accuracy")
     scheduler: Literal["none", "asha"] = Field("none", description="asha: stop weak trials early on val_accuracy")
     asha: AshaSpec = Field(default_factory=AshaSpec)
     max_failures: int = Field(1, ge=0, description="retries of a trial whose worker died or ran out of GPU memory")
@@ -359,6 +405,11 @@ class SearchSpec(_Strict):
                                                                 "trials are stopped and rerun by --resume")
     address: str | None = Field(None, description="Ray cluster: null starts Ray here; 'auto', 'HOST:PORT' (the GCS) "
                                                   "or 'ray://HOST:PORT' (Ray Client) joins an existing cluster")
+    resource_wait_s: float = Field(0.0, ge=0, description="a cluster that grows (Ray's autoscaler): seconds to "
+                                   "wait at start for a node that can hold one trial; 0 takes the cluster as it is "
+                                   "(a trial no node can hold is refused at once)")
+    store: str | None = Field(None, description="results store: a SQLite file shared between runs; a configuration "
+                                                "already trained under the same key is read from it, not trained")
 
     @field_validator("address")
     @classmethod

@@ -83,9 +83,10 @@ def stage_dims(spec: Spec) -> list[Dimension]:
     return [*dims, Dimension("phi", "choice", (float(spec.search.stages.coefficients.phi),))]
 
 
-def stage_context(spec: Spec, run_dir: Path, data_context: dict, provenance: dict | None = None) -> TrialContext:
+def stage_context(spec: Spec, run_dir: Path, data_context: dict, provenance: dict | None = None,
+                  classes: tuple[str, ...] | None = None) -> TrialContext:
     """The trials' context: stage 1's, with alpha, beta, gamma and phi left to each config."""
-    ctx = trial_context(stage_one_spec(spec), run_dir, data_context, provenance)
+    ctx = trial_context(stage_one_spec(spec), run_dir, data_context, provenance, classes)
     return replace(ctx, fixed={k: v for k, v in ctx.fixed.items() if k not in SCALING_PARAMS})
 
 
@@ -97,7 +98,7 @@ def remaining_sweep(spec: Spec, trials: pd.DataFrame) -> list[dict]:
     if best is None:
         return []
     done = set(sweep_candidates(trials)["arch"].map(lambda t: network_key(t) if isinstance(t, str) and t else ""))
-    ctx = stage_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root))
+    ctx = stage_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root, spec.data.image_size))
     sweep = spec.search.stages.phi_sweep
     winner = {d.name: native(best[d.name]) for d in stage_dims(spec)}
     todo = []
@@ -140,7 +141,7 @@ def stage_one_rows(spec: Spec, samples: int = 64) -> tuple[list[dict], str]:
     """Stage 1's configurations (the grid, or ``samples`` of a sampled space) as table rows:
     measured params, MACs and batch memory, and whether they are feasible. Also returns how
     the memory was obtained (``cuda_peak`` or ``cpu_estimate``)."""
-    evaluator = Evaluator(stage_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root)),
+    evaluator = Evaluator(stage_context(spec, Path("."), dataset_context(spec.data.dataset, spec.data.root, spec.data.image_size)),
                           device=spec.train.device)
     rows, source = [], ""
     for e in (evaluator(config, full=True) for config in stage_one_configs(spec, samples)):
@@ -162,7 +163,7 @@ def check_staged(spec: Spec, samples: int = 64, out: TextIO | None = None) -> in
     start = time.perf_counter()
     stages = spec.search.stages
     fixed = spec.space.fixed()
-    context = dataset_context(spec.data.dataset, spec.data.root)
+    context = dataset_context(spec.data.dataset, spec.data.root, spec.data.image_size)
     print(f"spec {spec.name!r}: valid", file=out)
     print(f"family efficientnet, base {fixed.get('base', get_space('efficientnet').param('base').default)}; dataset "
           f"{spec.data.dataset} ({context['in_channels']}x{context['image_size']}x{context['image_size']}); "
@@ -223,7 +224,7 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
-    data = load_dataset(spec.data.dataset, spec.data.root)
+    data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
     evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
     grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
             if spec.search.stages.coefficients.sampler == "grid" else None)
@@ -249,7 +250,7 @@ class StagedRun:
     def __init__(self, spec: Spec, run_dir: Path, data, out: TextIO, verbosity: str, resume: bool):
         self.spec, self.run_dir, self.out, self.verbosity = spec, run_dir, out, verbosity
         self.splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-        ctx = stage_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)))
+        ctx = stage_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)), data.classes)
         self.launcher = Launcher(spec, run_dir, ctx, self.splits, Evaluator(ctx, device=spec.train.device), out=out)
         self.dims = stage_dims(spec)
         self.choices = [d.name for d in self.dims]
@@ -342,7 +343,7 @@ def listed(configs: list[dict]) -> dict:
 def finalize_staged(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
     """The files of :func:`archscale.search.finish.finalize`, then the phi sweep's table and ``scaling.png``."""
     out = out or sys.stdout
-    finalize(run_dir, spec, out=out)
+    finalize(run_dir, spec, out=out, choices=[d.name for d in stage_dims(spec)])
     return write_scaling(run_dir, spec, out=out)
 
 

@@ -117,7 +117,8 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
             report({**base, **metrics, "epochs": epoch, "status": "running"})
 
     times["train_start"] = time.time()
-    result = train(model, splits, cfg, device=device, callback=on_epoch)
+    result = train(model, splits, cfg, device=device, callback=on_epoch,
+                   max_device_mb=ctx.data_info.get("max_device_mb"))
     times["train_end"] = time.time()
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
@@ -127,7 +128,8 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
     files = trial_files(model, {
         "arch": arch.text, "metrics": {k: v for k, v in final.items() if k != "arch"},
         "mean": result.mean, "std": result.std, "history": result.history, "data": ctx.data_info, "seed": seed,
-        "recipe": recipe, "host": host,
+        "recipe": recipe, "host": {**host, "data_streamed": result.streamed},
+        "classes": list(ctx.classes) if ctx.classes else None,
         "provenance": trial_provenance(ctx.provenance, seed, device_name(str(device))),
     })
     report({**final, ARTIFACTS: files, TIMES: {**times, "reported": time.time()}})  # the driver writes them into trials/<id>/

@@ -120,6 +120,13 @@ class SearchSpace:
         records it ``infeasible`` and never trains it), or None. Override where needed."""
         return None
 
+    def input_mismatch(self, params: Mapping[str, Scalar]) -> SpaceError | None:
+        """Why a configuration does not suit the dataset's input (``params`` hold ``image_size``
+        and the other context parameters): the parameter at fault and the reason; or None.
+        ``archscale check`` and ``run`` refuse a spec that can sample such a configuration
+        unless ``space.allow_resolution_mismatch`` is true. Override where needed."""
+        return None
+
     def describe(self, arch: Arch) -> str:
         """A one-line description of the built network (default: the text form)."""
         return arch.text
@@ -147,14 +154,25 @@ def register_space(cls: S) -> S:
 
 
 def get_space(name: str) -> SearchSpace:
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise SpaceError("family", f"unknown family {name!r}; known: {', '.join(sorted(_REGISTRY))}") from None
+    """The family called ``name``: a registered one, a user's ``package.module:ClassName``
+    (imported and registered, :mod:`space.user`), or one an installed package declares in the
+    ``archscale.spaces`` entry points."""
+    from archscale.space import user
+
+    if user.is_reference(name):
+        return user.load_family(name)
+    space = _REGISTRY.get(name) or user.from_entry_point(name)
+    if space is None:
+        raise SpaceError("family", f"unknown family {name!r}; known: {', '.join(list_spaces())}, "
+                                   "or a family of your own as package.module:ClassName")
+    return space
 
 
 def list_spaces() -> list[str]:
-    return sorted(_REGISTRY)
+    """The registered families and those declared in the ``archscale.spaces`` entry points."""
+    from archscale.space import user
+
+    return sorted({*_REGISTRY, *user.entry_point_names()})
 
 
 def build(arch: Arch | str) -> nn.Module:

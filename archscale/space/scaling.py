@@ -16,9 +16,13 @@ with one rounding rule per dimension:
   ``adjust_depth``); with stages of 1 to 4 blocks that adds up to +30% MACs at ``d = 1.2``;
 - resolution: the input side ``s`` becomes the largest multiple of ``multiple`` not above
   ``s * r`` (never below ``s``); ``r == 1`` keeps ``s`` exactly. Rounding down offsets
-  the ceil of strided convs on odd sizes (44 -> 22 -> 11 -> 6).
+  the ceil of strided convs on odd sizes (44 -> 22 -> 11 -> 6). :func:`scale` rounds to a
+  multiple of the base's own step as well (:attr:`NetConfig.side_step`): its total stride,
+  so that every stage's feature map divides exactly, halved while one step would be more
+  than 1/8 of the side being scaled (a coarser step breaks the MAC law: at 224 px a table
+  of stride 32 rounds to 16; at 32 px one of stride 8 rounds to 4).
 
-With these rules the measured MACs of both bases stay within 10% of
+With these rules the measured MACs of every base stay within 10% of
 ``(alpha * beta**2 * gamma**2) ** phi`` for the paper's (1.2, 1.1, 1.15) at phi <= 2
 (``tests/space/test_scaling.py``; ``benchmarks/compound_macs.py`` for a whole grid).
 
@@ -26,7 +30,8 @@ Every scaled network has a lossless one-line text form, timm style::
 
     res36 stem_k3_s1_c72 bb_r3_k3_s1_c72 bb_r3_k3_s2_c144 ... head_c0 act_relu
 
-(``mb`` rows are MBConv blocks: ``e`` expansion, ``se`` squeeze-excite ratio of the
+(``m3`` in the stem, when present, is a 3x3 max-pool of stride 2 after the stem conv, as
+in ImageNet ResNets; ``mb`` rows are MBConv blocks: ``e`` expansion, ``se`` squeeze-excite ratio of the
 block's input channels; ``bb`` rows are ResNet basic blocks.) ``NetConfig.from_text(n.text) == n``.
 """
 
@@ -120,11 +125,13 @@ class NetConfig:
     stages: tuple[StageConfig, ...]
     head: int  # 1x1 conv channels before pooling; 0 = no head conv (ResNet)
     act: str = "relu"
+    stem_pool: int = 0  # kernel of a max-pool of stride 2 after the stem conv (ImageNet ResNets: 3); 0 = none
 
     @property
     def text(self) -> str:
-        return " ".join([f"res{self.resolution}", f"stem_k{self.stem_kernel}_s{self.stem_stride}_c{self.stem}",
-                         *(s.text for s in self.stages), f"head_c{self.head}", f"act_{self.act}"])
+        stem = f"stem_k{self.stem_kernel}_s{self.stem_stride}_c{self.stem}" + (f"_m{self.stem_pool}" if self.stem_pool else "")
+        return " ".join([f"res{self.resolution}", stem, *(s.text for s in self.stages), f"head_c{self.head}",
+                         f"act_{self.act}"])
 
     def __str__(self) -> str:
         return self.text
@@ -132,6 +139,20 @@ class NetConfig:
     @property
     def blocks(self) -> int:
         return sum(s.repeats for s in self.stages)
+
+    @property
+    def stride(self) -> int:
+        """Total stride: input side over the side of the last feature map (for sides it divides)."""
+        return math.prod([self.stem_stride, 2 if self.stem_pool else 1, *(s.stride for s in self.stages)])
+
+    @property
+    def side_step(self) -> int:
+        """The step resolution scaling rounds this table's input side to: the total stride,
+        halved while it is more than 1/8 of :attr:`resolution` (see the module docstring)."""
+        step = self.stride
+        while step > 1 and step * 8 > self.resolution:
+            step //= 2
+        return step
 
     @classmethod
     def from_text(cls, text: str) -> "NetConfig":
@@ -142,7 +163,7 @@ class NetConfig:
         res, stem, *rows, head, act = tokens
         if not re.fullmatch(r"res\d+", res):
             raise ScalingError(f"first token {res!r} of {text!r} is not resN")
-        s = _fields(stem, "stem", {"k", "s", "c"})
+        s = _fields(stem, "stem", {"k", "s", "c"}, {"m"})
         h = _fields(head, "head", {"c"})
         if not act.startswith("act_") or act[4:] not in ACTS:
             raise ScalingError(f"last token {act!r} of {text!r} is not act_<{'|'.join(ACTS)}>")
@@ -154,7 +175,8 @@ class NetConfig:
             f = _fields(row, block, {"r", "k", "s", "c"} | ({"e"} if block == "mb" else set()), {"se"})
             stages.append(StageConfig(block, int(f["r"]), int(f["k"]), int(f["s"]), int(f["c"]),
                                       int(f.get("e", 1)), float(f.get("se", 0.0))))
-        return cls(int(res[3:]), int(s["c"]), int(s["k"]), int(s["s"]), tuple(stages), int(h["c"]), act[4:])
+        return cls(int(res[3:]), int(s["c"]), int(s["k"]), int(s["s"]), tuple(stages), int(h["c"]), act[4:],
+                   int(s.get("m", 0)))
 
 
 def _fields(token: str, prefix: str, required: set[str], optional: Iterable[str] = ()) -> dict[str, str]:
@@ -175,7 +197,8 @@ def _fields(token: str, prefix: str, required: set[str], optional: Iterable[str]
 def scale(base: NetConfig, depth: float = 1.0, width: float = 1.0, resolution: float = 1.0,
           divisor: int = 8, multiple: int = 4, depth_rounding: str = "total") -> NetConfig:
     """The network ``base`` scaled by ``depth``, ``width`` and ``resolution`` multipliers
-    (rounding rules in the module docstring). Returns a new config; ``base`` is unchanged."""
+    (rounding rules in the module docstring; the side is a multiple of ``multiple`` and of
+    ``base.side_step``). Returns a new config; ``base`` is unchanged."""
     if min(depth, width, resolution) <= 0:
         raise ScalingError(f"scaling multipliers must be > 0, got depth={depth}, width={width}, resolution={resolution}")
 
@@ -184,7 +207,8 @@ def scale(base: NetConfig, depth: float = 1.0, width: float = 1.0, resolution: f
 
     repeats = scale_depth([s.repeats for s in base.stages], depth, depth_rounding)
     stages = tuple(replace(s, repeats=n, out=channels(s.out)) for s, n in zip(base.stages, repeats))
-    return replace(base, resolution=scale_resolution(base.resolution, resolution, multiple), stem=channels(base.stem),
+    step = math.lcm(multiple, base.side_step)
+    return replace(base, resolution=scale_resolution(base.resolution, resolution, step), stem=channels(base.stem),
                    stages=stages, head=channels(base.head) if base.head else 0)
 
 
@@ -199,38 +223,66 @@ def flops_factor(alpha: float, beta: float, gamma: float) -> float:
 
 
 # --------------------------------------------------------------------------- the base networks
-# Unscaled, at 32x32 input (the resolution is replaced by the dataset's image size).
+# Unscaled. Each table's ``resolution`` is the input side it was designed for (``design_side``);
+# the family replaces it by the dataset's image size before scaling.
 
 
 def _mb(expand: int, kernel: int, stride: int, out: int, repeats: int) -> StageConfig:
     return StageConfig("mb", repeats, kernel, stride, out, expand, 0.25)
 
 
-# EfficientNet-B0 (the paper's Table 1) adapted to 32x32 inputs: the stem and stage 2 keep
-# stride 1 (224px B0: both stride 2), so a 32px input ends at 4x4 as a 224px one ends at 7x7.
-EFFNET_B0 = NetConfig(
-    resolution=32, stem=32, stem_kernel=3, stem_stride=1, head=1280, act="silu",
-    stages=(
-        _mb(1, 3, 1, 16, 1),
-        _mb(6, 3, 1, 24, 2),
-        _mb(6, 5, 2, 40, 2),
-        _mb(6, 3, 2, 80, 3),
-        _mb(6, 5, 1, 112, 3),
-        _mb(6, 5, 2, 192, 4),
-        _mb(6, 3, 1, 320, 1),
-    ),
-)
+def _b0(resolution: int, stem_stride: int, stage2_stride: int) -> NetConfig:
+    """EfficientNet-B0, the paper's Table 1 (and torchvision's ``efficientnet_b0``) with the
+    strides of the stem and of stage 2 given."""
+    return NetConfig(
+        resolution=resolution, stem=32, stem_kernel=3, stem_stride=stem_stride, head=1280, act="silu",
+        stages=(
+            _mb(1, 3, 1, 16, 1),
+            _mb(6, 3, stage2_stride, 24, 2),
+            _mb(6, 5, 2, 40, 2),
+            _mb(6, 3, 2, 80, 3),
+            _mb(6, 5, 1, 112, 3),
+            _mb(6, 5, 2, 192, 4),
+            _mb(6, 3, 1, 320, 1),
+        ),
+    )
+
+
+def _resnet18(resolution: int, stem_kernel: int, stem_stride: int, stem_pool: int) -> NetConfig:
+    """ResNet-18: a stem, then four stages of two basic blocks (64, 128, 256, 512 channels)."""
+    return NetConfig(
+        resolution=resolution, stem=64, stem_kernel=stem_kernel, stem_stride=stem_stride, head=0, act="relu",
+        stem_pool=stem_pool,
+        stages=(
+            StageConfig("bb", 2, 3, 1, 64),
+            StageConfig("bb", 2, 3, 2, 128),
+            StageConfig("bb", 2, 3, 2, 256),
+            StageConfig("bb", 2, 3, 2, 512),
+        ),
+    )
+
+
+# EfficientNet-B0 adapted to 32x32 inputs: the stem and stage 2 keep stride 1 (224px B0: both
+# stride 2), so a 32px input ends at 4x4 as a 224px one ends at 7x7. Total stride 8.
+EFFNET_B0 = _b0(32, stem_stride=1, stage2_stride=1)
+
+# EfficientNet-B0 as torchvision builds it for 224x224 ImageNet: stride-2 stem and stage 2.
+# Total stride 32 (224 -> 7).
+EFFNET_B0_224 = _b0(224, stem_stride=2, stage2_stride=2)
 
 # ResNet-18 for 32x32 inputs as scaled in seed 002 (the usual CIFAR variant: a 3x3 stem of
-# stride 1 and no max-pool, then four stages of two basic blocks).
-RESNET18 = NetConfig(
-    resolution=32, stem=64, stem_kernel=3, stem_stride=1, head=0, act="relu",
-    stages=(
-        StageConfig("bb", 2, 3, 1, 64),
-        StageConfig("bb", 2, 3, 2, 128),
-        StageConfig("bb", 2, 3, 2, 256),
-        StageConfig("bb", 2, 3, 2, 512),
-    ),
-)
+# stride 1 and no max-pool, then four stages of two basic blocks). Total stride 8.
+RESNET18 = _resnet18(32, stem_kernel=3, stem_stride=1, stem_pool=0)
 
-BASES: dict[str, NetConfig] = {"effnet_b0": EFFNET_B0, "resnet18": RESNET18}
+# ResNet-18 as torchvision builds it for 224x224 ImageNet: a 7x7 stem of stride 2 and a 3x3
+# max-pool of stride 2. Total stride 32 (224 -> 7).
+RESNET18_224 = _resnet18(224, stem_kernel=7, stem_stride=2, stem_pool=3)
+
+BASES: dict[str, NetConfig] = {"effnet_b0": EFFNET_B0, "resnet18": RESNET18,
+                               "effnet_b0_224": EFFNET_B0_224, "resnet18_224": RESNET18_224}
+
+
+def design_side(base: str) -> int:
+    """The input side, in pixels, that the base table ``base`` was designed for."""
+    return BASES[base].resolution
+

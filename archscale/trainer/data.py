@@ -8,6 +8,8 @@ out as its test split with a fixed seed. ``npz:PATH`` reads arrays ``x_train``,
 ``y_train``, ``x_test`` and ``y_test``: uint8 images (N, H, W) or (N, H, W, C), square,
 the same H, W and C in both splits; integer labels 0..classes-1, one per image. Every
 array is checked before it is used (a float array is refused, with how to convert it).
+``imagefolder:PATH`` is a folder of image files in torchvision's ImageFolder layout, decoded
+to ``image_size`` once and cached (:mod:`archscale.trainer.folder`).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ TORCHVISION = {
     "cifar10": "CIFAR10",
     "cifar100": "CIFAR100",
 }
-DATASETS = ("mnist-5k", *TORCHVISION, "npz:PATH")
+DATASETS = ("mnist-5k", *TORCHVISION, "npz:PATH", "imagefolder:PATH")
 
 
 class DataError(ValueError):
@@ -36,7 +38,8 @@ class DataError(ValueError):
 
 @dataclass(frozen=True)
 class Dataset:
-    """Images as uint8 (N, C, H, W) tensors, labels as int64 (N,)."""
+    """Images as uint8 (N, C, H, W) tensors, labels as int64 (N,); ``classes`` names the labels
+    in order when the dataset gives names; ``x_val``/``y_val`` are a validation split of its own."""
 
     name: str
     x_train: torch.Tensor
@@ -44,6 +47,9 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    classes: tuple[str, ...] | None = None
+    x_val: torch.Tensor | None = None
+    y_val: torch.Tensor | None = None
 
     @property
     def in_channels(self) -> int:
@@ -217,16 +223,33 @@ _SHAPES = {"mnist-5k": (1, 28, 10), "mnist": (1, 28, 10), "fashion-mnist": (1, 2
            "cifar10": (3, 32, 10), "cifar100": (3, 32, 100)}
 
 
-def dataset_context(name: str, root: str | Path = "data") -> dict[str, int]:
-    """``in_channels``, ``image_size`` and ``num_classes`` of a dataset (loads only ``npz:`` files)."""
+def dataset_context(name: str, root: str | Path = "data", image_size: int | None = None) -> dict[str, int]:
+    """``in_channels``, ``image_size`` and ``num_classes`` of a dataset (loads only ``npz:`` files;
+    an image folder is checked file by file, its images' headers read, none decoded)."""
     if name in _SHAPES:
         c, size, classes = _SHAPES[name]
         return {"in_channels": c, "num_classes": classes, "image_size": size}
+    if name.startswith("imagefolder:"):
+        from archscale.trainer.folder import folder_context
+
+        return folder_context(name[len("imagefolder:"):], _folder_side(name, image_size), root)
     return load_dataset(name, root).context
 
 
-def load_dataset(name: str, root: str | Path = "data") -> Dataset:
-    """Load a dataset by name (see the module docstring for where it is looked for)."""
+def _folder_side(name: str, image_size: int | None) -> int:
+    if image_size is None:
+        raise DataError(f"dataset {name!r}: data.image_size is not set; an image folder needs the side its "
+                        "images are brought to (e.g. image_size: 64)")
+    return int(image_size)
+
+
+def load_dataset(name: str, root: str | Path = "data", image_size: int | None = None) -> Dataset:
+    """Load a dataset by name (see the module docstring for where it is looked for);
+    ``image_size``: the side the images of an ``imagefolder:`` dataset are brought to."""
+    if name.startswith("imagefolder:"):
+        from archscale.trainer.folder import load_folder
+
+        return load_folder(name[len("imagefolder:"):], _folder_side(name, image_size), root)
     if name.startswith("npz:"):
         path = Path(name[4:]).expanduser()
         if path.is_dir():
@@ -248,14 +271,16 @@ def load_dataset(name: str, root: str | Path = "data") -> Dataset:
 
 def split(data: Dataset, val_fraction: float = 0.1, subset: float = 1.0, seed: int = 0) -> Splits:
     """Carve a validation split from the training set with a fixed seed, then keep a
-    ``subset`` fraction of the rest for training. The test split is untouched."""
+    ``subset`` fraction of the rest for training. The test split is untouched. A dataset
+    with a validation split of its own (an image folder's ``val/``) keeps it, and
+    ``val_fraction`` is not used."""
     n = len(data.y_train)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = int(round(n * val_fraction))
+    n_val = 0 if data.y_val is not None else int(round(n * val_fraction))
     val, train = order[:n_val], order[n_val:]
     train = train[: max(1, int(round(len(train) * subset)))]
+    x_val, y_val = (data.x_val, data.y_val) if data.y_val is not None else (data.x_train[val], data.y_train[val])
     return Splits(
-        data.x_train[train], data.y_train[train],
-        data.x_train[val], data.y_train[val],
+        data.x_train[train], data.y_train[train], x_val, y_val,
         data.x_test, data.y_test, data.num_classes,
     )

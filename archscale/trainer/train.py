@@ -3,6 +3,10 @@
 The whole split lives on the training device as one normalised tensor; every epoch is
 a ``randperm`` over it, and augmentation (random crop with padding, flip, cutout,
 mixup) is done on whole batches on the device. No DataLoader, no worker processes.
+When the normalised splits do not fit (over ``max_device_mb``, or on CUDA over half the
+device's free memory) they stay uint8 in host memory, pinned when CUDA is there, and each
+batch is gathered there, copied over and normalised on arrival (:class:`DeviceImages`):
+the same batches, value for value, and augmentation still on the device.
 
 Techniques, each off by default (``TrainConfig``):
 
@@ -141,6 +145,7 @@ class TrainResult:
     mean: list[float] = field(default_factory=list)  # per-channel input normalisation used
     std: list[float] = field(default_factory=list)
     history: list[dict] = field(default_factory=list)
+    streamed: bool = False  # batches came from host memory (the splits did not fit on the device)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -200,6 +205,94 @@ def normalise(images: torch.Tensor, mean: list[float], std: list[float], device:
     s = torch.tensor(std, device=device)[None, :, None, None]
     x = x.sub_(m).div_(s).to(dtype)
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x
+
+
+MiB = 2**20
+
+
+def keeps_on_device(nbytes: int, dev: torch.device, max_device_mb: float | None = None) -> bool:
+    """Whether ``nbytes`` of normalised images may live on ``dev``: within ``max_device_mb``
+    (MiB) when given, and on CUDA within half of the device's free memory (the other half is
+    left to the training step). A CPU's device memory is the host's: no limit of its own."""
+    if max_device_mb is not None and nbytes > max_device_mb * MiB:
+        return False
+    if dev.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(dev)
+        return nbytes <= free / 2
+    return True
+
+
+class DeviceImages:
+    """One split as the loop reads it: batches of normalised images on ``dev``, and labels.
+
+    ``resident``: the whole split is normalised onto the device once (airbench's way). Else
+    the uint8 images stay on the host (pinned when the device is CUDA, so copies run while
+    the device computes) and each batch is gathered there into one of two reused buffers,
+    copied over and normalised on the device: 1 byte a value crosses instead of 2-4, no
+    DataLoader and no worker. Both give the same values in the same order."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, mean: list[float], std: list[float],
+                 dev: torch.device, dtype: torch.dtype = torch.float32, channels_last: bool = False,
+                 resident: bool = True):
+        self.dev, self.resident, self.dtype, self.channels_last = dev, resident, dtype, channels_last
+        self.mean, self.std = mean, std
+        self.labels = labels.to(dev)
+        if resident:
+            self.images = normalise(images, mean, std, dev, dtype, channels_last)  # (N, C, H, W) on dev
+        else:
+            self.images = images.contiguous()  # uint8 (N, C, H, W) on the host
+            if dev.type == "cuda":
+                try:
+                    self.images = self.images.pin_memory()
+                except RuntimeError:  # pinning refused (locked-memory limits): pageable copies, synchronous
+                    pass
+        self._buffers: list[torch.Tensor | None] = []
+        self._copied: list = []  # a CUDA event per buffer: its last copy to the device is done
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(self, order: torch.Tensor | None, batch_size: int, steps: int | None = None
+                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) batches on the device: ``order`` (a permutation on the device, or
+        None for the stored order), ``steps`` full batches, or every batch (the last partial)."""
+        n = len(self)
+        steps = steps if steps is not None else -(-n // batch_size)
+        if self.resident:
+            for i in range(steps):
+                idx = order[i * batch_size:(i + 1) * batch_size] if order is not None else slice(
+                    i * batch_size, (i + 1) * batch_size)
+                yield self.images[idx], self.labels[idx]
+            return
+        host_order = order.cpu() if order is not None else None  # one sync per pass
+        for i in range(steps):
+            lo, hi = i * batch_size, min(n, (i + 1) * batch_size)
+            if order is None:
+                yield self._stream(torch.arange(lo, hi), i % 2), self.labels[lo:hi]
+            else:
+                yield self._stream(host_order[lo:hi], i % 2), self.labels[order[lo:hi]]
+
+    def _stream(self, idx: torch.Tensor, slot: int) -> torch.Tensor:
+        """The images at ``idx`` (host indices), gathered on the host, normalised on the device."""
+        if self.dev.type != "cuda":
+            return normalise(self.images.index_select(0, idx), self.mean, self.std, self.dev, self.dtype,
+                             self.channels_last)
+        if slot == len(self._buffers):  # two pinned gather buffers, reused: batch i+1 is gathered during step i
+            self._buffers.append(None)
+            self._copied.append(None)
+        if self._copied[slot] is not None:
+            self._copied[slot].synchronize()  # the buffer's previous batch has reached the device
+        if self._buffers[slot] is None or len(self._buffers[slot]) < len(idx):
+            self._buffers[slot] = torch.empty((len(idx), *self.images.shape[1:]), dtype=torch.uint8,
+                                              pin_memory=self.images.is_pinned())
+        buffer = self._buffers[slot]
+        out = buffer[:len(idx)]
+        torch.index_select(self.images, 0, idx, out=out)
+        xb = normalise(out, self.mean, self.std, self.dev, self.dtype, self.channels_last)
+        event = torch.cuda.Event()
+        event.record()
+        self._copied[slot] = event
+        return xb
 
 
 # --------------------------------------------------------------------------- batch augmentation
@@ -376,25 +469,32 @@ def _sam_step(model, opt, xb, yb, yb2, lam, cfg, dev):
 # --------------------------------------------------------------------------- evaluation
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024,
              precision: str = "auto", tta: bool = False) -> float:
     """Top-1 accuracy of ``model`` on normalised images ``x`` (already on the model's device);
     with ``tta`` the logits of each image and its mirror image are averaged."""
-    if len(y) == 0:
+    batches = ((x[i:i + batch_size], y[i:i + batch_size]) for i in range(0, len(y), batch_size))
+    return accuracy(model, batches, len(y), x.device, precision, tta)
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, batches, n: int, device: torch.device, precision: str = "auto",
+             tta: bool = False) -> float:
+    """Top-1 accuracy of ``model`` over ``batches`` of (normalised images, labels) on ``device``,
+    ``n`` images in all (NaN when none); ``tta`` as in :func:`evaluate`."""
+    if n == 0:
         return float("nan")
     was_training = model.training
     model.eval()
     correct = 0
-    with autocast(x.device, precision):
-        for i in range(0, len(y), batch_size):
-            xb = x[i:i + batch_size]
+    with autocast(device, precision):
+        for xb, yb in batches:
             logits = model(xb).float()
             if tta:
                 logits = logits + model(xb.flip(3)).float()
-            correct += (logits.argmax(1) == y[i:i + batch_size]).sum().item()
+            correct += (logits.argmax(1) == yb).sum().item()
     model.train(was_training)
-    return correct / len(y)
+    return correct / n
 
 
 # --------------------------------------------------------------------------- the loop
@@ -423,9 +523,14 @@ class _Timer:
 
 
 def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torch.device | None = None,
-          callback: EpochCallback | None = None) -> TrainResult:
+          callback: EpochCallback | None = None, max_device_mb: float | None = None,
+          stream: bool | None = None) -> TrainResult:
     """Train ``model`` on ``splits`` (on ``device``, default ``cfg.device``) and return its
     validation and test accuracy.
+
+    The normalised splits are kept on the device when they fit (:func:`keeps_on_device`,
+    within ``max_device_mb`` MiB), else batches stream from host memory; ``stream`` forces
+    one way (True: stream, False: keep on the device).
 
     ``callback(epoch, metrics)`` is called after every epoch with ``epoch`` (1-based),
     ``train_loss``, ``train_accuracy``, ``val_accuracy``, ``lr`` and ``train_seconds``;
@@ -443,17 +548,19 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     configure_backends(dev)
     data_dtype = torch.bfloat16 if uses_bf16(dev, cfg.precision) else torch.float32
     mean, std = channel_stats(splits.x_train)
-    prep = dict(dtype=data_dtype, channels_last=cfg.channels_last)
-    x_train = normalise(splits.x_train, mean, std, dev, **prep)  # (N, C, H, W)
-    y_train = splits.y_train.to(dev)
-    x_val, y_val = normalise(splits.x_val, mean, std, dev, **prep), splits.y_val.to(dev)
+    if stream is None:
+        values = sum(x.numel() for x in (splits.x_train, splits.x_val, splits.x_test))
+        stream = not keeps_on_device(values * data_dtype.itemsize, dev, max_device_mb)
+    prep = dict(dtype=data_dtype, channels_last=cfg.channels_last, resident=not stream)
+    train_data = DeviceImages(splits.x_train, splits.y_train, mean, std, dev, **prep)
+    val_data = DeviceImages(splits.x_val, splits.y_val, mean, std, dev, **prep)
     model = model.to(dev)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats(dev)
 
-    n = len(y_train)
+    n = len(train_data)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch
     opt = make_optimizer(model, cfg)
     swa_epoch = min(cfg.epochs, max(1, math.ceil(cfg.swa_start * cfg.epochs))) if cfg.swa else None
@@ -468,7 +575,8 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
         torch.compiler.reset()
     step_model = torch.compile(model) if cfg.compile else model
     # compilation and cuDNN's autotuning happen in one step outside the timed loop
-    warm_up = _warm_up(step_model, x_train[: cfg.batch_size], cfg, dev) if cfg.compile or dev.type == "cuda" else 0.0
+    warm_up = (_warm_up(step_model, next(train_data.batches(None, cfg.batch_size, 1))[0], cfg, dev)
+               if cfg.compile or dev.type == "cuda" else 0.0)
     compile_seconds = warm_up if cfg.compile else 0.0
 
     history: list[dict] = []
@@ -481,9 +589,7 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
         loss_sum = torch.zeros((), device=dev)
         correct = torch.zeros((), device=dev, dtype=torch.int64)
         in_swa = swa_epoch is not None and epoch > swa_epoch
-        for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            xb, yb = x_train[idx], y_train[idx]
+        for xb, yb in train_data.batches(order, cfg.batch_size, steps_per_epoch):
             if cfg.crop_padding > 0:
                 xb = random_crop(xb, cfg.crop_padding, gen)
             if cfg.flip:
@@ -517,20 +623,21 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
         last = epoch == cfg.epochs
         if last and swa_model is not None:
             with autocast(dev, cfg.precision):  # the data may be bf16, the averaged model is fp32
-                update_bn(_batches(x_train, cfg.eval_batch_size), swa_model, device=dev)
+                update_bn((xb for xb, _ in train_data.batches(None, cfg.eval_batch_size)), swa_model, device=dev)
         judged = swa_model.module if (last and swa_model is not None) else (ema_model.module if ema_model else model)
         metrics = {
             "epoch": epoch,
             "train_loss": mean_loss,
             "train_accuracy": correct.item() / (steps_per_epoch * cfg.batch_size),
-            "val_accuracy": evaluate(judged, x_val, y_val, cfg.eval_batch_size, cfg.precision, cfg.tta),
+            "val_accuracy": accuracy(judged, val_data.batches(None, cfg.eval_batch_size), len(val_data), dev,
+                                     cfg.precision, cfg.tta),
             "lr": opt.param_groups[0]["lr"],
             "train_seconds": train_seconds,
         }
         if last:
-            x_test = normalise(splits.x_test, mean, std, dev, **prep)
-            metrics["test_accuracy"] = evaluate(judged, x_test, splits.y_test.to(dev), cfg.eval_batch_size,
-                                                cfg.precision, cfg.tta)
+            test_data = DeviceImages(splits.x_test, splits.y_test, mean, std, dev, **prep)
+            metrics["test_accuracy"] = accuracy(judged, test_data.batches(None, cfg.eval_batch_size), len(test_data),
+                                                dev, cfg.precision, cfg.tta)
             if judged is not model:
                 model.load_state_dict(judged.state_dict())  # the weights that were judged are the ones kept
         history.append(metrics)
@@ -542,13 +649,8 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     return TrainResult(
         val_accuracy=last_metrics["val_accuracy"], test_accuracy=last_metrics["test_accuracy"], epochs=len(history),
         train_seconds=train_seconds, wall_seconds=time.perf_counter() - start, compile_seconds=compile_seconds,
-        peak_memory_mb=peak, mean=mean, std=std, history=history,
+        peak_memory_mb=peak, mean=mean, std=std, history=history, streamed=stream,
     )
-
-
-def _batches(x: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    for i in range(0, len(x), batch_size):
-        yield x[i:i + batch_size]
 
 
 def _warm_up(model: nn.Module, xb: torch.Tensor, cfg: TrainConfig, dev: torch.device) -> float:

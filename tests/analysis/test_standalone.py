@@ -20,6 +20,7 @@ from archscale.space.davidnet import AIRBENCH94
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 16}  # small images keep the tests fast on 2 cores
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 SMALL = {"in_channels": 1, "num_classes": 3, "image_size": 8}
+HALF = {"in_channels": 3, "num_classes": 10, "image_size": 112}  # half of what the 224 px bases were designed for
 TINY = {f"c{i}_width": w for i, w in enumerate((4, 6, 8, 8), 1)}
 NARROW = {"base_width": 0.125, "divisor": 4}
 
@@ -56,6 +57,8 @@ CASES = [
     ("efficientnet-resnet18", "efficientnet", {**NARROW, "base": "resnet18", "dropout": 0.0,
                                                "stochastic_depth": 0.0}, CIFAR),
     ("efficientnet-resnet18-phi1", "efficientnet", {**NARROW, "base": "resnet18", "phi": 1.0}, MNIST),
+    # torchvision's ResNet-18 strides: 7x7/2 stem, 3x3/2 max-pool; resized 112 -> 128 (a multiple of its step 8)
+    ("efficientnet-resnet18_224-phi1", "efficientnet", {**NARROW, "base": "resnet18_224", "phi": 1.0}, HALF),
 ]
 assert {family for _, family, _, _ in CASES} == set(list_spaces())
 
@@ -194,9 +197,13 @@ def test_model_py_reads_as_torch_nn_layers(exported):
     source = Path(folders["efficientnet-b0"], "model.py").read_text()
     assert "self.resize = nn.Identity()" in source and "class Resize(" not in source
     assert source.count("class MBConv(") == 1 and "class BasicBlock(" not in source
-    for case, size in (("efficientnet-b0-phi1", 32), ("efficientnet-b0-phi2-stage", 20), ("efficientnet-resnet18-phi1", 32)):
+    for case, size in (("efficientnet-b0-phi1", 32), ("efficientnet-b0-phi2-stage", 20), ("efficientnet-resnet18-phi1", 32),
+                       ("efficientnet-resnet18_224-phi1", 128)):
         source = Path(folders[case], "model.py").read_text()
         assert f"self.resize = Resize({size})" in source and source.count("class Resize(") == 1, case
+    assert "self.pool = nn.Identity()" in Path(folders["efficientnet-resnet18-phi1"], "model.py").read_text()
+    source = Path(folders["efficientnet-resnet18_224-phi1"], "model.py").read_text()
+    assert "self.pool = nn.MaxPool2d(3, 2, 1)" in source and "_conv_bn(3, 8, 7, 2" in source
 
 
 def test_model_py_of_the_quickstart_space_is_under_90_lines():

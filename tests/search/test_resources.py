@@ -128,3 +128,20 @@ def test_the_probe_of_a_driver_without_a_gpu_measures_beside_a_full_gpu(tmp_path
         pytest.fail(f"the probe was never scheduled beside the full GPU: {(err.stdout or b'')!r}")
     assert done.returncode == 0, done.stderr[-2000:]
     assert "placed 6 trials" in done.stdout and "measured 20000.0 MiB" in done.stdout, done.stdout
+
+
+def test_more_cpus_than_this_machine_has_are_refused_before_ray_starts(tmp_path, write_spec, tiny_spec, capsys):
+    import os
+    import time
+
+    from archscale.cli import main
+
+    tiny_spec["search"]["resources_per_trial"] = {"cpu": 512, "gpu": 0}
+    run_dir, cores = tmp_path / "run", len(os.sched_getaffinity(0))
+    start = time.monotonic()
+    assert main(["run", str(write_spec(tiny_spec)), "--out", str(run_dir)]) == 2
+    assert time.monotonic() - start < 10  # no data loaded, no Ray started
+    assert capsys.readouterr().err.splitlines() == [
+        f"archscale: error: search.resources_per_trial.cpu: 512 CPU per trial, but this machine has {cores} cores, "
+        f"so no trial could ever start; allowed: at most {cores}"]
+    assert not run_dir.exists()

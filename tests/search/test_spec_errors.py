@@ -182,12 +182,42 @@ def test_budget_violation_names_the_latency():
 @pytest.mark.usefixtures("ray_session")
 @pytest.mark.parametrize("resource", ["cpu", "gpu"])
 def test_a_trial_no_node_can_hold_is_refused_before_anything_is_written(tmp_path, capsys, write_spec, tiny_spec,
-                                                                        resource):
+                                                                        resource, monkeypatch):
     import ray
 
+    # past the count of cores made before Ray starts (tests/search/test_resources.py): Ray's own count decides
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(1024)))
     has = int(ray.cluster_resources().get(resource.upper(), 0))  # the session's Ray: 2 CPUs, the GPUs there are
     tiny_spec["search"]["resources_per_trial"] = {resource: has + 1}
     code, _, err = run_cli(capsys, "run", write_spec(tiny_spec), "--out", tmp_path / "run")
     assert_clear_error(code, err, f"search.resources_per_trial.{resource}: {has + 1} {resource.upper()} per trial, "
                        f"but this machine's Ray has {has}", f"allowed: at most {has}")
     assert not (tmp_path / "run").exists()
+
+
+def test_a_base_designed_for_another_input_side_is_refused_unless_allowed(tmp_path, capsys, write_spec, tiny_spec):
+    """mnist-5k is 28 px: resnet18_224 (torchvision's strides, 224 px) is more than 2x away."""
+    tiny_spec["space"] = {"family": "efficientnet", "params": {"base": ["resnet18", "resnet18_224"],
+                                                                "base_width": 0.125}}
+    spec = write_spec(tiny_spec)
+    for command in ("check", "run"):
+        extra = ["--out", tmp_path / "run"] if command == "run" else []
+        code, _, err = run_cli(capsys, command, spec, *extra)
+        assert_clear_error(code, err, "space.params.base: base resnet18_224 is designed for 224 px inputs",
+                           "the dataset's images are 28 px", "base resnet18 suits 28 px",
+                           "space.allow_resolution_mismatch: true")
+        assert not (tmp_path / "run").exists()
+    code, out, err = run_cli(capsys, "check", spec, "--set", "space.allow_resolution_mismatch=true")
+    assert code == 0 and "2 of 2 configurations fit" in out, err
+
+
+def test_the_side_compared_is_data_image_size_for_an_image_folder(tmp_path, capsys, write_spec, tiny_spec):
+    """The side the model gets: an image folder's data.image_size, not its files' sizes."""
+    from tests.conftest import FOLDER_SIDE, make_image_folder
+
+    folder = make_image_folder(tmp_path / "pets")
+    tiny_spec["data"] = {"dataset": f"imagefolder:{folder}", "image_size": FOLDER_SIDE, "root": str(tmp_path / "data")}
+    tiny_spec["space"] = {"family": "efficientnet", "params": {"base": "effnet_b0_224", "base_width": 0.125}}
+    code, _, err = run_cli(capsys, "check", write_spec(tiny_spec))
+    assert_clear_error(code, err, f"the dataset's images are {FOLDER_SIDE} px", f"data.image_size {FOLDER_SIDE}",
+                       f"base effnet_b0 suits {FOLDER_SIDE} px")

@@ -4,6 +4,7 @@ staged run with ``--resume`` across the stage boundary."""
 import copy
 import math
 
+import optuna
 import pandas as pd
 import pytest
 import yaml
@@ -119,9 +120,11 @@ def staged_run(tmp_path_factory, ray_session):
 
 def test_both_stages_land_in_one_trials_csv(staged_run):
     _, run_dir = staged_run
-    for name in ("spec.yaml", "trials.csv", "pareto.csv", "pareto.png", "scaling.png", "best/arch.yaml"):
+    for name in ("spec.yaml", "trials.csv", "pareto.csv", "pareto.png", "scaling.png", "best/arch.yaml", "study.db"):
         assert (run_dir / name).is_file(), name
     trials = read_trials(run_dir)
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")  # both stages' trials
+    assert [t.user_attrs["trial_id"] for t in study.trials] == list(trials["trial_id"])
     assert list(trials.columns[:3]) == ["trial_id", "stage", "status"] and trials["trial_id"].is_unique
     one, two = trials[trials["stage"] == 1], trials[trials["stage"] == 2]
     assert len(one) == 4 and len(two) == 1

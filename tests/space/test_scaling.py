@@ -1,5 +1,6 @@
 """Compound scaling: the rounding helpers, the pure ``scale``, the text form of scaled
-networks, the alpha*beta^2*gamma^2 constraint, and MACs growing as (alpha*beta^2*gamma^2)^phi."""
+networks, the alpha*beta^2*gamma^2 constraint, MACs growing as (alpha*beta^2*gamma^2)^phi,
+and the 224 px bases against torchvision's own models (parameters, B1-B3 scaling, fvcore MACs)."""
 
 import itertools
 from dataclasses import replace
@@ -10,10 +11,12 @@ import torch
 from archscale.analysis.cost import count_macs
 from archscale.space import Arch, build, get_space
 from archscale.space.efficientnet import CompoundNet, Resize, net_config
-from archscale.space.scaling import (BASES, EFFNET_B0, RESNET18, NetConfig, ScalingError, compound, flops_factor,
-                           make_divisible, scale, scale_depth, scale_resolution)
+from archscale.space.scaling import (BASES, EFFNET_B0, EFFNET_B0_224, RESNET18, RESNET18_224, NetConfig, ScalingError,
+                                     compound, design_side, flops_factor, make_divisible, scale, scale_depth,
+                                     scale_resolution)
 
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 32}
+IMAGENET = {"in_channels": 3, "num_classes": 1000, "image_size": 224}
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}
 PAPER = (1.2, 1.1, 1.15)  # EfficientNet-B0's alpha, beta, gamma
 FAMILY = get_space("efficientnet")
@@ -71,6 +74,17 @@ def test_resolution_rounding():
     assert scale_resolution(32, 1.15, multiple=8) == 32 and scale_resolution(32, 1.3, multiple=8) == 40
     assert scale_resolution(28, 1.15) == 32
     assert scale_resolution(30, 1.02) == 30  # never below the base
+
+
+def test_resolution_rounds_to_the_bases_stride_where_the_mac_law_allows():
+    assert (EFFNET_B0.stride, RESNET18.stride, EFFNET_B0_224.stride, RESNET18_224.stride) == (8, 8, 32, 32)
+    # the step is the stride, halved while it is more than 1/8 of the side being scaled
+    assert (EFFNET_B0.side_step, RESNET18_224.side_step) == (4, 16)
+    assert replace(EFFNET_B0, resolution=64).side_step == 8 and replace(RESNET18_224, resolution=512).side_step == 32
+    assert scale(EFFNET_B0, resolution=1.15).resolution == 36  # 36.8: step 4, as resolution_multiple 4
+    assert scale(EFFNET_B0_224, resolution=1.15).resolution == 256  # 257.6 -> 256 = 16 x 16
+    assert scale(EFFNET_B0_224, resolution=1.15 ** 2).resolution == 288  # 296.2 -> 288, not 296 (not / 16)
+    assert scale(RESNET18_224, resolution=1.15, multiple=8).resolution == 256  # lcm(8, 16)
 
 
 # --------------------------------------------------------------------------- scale is pure
@@ -131,7 +145,10 @@ def model_of(base: str, phi: float, coefficients=PAPER, context=CIFAR, **extra) 
     return build(FAMILY.resolve({"base": base, "alpha": a, "beta": b, "gamma": g, "phi": phi, **extra}, context))
 
 
-@pytest.mark.parametrize("base", sorted(BASES))
+BASES_32 = sorted(b for b in BASES if design_side(b) == 32)  # the 224 px ones: against torchvision below
+
+
+@pytest.mark.parametrize("base", BASES_32)
 def test_phi_zero_is_the_base_network_exactly(base):
     torch.manual_seed(0)
     scaled = model_of(base, 0.0, coefficients=(1.4, 1.2, 1.0), tolerance=0.5)
@@ -146,10 +163,15 @@ def test_phi_zero_is_the_base_network_exactly(base):
 
 @pytest.mark.parametrize("base", sorted(BASES))
 def test_macs_grow_as_the_compound_factor(base):
-    """Measured (fvcore) MACs within 15% of base_macs * (alpha*beta^2*gamma^2)^phi, phi in {0, 1, 2}."""
-    base_macs = count_macs(model_of(base, 0.0), (1, 3, 32, 32))
+    """Measured (fvcore) MACs within 15% of base_macs * (alpha*beta^2*gamma^2)^phi, phi in {0, 1, 2},
+    each base at its design side (the 224 px ones at a quarter width, channels multiples of 2,
+    not 8: the law is about shapes, and 8 would be most of a quarter-width channel count)."""
+    side = design_side(base)
+    narrow = {} if side == 32 else {"base_width": 0.25, "divisor": 2}
+    context, shape = {**CIFAR, "image_size": side}, (1, 3, side, side)
+    base_macs = count_macs(model_of(base, 0.0, context=context, **narrow), shape)
     for phi in (1.0, 2.0):
-        macs = count_macs(model_of(base, phi), (1, 3, 32, 32))
+        macs = count_macs(model_of(base, phi, context=context, **narrow), shape)
         expected = base_macs * flops_factor(*PAPER) ** phi
         assert abs(macs / expected - 1) <= 0.15, (base, phi, macs / base_macs, expected / base_macs)
 
@@ -163,6 +185,65 @@ def test_resolution_is_the_models_first_op():
     assert seen == [(2, 1, 32, 32)]
     d, w, r = compound(*PAPER, 1.0)
     assert (d, r) == pytest.approx((1.2, 1.15))
+
+
+# --------------------------------------------------------------------------- the 224 px bases
+
+
+def test_224_bases_are_written_like_torchvisions():
+    assert RESNET18_224.text == ("res224 stem_k7_s2_c64_m3 bb_r2_k3_s1_c64 bb_r2_k3_s2_c128 bb_r2_k3_s2_c256 "
+                                 "bb_r2_k3_s2_c512 head_c0 act_relu")
+    assert NetConfig.from_text(RESNET18_224.text) == RESNET18_224 and NetConfig.from_text(EFFNET_B0_224.text) == EFFNET_B0_224
+    assert "_m" not in RESNET18.text  # a table without a stem pool keeps its old text
+    assert [s.stride for s in EFFNET_B0_224.stages] == [1, 2, 2, 2, 1, 2, 1] and EFFNET_B0_224.stem_stride == 2
+
+
+def parameter_shapes(model: torch.nn.Module) -> list[tuple[int, ...]]:
+    return sorted(tuple(p.shape) for p in model.parameters())
+
+
+@pytest.mark.parametrize("base,reference", [("effnet_b0_224", "efficientnet_b0"), ("resnet18_224", "resnet18")])
+def test_224_bases_are_torchvisions_models(base, reference):
+    """At 224 px and 1000 classes: torchvision's parameters, tensor by tensor shape, and its
+    fvcore MACs within 1%."""
+    import torchvision
+
+    ours = model_of(base, 0.0, context=IMAGENET)
+    theirs = torchvision.models.get_model(reference, weights=None)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert parameter_shapes(ours) == parameter_shapes(theirs)
+    ratio = count_macs(ours, (1, 3, 224, 224)) / count_macs(theirs, (1, 3, 224, 224))
+    assert abs(ratio - 1) <= 0.01, ratio
+
+
+@pytest.mark.parametrize("name,width,depth", [("efficientnet_b1", 1.0, 1.1), ("efficientnet_b2", 1.1, 1.2),
+                                              ("efficientnet_b3", 1.2, 1.4)])
+def test_scaling_b0_224_gives_torchvisions_b1_to_b3(name, width, depth):
+    """The paper's width and depth multipliers of B1..B3 (torchvision's), depth_rounding stage."""
+    import torchvision
+
+    arch = FAMILY.resolve({"base": "effnet_b0_224", "alpha": depth, "beta": width, "gamma": 1.0, "phi": 1.0,
+                           "depth_rounding": "stage"}, IMAGENET)
+    ours, theirs = build(arch), torchvision.models.get_model(name, weights=None)
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in theirs.parameters())
+    assert parameter_shapes(ours) == parameter_shapes(theirs)
+
+
+@pytest.mark.parametrize("base,sides,suggest", [
+    ("effnet_b0", {16: None, 28: None, 64: None, 15: "no base suits 15 px", 65: "no base suits 65 px",
+                   224: "base effnet_b0_224 suits 224 px"}, None),
+    ("resnet18_224", {112: None, 224: None, 448: None, 111: "no base suits 111 px", 449: "no base suits 449 px",
+                      32: "base resnet18 suits 32 px"}, None),
+])
+def test_a_dataset_side_more_than_2x_from_the_bases_is_a_mismatch(base, sides, suggest):
+    for side, advice in sides.items():
+        why = FAMILY.input_mismatch({"base": base, "image_size": side})
+        if advice is None:
+            assert why is None, (side, why)
+        else:
+            assert why.field == "base" and advice in why.message, (side, why)
+            assert f"base {base} is designed for {design_side(base)} px inputs" in why.message
+            assert f"the dataset's images are {side} px" in why.message
 
 
 def test_stochastic_depth_drops_whole_samples_only_while_training():

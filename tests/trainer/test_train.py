@@ -195,3 +195,38 @@ def test_a_config_outside_its_fields_bounds_is_refused_in_one_line(overrides, me
 def test_every_recipe_is_a_valid_config(name):
     cfg = TrainConfig(**RECIPES[name])
     assert {k: getattr(cfg, k) for k in RECIPES[name]} == RECIPES[name]
+
+
+# --------------------------------------------------------------------------- data larger than the device
+
+
+@pytest.mark.parametrize("recipe", [dict(), dict(crop_padding=1, flip=True, cutout=3, mixup=0.4, swa=True)],
+                         ids=["plain", "augmented+swa"])
+def test_streamed_batches_train_exactly_as_batches_kept_on_the_device(separable_splits, small_convnet, recipe):
+    cfg = TrainConfig(epochs=3, batch_size=48, lr=0.1, eval_batch_size=100, device="cpu", **recipe)  # 100: partial
+    kept_model, streamed_model = small_convnet(), small_convnet()
+    kept = train(kept_model, separable_splits, cfg, stream=False)
+    streamed = train(streamed_model, separable_splits, cfg, stream=True)
+    assert not kept.streamed and streamed.streamed
+    untimed = [[{k: v for k, v in epoch.items() if k != "train_seconds"} for epoch in r.history] for r in (kept, streamed)]
+    assert untimed[0] == untimed[1]
+    for (name, a), b in zip(kept_model.state_dict().items(), streamed_model.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_a_device_budget_smaller_than_the_splits_makes_batches_stream(separable_splits, linear_model):
+    from archscale.trainer.train import DeviceImages, keeps_on_device
+
+    nbytes = sum(x.numel() for x in (separable_splits.x_train, separable_splits.x_val, separable_splits.x_test)) * 4
+    assert keeps_on_device(nbytes, torch.device("cpu")) and not keeps_on_device(nbytes, torch.device("cpu"), 0.1)
+    cfg = TrainConfig(epochs=1, batch_size=64, device="cpu")
+    assert train(linear_model(), separable_splits, cfg, max_device_mb=0.1).streamed
+    assert not train(linear_model(), separable_splits, cfg, max_device_mb=1.0).streamed
+    # streamed images stay uint8 on the host; batches arrive normalised, in the order asked for
+    data = DeviceImages(separable_splits.x_train, separable_splits.y_train, [0.5], [0.25], torch.device("cpu"),
+                        resident=False)
+    assert data.images.dtype == torch.uint8
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+    xb, yb = next(data.batches(order, 10))
+    assert torch.equal(yb, separable_splits.y_train[order[:10]])
+    assert torch.equal(xb, normalise(separable_splits.x_train[order[:10]], [0.5], [0.25], torch.device("cpu")))

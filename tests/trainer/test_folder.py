@@ -1,0 +1,156 @@
+"""Image folders: decoded as torchvision decodes them, labelled as ImageFolder labels them,
+cached once, and every bad folder refused with its path named."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from torchvision.datasets import ImageFolder
+from torchvision.io import write_jpeg, write_png
+from torchvision.transforms import v2
+
+from archscale.trainer import DataError, dataset_context, load_dataset, split
+from archscale.trainer import folder as folder_module
+from tests.conftest import FOLDER_CLASSES as CLASSES
+from tests.conftest import FOLDER_SIDE as SIDE
+from tests.conftest import image_of, make_image_folder
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    return make_image_folder(tmp_path / "pets")
+
+
+def test_decoded_as_torchvision_decodes_and_labelled_as_imagefolder_labels(images, tmp_path):
+    data = load_dataset(f"imagefolder:{images}", tmp_path / "data", SIDE)
+    # torchvision's own pipeline: ImageFolder's PIL loader (RGB), v2 resize of the short side, centre crop
+    pipeline = v2.Compose([v2.PILToTensor(), v2.Resize(SIDE, antialias=True), v2.CenterCrop(SIDE)])
+    reference = ImageFolder(str(images / "train"), transform=pipeline)
+    assert data.classes == tuple(reference.classes) == CLASSES
+    assert data.y_train.tolist() == reference.targets
+    assert data.x_train.shape == (12, 3, SIDE, SIDE) and data.x_train.dtype == torch.uint8
+    assert data.x_test.shape == (6, 3, SIDE, SIDE) and data.num_classes == 3
+    for i, (path, _) in enumerate(reference.samples):
+        diff = (data.x_train[i].int() - reference[i][0].int()).abs()
+        assert diff.max() <= (8 if path.endswith(".jpg") else 0), path  # JPEG decoders may round differently
+    assert data.context == dataset_context(f"imagefolder:{images}", tmp_path / "data", SIDE)
+
+
+def test_grey_images_become_rgb_when_most_are_rgb_and_the_reverse(images, tmp_path):
+    data = load_dataset(f"imagefolder:{images}", tmp_path / "data", SIDE)
+    grey_png = sorted((images / "train" / "cat").glob("*.png"))
+    assert data.in_channels == 3
+    # the 3rd image written is grey: its three channels are equal after decoding
+    third = data.x_train[2]
+    assert torch.equal(third[0], third[1]) and torch.equal(third[1], third[2]) and grey_png
+    mostly_grey = make_image_folder(tmp_path / "grey", grey_every=1)
+    write_jpeg(image_of(3, SIDE, SIDE, 99), str(mostly_grey / "train" / "cat" / "colour.jpg"))
+    grey = load_dataset(f"imagefolder:{mostly_grey}", tmp_path / "data", SIDE)
+    assert grey.in_channels == 1 and grey.x_train.shape[1:] == (1, SIDE, SIDE)
+
+
+def test_decoded_once_then_read_from_the_cache_until_a_file_changes(images, tmp_path, monkeypatch):
+    calls = []
+    real = folder_module._decode
+    monkeypatch.setattr(folder_module, "_decode", lambda *a: calls.append(len(a[0])) or real(*a))
+    first = load_dataset(f"imagefolder:{images}", tmp_path / "data", SIDE)
+    assert sum(calls) == 18
+    cached = list((tmp_path / "data" / "imagefolder-cache").glob("pets-16px-*.npz"))
+    assert len(cached) == 1
+    again = load_dataset(f"imagefolder:{images}", tmp_path / "data", SIDE)
+    assert sum(calls) == 18 and torch.equal(first.x_train, again.x_train) and again.classes == first.classes
+    load_dataset(f"imagefolder:{images}", tmp_path / "data", SIDE - 2)  # another side: another cache file
+    assert sum(calls) == 36
+    touched = next((images / "test" / "dog").iterdir())
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    load_dataset(f"imagefolder:{images}", tmp_path / "data", SIDE)
+    assert sum(calls) == 54
+    assert len(list((tmp_path / "data" / "imagefolder-cache").glob("*.npz"))) == 3
+
+
+def test_a_val_folder_replaces_the_carved_validation_split(tmp_path):
+    root = make_image_folder(tmp_path / "pets", splits=(("train", 4), ("val", 1), ("test", 2)))
+    data = load_dataset(f"imagefolder:{root}", tmp_path / "data", SIDE)
+    splits = split(data, val_fraction=0.5, seed=0)
+    assert len(splits.y_val) == 3 and splits.y_val.tolist() == [0, 1, 2]
+    assert len(splits.y_train) == 12  # every training image: nothing carved
+    assert torch.equal(splits.x_val, data.x_val)
+
+
+def _no_train(root: Path) -> str:
+    (root / "train").rename(root / "training")
+    return f"{root}: no train/ folder"
+
+
+def _empty_class(root: Path) -> str:
+    for f in (root / "test" / "dog").iterdir():
+        f.unlink()
+    return f"{root / 'test' / 'dog'}: an empty class"
+
+
+def _classes_differ(root: Path) -> str:
+    (root / "test" / "fish").rename(root / "test" / "bird")
+    return "test/ has bird that train/ has not; test/ lacks fish"
+
+
+def _not_an_image(root: Path) -> str:
+    (root / "train" / "cat" / "notes.txt").write_text("not a picture")
+    return f"{root / 'train' / 'cat' / 'notes.txt'}: not an image"
+
+
+def _too_small(root: Path) -> str:
+    write_png(image_of(3, SIDE - 1, 40, 0), str(root / "train" / "dog" / "tiny.png"))
+    return f"{root / 'train' / 'dog' / 'tiny.png'}: 40x{SIDE - 1} px is smaller than data.image_size {SIDE}"
+
+
+def _bmp(root: Path) -> str:
+    from PIL import Image
+
+    Image.new("RGB", (SIDE, SIDE)).save(root / "train" / "cat" / "x.bmp")
+    return "x.bmp: a BMP image, which torchvision.io.decode_image does not read"
+
+
+BAD = {"no train/": _no_train, "empty class": _empty_class, "classes differ": _classes_differ,
+       "not an image": _not_an_image, "too small": _too_small, "unreadable format": _bmp}
+
+
+@pytest.mark.parametrize("damage", BAD.values(), ids=BAD.keys())
+def test_a_bad_folder_is_refused_naming_the_path_and_the_problem(images, tmp_path, damage):
+    said = damage(images)
+    for read in (dataset_context, load_dataset):
+        with pytest.raises(DataError) as err:
+            read(f"imagefolder:{images}", tmp_path / "data", SIDE)
+        assert said in str(err.value)
+    assert not (tmp_path / "data").exists()  # nothing cached
+
+
+def test_write_folder_writes_a_dataset_as_png_files_that_load_back_equal(tmp_path):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", x_train=rng.integers(0, 255, (12, 20, 20, 3), dtype=np.uint8),
+             y_train=np.arange(12) % 3, x_test=rng.integers(0, 255, (6, 20, 20, 3), dtype=np.uint8),
+             y_test=np.arange(6) % 3)
+    assert folder_module.main([f"npz:{tmp_path / 'd.npz'}", str(tmp_path / "out")]) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "train").iterdir()) == ["0", "1", "2"]
+    source = load_dataset(f"npz:{tmp_path / 'd.npz'}")
+    back = load_dataset(f"imagefolder:{tmp_path / 'out'}", tmp_path / "data", 20)
+    order = torch.argsort(source.y_train, stable=True)  # the folder lists images class by class
+    assert torch.equal(back.x_train, source.x_train[order]) and torch.equal(back.y_train, source.y_train[order])
+    assert folder_module.main([f"npz:{tmp_path / 'd.npz'}", str(tmp_path / "out")]) == 2  # not empty: refused
+
+
+def test_checking_a_folder_imports_no_torchvision(images, tmp_path):
+    import subprocess
+    import sys
+
+    code = (f"import sys; from archscale.trainer import dataset_context; "
+            f"print(dataset_context('imagefolder:{images}', '{tmp_path / 'data'}', {SIDE})); "
+            "assert 'torchvision' not in sys.modules, 'torchvision imported'")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert done.returncode == 0, done.stderr
+    assert "'in_channels': 3" in done.stdout

@@ -169,11 +169,10 @@ class Launcher:
                  out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
         # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
-        init_ray(spec.search.address, runtime_env(spec))  # Ray must not be imported before a cluster's token is known
+        with phase("ray start"):  # before ray is imported here: a cluster's token must be known first
+            ray_ready(spec.search.address, runtime_env(spec))
         from ray import tune
 
-        with phase("ray start"):
-            ray_ready(spec.search.address)
         tune_setup = time.perf_counter()
         require_resources(spec, out)
         self.spec, self.run_dir, self.ctx = spec, Path(run_dir), ctx

@@ -52,13 +52,14 @@ def start_ray_early(spec: Spec) -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init sets it in the main thread
     logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
     started: Future = Future()
+    from archscale.search.launch import init_ray, runtime_env
+
+    env = runtime_env(spec)  # a family of the user's own goes to the workers with the job
 
     def start() -> None:
         try:
-            from archscale.search.launch import init_ray
-
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from a search's own Ray
-            init_ray(None)
+            init_ray(None, env)
         except BaseException as err:  # noqa: BLE001 - raised again in the main thread by ray_ready
             started.set_exception(err)
             return
@@ -71,12 +72,12 @@ def start_ray_early(spec: Spec) -> None:
     threading.Thread(target=start, name="archscale-ray-start", daemon=True).start()
 
 
-def ray_ready(address: str | None) -> None:
+def ray_ready(address: str | None, env: dict | None = None) -> None:
     """Ray started or joined: the start :func:`start_ray_early` began (its error raised here),
-    else :func:`init_ray` now."""
+    else :func:`init_ray` now, with ``env`` as the job's ``runtime_env``."""
     starting = _STARTING.pop("local", None) if _local(address) else None
     if starting is not None:
         starting.result()
     from archscale.search.launch import init_ray
 
-    init_ray(address)  # returns at once when Ray is running
+    init_ray(address, env)  # returns at once when Ray is running

@@ -41,8 +41,12 @@ def free_port() -> int:
 @pytest.mark.cluster
 @pytest.mark.slow
 def test_search_on_a_two_node_cluster(two_nodes, kind, tmp_path, write_spec, tiny_spec):
-    # one CPU per node and per trial, two trials at once: they can only run on different nodes
+    # one CPU per node and per trial, two trials at once: they can only run on different nodes.
+    # Each trains for long enough (seconds) that the second node's worker is up before the first
+    # trial ends: a shorter trial would end first and Tune would reuse its worker for the second.
     tiny_spec["search"].update(num_trials=2, max_concurrent=2, resources_per_trial={"cpu": 1, "gpu": 0})
+    tiny_spec["data"]["subset"] = 1.0
+    tiny_spec["train"]["epochs"] = 6
     tiny_spec["space"]["params"].update(c4_width=8, c3_conv="regular")
     run_dir = tmp_path / "run"
     address = two_nodes[kind]

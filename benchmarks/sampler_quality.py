@@ -65,8 +65,9 @@ SAMPLERS = ("random", "tpe", "tpe_independent", "tpe_optuna", "nsga2", "gp")
 PREFIX = {"random", "tpe_optuna"}  # settings independent of num_trials: shorter budgets are prefixes
 UNCONSTRAINED = {"random"}  # ignores Optuna constraints
 BUDGETS = (10, 20, 40)
-# GPSampler's cost grows with the trials told (about 14 s CPU for a 20-trial replay, 29 s for
-# 40): by default it is replayed at 10 and 20 trials, over-budget points told as 0 accuracy only.
+# GPSampler's cost grows with the trials told (one quickstart replay: 16.7 s wall at 20 trials,
+# 40.2 s at 40, load average 3.3 to 4.3): by default it is replayed at 10 and 20 trials, over-budget
+# points told as 0 accuracy only.
 LIMITED = {"gp": ((10, 20), (False,))}  # sampler -> (budgets, constraints settings)
 CODE = ("archscale/search/searcher.py", "archscale/search/replay.py")  # what a replay's outcome depends on
 
@@ -243,6 +244,7 @@ def main(argv=None) -> int:
             for r in rows:
                 known[(r["space"], r["sampler"], r["mode"], r["budget"], r["seed"])] = r
                 f.write(json.dumps(r) + "\n")
+            f.flush()  # an interrupted invocation keeps what it replayed
             if i % 50 == 0:
                 print(f"  {i}/{len(todo)} replays, {time.perf_counter() - t0:.0f}s, load average {load()}", flush=True)
     wanted = {(j[0], j[2], "constr" if j[3] else "0acc", b, j[5]) for j in jobs(run_dirs, args.samplers.split(","),

@@ -112,3 +112,15 @@ def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
         assert hv == pytest.approx(_brute_force_area(first, reference) / space.true_hv)
         assert best == (max(a for a, _ in first) == max(a for a, _ in done))
     assert space.score(replayed, len(rows)) == (pytest.approx(1.0), True)
+
+
+def test_sampler_quality_replays_each_sampler_at_its_budgets_and_settings():
+    """Prefix samplers run once at the largest budget; the others once per budget; random has
+    no constraints setting; GP only at its limited budgets and settings."""
+    bench = _load("sampler_quality")
+    jobs = bench.jobs({"toy": "run"}, ["random", "tpe", "gp"], seeds=2)
+    cells = {(sampler, constrained, budgets) for _, _, sampler, constrained, budgets, _ in jobs}
+    gp_budgets, gp_modes = bench.LIMITED["gp"]
+    assert cells == ({("random", False, bench.BUDGETS)} | {("tpe", c, (b,)) for c in (False, True) for b in bench.BUDGETS}
+                     | {("gp", c, (b,)) for c in gp_modes for b in gp_budgets})
+    assert len(jobs) == 2 * len(cells)

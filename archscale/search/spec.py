@@ -26,7 +26,7 @@ from archscale.space import CONTEXT_PARAMS, SpaceError, get_space, user
 from archscale.trainer import DATASETS, RECIPES, TrainConfig
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
-SAMPLERS = ("tpe", "nsga2", "random", "grid")
+SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp")
 
 
 class _Strict(BaseModel):
@@ -391,7 +391,7 @@ class Stages(_Strict):
 
 
 class SearchSpec(_Strict):
-    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
     num_trials: int = Field(10, ge=1)
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
     max_concurrent: int = Field(2, ge=1)

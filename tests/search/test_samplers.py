@@ -28,14 +28,14 @@ def test_optuna_space_maps_every_kind_of_dimension():
     assert space["se_ratio"].log
 
 
-@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid"])
+@pytest.mark.parametrize("sampler", ["tpe", "nsga2", "random", "grid", "gp"])
 def test_make_sampler(sampler):
     import optuna
 
     spec = spec_with(sampler, {"c1_width": [4, 8], "c2_convs": {"low": 1, "high": 2}})
     made = make_sampler(spec)
     expected = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler,
-                "random": optuna.samplers.RandomSampler,
+                "random": optuna.samplers.RandomSampler, "gp": optuna.samplers.GPSampler,
                 "grid": optuna.samplers.RandomSampler}[sampler]  # the grid is enqueued: its sampler is never asked
     assert isinstance(made, expected)
 

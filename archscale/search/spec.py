@@ -391,7 +391,7 @@ class Stages(_Strict):
 
 
 class SearchSpec(_Strict):
-    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "gp"
     num_trials: int = Field(10, ge=1)
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
     max_concurrent: int = Field(2, ge=1)

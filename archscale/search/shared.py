@@ -34,17 +34,20 @@ class SharedSplits:
 def data_key(spec: Spec) -> tuple:
     """What the splits of ``spec`` depend on: the dataset, where it is read, the split and the seed."""
     d = spec.data
-    return (d.dataset, str(d.root), float(d.val_fraction), float(d.subset), int(spec.seed))
+    return (d.dataset, str(d.root), d.image_size, float(d.val_fraction), float(d.subset), int(spec.seed))
 
 
 def share_splits(spec: Spec, splits: Splits) -> SharedSplits:
     """Put ``splits`` into Ray's object store once (Ray must be started) and keep them in this
-    process's cache too (a trial that runs in the driver's process fetches nothing)."""
+    process's cache too (a trial that runs in the driver's process fetches nothing). The key
+    ends with the object's id: a later search in the same Ray session (a notebook), even of the
+    same dataset whose files changed, is fetched anew, never served a worker's old copy."""
     import ray
 
-    key = data_key(spec)
+    ref = ray.put(splits)
+    key = (*data_key(spec), ref.hex())
     _keep(key, splits)
-    return SharedSplits(key, ray.put(splits))
+    return SharedSplits(key, ref)
 
 
 def local_splits(splits: Splits | SharedSplits) -> Splits:

@@ -61,6 +61,28 @@ def test_a_worker_fetches_a_dataset_once_and_keeps_it(monkeypatch, tiny_spec, tm
     assert fetched == ["ref-1", "ref-2", "ref-1"]
 
 
+def test_a_later_search_of_the_same_data_is_fetched_anew(monkeypatch, tiny_spec, tmp_path):
+    """Two searches in one Ray session (a notebook), same spec: the second one's workers must
+    not be served the first one's copy (the files may have changed in between)."""
+    import ray
+
+    from archscale.search.shared import share_splits
+
+    class Ref(str):
+        def hex(self) -> str:
+            return str(self)
+
+    tiny_spec["data"]["root"] = str(tmp_path)
+    spec = parse_spec(tiny_spec)
+    refs = iter([Ref("put-1"), Ref("put-2")])
+    monkeypatch.setattr(ray, "put", lambda splits: next(refs))
+    monkeypatch.setattr(ray, "get", lambda ref: f"splits of {ref}")
+    first, second = share_splits(spec, "old splits"), share_splits(spec, "new splits")
+    assert first.key != second.key and first.key[:-1] == second.key[:-1] == data_key(spec)
+    assert local_splits(second) == "new splits"  # the driver's own copy: the newest
+    assert local_splits(first) == "splits of put-1"  # a key no longer held: fetched
+
+
 def test_the_profile_splits_each_trial_from_its_timestamps():
     profile = Profile()
     profile.add("data", 1.5)

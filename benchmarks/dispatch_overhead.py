@@ -114,6 +114,9 @@ def print_breakdown(profiles: list[dict]) -> None:
         print(f"  {name:<30} {median(lambda p: p['phases'].get(name)):>8.2f}")
     print(f"  {'exit (Ray shutdown)':<30} {median(lambda p: p['exit']):>8.2f}")
     print(f"  {'time to first trial':<30} {median(lambda p: p['time_to_first_trial']):>8.2f}")
+    print("  the first trial, seconds after the process started:")
+    for name in dict.fromkeys(k for p in profiles for k in p.get("first_trial", {})):
+        print(f"    {name.replace('_', ' '):<28} {median(lambda p: p.get('first_trial', {}).get(name)):>8.2f}")
     print("  per trial (mean over the run's trials):")
     for name in dict.fromkeys(k for p in profiles for k in p["per_trial"]):
         print(f"    {name:<28} {median(lambda p: p['per_trial'].get(name)):>8.3f}")

@@ -7,7 +7,6 @@ resources, one stopper (Ctrl-C and the time budget) for the whole invocation, an
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -18,11 +17,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
-from archscale.search import cluster
 from archscale.search.context import TrialContext
 from archscale.search.evaluate import Evaluator
 from archscale.search.profile import PROFILE, phase
-from archscale.search.start import ray_ready
+from archscale.search.start import ray_ready, runtime_env, trials_on_started_workers
 from archscale.search.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
 from archscale.search.resources import TrialResources, trial_resources
 from archscale.search.shared import share_splits
@@ -31,7 +29,6 @@ from archscale.search.store import RunStore
 from archscale.search.trial import run_trial
 
 SPEC_FILE = "spec.yaml"
-CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving up
 RESOURCE_POLL_S = 5.0  # seconds between looks at a growing cluster's nodes
 
 
@@ -93,51 +90,6 @@ def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:
     return [(name, amount, largest[name]) for name, amount in asked.items() if amount > largest[name]]
 
 
-def runtime_env(spec: Spec) -> dict[str, Any] | None:
-    """Ray's ``runtime_env`` for the job: a family of the user's own (``package.module:ClassName``
-    or an entry point) is shipped to every worker as ``py_modules`` (its top-level package
-    folder or module file), so no node needs it installed or on its path; None for archscale's
-    own families."""
-    from archscale.space import get_space, user
-
-    found = user.origin(get_space(spec.space.family).name)
-    return {"py_modules": [found.ship]} if found else None
-
-
-def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:
-    """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
-    cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
-    or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
-    A Ray already started in this process is used as it is."""
-    cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
-    address = address or os.environ.get("RAY_ADDRESS") or "local"
-    import ray
-
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no accuracy
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (ctrl_c) stops the search and keeps what finished
-    if ray.is_initialized():
-        return
-    if address == "local":
-        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                 runtime_env=env)
-        return
-    for attempt in range(1, CLIENT_ATTEMPTS + 1):
-        try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
-            return
-        except ConnectionError as err:
-            # A Ray Client's server starts a process per client; on a busy head that start can
-            # fail ("Initialization failure from server") where the next one succeeds.
-            if not address.startswith("ray://") or attempt == CLIENT_ATTEMPTS:
-                raise
-            print(f"archscale: connecting to {address} failed ({' '.join(str(err).split())[:200]}); "
-                  f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
-            ray.shutdown()  # whatever the failed connection left behind
-            time.sleep(5 * attempt)
-
-
 @contextmanager
 def ctrl_c(stopper, out: TextIO):
     """First Ctrl-C: stop the search cleanly (finished trials kept, the rest rerun by
@@ -169,8 +121,9 @@ class Launcher:
                  out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
         # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
+        self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
         with phase("ray start"):  # before ray is imported here: a cluster's token must be known first
-            ray_ready(spec.search.address, runtime_env(spec))
+            ray_ready(spec.search.address, self.env)
         from ray import tune
 
         tune_setup = time.perf_counter()
@@ -230,8 +183,9 @@ class Launcher:
                 callbacks=[recorder], stop=self.stopper,
                 failure_config=tune.FailureConfig(max_failures=failures)),
         )
+        PROFILE.marks.setdefault("search", time.time())
         try:
-            with ctrl_c(self.stopper, self.out):
+            with ctrl_c(self.stopper, self.out), trials_on_started_workers(self.env):
                 tuner.fit()
         finally:
             if drainer is not None:

@@ -14,7 +14,9 @@ driver's (the per-trial split is then only as good as the clocks agree).
     feasibility            the configuration checked against the budgets (one model built)
     ray start              Ray started (or joined)
     tune setup             the trainable, its data in Ray's object store
-    first trial            from the start of the search to the first trial training
+    first trial            from the start of the search to the first trial training: when the
+                           worker process that ran it started, when it had imported torch and
+                           archscale (preloaded: before the trial came), when the trial entered it
     search                 Tune's run, first trial to last result
     finish                 front, plots, export and the printed front
 
@@ -33,6 +35,7 @@ from typing import Any, Iterator
 
 PROFILE_FILE = "profile.json"
 TIMES = "times"  # key of a trial's last result: its worker-side timestamps (popped by the recorder)
+FIRST_TRIAL = ("worker_start", "imported", "entered", "train_start")  # a trial's stamps on its way to training
 
 
 def process_start() -> float:
@@ -54,11 +57,13 @@ class Profile:
         self.phases: dict[str, float] = {}
         self.trials: dict[str, dict[str, float]] = {}
         self.concurrency = 1
+        self.marks: dict[str, float] = {}  # name -> time.time() of a moment of the driver
 
     def reset(self) -> None:
         """Forget the phases and trials of an earlier command in this process."""
         self.phases.clear()
         self.trials.clear()
+        self.marks.clear()
 
     def add(self, name: str, seconds: float) -> None:
         self.phases[name] = self.phases.get(name, 0.0) + seconds
@@ -88,6 +93,12 @@ class Profile:
                 "end": mean(lambda t: t["ended"] - t["result"]),  # last result -> Tune ends the trial
             }
         first = min((t["train_start"] for t in self.trials.values() if "train_start" in t), default=None)
+        earliest = min((t for t in self.trials.values() if "train_start" in t), key=lambda t: t["train_start"],
+                       default={})
+        # the first trial's way, in seconds since the process started
+        first_trial = {name: at - self.start for name, at in [("search begins", self.marks.get("search")),
+                                                              *((k, earliest.get(k)) for k in FIRST_TRIAL)]
+                       if at is not None}
         starts = [t["started"] for t in self.trials.values() if "started" in t]
         ends = [t["ended"] for t in self.trials.values() if "ended" in t]
         busy = sum(t["ended"] - t["started"] for t in self.trials.values() if {"started", "ended"} <= t.keys())
@@ -95,6 +106,7 @@ class Profile:
         out: dict[str, Any] = {
             "phases": dict(self.phases),
             "time_to_first_trial": first - self.start if first is not None else None,
+            "first_trial": first_trial,
             "trials": len(self.trials),
             "trials_timed": len(complete),
             "per_trial": per_trial,
@@ -133,6 +145,10 @@ def format_table(summary: dict[str, Any]) -> str:
         lines.append(f"{name:<28} {seconds:>8.2f}")
     if summary.get("time_to_first_trial") is not None:
         lines.append(f"{'time to first trial':<28} {summary['time_to_first_trial']:>8.2f}  (process start -> training)")
+    if summary.get("first_trial"):
+        lines.append("the first trial, seconds after the process started:")
+        for name, at in summary["first_trial"].items():
+            lines.append(f"  {name.replace('_', ' '):<26} {at:>8.2f}")
     if summary["per_trial"]:
         lines.append(f"per trial, mean of {summary['trials_timed']}:")
         for name, seconds in summary["per_trial"].items():

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import threading
 from typing import Callable
 
 from archscale.search.context import TrialContext, train_values
 from archscale.search.evaluate import Evaluator
-from archscale.search.spec import Spec, SpecError
+from archscale.search.spec import Spec
 
 CUDA_CONTEXT_MB = 600.0  # CUDA context + cuBLAS/cuDNN workspaces of one process: not in max_memory_allocated
 HEADROOM = 1.2  # allocator fragmentation, evaluation batches and the test split
@@ -44,18 +43,6 @@ def gpu_share(need_mb: float, gpu_total_mb: float) -> float:
     per_gpu = max(1, math.floor(gpu_total_mb / need_mb))
     steps = math.floor(MAX_SHARE / per_gpu / RAY_STEP + 1e-9)  # float-safe floor
     return min(MAX_SHARE, steps * RAY_STEP)
-
-
-def require_cores(spec: Spec) -> None:
-    """Before Ray starts here (``address`` null, no RAY_ADDRESS): refuse a trial asking more
-    CPUs than this process may use, without waiting for Ray and the data. Ray's own count,
-    checked once it runs (``launch.require_resources``), is never higher."""
-    if spec.search.address or os.environ.get("RAY_ADDRESS", "local") not in ("", "local"):
-        return
-    asked, cores = spec.search.resources_per_trial.cpu, len(os.sched_getaffinity(0))
-    if asked > cores:
-        raise SpecError(f"search.resources_per_trial.cpu: {asked:g} CPU per trial, but this machine has {cores} "
-                        f"cores, so no trial could ever start; allowed: at most {cores}")
 
 
 MeasureFn = Callable[[dict], float]  # (sampled config) -> peak MiB of one training step on a GPU

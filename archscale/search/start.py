@@ -1,12 +1,22 @@
-"""Ray started for a search as early as the driver can: a local instance comes up in a
-background thread while the driver reads the data and checks the spec.
+"""How a search gets its Ray, and how it lets it go.
 
-Warming Ray's idle workers (a task importing torch in each) does not help: Tune's trial
-actors start in fresh worker processes, not in the idle ones (tried on ray 2.60: the actors'
-pids differ from the warmed workers' and torch is not loaded in them).
+- :func:`init_ray` starts a local instance or joins a cluster (``search.address``,
+  ``RAY_ADDRESS``), with the job's :func:`runtime_env`.
+- :func:`start_ray_early` begins a local start in a background thread as soon as the spec is
+  valid, so that Ray's processes come up while the driver imports torch, reads the data and
+  checks the spec; :func:`ray_ready` waits for it where the launcher needs Ray.
+- A local instance preloads what a trial imports (:data:`PRELOAD`) in each of its worker
+  processes as they start: Ray starts one idle worker per CPU with the instance, and Tune's
+  first trial actors are placed on those, so the first trials do not wait for torch to be
+  imported. (Warming idle workers with a task does not work: a worker that ran a task is not
+  given an actor, tried on ray 2.60.) A cluster's nodes do the same when started with
+  ``RAY_preload_python_modules`` set to the same list (the README's cluster recipe).
+- :func:`leave` ends the ``archscale`` command once everything is written: a local instance's
+  processes are killed at once rather than shut down one by one with a grace period for each
+  (about 3 s of the command's wall time on a 2-core machine), and the interpreter's teardown
+  is skipped.
 
-Only the start is here; how Ray is started or a cluster joined is
-:func:`archscale.search.launch.init_ray`. Imports ray lazily.
+Imports ray lazily.
 """
 
 from __future__ import annotations
@@ -16,9 +26,17 @@ import os
 import signal
 import sys
 import threading
+import time
 from concurrent.futures import Future
+from contextlib import contextmanager
+from typing import Any, Iterator
 
-from archscale.search.spec import Spec
+from archscale.search import cluster
+from archscale.search.spec import Spec, SpecError
+
+CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving up
+PRELOAD = ("ray.tune", "archscale.search.trial")  # what a trial's worker imports before it can train
+TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}  # ray.tune.execution.class_cache.DEFAULT_ENV_VARS (ray 2.60)
 
 
 def _local(address: str | None) -> bool:
@@ -27,6 +45,69 @@ def _local(address: str | None) -> bool:
 
 
 _STARTING: dict[str, Future] = {}  # "local" -> the Ray start begun by start_ray_early
+_STARTED_HERE = threading.Event()  # set once init_ray started a local instance in this process
+_ENV_AT_START: dict[str, str] = {}  # the environment that instance's processes inherited
+
+
+def runtime_env(spec: Spec) -> dict[str, Any] | None:
+    """Ray's ``runtime_env`` for the job: a family of the user's own (``package.module:ClassName``
+    or an entry point) is shipped to every worker as ``py_modules`` (its top-level package
+    folder or module file), so no node needs it installed or on its path; None for archscale's
+    own families."""
+    from archscale.space import get_space, user
+
+    found = user.origin(get_space(spec.space.family).name)
+    return {"py_modules": [found.ship]} if found else None
+
+
+def require_cores(spec: Spec) -> None:
+    """Before Ray starts here (``address`` null, no RAY_ADDRESS): refuse a trial asking more
+    CPUs than this process may use, without waiting for Ray and the data. Ray's own count,
+    checked once it runs (:func:`archscale.search.launch.require_resources`), is never higher."""
+    if spec.search.address or os.environ.get("RAY_ADDRESS", "local") not in ("", "local"):
+        return
+    asked, cores = spec.search.resources_per_trial.cpu, len(os.sched_getaffinity(0))
+    if asked > cores:
+        raise SpecError(f"search.resources_per_trial.cpu: {asked:g} CPU per trial, but this machine has {cores} "
+                        f"cores, so no trial could ever start; allowed: at most {cores}")
+
+
+def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:
+    """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
+    cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
+    or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
+    A Ray already started in this process is used as it is."""
+    cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
+    address = address or os.environ.get("RAY_ADDRESS") or "local"
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("TUNE_DISABLE_STRICT_METRIC_CHECKING", "1")  # failed trials report no accuracy
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (ctrl_c) stops the search and keeps what finished
+    if ray.is_initialized():
+        return
+    if address == "local":
+        for name, value in TUNE_ACTOR_ENV.items():
+            os.environ.setdefault(name, value)  # what Tune gives its trial actors: every worker inherits it
+        _ENV_AT_START.update(os.environ)
+        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                 runtime_env=env, _system_config={"preload_python_modules": list(PRELOAD)})
+        _STARTED_HERE.set()
+        return
+    for attempt in range(1, CLIENT_ATTEMPTS + 1):
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
+            return
+        except ConnectionError as err:
+            # A Ray Client's server starts a process per client; on a busy head that start can
+            # fail ("Initialization failure from server") where the next one succeeds.
+            if not address.startswith("ray://") or attempt == CLIENT_ATTEMPTS:
+                raise
+            print(f"archscale: connecting to {address} failed ({' '.join(str(err).split())[:200]}); "
+                  f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
+            ray.shutdown()  # whatever the failed connection left behind
+            time.sleep(5 * attempt)
 
 
 class _NotMainThread(logging.Filter):
@@ -52,8 +133,6 @@ def start_ray_early(spec: Spec) -> None:
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init sets it in the main thread
     logging.getLogger("ray._private.worker").addFilter(_NotMainThread())
     started: Future = Future()
-    from archscale.search.launch import init_ray, runtime_env
-
     env = runtime_env(spec)  # a family of the user's own goes to the workers with the job
 
     def start() -> None:
@@ -78,6 +157,92 @@ def ray_ready(address: str | None, env: dict | None = None) -> None:
     starting = _STARTING.pop("local", None) if _local(address) else None
     if starting is not None:
         starting.result()
-    from archscale.search.launch import init_ray
-
     init_ray(address, env)  # returns at once when Ray is running
+
+
+@contextmanager
+def trials_on_started_workers(env: dict[str, Any] | None) -> Iterator[None]:
+    """While a Tune run goes on in a local instance started here (job ``runtime_env`` ``env``
+    None), Tune's trial actors go to the worker processes Ray started with the instance, which
+    have imported what a trial needs (:data:`PRELOAD`).
+
+    Tune gives each trial actor a ``runtime_env`` of environment variables (``PL_DISABLE_FORK=1``,
+    and some it copies from the driver's environment), and Ray gives an actor with a
+    ``runtime_env`` of its own a fresh worker, never one of the idle workers started with the
+    instance: the first trials then wait for a worker to start and import ray.tune and torch
+    (3.5 s on a 2-core machine). On this instance every worker inherited the driver's
+    environment as :func:`init_ray` left it, so the variables whose values are already there are
+    left out of Tune's lists for the run. Elsewhere (a cluster, a Ray started by the caller, a
+    job ``runtime_env``) nothing changes."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:
+        class_cache = None
+    defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
+    copied = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if not _STARTED_HERE.is_set() or env or not isinstance(defaults, dict) or not isinstance(copied, (set, frozenset)):
+        yield
+        return
+    inherited = {name for name, value in os.environ.items() if _ENV_AT_START.get(name) == value}
+    kept = dict(defaults)
+    for name in [n for n, v in defaults.items() if n in inherited and os.environ[n] == v]:
+        del defaults[name]
+    class_cache.ENV_VARS_TO_PROPAGATE = type(copied)(n for n in copied if n not in inherited)
+    try:
+        yield
+    finally:
+        defaults.clear()
+        defaults.update(kept)
+        class_cache.ENV_VARS_TO_PROPAGATE = copied
+
+
+def leave(code: int) -> None:
+    """End the process with exit status ``code`` once the command has written everything.
+
+    Without Ray: an ordinary exit. With a local instance started here: its processes (every
+    process this one started, and theirs) are killed at once, then the process exits without
+    the interpreter's teardown. Ray's own shutdown would stop them one at a time, each given a
+    grace period, and the interpreter would then unload torch and the rest: about 3 s in all,
+    for nothing a finished command needs. With a cluster joined: Ray disconnects as usual
+    (the cluster's processes are not this one's), then the same quick exit."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # closed, or a pipe whose reader left
+            pass
+    logging.shutdown()
+    descendants = _descendants(os.getpid()) if _STARTED_HERE.is_set() else None
+    if descendants is None:  # a cluster's, or no /proc to find this one's processes in
+        ray.shutdown()
+    for pid in descendants or ():
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    os._exit(code)
+
+
+def _descendants(pid: int) -> list[int] | None:
+    """The processes started by ``pid`` and by them, parents first, read from Linux's
+    ``/proc``; None where there is no ``/proc``."""
+    try:
+        entries = [e for e in os.listdir("/proc") if e.isdigit()]
+    except OSError:
+        return None
+    children: dict[int, list[int]] = {}
+    for entry in entries:
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as stat:
+                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])  # field 4, after the command in parentheses
+        except (OSError, ValueError, IndexError):
+            continue  # gone meanwhile
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        kids = children.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found

@@ -17,7 +17,7 @@ import torch
 
 from archscale.analysis.export import trial_files
 from archscale.search.context import TrialContext, resolve_arch, train_values
-from archscale.search.profile import TIMES
+from archscale.search.profile import TIMES, process_start
 from archscale.search.shared import SharedSplits, loads, local_splits
 from archscale.search.evaluate import Evaluator, describe_error, is_cuda_out_of_memory
 from archscale.search.provenance import trial_provenance
@@ -25,6 +25,7 @@ from archscale.space import build
 from archscale.trainer import Splits, TrainConfig, train
 
 ARTIFACTS = "artifacts"  # key of the last result that carries the trial's files to the driver
+_IMPORTED = time.time()  # when this process had imported what a trial needs (preloaded: before any trial)
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits | SharedSplits) -> None:
@@ -48,7 +49,8 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits | Shared
         host = _claim_resources()
         splits = local_splits(splits)
         host["data_loads"] = loads()  # fetches of the dataset by this worker process, this trial's included
-        train_trial(config, ctx, splits, tune.report, host, reached, times={"entered": entered})
+        train_trial(config, ctx, splits, tune.report, host, reached,
+                    times={"worker_start": process_start(), "imported": _IMPORTED, "entered": entered})
     except Exception as err:
         if is_cuda_out_of_memory(err):
             raise

@@ -104,7 +104,7 @@ def test_found_in_the_current_folder_and_recorded(tmp_path, monkeypatch, isolate
     assert main(["check", "spec.yaml"]) == 0
     assert "4 of 4 configurations fit the budgets" in capsys.readouterr().out
 
-    from archscale.search.launch import runtime_env
+    from archscale.search.start import runtime_env
     from archscale.search.spec import load_spec, parse_spec
 
     spec = load_spec(tmp_path / "spec.yaml")

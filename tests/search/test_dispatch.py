@@ -2,6 +2,11 @@
 them, the winner exported once, and ``--profile``'s account of where the time went."""
 
 import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -99,3 +104,47 @@ def test_the_profile_splits_each_trial_from_its_timestamps():
     assert summary["overhead_per_trial"] == pytest.approx((15 - 6) / 3)
     assert summary["time_to_first_trial"] == pytest.approx(101.0 - profile.start)
     assert "data" in format_table(summary)
+
+
+def _session_members(sid: int) -> list[str]:
+    """The processes of session ``sid``, as ``pid command`` (read from Linux's /proc)."""
+    found = []
+    for entry in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid:  # field 6: the session id
+            found.append(f"{entry} {name}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_the_command_s_own_ray_gives_trials_warm_workers_and_leaves_nothing_behind(tmp_path, tiny_spec, write_spec):
+    """``archscale run`` as a user runs it, in a session of its own: the first trials run in
+    the worker processes Ray started with the instance, which had imported torch and archscale
+    before the search began (Tune's actors would otherwise get fresh workers); and once the
+    command exits, no process it started is left."""
+    tiny_spec["space"].pop("max_params")
+    tiny_spec["search"].update(num_trials=4, max_concurrent=2)
+    run_dir = tmp_path / "run"
+    command = subprocess.Popen([sys.executable, "-m", "archscale", "run", str(write_spec(tiny_spec)), "--out",
+                                str(run_dir), "--quiet", "--profile"], cwd=tmp_path, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = command.communicate(timeout=600)
+    assert command.returncode == 0, output[-3000:]
+    deadline = time.monotonic() + 5  # the kill is at once; the kernel reaps within moments
+    while _session_members(command.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _session_members(command.pid) == []
+
+    profile = json.loads((run_dir / "profile.json").read_text())
+    raw = profile["raw_trials"].values()
+    first = min(raw, key=lambda t: t["train_start"])
+    process_start = first["train_start"] - profile["time_to_first_trial"]
+    search_began = process_start + profile["first_trial"]["search begins"]
+    assert first["worker_start"] < search_began  # a worker started with Ray, not one started for the trial
+    assert all(t["imported"] <= t["entered"] for t in raw)  # torch and archscale were there before the trial
+    assert len(read_trials(run_dir)) == 4

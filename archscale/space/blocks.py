@@ -1,4 +1,6 @@
-"""Building blocks shared by the families: convs, normalisation, SE, BlurPool."""
+"""Building blocks shared by the families: convs, normalisation, SE, BlurPool.
+
+Network code (torch): the families' declarations name these layers through :mod:`space.choices`."""
 
 from __future__ import annotations
 
@@ -8,13 +10,9 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "relu": nn.ReLU,
-    "celu": nn.CELU,
-    "gelu": nn.GELU,
-    "silu": nn.SiLU,
-}
-NORMS = ("batch", "ghost", "group", "layer", "none")
+from archscale.space.choices import ACTIVATION_LAYERS, NORMS
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {name: getattr(nn, layer) for name, layer in ACTIVATION_LAYERS.items()}
 
 
 def activation(name: str) -> nn.Module:

@@ -17,20 +17,21 @@ the resolution drops by ``downsample``:
 - ``dilation``: the block's first conv has dilation 2 and no padding, so it shrinks
   the map by 4 pixels while growing the receptive field (seed 004's C2..C4).
 
-Optional squeeze-excite (``se_ratio`` > 0) after each block.
+Optional squeeze-excite (``se_ratio`` > 0) after each block. The network itself is
+:mod:`space.nets.budgeted`, imported when a model is built.
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
 
-from torch import nn
-
-from archscale.space.arch import Arch, Scalar
 from archscale.space import source
-from archscale.space.blocks import (ACTIVATIONS, NORMS, BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, binomial,
-                                    activation, norm2d)
+from archscale.space.arch import Arch, Scalar
+from archscale.space.choices import ACTIVATION_LAYERS, NORMS
 from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
+
+if TYPE_CHECKING:
+    from torch import nn
 
 BLOCKS = 4
 CONV_TYPES = ("regular", "depthwise", "dilated")
@@ -48,25 +49,6 @@ def _block_params(i: int) -> tuple[Param, ...]:
         Param(f"c{i}_conv", "regular", f"conv type of block C{i}", choices=CONV_TYPES),
         Param(f"c{i}_dilation", 2, f"dilation of block C{i} when its conv type is 'dilated'", choices=(1, 2, 4, 8)),
     )
-
-
-class _ConvUnit(nn.Sequential):
-    """conv -> norm -> act [-> BlurPool] [-> dropout]."""
-
-    def __init__(self, cin: int, cout: int, conv: str, p: Mapping[str, Scalar], *,
-                 stride: int = 1, dilation: int = 1, padding: int | None = None, blur: bool = False):
-        if conv == "depthwise":
-            layer: nn.Module = SeparableConv2d(cin, cout, 3, stride, dilation, padding)
-        else:
-            pad = dilation if padding is None else padding
-            layer = nn.Conv2d(cin, cout, 3, stride, pad, dilation=dilation, bias=False)
-        parts = [layer, norm2d(str(p["norm"]), cout, int(p["norm_groups"]), int(p["ghost_batch"])),
-                 activation(str(p["activation"]))]
-        if blur:
-            parts.append(BlurPool2d(cout, int(p["blur_size"]), stride=2))
-        if float(p["dropout"]) > 0:
-            parts.append(nn.Dropout(float(p["dropout"])))
-        super().__init__(*parts)
 
 
 def stage_plan(p: Mapping[str, Scalar]) -> list[list[tuple[str, dict]]]:
@@ -98,30 +80,6 @@ def stage_plan(p: Mapping[str, Scalar]) -> list[list[tuple[str, dict]]]:
             layers.append(("se", {"channels": width, "ratio": float(p["se_ratio"])}))
         stages.append(layers)
     return stages
-
-
-class BudgetedNet(nn.Module):
-    def __init__(self, p: Mapping[str, Scalar]):
-        super().__init__()
-        stages = []
-        for plan in stage_plan(p):
-            layers: list[nn.Module] = []
-            for kind, a in plan:
-                if kind == "maxpool":
-                    layers.append(nn.MaxPool2d(2, stride=a["stride"]))
-                elif kind == "blur":
-                    layers.append(BlurPool2d(a["channels"], int(p["blur_size"]), stride=2))
-                elif kind == "unit":
-                    layers.append(_ConvUnit(a["cin"], a["cout"], a["conv"], p, stride=a["stride"], dilation=a["dilation"],
-                                            padding=a["padding"], blur=a["blur"]))
-                else:
-                    layers.append(SqueezeExcite(a["channels"], a["ratio"]))
-            stages.append(nn.Sequential(*layers))
-        self.blocks = nn.Sequential(*stages)
-        self.head = GlobalPoolHead(int(p[f"c{BLOCKS}_width"]), int(p["num_classes"]))
-
-    def forward(self, x):  # (B, in_channels, H, W) -> (B, num_classes)
-        return self.head(self.blocks(x))
 
 
 def spatial_sizes(p: Mapping[str, Scalar]) -> list[int]:
@@ -157,6 +115,9 @@ def _unit_source(a: dict) -> str:
 
 def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
     """``BudgetedNet(p)`` as plain PyTorch: a ``conv_unit`` helper and one line per unit."""
+    from archscale.space.blocks import BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, binomial
+    from archscale.space.nets.budgeted import BudgetedNet
+
     plan = stage_plan(p)
     units = [a for stage in plan for kind, a in stage if kind == "unit"]
     kinds = {kind for stage in plan for kind, _ in stage}
@@ -211,7 +172,7 @@ class Budgeted(SearchSpace):
         Param("norm", "batch", "normalisation after each conv", choices=NORMS),
         Param("norm_groups", 2, "groups of GroupNorm when norm is 'group'", low=1, high=64),
         Param("ghost_batch", 32, "images per ghost batch when norm is 'ghost'", low=2, high=4096),
-        Param("activation", "relu", "activation after each norm", choices=tuple(ACTIVATIONS)),
+        Param("activation", "relu", "activation after each norm", choices=tuple(ACTIVATION_LAYERS)),
         Param("se_ratio", 0.0, "squeeze-excite hidden ratio after each block; 0 = off", low=0.0, high=1.0),
         Param("blurpool", False, "anti-aliased downsampling (BlurPool) for stride and maxpool", choices=(False, True)),
         Param("blur_size", 3, "BlurPool binomial filter size", choices=(2, 3, 4, 5)),
@@ -228,6 +189,8 @@ class Budgeted(SearchSpace):
             )
 
     def build_model(self, arch: Arch) -> nn.Module:
+        from archscale.space.nets.budgeted import BudgetedNet
+
         return BudgetedNet(arch.params)
 
     def model_source(self, arch: Arch) -> source.ModelSource:

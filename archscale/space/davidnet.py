@@ -18,20 +18,21 @@ Seed 003's winner — residual blocks on layer1 and layer3 — is the default po
 6.57M parameters. airbench94's network is another point: ``prep_width=24, prep_kernel=2,
 prep_norm=false, layer*_add=extra, widths 64/256/256, activation=gelu, order=conv-pool-bn,
 bn_weight=frozen, head_scale=0.1111`` (its whitening initialisation of the first conv is
-not reproduced: the first conv trains from a random start).
+not reproduced: the first conv trains from a random start). The network itself is
+:mod:`space.nets.davidnet`, imported when a model is built.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from typing import Mapping
-
-from torch import nn
+from typing import TYPE_CHECKING, Mapping
 
 from archscale.space import source
 from archscale.space.arch import Arch, Scalar
-from archscale.space.blocks import ACTIVATIONS, activation, norm2d
+from archscale.space.choices import ACTIVATION_LAYERS
 from archscale.space.registry import Param, SearchSpace, register_space
+
+if TYPE_CHECKING:
+    from torch import nn
 
 LAYERS = ("layer1", "layer2", "layer3")
 PLACEMENTS = ("none", "extra", "residual", "extra+residual")
@@ -44,78 +45,16 @@ def scaled_width(width: int, mult: float, divisor: int = 8) -> int:
     return max(divisor, int(round(width * mult / divisor)) * divisor)
 
 
-def _norm(p: Mapping[str, Scalar], channels: int) -> nn.Module:
-    norm = norm2d(str(p["norm"]), channels, ghost_batch=int(p["ghost_batch"]))
-    if p["bn_weight"] == "frozen" and getattr(norm, "weight", None) is not None:
-        norm.weight.requires_grad_(False)  # scale fixed at 1; the bias still learns
-    return norm
-
-
-def conv_bn(cin: int, cout: int, p: Mapping[str, Scalar]) -> nn.Sequential:
-    """conv 3x3 -> norm -> activation."""
-    return nn.Sequential(OrderedDict(
-        conv=nn.Conv2d(cin, cout, 3, padding=1, bias=False), bn=_norm(p, cout), act=activation(str(p["activation"]))))
-
-
-class Residual(nn.Module):
-    """``x + res2(res1(x))``: two conv-bn-act units of constant width."""
-
-    def __init__(self, res1: nn.Module, res2: nn.Module):
-        super().__init__()
-        self.res1 = res1
-        self.res2 = res2
-
-    def forward(self, x):
-        return x + self.res2(self.res1(x))
-
-
-def layer(cin: int, cout: int, add: str, p: Mapping[str, Scalar]) -> nn.Sequential:
-    pool = nn.MaxPool2d(2) if p["pool"] == "max" else nn.AvgPool2d(2)
-    conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
-    if p["order"] == "conv-pool-bn":
-        nodes = OrderedDict(conv=conv, pool=pool, bn=_norm(p, cout), act=activation(str(p["activation"])))
-    else:
-        nodes = OrderedDict(conv=conv, bn=_norm(p, cout), act=activation(str(p["activation"])), pool=pool)
-    if add in ("extra", "extra+residual"):
-        nodes["extra"] = conv_bn(cout, cout, p)
-    if add in ("residual", "extra+residual"):
-        nodes["residual"] = Residual(conv_bn(cout, cout, p), conv_bn(cout, cout, p))
-    return nn.Sequential(nodes)
-
-
-class DavidNet(nn.Module):
-    def __init__(self, p: Mapping[str, Scalar]):
-        super().__init__()
-        widths = self.widths(p)
-        k = int(p["prep_kernel"])
-        prep = OrderedDict(conv=nn.Conv2d(int(p["in_channels"]), widths["prep"], k, padding=k // 2 if k % 2 else 0,
-                                          bias=not p["prep_norm"]))
-        if p["prep_norm"]:
-            prep["bn"] = _norm(p, widths["prep"])
-        prep["act"] = activation(str(p["activation"]))
-        nodes = OrderedDict(prep=nn.Sequential(prep))
-        cin = widths["prep"]
-        for name in LAYERS:
-            nodes[name] = layer(cin, widths[name], str(p[f"{name}_add"]), p)
-            cin = widths[name]
-        self.body = nn.Sequential(nodes)
-        self.pool = nn.AdaptiveMaxPool2d(1) if p["final_pool"] == "max" else nn.AdaptiveAvgPool2d(1)
-        self.linear = nn.Linear(cin, int(p["num_classes"]), bias=False)
-        self.head_scale = float(p["head_scale"])
-
-    @staticmethod
-    def widths(p: Mapping[str, Scalar]) -> dict[str, int]:
-        """Output channels of prep and each layer, after ``width_mult``."""
-        return {name: scaled_width(int(p[f"{name}_width"]), float(p["width_mult"])) for name in _WIDTHS}
-
-    def forward(self, x):  # (B, C, H, W) -> (B, classes)
-        x = self.pool(self.body(x)).flatten(1)  # (B, layer3 width)
-        return self.linear(x) * self.head_scale
+def widths(p: Mapping[str, Scalar]) -> dict[str, int]:
+    """Output channels of prep and each layer, after ``width_mult``."""
+    return {name: scaled_width(int(p[f"{name}_width"]), float(p["width_mult"])) for name in _WIDTHS}
 
 
 def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
     """``DavidNet(p)`` as plain PyTorch: ``conv_bn`` and ``layer`` helpers, one line per node."""
-    widths, k = DavidNet.widths(p), int(p["prep_kernel"])
+    from archscale.space.nets.davidnet import DavidNet, Residual
+
+    width, k = widths(p), int(p["prep_kernel"])
     norm, act = source.norm(str(p["norm"]), "cout", ghost_batch=int(p["ghost_batch"])).text, source.act(str(p["activation"])).text
     pool = "nn.MaxPool2d(2)" if p["pool"] == "max" else "nn.AvgPool2d(2)"
     names = norm.split("(")[0].removeprefix("nn."), act[3:-2]
@@ -130,14 +69,14 @@ def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
         f"    \"\"\"{' -> '.join(n for n, _ in steps)}, then what follows it (extra, residual).\"\"\"\n"
         f"    return nn.Sequential(OrderedDict(\n"
         f"        {', '.join(f'{n}={src}' for n, src in steps)}, **after))\n")
-    prep = [f"conv={source.call('nn.Conv2d', int(p['in_channels']), widths['prep'], k, padding=k // 2 if k % 2 else 0, bias=not p['prep_norm']).text}"]
+    prep = [f"conv={source.call('nn.Conv2d', int(p['in_channels']), width['prep'], k, padding=k // 2 if k % 2 else 0, bias=not p['prep_norm']).text}"]
     if p["prep_norm"]:
-        prep.append(f"bn={norm.replace('cout', str(widths['prep']))}")
+        prep.append(f"bn={norm.replace('cout', str(width['prep']))}")
     prep.append(f"act={act}")
     nodes = [f"prep=nn.Sequential(OrderedDict({', '.join(prep)})),"]
-    cin = widths["prep"]
+    cin = width["prep"]
     for name in LAYERS:
-        add, c = str(p[f"{name}_add"]), widths[name]
+        add, c = str(p[f"{name}_add"]), width[name]
         after = ([f"extra=conv_bn({c}, {c})"] if add in ("extra", "extra+residual") else []) + \
                 ([f"residual=Residual(conv_bn({c}, {c}), conv_bn({c}, {c}))"] if add in ("residual", "extra+residual") else [])
         nodes.append(f"{name}=layer({', '.join([str(cin), str(c), *after])}),")
@@ -173,7 +112,7 @@ class DavidNetSpace(SearchSpace):
         Param("order", "conv-bn-pool", "where each layer pools", choices=ORDERS),
         Param("pool", "max", "pooling of each layer", choices=("max", "avg")),
         Param("final_pool", "max", "global pooling before the classifier", choices=("max", "avg")),
-        Param("activation", "relu", "activation", choices=tuple(ACTIVATIONS)),
+        Param("activation", "relu", "activation", choices=tuple(ACTIVATION_LAYERS)),
         Param("norm", "batch", "normalisation", choices=("batch", "ghost")),
         Param("ghost_batch", 32, "images per ghost batch when norm is 'ghost'", low=2, high=4096),
         Param("bn_weight", "learned", "BatchNorm scale: learned, or frozen at 1", choices=("learned", "frozen")),
@@ -181,6 +120,8 @@ class DavidNetSpace(SearchSpace):
     )
 
     def build_model(self, arch: Arch) -> nn.Module:
+        from archscale.space.nets.davidnet import DavidNet
+
         return DavidNet(arch.params)
 
     def model_source(self, arch: Arch) -> source.ModelSource:

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Mapping, TypeVar
 
-from torch import nn
-
 from archscale.space.arch import Arch, Scalar
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # torch only names the type of a built model: declaring a family imports none
+    from torch import nn
+
     from archscale.space.source import ModelSource
 
 
@@ -132,6 +132,8 @@ class SearchSpace:
         return arch.text
 
     def build_model(self, arch: Arch) -> nn.Module:
+        """The PyTorch model of a resolved ``arch``. A built-in family imports its network
+        module (and torch) here, so that declaring and validating it loads no torch."""
         raise NotImplementedError
 
     def model_source(self, arch: Arch) -> "ModelSource | None":

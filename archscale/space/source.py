@@ -20,7 +20,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from archscale.space.blocks import ACTIVATIONS, GhostBatchNorm2d
+from archscale.space.choices import ACTIVATION_LAYERS
 
 
 @dataclass(frozen=True)
@@ -59,8 +59,8 @@ def call(name: str, *args: Any, **kwargs: Any) -> Code:
 
 
 def act(name: str) -> Code:
-    """The activation layer of ``name`` (a key of ``blocks.ACTIVATIONS``): ``nn.ReLU()``."""
-    return Code(f"nn.{ACTIVATIONS[name].__name__}()")
+    """The activation layer of ``name`` (a key of ``choices.ACTIVATION_LAYERS``): ``nn.ReLU()``."""
+    return Code(f"nn.{ACTIVATION_LAYERS[name]}()")
 
 
 def norm(kind: str, channels: str | int, groups: int = 2, ghost_batch: int = 32) -> Code:
@@ -81,12 +81,16 @@ def norm(kind: str, channels: str | int, groups: int = 2, ghost_batch: int = 32)
 
 
 def norm_classes(kind: str) -> list[Callable]:
-    """The custom classes a norm's source needs."""
-    return [GhostBatchNorm2d] if kind == "ghost" else []
+    """The custom classes a norm's source needs (imports torch for ``ghost``)."""
+    if kind != "ghost":
+        return []
+    from archscale.space.blocks import GhostBatchNorm2d
+
+    return [GhostBatchNorm2d]
 
 
 ACTIVATIONS_SOURCE = (
-    "ACTIVATIONS = {" + ", ".join(f"{literal(k)}: nn.{v.__name__}" for k, v in ACTIVATIONS.items()) + "}\n\n\n"
+    "ACTIVATIONS = {" + ", ".join(f"{literal(k)}: nn.{v}" for k, v in ACTIVATION_LAYERS.items()) + "}\n\n\n"
     "def activation(name: str) -> nn.Module:\n    \"\"\"A new activation layer by name.\"\"\"\n    return ACTIVATIONS[name]()\n"
 )
 

@@ -6,7 +6,8 @@ from torch import nn
 
 from archscale.analysis.cost import count_params
 from archscale.space import Arch, build, get_space
-from archscale.space.davidnet import AIRBENCH94, PLACEMENTS, Residual
+from archscale.space.davidnet import AIRBENCH94, PLACEMENTS
+from archscale.space.nets.davidnet import Residual
 
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 32}
 

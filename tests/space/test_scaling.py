@@ -10,7 +10,8 @@ import torch
 
 from archscale.analysis.cost import count_macs
 from archscale.space import Arch, build, get_space
-from archscale.space.efficientnet import CompoundNet, Resize, net_config
+from archscale.space.efficientnet import net_config
+from archscale.space.nets.efficientnet import CompoundNet, Resize
 from archscale.space.scaling import (BASES, EFFNET_B0, EFFNET_B0_224, RESNET18, RESNET18_224, NetConfig, ScalingError,
                                      compound, design_side, flops_factor, make_divisible, scale, scale_depth,
                                      scale_resolution)
@@ -247,7 +248,7 @@ def test_a_dataset_side_more_than_2x_from_the_bases_is_a_mismatch(base, sides, s
 
 
 def test_stochastic_depth_drops_whole_samples_only_while_training():
-    from archscale.space.efficientnet import StochasticDepth
+    from archscale.space.nets.efficientnet import StochasticDepth
 
     drop = StochasticDepth(0.5)
     x = torch.ones(1000, 2, 3, 3)

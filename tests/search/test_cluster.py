@@ -16,6 +16,8 @@ import pytest
 from archscale.analysis.records import read_trials
 from archscale.search import cluster
 from archscale.search.errors import SpecError
+from archscale.search.launch import RESOURCE_POLL_S
+from tests.search.conftest import GROWN_CPUS
 
 CLUSTER = [pytest.mark.cluster, pytest.mark.slow]  # starts two Ray nodes of its own
 
@@ -124,6 +126,51 @@ def test_a_trial_no_node_can_hold_waits_resource_wait_s_then_exits_2(two_nodes, 
         f"archscale: error: search.resources_per_trial.cpu: 2 CPU per trial, but {where} has 1, so no trial could "
         "ever start (after waiting 1 s for a node); allowed: at most 1"]
     assert not run_dir.exists()
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_the_autoscaler_adds_the_node_a_trial_waits_for(growing_cluster, tmp_path, write_spec, tiny_spec):
+    # the head has no CPU: the trials can only run on the node the autoscaler adds on request
+    tiny_spec["search"].update(num_trials=2, max_concurrent=1, resource_wait_s=120,
+                               resources_per_trial={"cpu": GROWN_CPUS, "gpu": 0})
+    run_dir, address = tmp_path / "run", growing_cluster["gcs"]
+    done = archscale_run(write_spec(tiny_spec), run_dir, "--set", f"search.address={address}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (f"archscale: {GROWN_CPUS} CPU per trial, but the largest node of the Ray cluster at {address} has 0; "
+            "waiting up to 120 s (search.resource_wait_s) for the autoscaler to add one") in done.stdout
+    trials = read_trials(run_dir)
+    assert len(trials) == 2 and (trials["status"] == "completed").all(), trials
+    hosts = [json.loads((run_dir / "trials" / t / "result.json").read_text())["host"] for t in trials["trial_id"]]
+    assert all(h["cpus"] == GROWN_CPUS and h["threads"] == GROWN_CPUS for h in hosts), hosts
+    added = growing_cluster["added"]()
+    assert len(added) == 1 and {h["node_id"] for h in hosts} == added, (hosts, added)  # on the node it added
+
+
+@pytest.mark.cluster
+@pytest.mark.slow
+def test_a_trial_no_node_type_can_hold_exits_2_once_resource_wait_s_has_passed(growing_cluster, tmp_path,
+                                                                                write_spec, tiny_spec):
+    wait = 15
+    tiny_spec["search"].update(resources_per_trial={"cpu": 64, "gpu": 0}, resource_wait_s=wait)
+    run_dir, address = tmp_path / "run", growing_cluster["gcs"]
+    where = f"the largest node of the Ray cluster at {address}"
+    command = [sys.executable, "-m", "archscale", "run", str(write_spec(tiny_spec)), "--out", str(run_dir),
+               "--set", f"search.address={address}"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as proc:
+        waiting = proc.stdout.readline()  # the first line: nothing else is said before it
+        since = time.monotonic()
+        out, err = proc.communicate(timeout=300)
+        waited = time.monotonic() - since
+    assert proc.returncode == 2, waiting + out + err
+    assert waiting == (f"archscale: 64 CPU per trial, but {where} has 0; waiting up to {wait} s "
+                       "(search.resource_wait_s) for the autoscaler to add one\n"), waiting + out + err
+    assert err.splitlines() == [
+        f"archscale: error: search.resources_per_trial.cpu: 64 CPU per trial, but {where} has 0, so no trial could "
+        f"ever start (after waiting {wait} s for a node); allowed: at most 0"]
+    assert wait <= waited < wait + RESOURCE_POLL_S + 10, waited  # the last look, then Ray's shutdown
+    assert not run_dir.exists()
+    assert growing_cluster["added"]() == set()  # no node type has 64 CPUs: none was added
 
 
 def test_nothing_listening_is_said_at_once():

@@ -5,7 +5,7 @@
 #
 #   bash benchmarks/gpu_session.sh all      # every step below, within BUDGET_S (default 540 s)
 #   bash benchmarks/gpu_session.sh smoke    # every step at toy size on a CPU (how this script is kept working)
-#   bash benchmarks/gpu_session.sh STEP     # one of: davidnet public airbench gputests throughput search compound
+#   bash benchmarks/gpu_session.sh STEP     # one of: davidnet public airbench gputests throughput search dispatch compound
 #
 #   davidnet    seed 003's winner (ResNet-9, 24 epochs) over RUNS=5 seeds: mean/min/max test accuracy
 #   public      airbench94's own script, unchanged (AIRBENCH94, default .gpudata/airbench94.py: bring a
@@ -14,7 +14,9 @@
 #   gputests    pytest -m gpu tests/gpu: probe, cap, bf16, SWA, EMA, SAM, compile, latency on CUDA
 #   throughput  CIFAR-10 + ResNet-9: archscale's trainer against a DataLoader loop
 #   search      a `gpu: auto` search packing several trials on the GPU     } only where Ray was brought:
-#   compound    stage 1 of CIFAR-10 compound scaling (the 27-point grid)   } see README, "Ray on the GPU machine"
+#   dispatch    benchmarks/dispatch_overhead.py --job airbench: archscale   } see README, "Ray on the GPU
+#               run against a plain loop, airbench-size trials, 2 per GPU   }  machine"
+#   compound    stage 1 of CIFAR-10 compound scaling (the 27-point grid)   }
 #
 # Data: ARCHSCALE_DATA/cifar10.npz, else .gpudata/cifar10.npz, else unpacked here from
 # .gpudata/cifar10.part-{a,b}.npz with cifar_pack.py (in .gpudata/ or ../shared/data/).
@@ -25,7 +27,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-mode="${1:?usage: gpu_session.sh all|smoke|davidnet|public|airbench|gputests|throughput|search|compound}"
+mode="${1:?usage: gpu_session.sh all|smoke|davidnet|public|airbench|gputests|throughput|search|dispatch|compound}"
 PY="$(command -v python3 || command -v python)" || { echo "no python3 on PATH" >&2; exit 2; }
 OUT="${OUT:-$ROOT/.gpudata/out}"
 mkdir -p "$OUT"
@@ -128,14 +130,20 @@ compound() {
     --set search.resources_per_trial.gpu=auto --set search.resources_per_trial.cpu=2 --set search.max_concurrent=6 "${size[@]}"
 }
 
+dispatch() {
+  if ! have_ray; then echo "dispatch: skipped, ray/optuna/pydantic/fvcore not importable" | tee -a "$LOG" >>"$FIG"; return; fi
+  if [ $SMOKE = 1 ]; then TAIL=30 step dispatch 600 "$PY" benchmarks/dispatch_overhead.py --job airbench --device cpu --epochs 1 --subset 0.02 --trials 2 --reps 1
+  else TAIL=30 step dispatch 240 "$PY" benchmarks/dispatch_overhead.py --job airbench --device cuda --trials 8 --reps 1; fi
+}
+
 case "$mode" in
   smoke)
     "$PY" benchmarks/toy_data.py "$WORK/data" >/dev/null
     export ARCHSCALE_DATA="$WORK/data"
-    header; davidnet; public; airbench; gputests; throughput; search; compound ;;
+    header; davidnet; public; airbench; gputests; throughput; search; dispatch; compound ;;
   all)
-    find_data; header; davidnet; public; airbench; gputests; throughput; search; compound ;;
-  davidnet|public|airbench|gputests|throughput|search|compound)
+    find_data; header; davidnet; public; airbench; gputests; throughput; search; dispatch; compound ;;
+  davidnet|public|airbench|gputests|throughput|search|dispatch|compound)
     find_data; header; "$mode" ;;
   *)
     echo "unknown step '$mode'" >&2; exit 2 ;;

@@ -21,14 +21,16 @@ from archscale.search.studydb import write_study
 
 
 def prepare() -> threading.Thread:
-    """Import what :func:`finalize` needs (matplotlib for the plots, the standalone export) in a
-    background thread, started while the trials train: the driver waits on Tune then, and the
-    files at the end are written without those imports on the critical path."""
+    """Import what :func:`finalize` needs (matplotlib for the plots, Optuna's storage for
+    study.db, the standalone export) in a background thread, started while the trials train:
+    the driver waits on Tune then, and the files at the end are written without those imports
+    on the critical path."""
     def load() -> None:
         import matplotlib
 
         matplotlib.use("Agg")  # as plot_pareto and summarise choose: files, no window
         import matplotlib.pyplot  # noqa: F401
+        import optuna.storages._rdb.storage  # noqa: F401  (study.db: Optuna's RDB storage, SQLAlchemy)
         import archscale.analysis.standalone  # noqa: F401
 
     thread = threading.Thread(target=load, name="archscale-finish-imports", daemon=True)

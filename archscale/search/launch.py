@@ -78,7 +78,17 @@ def require_resources(spec: Spec, out: TextIO | None = None) -> None:
     grow = (f" (after waiting {wait:g} s for a node)" if wait > 0 else
             "; on a cluster that grows, search.resource_wait_s waits for a node" if address != "local" else "")
     raise SpecError(f"search.resources_per_trial.{name.lower()}: {amount:g} {name} per trial, but {where} "
-                    f"has {largest:g}, so no trial could ever start{grow}; allowed: at most {largest:g}")
+                    f"has {largest:g}, so no trial could ever start{grow}; allowed: {_allowed(name, largest)}")
+
+
+def _allowed(name: str, largest: float) -> str:
+    """What a trial may ask of ``name`` where the largest node has ``largest``."""
+    if largest > 0:
+        return f"at most {largest:g}"
+    if name == "GPU":
+        return "0 (no node has a GPU)"
+    return (f"a node with {name}s first: none has any (a head started with --num-cpus=0 runs no trials; "
+            "on a cluster that grows, the autoscaler must add one)")
 
 
 def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:

@@ -167,7 +167,8 @@ def test_a_trial_no_node_type_can_hold_exits_2_once_resource_wait_s_has_passed(g
                        "(search.resource_wait_s) for the autoscaler to add one\n"), waiting + out + err
     assert err.splitlines() == [
         f"archscale: error: search.resources_per_trial.cpu: 64 CPU per trial, but {where} has 0, so no trial could "
-        f"ever start (after waiting {wait} s for a node); allowed: at most 0"]
+        f"ever start (after waiting {wait} s for a node); allowed: a node with CPUs first: none has any (a head "
+        "started with --num-cpus=0 runs no trials; on a cluster that grows, the autoscaler must add one)"]
     assert wait <= waited < wait + RESOURCE_POLL_S + 10, waited  # the last look, then Ray's shutdown
     assert not run_dir.exists()
     assert growing_cluster["added"]() == set()  # no node type has 64 CPUs: none was added

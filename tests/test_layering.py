@@ -151,14 +151,56 @@ def test_declaring_and_validating_the_families_loads_no_torch_and_building_does(
                                  "torch after build: True ['BudgetedNet', 'DavidNet', 'CompoundNet']"]
 
 
-@pytest.mark.xfail(strict=True, reason="archscale.trainer's __init__ imports train.py and data.py (torch) for "
-                                       "TrainConfig, RECIPES and DATASETS, and spec.read_yaml imports "
-                                       "archscale.analysis, whose __init__ imports cost.py (torch)")
-def test_resolving_a_spec_loads_no_torch():
-    """`import archscale.search.spec` and resolving every example spec leave torch unimported."""
-    code = ("import sys\nfrom pathlib import Path\nimport archscale.search.spec\n"
+SPEC_PATH = ("torch", "pandas", "ray", "optuna")  # none before `archscale run` starts Ray
+
+
+def test_resolving_a_spec_and_checking_its_run_directory_load_no_torch(tmp_path):
+    """What `archscale run` does before it starts Ray: importing the API and the modules of
+    that path, resolving every example spec, checking the address, the cores and the run
+    directory (new, and resumed from the spec.yaml a run writes) leave torch, pandas, ray and
+    optuna unimported, so Ray's start does not wait for them."""
+    code = ("import sys\nfrom pathlib import Path\n"
+            "import archscale.api, archscale.search.spec, archscale.search.rundir, archscale.search.start\n"
+            f"loaded = lambda: sorted(m for m in {SPEC_PATH!r} if m in sys.modules)\n"
+            "print('imported:', loaded())\n"
             "from archscale.api import resolve_spec\n"
-            "for path in sorted(Path('examples').glob('*.yaml')):\n"
-            "    resolve_spec(path, {})\n"
-            "print('torch:', 'torch' in sys.modules)")
-    assert _fresh(code)[-1] == "torch: False"
+            "from archscale.search.cluster import prepare_address\n"
+            "from archscale.search.rundir import prepare_run_dir\n"
+            "from archscale.search.errors import SpecError\n"
+            "from archscale.search.start import require_cores\n"
+            "paths = sorted(Path('examples').glob('*.yaml'))\n"
+            "specs = [resolve_spec(path, {}) for path in paths]\n"
+            "print('resolved:', len(specs), loaded())\n"
+            f"run_dir = Path({str(tmp_path / 'run')!r})\n"
+            "for spec in specs:\n"
+            "    prepare_address(spec.search.address)\n"
+            "    try:\n"
+            "        require_cores(spec)\n"
+            "    except SpecError:\n"
+            "        pass  # more CPUs per trial than this machine has: refused, by the same code\n"
+            "    prepare_run_dir(spec, run_dir, resume=False)\n"
+            "run_dir.mkdir()\n"
+            "(run_dir / 'spec.yaml').write_text(specs[0].to_yaml())\n"
+            "prepare_run_dir(specs[0], run_dir, resume=True)\n"
+            "print('run directory:', loaded())")
+    examples = len(list((ROOT / "examples").glob("*.yaml")))
+    assert examples >= 10
+    assert _fresh(code)[-3:] == ["imported: []", f"resolved: {examples} []", "run directory: []"]
+
+
+def test_the_trainer_and_analysis_names_are_imported_on_first_use():
+    """``archscale.trainer`` and ``archscale.analysis`` export their names lazily: each is its
+    module's own object, listed by ``dir``; the torch-free config alone loads no torch."""
+    code = ("import sys\nimport archscale.analysis, archscale.trainer\n"
+            "from archscale.trainer import DATASETS, RECIPES, TrainConfig\n"
+            "print('config:', 'torch' in sys.modules, TrainConfig.__module__)\n"
+            "import archscale.trainer.loop\n"
+            "for package in (archscale.trainer, archscale.analysis):\n"
+            "    for name in package.__all__:\n"
+            "        value = getattr(package, name)\n"
+            "        home = sys.modules[getattr(value, '__module__', None) or package.__name__]\n"
+            "        assert name in dir(package) and getattr(home, name) is value, (package.__name__, name)\n"
+            "print('train:', type(archscale.trainer.train).__name__, archscale.trainer.loop.__name__)\n"
+            "try:\n    archscale.trainer.no_such_name\nexcept AttributeError as err:\n    print(err)")
+    assert _fresh(code)[-3:] == ["config: False archscale.trainer.config", "train: function archscale.trainer.loop",
+                                 "module 'archscale.trainer' has no attribute 'no_such_name'"]

@@ -1,9 +1,19 @@
-"""Analysis: cost of models, Pareto fronts, plots, trials.csv, export and reload of architectures."""
+"""Analysis: cost of models, Pareto fronts, plots, trials.csv, export and reload of architectures.
 
-from archscale.analysis.cost import Cost, activation_mb, count_macs, count_params, measure
-from archscale.analysis.export import export_trial, load_exported, read_exported
-from archscale.analysis.pareto import best_trial, non_dominated, pareto_front, parse_objectives, plot_pareto
-from archscale.analysis.records import read_trials
+Each name is imported from its module when first used (PEP 562), so that reading a file
+(:mod:`archscale.analysis.files`) loads neither torch (:mod:`~archscale.analysis.cost`,
+:mod:`~archscale.analysis.export`) nor pandas (:mod:`~archscale.analysis.records`)."""
+
+from __future__ import annotations
+
+import importlib
+
+_MODULE_OF = {
+    **dict.fromkeys(("Cost", "activation_mb", "count_macs", "count_params", "measure"), "cost"),
+    **dict.fromkeys(("export_trial", "load_exported", "read_exported"), "export"),
+    **dict.fromkeys(("best_trial", "non_dominated", "pareto_front", "parse_objectives", "plot_pareto"), "pareto"),
+    "read_trials": "records",
+}
 
 __all__ = [
     "Cost", "activation_mb", "count_macs", "count_params", "measure",
@@ -11,3 +21,17 @@ __all__ = [
     "best_trial", "non_dominated", "pareto_front", "parse_objectives", "plot_pareto",
     "read_trials",
 ]
+
+
+def __getattr__(name: str):
+    """``archscale.analysis.NAME``: imported from its module on first use, then kept here."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -20,9 +20,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
-
-import pandas as pd
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 from archscale.analysis.files import FileError, decode, read_bytes, read_yaml_mapping
 
@@ -31,6 +29,9 @@ METRIC_COLUMNS = ("params", "macs", "memory_mb", "memory_source", "latency_ms", 
                   "val_accuracy", "test_accuracy", "train_seconds", "epochs")
 TRIALS_FILE = "trials.csv"
 TRIALS_DIR = "trials"  # trials/<trial_id>/{weights.pt,result.json}
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported where a DataFrame is made: writing rows and checking a run directory need none
 
 
 def columns_for(choices: Iterable[str], staged: bool = False) -> list[str]:
@@ -114,6 +115,8 @@ class TrialsScan:
 
     def frame(self) -> pd.DataFrame:
         """The intact rows as a DataFrame (``trial_id`` as str)."""
+        import pandas as pd
+
         if not self.header:
             return pd.DataFrame(columns=["trial_id", "status"])
         text = self.header_line + "".join(line for _, line in self.rows)

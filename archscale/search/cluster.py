@@ -115,11 +115,18 @@ def prepare(address: str, source: str = "search.address") -> None:
     os.environ[AUTH_MODE] = "token"  # this process and what it starts: Ray sends the token it finds
 
 
+def ray_initialized() -> bool:
+    """Whether this process is on a Ray (``ray.is_initialized``), without importing ray. Ray
+    still being imported by :func:`~archscale.search.start.start_ray_early`'s thread is not on
+    one yet: its module is in ``sys.modules`` before ``is_initialized`` is defined there."""
+    is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
+    return is_initialized is not None and is_initialized()
+
+
 def prepare_address(address: str | None) -> None:
     """:func:`prepare` the cluster a run will join: ``address``, else ``RAY_ADDRESS``; nothing
     for Ray started here (neither set, or ``local``) or when this process is already on a Ray."""
     source = "search.address" if address else "RAY_ADDRESS"
     address = address or os.environ.get("RAY_ADDRESS") or "local"
-    joined = "ray" in sys.modules and sys.modules["ray"].is_initialized()
-    if address != "local" and not joined:
+    if address != "local" and not ray_initialized():
         prepare(address, source)

@@ -19,10 +19,10 @@ from archscale.analysis.export import trial_dir, write_trial_files
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV
 from archscale.search.context import TrialContext, resolve_arch
 from archscale.search.profile import PROFILE, TIMES
+from archscale.search.rundir import STARTED_FILE
 from archscale.search.trial import ARTIFACTS
 from archscale.space import SpaceError
 
-STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "config"}; --resume reruns the unfinished
 Verbosity = Literal["quiet", "normal", "verbose"]
 
 

@@ -167,5 +167,5 @@ def trial_resources(spec: Spec, evaluator: Evaluator, splits) -> TrialResources:
     total_mb, measure = gpu_measurer(evaluator.ctx)
     data_mb = dataset_mb(images, tuple(splits.x_train.shape[1:]))
     if data_mb > min(spec.data.max_device_mb or math.inf, total_mb / 2):
-        data_mb = 0.0  # the trainer streams it from host memory (trainer.train.keeps_on_device): not on the GPU
+        data_mb = 0.0  # the trainer streams it from host memory (trainer.loop.keeps_on_device): not on the GPU
     return TrialResources(evaluator, r.cpu, "auto", data_mb=data_mb, gpu_total_mb=total_mb, measure=measure)

@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Callable, TextIO
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from archscale.analysis.files import read_bytes
 from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_spec, read_trials, repair_trials, warn_line
-from archscale.search.recorder import STARTED_FILE
 from archscale.search.spec import Spec, SpecError, parse_spec
+
+if TYPE_CHECKING:
+    import pandas as pd  # imported by the functions that make a DataFrame: checking a run directory needs none
+
+STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "config"}; --resume reruns the unfinished
 
 # How a search runs, not what it searches: these may change on --resume (a new time budget,
 # another cluster, more trials at once, a results store).
@@ -82,6 +84,8 @@ def first_difference(a: Any, b: Any, prefix: str = "") -> str:
 def recorded_trials(run_dir: Path) -> pd.DataFrame:
     """The intact rows of ``trials.csv`` (empty when there is none). Damaged lines are left
     out, with a warning; :func:`repair_records` moves them aside before the search appends."""
+    import pandas as pd
+
     path = Path(run_dir) / TRIALS_FILE
     if not path.exists():
         return pd.DataFrame()

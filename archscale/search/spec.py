@@ -23,7 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from archscale.search.errors import SpecError  # noqa: F401 - re-exported: archscale.search.spec.SpecError
 from archscale.space import CONTEXT_PARAMS, SpaceError, get_space, user
-from archscale.trainer import DATASETS, RECIPES, TrainConfig
+from archscale.trainer.config import DATASETS, RECIPES, TrainConfig
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
 SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp")
@@ -425,9 +425,11 @@ class SearchSpec(_Strict):
     @field_validator("reference_point")
     @classmethod
     def _reference(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if not value:  # a run's spec.yaml writes null: checked without importing pareto (pandas)
+            return value
         from archscale.analysis.pareto import METRICS
 
-        for metric in value or {}:
+        for metric in value:
             if metric not in METRICS:
                 raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
         return value

@@ -126,8 +126,7 @@ def start_ray_early(spec: Spec) -> None:
     starting = _STARTING.get("local")
     if not _local(spec.search.address) or (starting is not None and not starting.done()):
         return  # a cluster, or a start already under way
-    ray = sys.modules.get("ray")
-    if ray is not None and ray.is_initialized():
+    if cluster.ray_initialized():
         return  # Ray started by the caller (a notebook, a test session)
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL and threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))  # as ray.init sets it in the main thread
@@ -205,9 +204,10 @@ def leave(code: int) -> None:
     grace period, and the interpreter would then unload torch and the rest: about 3 s in all,
     for nothing a finished command needs. With a cluster joined: Ray disconnects as usual
     (the cluster's processes are not this one's), then the same quick exit."""
-    ray = sys.modules.get("ray")
-    if ray is None or not ray.is_initialized():
+    if not cluster.ray_initialized():
         sys.exit(code)
+    import ray
+
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

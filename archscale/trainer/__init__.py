@@ -1,9 +1,35 @@
-"""Datasets and a fast training/evaluation loop. Imports space and torch only."""
+"""Datasets and a fast training/evaluation loop. Imports space and torch only.
 
-from archscale.trainer.data import DATASETS, DataError, Dataset, Splits, dataset_context, load_dataset, split
-from archscale.trainer.train import RECIPES, TrainConfig, TrainingDiverged, TrainResult, evaluate, normalise, resolve_device, train
+Each name is imported from its module when first used (PEP 562): ``from archscale.trainer
+import TrainConfig`` loads :mod:`~archscale.trainer.config` alone, without torch, so that a
+spec is validated (and ``archscale run`` starts Ray) before torch is imported; ``train`` or
+``load_dataset`` load the training loop or the datasets, and torch with them."""
+
+from __future__ import annotations
+
+import importlib
+
+_MODULE_OF = {
+    **dict.fromkeys(("DATASETS", "RECIPES", "TrainConfig"), "config"),
+    **dict.fromkeys(("DataError", "Dataset", "Splits", "dataset_context", "load_dataset", "split"), "data"),
+    **dict.fromkeys(("TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train"), "loop"),
+}
 
 __all__ = [
     "DATASETS", "DataError", "Dataset", "Splits", "dataset_context", "load_dataset", "split",
     "RECIPES", "TrainConfig", "TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train",
 ]
+
+
+def __getattr__(name: str):
+    """``archscale.trainer.NAME``: imported from its module on first use, then kept here."""
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

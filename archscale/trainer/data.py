@@ -22,14 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from archscale.trainer.config import DATASETS, TORCHVISION
+
 DATA_ENV = "ARCHSCALE_DATA"
-TORCHVISION = {
-    "mnist": "MNIST",
-    "fashion-mnist": "FashionMNIST",
-    "cifar10": "CIFAR10",
-    "cifar100": "CIFAR100",
-}
-DATASETS = ("mnist-5k", *TORCHVISION, "npz:PATH", "imagefolder:PATH")
 
 
 class DataError(ValueError):

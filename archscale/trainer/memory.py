@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archscale.trainer.train import TrainConfig, autocast, make_optimizer, uses_bf16
+from archscale.trainer.config import TrainConfig
+from archscale.trainer.loop import autocast, make_optimizer, uses_bf16
 
 MiB = 2**20
 

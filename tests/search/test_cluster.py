@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
@@ -193,6 +194,20 @@ def test_something_else_listening_is_not_taken_for_ray(monkeypatch):
         with pytest.raises(SpecError, match=rf"^search.address: '{address}': something listens there but does not "
                                             r"answer as a Ray cluster \(GCS\)"):
             cluster.prepare(address)
+
+
+def test_ray_still_being_imported_is_no_ray_yet(monkeypatch):
+    """A run checks for a Ray while the early start of an earlier run in the same process
+    (a test session, a notebook) may still be importing ray in its thread: the module is in
+    sys.modules, its ``is_initialized`` not yet. That is no Ray yet, not an AttributeError."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))  # as ray's __init__ is while it runs
+    assert not cluster.ray_initialized()
+    cluster.prepare_address(None)  # a Ray of its own: nothing to prepare
+    monkeypatch.setattr(sys.modules["ray"], "is_initialized", lambda: True, raising=False)
+    assert cluster.ray_initialized()
+    monkeypatch.delitem(sys.modules, "ray")
+    assert not cluster.ray_initialized()
 
 
 def test_the_token_is_found_where_ray_looks_for_it(tmp_path, monkeypatch):

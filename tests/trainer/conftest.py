@@ -83,8 +83,8 @@ def averaged_snapshots(monkeypatch):
     state dict of the model it was handed at each ``update_parameters``: a list per instance."""
     from torch.optim.swa_utils import AveragedModel
 
-    # the module, not the function ``archscale.trainer.train`` that the package re-exports
-    train_module = importlib.import_module("archscale.trainer.train")
+    # the training loop's module (``archscale.trainer.train`` is the function the package exports)
+    train_module = importlib.import_module("archscale.trainer.loop")
 
     records: list[list[dict[str, torch.Tensor]]] = []
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from archscale.trainer import Splits, TrainConfig, train
 
-train_module = importlib.import_module("archscale.trainer.train")
+train_module = importlib.import_module("archscale.trainer.loop")
 
 
 @pytest.fixture(scope="module")

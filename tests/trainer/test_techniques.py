@@ -10,7 +10,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from archscale.trainer import TrainConfig, evaluate, train
-from archscale.trainer.train import _loss, _sam_step, channel_stats, cutout, frozen_bn_stats, mixup, normalise, triangular
+from archscale.trainer.loop import _loss, _sam_step, channel_stats, cutout, frozen_bn_stats, mixup, normalise, triangular
 
 CPU = torch.device("cpu")
 

@@ -15,7 +15,7 @@ from torch import nn
 
 import archscale
 from archscale.trainer import RECIPES, TrainConfig, TrainingDiverged, train
-from archscale.trainer.train import make_optimizer, normalise, random_crop, random_flip
+from archscale.trainer.loop import make_optimizer, normalise, random_crop, random_flip
 
 
 @pytest.mark.slow
@@ -106,7 +106,7 @@ def test_crop_keeps_channels_last_and_moves_every_channel_alike():
 FAULTS_PER_STEP = r"""
 import json, resource, sys, torch
 from torch import nn
-from archscale.trainer.train import keep_freed_memory
+from archscale.trainer.loop import keep_freed_memory
 kept = keep_freed_memory() if sys.argv[1] == "keep" else None
 torch.manual_seed(0)
 torch.set_num_threads(1)
@@ -171,7 +171,7 @@ def test_the_fused_optimizer_makes_the_per_tensor_update(tiny_model, optimizer):
 
 def test_the_config_names_the_device_unless_train_is_given_one(mnist_splits, tiny_model, monkeypatch):
     asked = []
-    train_module = sys.modules["archscale.trainer.train"]  # the module, not the function train
+    train_module = sys.modules["archscale.trainer.loop"]  # the module, not the function train
     monkeypatch.setattr(train_module, "resolve_device", lambda device: asked.append(device) or torch.device("cpu"))
     cfg = TrainConfig(epochs=1, batch_size=256, device="cuda:7")
     train(tiny_model(), mnist_splits, cfg)
@@ -215,7 +215,7 @@ def test_streamed_batches_train_exactly_as_batches_kept_on_the_device(separable_
 
 
 def test_a_device_budget_smaller_than_the_splits_makes_batches_stream(separable_splits, linear_model):
-    from archscale.trainer.train import DeviceImages, keeps_on_device
+    from archscale.trainer.loop import DeviceImages, keeps_on_device
 
     nbytes = sum(x.numel() for x in (separable_splits.x_train, separable_splits.x_val, separable_splits.x_test)) * 4
     assert keeps_on_device(nbytes, torch.device("cpu")) and not keeps_on_device(nbytes, torch.device("cpu"), 0.1)

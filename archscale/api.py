@@ -110,7 +110,7 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     resolved = resolve_spec(spec, overrides)
     from archscale.search.cluster import prepare_address
     from archscale.search.rundir import prepare_run_dir
-    from archscale.search.start import require_cores, start_ray_early
+    from archscale.search.start import cancel_early_start, require_cores, start_ray_early
 
     # said before the data loads and Ray starts: a cluster that cannot be joined, a trial too big for this machine
     prepare_address(resolved.search.address)
@@ -118,14 +118,18 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     run_dir = prepare_run_dir(resolved, out, resume)
     if not resume:  # (a resumed run may be complete: run_search starts Ray once it knows)
         start_ray_early(resolved)  # Ray comes up while the driver imports torch and reads the data
-    if resolved.search.stages is not None:
-        from archscale.search.stages import run_staged
+    try:
+        if resolved.search.stages is not None:
+            from archscale.search.stages import run_staged
 
-        run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
-    else:
-        from archscale.search.runner import run_search
+            run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+        else:
+            from archscale.search.runner import run_search
 
-        run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+            run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+    except BaseException:
+        cancel_early_start()  # stopped before Ray was needed (bad data, a budget nothing meets): no Ray left behind
+        raise
     return Run(run_dir, resolved)
 
 

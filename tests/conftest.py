@@ -91,26 +91,6 @@ def write_spec(tmp_path):
     return write
 
 
-def _end_early_start() -> None:
-    """A run earlier in the session (``archscale.run`` in this process) that stopped after
-    :func:`~archscale.search.start.start_ray_early` leaves Ray starting in a thread: wait for
-    it and shut that instance down, so that the session's own starts with its settings."""
-    from archscale.search import start
-
-    early = start._STARTING.pop("local", None)
-    if early is None:
-        return
-    try:
-        early.result(timeout=300)
-    except Exception:  # noqa: BLE001 - a start that failed leaves nothing to shut down
-        pass
-    import ray
-
-    ray.shutdown()
-    start._STARTED_HERE.clear()
-    start._ENV_AT_START.clear()
-
-
 @pytest.fixture(scope="session")
 def ray_session():
     """One local Ray instance for every test that runs a search (starting Ray costs seconds)."""
@@ -118,7 +98,9 @@ def ray_session():
 
     import ray
 
-    _end_early_start()
+    from archscale.search.start import cancel_early_start
+
+    cancel_early_start()  # a run earlier in the session that stopped while its own Ray was starting
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # address="local": a fresh instance even where `ray start` left a cluster to auto-connect to.
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)

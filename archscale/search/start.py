@@ -150,6 +150,25 @@ def start_ray_early(spec: Spec) -> None:
     threading.Thread(target=start, name="archscale-ray-start", daemon=True).start()
 
 
+def cancel_early_start() -> None:
+    """A run that stopped before it needed Ray (an input error found while Ray was starting):
+    wait for the start :func:`start_ray_early` began, then shut that instance down, so that
+    no Ray is left in the caller's process that it did not ask for. Nothing when no start is
+    pending (Ray already handed to the launcher, or none begun)."""
+    starting = _STARTING.pop("local", None)
+    if starting is None:
+        return
+    try:
+        starting.result()
+    except BaseException:  # noqa: BLE001 - a start that failed has nothing to shut down
+        return
+    import ray
+
+    ray.shutdown()
+    _STARTED_HERE.clear()
+    _ENV_AT_START.clear()
+
+
 def ray_ready(address: str | None, env: dict | None = None) -> None:
     """Ray started or joined: the start :func:`start_ray_early` began (its error raised here),
     else :func:`init_ray` now, with ``env`` as the job's ``runtime_env``."""
@@ -204,6 +223,7 @@ def leave(code: int) -> None:
     grace period, and the interpreter would then unload torch and the rest: about 3 s in all,
     for nothing a finished command needs. With a cluster joined: Ray disconnects as usual
     (the cluster's processes are not this one's), then the same quick exit."""
+    cancel_early_start()  # (a run that ended before it needed Ray has done so already)
     if not cluster.ray_initialized():
         sys.exit(code)
     import ray

@@ -133,7 +133,7 @@ class Launcher:
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
         self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
         with phase("ray start"):  # before ray is imported here: a cluster's token must be known first
-            ray_ready(spec.search.address, self.env)
+            ray_ready(spec.search.address, self.env, spec.search.max_concurrent)
         from ray import tune
 
         tune_setup = time.perf_counter()

@@ -72,11 +72,16 @@ def require_cores(spec: Spec) -> None:
                         f"cores, so no trial could ever start; allowed: at most {cores}")
 
 
-def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:
+def init_ray(address: str | None = None, env: dict[str, Any] | None = None, workers: int | None = None) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
     or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
-    A Ray already started in this process is used as it is."""
+    A Ray already started in this process is used as it is.
+
+    ``workers``: the trials that run at once. A local instance starts one idle worker per
+    core, each preloading :data:`PRELOAD` (370 MiB of its own once torch is in); those beyond
+    ``workers`` are idle workers no trial needs, and Ray's soft limit on idle workers, set to
+    ``workers``, ends them once they are up (on a 2-core machine, none)."""
     cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     import ray
@@ -91,8 +96,11 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> N
         for name, value in TUNE_ACTOR_ENV.items():
             os.environ.setdefault(name, value)  # what Tune gives its trial actors: every worker inherits it
         _ENV_AT_START.update(os.environ)
+        config: dict[str, Any] = {"preload_python_modules": list(PRELOAD)}
+        if workers:
+            config["num_workers_soft_limit"] = int(workers)
         ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                 runtime_env=env, _system_config={"preload_python_modules": list(PRELOAD)})
+                 runtime_env=env, _system_config=config)
         _STARTED_HERE.set()
         return
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
@@ -137,7 +145,7 @@ def start_ray_early(spec: Spec) -> None:
     def start() -> None:
         try:
             os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no usage report from a search's own Ray
-            init_ray(None, env)
+            init_ray(None, env, spec.search.max_concurrent)
         except BaseException as err:  # noqa: BLE001 - raised again in the main thread by ray_ready
             started.set_exception(err)
             return
@@ -169,13 +177,14 @@ def cancel_early_start() -> None:
     _ENV_AT_START.clear()
 
 
-def ray_ready(address: str | None, env: dict | None = None) -> None:
+def ray_ready(address: str | None, env: dict | None = None, workers: int | None = None) -> None:
     """Ray started or joined: the start :func:`start_ray_early` began (its error raised here),
-    else :func:`init_ray` now, with ``env`` as the job's ``runtime_env``."""
+    else :func:`init_ray` now, with ``env`` as the job's ``runtime_env`` (``workers``: the
+    trials that run at once)."""
     starting = _STARTING.pop("local", None) if _local(address) else None
     if starting is not None:
         starting.result()
-    init_ray(address, env)  # returns at once when Ray is running
+    init_ray(address, env, workers)  # returns at once when Ray is running
 
 
 @contextmanager

@@ -328,7 +328,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
     needs none of their packages (``spaces`` needs no pandas) does not load them."""
     from archscale.analysis.files import FileError
     from archscale.space import SpaceError
-    from archscale.trainer import DataError
+    from archscale.trainer.config import DataError  # torch-free: an input error's line comes at once
 
     return SpecError, SpaceError, DataError, FileError
 

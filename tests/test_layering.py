@@ -121,6 +121,15 @@ def test_spaces_loads_nothing_heavy(argv):
     assert _cli_loads(argv, heavy) == "loaded: [] 0"
 
 
+@pytest.mark.parametrize("argv", [["run", "no-such-spec.yaml"], ["check", "no-such-spec.yaml"],
+                                  ["run", "examples/quickstart.yaml", "--set", "search.num_trials=0"]])
+def test_an_input_error_is_said_before_torch_is_loaded(argv):
+    """A missing spec or an invalid field: the one line and exit 2 come before torch, ray or
+    optuna are imported (the command line tells input errors apart with torch-free classes)."""
+    heavy = ("torch", "ray", "optuna", "matplotlib")
+    assert _cli_loads(argv, heavy) == "loaded: [] 2"
+
+
 FAMILIES = ("budgeted", "davidnet", "efficientnet")
 
 

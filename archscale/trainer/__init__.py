@@ -10,8 +10,8 @@ from __future__ import annotations
 import importlib
 
 _MODULE_OF = {
-    **dict.fromkeys(("DATASETS", "RECIPES", "TrainConfig"), "config"),
-    **dict.fromkeys(("DataError", "Dataset", "Splits", "dataset_context", "load_dataset", "split"), "data"),
+    **dict.fromkeys(("DATASETS", "DataError", "RECIPES", "TrainConfig"), "config"),
+    **dict.fromkeys(("Dataset", "Splits", "dataset_context", "load_dataset", "split"), "data"),
     **dict.fromkeys(("TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train"), "loop"),
 }
 

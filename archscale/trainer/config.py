@@ -1,7 +1,7 @@
 """What a spec may name of the trainer, importable without torch: every training field
 (:class:`TrainConfig`, with its default, allowed values and doc), the named ``RECIPES``,
-the learning-rate ``SCHEDULES`` and the ``DATASETS`` :func:`~archscale.trainer.load_dataset`
-knows. ``archscale run`` validates a spec with these before it starts Ray, so nothing here
+the learning-rate ``SCHEDULES``, the ``DATASETS`` :func:`~archscale.trainer.load_dataset`
+knows and the ``DataError`` it raises. ``archscale run`` validates a spec with these before it starts Ray, so nothing here
 may import torch, numpy or the training loop (:mod:`archscale.trainer.loop`)."""
 
 from __future__ import annotations
@@ -16,6 +16,11 @@ TORCHVISION = {  # archscale's name -> torchvision.datasets' class
     "cifar100": "CIFAR100",
 }
 DATASETS = ("mnist-5k", *TORCHVISION, "npz:PATH", "imagefolder:PATH")
+
+
+class DataError(ValueError):
+    """A dataset that is unknown or cannot be found or read (here, not in :mod:`.data`, so that
+    the command line can tell this input error from a failure without importing torch)."""
 
 
 def _field(default, doc: str, *, choices: tuple | None = None, searchable: bool = False, **bounds: float):

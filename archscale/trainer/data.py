@@ -22,13 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from archscale.trainer.config import DATASETS, TORCHVISION
+from archscale.trainer.config import DATASETS, TORCHVISION, DataError
 
 DATA_ENV = "ARCHSCALE_DATA"
-
-
-class DataError(ValueError):
-    """A dataset that is unknown or cannot be found or read."""
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,30 @@ See :mod:`archscale.api`.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 __version__ = "0.1.0"
+
+
+def lazy_exports(package: str, module_of: dict[str, str],
+                 namespace: dict[str, Any]) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's ``__getattr__`` and ``__dir__`` (PEP 562) for the names of ``module_of``
+    (name -> the module defining it): each is imported on first use and kept in ``namespace``
+    (the package's globals), so later look-ups skip ``__getattr__``. What ``archscale``,
+    :mod:`archscale.trainer` and :mod:`archscale.analysis` export, loaded only when used."""
+    def __getattr__(name: str) -> Any:
+        module = module_of.get(name)
+        if module is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(importlib.import_module(module), name)
+        namespace[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        return sorted({*namespace, *module_of})
+
+    return __getattr__, __dir__
+
 
 # name -> module that defines it (PEP 562: imported when the name is first used)
 _LAZY = {name: "archscale.api" for name in
@@ -27,15 +48,4 @@ __all__ = ["__version__", *_LAZY]
 if TYPE_CHECKING:
     from archscale.api import Check, CheckError, Run, build, check, load_exported, load_run, run, spaces
 
-
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'archscale' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -6,7 +6,7 @@ Each name is imported from its module when first used (PEP 562), so that reading
 
 from __future__ import annotations
 
-import importlib
+from archscale import lazy_exports
 
 _MODULE_OF = {
     **dict.fromkeys(("Cost", "activation_mb", "count_macs", "count_params", "measure"), "cost"),
@@ -22,16 +22,5 @@ __all__ = [
     "read_trials",
 ]
 
-
-def __getattr__(name: str):
-    """``archscale.analysis.NAME``: imported from its module on first use, then kept here."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _MODULE_OF.items()},
+                                   globals())

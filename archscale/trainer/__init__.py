@@ -7,7 +7,7 @@ spec is validated (and ``archscale run`` starts Ray) before torch is imported; `
 
 from __future__ import annotations
 
-import importlib
+from archscale import lazy_exports
 
 _MODULE_OF = {
     **dict.fromkeys(("DATASETS", "DataError", "RECIPES", "TrainConfig"), "config"),
@@ -20,16 +20,5 @@ __all__ = [
     "RECIPES", "TrainConfig", "TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train",
 ]
 
-
-def __getattr__(name: str):
-    """``archscale.trainer.NAME``: imported from its module on first use, then kept here."""
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+__getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _MODULE_OF.items()},
+                                   globals())

@@ -6,11 +6,11 @@
   valid, so that Ray's processes come up while the driver imports torch, reads the data and
   checks the spec; :func:`ray_ready` waits for it where the launcher needs Ray.
 - A local instance preloads what a trial imports (:data:`PRELOAD`) in each of its worker
-  processes as they start: Ray starts one idle worker per CPU with the instance, and Tune's
-  first trial actors are placed on those, so the first trials do not wait for torch to be
-  imported. (Warming idle workers with a task does not work: a worker that ran a task is not
-  given an actor, tried on ray 2.60.) A cluster's nodes do the same when started with
-  ``RAY_preload_python_modules`` set to the same list (the README's cluster recipe).
+  processes as they start: Ray starts one idle worker per core with the instance, and
+  :func:`trials_on_started_workers` lets Tune's first trial actors be placed on those, so the
+  first trials do not wait for a worker to start and import torch. (Warming idle workers with
+  a task does not work: a worker that ran a task is not given an actor, tried on ray 2.60.)
+  On a cluster the first trials start fresh workers, as Tune's actors always did.
 - :func:`leave` ends the ``archscale`` command once everything is written: a local instance's
   processes are killed at once rather than shut down one by one with a grace period for each
   (about 3 s of the command's wall time on a 2-core machine), and the interpreter's teardown

@@ -96,7 +96,9 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, work
         for name, value in TUNE_ACTOR_ENV.items():
             os.environ.setdefault(name, value)  # what Tune gives its trial actors: every worker inherits it
         _ENV_AT_START.update(os.environ)
-        config: dict[str, Any] = {"preload_python_modules": list(PRELOAD)}
+        # the idle workers started with the instance run no job with a runtime_env of its own (a
+        # family of the user's own): preloaded, they would only cost CPU and memory
+        config: dict[str, Any] = {} if env else {"preload_python_modules": list(PRELOAD)}
         if workers:
             config["num_workers_soft_limit"] = int(workers)
         ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,

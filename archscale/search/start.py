@@ -28,6 +28,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
 from typing import Any, Iterator
 
@@ -35,6 +36,7 @@ from archscale.search import cluster
 from archscale.search.spec import Spec, SpecError
 
 CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving up
+CLIENT_CONNECT_S = 240.0  # seconds one of them may take (the server may start a process for it on a busy head)
 PRELOAD = ("ray.tune", "archscale.search.trial")  # what a trial's worker imports before it can train
 TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}  # ray.tune.execution.class_cache.DEFAULT_ENV_VARS (ray 2.60)
 
@@ -107,7 +109,10 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, work
         return
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
         try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
+            if address.startswith("ray://"):
+                _client_init(address, env)
+            else:
+                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
             return
         except ConnectionError as err:
             # A Ray Client's server starts a process per client; on a busy head that start can
@@ -118,6 +123,35 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, work
                   f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
             ray.shutdown()  # whatever the failed connection left behind
             time.sleep(5 * attempt)
+
+
+def _client_init(address: str, env: dict[str, Any] | None) -> None:
+    """``ray.init`` of a Ray Client address, given :data:`CLIENT_CONNECT_S` to finish.
+
+    When the server fails to set this client up, Ray 2.60 cleans the failed connection up by
+    joining its log-stream thread, which waits on a stream nobody ends: the call never returns
+    (seen once under load, the main thread in ``LogstreamClient.close``). The call runs in a
+    daemon thread here, so that such a hang becomes an error the run reports (and a process
+    that can exit: Ray's client threads are daemons too)."""
+    import ray
+
+    done: Future = Future()
+
+    def connect() -> None:
+        try:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
+        except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
+            done.set_exception(err)
+            return
+        done.set_result(None)
+
+    threading.Thread(target=connect, name="archscale-ray-client", daemon=True).start()
+    try:
+        done.result(timeout=CLIENT_CONNECT_S)
+    except FutureTimeout:
+        raise RuntimeError(f"connecting to the Ray Client server at {address} did not finish in "
+                           f"{CLIENT_CONNECT_S:g} s (Ray's client hangs when the server fails to set it up); "
+                           "nothing was run; try again, or join by the GCS address (HOST:PORT) instead") from None
 
 
 class _NotMainThread(logging.Filter):

@@ -225,3 +225,25 @@ def test_the_token_is_found_where_ray_looks_for_it(tmp_path, monkeypatch):
     assert cluster.find_token() == ("from-path", f"RAY_AUTH_TOKEN_PATH ({named})")
     monkeypatch.setenv("RAY_AUTH_TOKEN", "from-env")
     assert cluster.find_token() == ("from-env", "RAY_AUTH_TOKEN")
+
+
+def test_a_ray_client_connection_that_never_returns_is_an_error_in_time(monkeypatch):
+    """Ray 2.60's client can hang for ever cleaning up a connection its server failed to set
+    up: the run says so after CLIENT_CONNECT_S instead of waiting with it."""
+    import threading
+
+    import ray
+
+    from archscale.search import start
+
+    release, calls = threading.Event(), []
+    monkeypatch.setattr(ray, "init", lambda **kwargs: calls.append(kwargs) or release.wait())
+    monkeypatch.setattr(start, "CLIENT_CONNECT_S", 0.5)
+    began = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match=r"ray://127\.0\.0\.1:1 did not finish in 0\.5 s"):
+            start._client_init("ray://127.0.0.1:1", None)
+    finally:
+        release.set()  # the stand-in returns: no thread is left waiting
+    assert 0.5 <= time.monotonic() - began < 5
+    assert calls and calls[0]["address"] == "ray://127.0.0.1:1"

@@ -30,7 +30,11 @@ def prepare() -> threading.Thread:
 
         matplotlib.use("Agg")  # as plot_pareto and summarise choose: files, no window
         import matplotlib.pyplot  # noqa: F401
-        import optuna.storages._rdb.storage  # noqa: F401  (study.db: Optuna's RDB storage, SQLAlchemy)
+        import optuna
+
+        import sqlalchemy.orm  # noqa: F401  (study.db: Optuna's RDB storage, which imports it only when used)
+
+        optuna.storages.RDBStorage  # noqa: B018  (Optuna loads that storage's module when it is named)
         import archscale.analysis.standalone  # noqa: F401
 
     thread = threading.Thread(target=load, name="archscale-finish-imports", daemon=True)

@@ -268,7 +268,6 @@ def leave(code: int) -> None:
     grace period, and the interpreter would then unload torch and the rest: about 3 s in all,
     for nothing a finished command needs. With a cluster joined: Ray disconnects as usual
     (the cluster's processes are not this one's), then the same quick exit."""
-    cancel_early_start()  # (a run that ended before it needed Ray has done so already)
     if not cluster.ray_initialized():
         sys.exit(code)
     import ray

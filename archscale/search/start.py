@@ -4,7 +4,9 @@
   ``RAY_ADDRESS``), with the job's :func:`runtime_env`.
 - :func:`start_ray_early` begins a local start in a background thread as soon as the spec is
   valid, so that Ray's processes come up while the driver imports torch, reads the data and
-  checks the spec; :func:`ray_ready` waits for it where the launcher needs Ray.
+  checks the spec; :func:`ray_ready` waits for it where the launcher needs Ray. Until the
+  instance's raylet runs (it starts the workers the first trials run in), the driver imports
+  nothing more: its imports would hold the interpreter lock that Ray's start needs.
 - A local instance preloads what a trial imports (:data:`PRELOAD`) in each of its worker
   processes as they start: Ray starts one idle worker per core with the instance, and
   :func:`trials_on_started_workers` lets Tune's first trial actors be placed on those, so the
@@ -37,6 +39,7 @@ from archscale.search.spec import Spec, SpecError
 
 CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving up
 CLIENT_CONNECT_S = 240.0  # seconds one of them may take (the server may start a process for it on a busy head)
+HEAD_START_S = 6.0  # at most this long the driver waits for the early start's raylet before importing on
 PRELOAD = ("ray.tune", "archscale.search.trial")  # what a trial's worker imports before it can train
 TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}  # ray.tune.execution.class_cache.DEFAULT_ENV_VARS (ray 2.60)
 
@@ -191,7 +194,35 @@ def start_ray_early(spec: Spec) -> None:
         threading.Event().wait()
 
     _STARTING["local"] = started
+    earlier = _raylets()
     threading.Thread(target=start, name="archscale-ray-start", daemon=True).start()
+    _await_raylet(started, earlier)
+
+
+def _raylets() -> set[int] | None:
+    """The process ids of this process's children named ``raylet``; None without ``/proc``."""
+    table = _processes()
+    me = os.getpid()
+    return None if table is None else {pid for pid, (ppid, name) in table.items() if ppid == me and name == "raylet"}
+
+
+def _await_raylet(started: Future, earlier: set[int] | None, limit_s: float = HEAD_START_S) -> None:
+    """Wait until the Ray instance being started in this process runs its raylet (a child
+    process of this one not among ``earlier``), its start has ended, or ``limit_s`` has passed.
+
+    ``ray.init`` is a chain of steps (Ray imported, the GCS started, the API server waited for,
+    the raylet started), each a little Python between waits; the raylet then starts the worker
+    processes, which import torch before the first trial can train. The driver's own imports
+    (pandas, torch: seconds of CPU in one thread) hold the interpreter lock that each of those
+    steps needs, and slowed the chain by about 2 s on a 2-core machine, while the driver had
+    seconds to spare before the first trial could be dispatched. Without Linux's ``/proc``, no
+    wait."""
+    deadline = time.monotonic() + limit_s
+    while earlier is not None and not started.done() and time.monotonic() < deadline:
+        now = _raylets()
+        if now is None or now - earlier:
+            return
+        time.sleep(0.02)
 
 
 def cancel_early_start() -> None:
@@ -289,21 +320,34 @@ def leave(code: int) -> None:
     os._exit(code)
 
 
-def _descendants(pid: int) -> list[int] | None:
-    """The processes started by ``pid`` and by them, parents first, read from Linux's
-    ``/proc``; None where there is no ``/proc``."""
+def _processes() -> dict[int, tuple[int, str]] | None:
+    """Every process of the machine as process id -> (parent's id, command name), read from
+    Linux's ``/proc``; None where there is no ``/proc``."""
     try:
         entries = [e for e in os.listdir("/proc") if e.isdigit()]
     except OSError:
         return None
-    children: dict[int, list[int]] = {}
+    table = {}
     for entry in entries:
         try:
             with open(f"/proc/{entry}/stat", "rb") as stat:
-                ppid = int(stat.read().rsplit(b")", 1)[1].split()[1])  # field 4, after the command in parentheses
+                head, rest = stat.read().rsplit(b")", 1)
+            # field 2 is the command in parentheses, field 4 (after it) the parent
+            table[int(entry)] = (int(rest.split()[1]), head.split(b"(", 1)[1].decode(errors="replace"))
         except (OSError, ValueError, IndexError):
             continue  # gone meanwhile
-        children.setdefault(ppid, []).append(int(entry))
+    return table
+
+
+def _descendants(pid: int) -> list[int] | None:
+    """The processes started by ``pid`` and by them, parents first; None where there is no
+    ``/proc``."""
+    table = _processes()
+    if table is None:
+        return None
+    children: dict[int, list[int]] = {}
+    for child, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(child)
     found, todo = [], [pid]
     while todo:
         kids = children.get(todo.pop(), [])

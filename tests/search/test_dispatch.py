@@ -148,3 +148,37 @@ def test_the_command_s_own_ray_gives_trials_warm_workers_and_leaves_nothing_behi
     assert first["worker_start"] < search_began  # a worker started with Ray, not one started for the trial
     assert all(t["imported"] <= t["entered"] for t in raw)  # torch and archscale were there before the trial
     assert len(read_trials(run_dir)) == 4
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_the_driver_waits_for_the_early_start_s_raylet_and_no_longer(tmp_path):
+    """start_ray_early holds the driver's imports back until Ray's start has launched its
+    raylet (a new child process named so), has ended, or the limit has passed."""
+    from concurrent.futures import Future
+
+    from archscale.search.start import _await_raylet, _raylets
+
+    pending, earlier = Future(), _raylets()  # (a Ray an earlier test started in this process has its own)
+    began = time.monotonic()
+    _await_raylet(pending, earlier, limit_s=0.6)  # no new raylet: the whole limit
+    assert 0.6 <= time.monotonic() - began < 3
+
+    ended = Future()
+    ended.set_result(None)
+    began = time.monotonic()
+    _await_raylet(ended, earlier, limit_s=30)  # the start is over (or failed): at once
+    assert time.monotonic() - began < 1
+
+    raylet = tmp_path / "raylet"  # a process whose command name is "raylet", started by this one
+    raylet.write_bytes(Path("/bin/sleep").read_bytes())
+    raylet.chmod(0o755)
+    child = subprocess.Popen([str(raylet), "30"])
+    try:
+        time.sleep(0.2)
+        assert child.pid in _raylets()
+        began = time.monotonic()
+        _await_raylet(pending, earlier, limit_s=30)
+        assert time.monotonic() - began < 3
+    finally:
+        child.kill()
+        child.wait()

@@ -72,6 +72,16 @@ def test_importing_every_module_loads_neither_ray_nor_optuna():
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
+def test_a_trial_s_worker_reads_no_spec():
+    """What a worker imports for its trials (archscale.search.start.PRELOAD's archscale part)
+    leaves the spec reader to the driver: trials get plain data."""
+    code = ("import sys\n"
+            "import archscale.search.trial\n"
+            "print(sorted(m for m in ('archscale.search.spec', 'pydantic', 'optuna') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
+
+
 CHECKED = [  # one spec of each kind: a budgeted search, a searched recipe, a two-stage compound scaling
     ("examples/quickstart.yaml", ["--samples", "4"]),
     ("examples/mnist_1p5k_techniques.yaml", ["--samples", "4"]),

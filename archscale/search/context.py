@@ -1,14 +1,18 @@
 """What a trial needs besides its sampled values, and how a sampled configuration becomes
-an architecture and a training recipe. Plain data: no torch, ray or optuna here."""
+an architecture and a training recipe. Plain data: no torch, ray or optuna here, and no
+pydantic either (a trial's worker imports this module; only the driver reads specs)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archscale.search.spec import Spec, SpecError
+from archscale.search.errors import SpecError
 from archscale.space import Arch, get_space
+
+if TYPE_CHECKING:
+    from archscale.search.spec import Spec
 
 TRAIN_PREFIX = "train."  # sampled training fields: train.lr, train.mixup, ...
 META_KEYS = ("seed", "variant")  # configuration keys that are neither architecture nor recipe

@@ -14,10 +14,12 @@ Imports ray lazily, so the module can be imported anywhere.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from archscale.search.spec import Spec
 from archscale.trainer import Splits
+
+if TYPE_CHECKING:
+    from archscale.search.spec import Spec
 
 _CACHE: dict[tuple, Splits] = {}  # this process's: one dataset at a time
 _LOADS = 0

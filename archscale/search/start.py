@@ -41,6 +41,7 @@ CLIENT_ATTEMPTS = 3  # connections to a Ray Client server (ray://) before giving
 CLIENT_CONNECT_S = 240.0  # seconds one of them may take (the server may start a process for it on a busy head)
 HEAD_START_S = 6.0  # at most this long the driver waits for the early start's raylet before importing on
 PRELOAD = ("ray.tune", "archscale.search.trial")  # what a trial's worker imports before it can train
+PRELOADED_WORKER_MIB = 400  # private memory of an idle worker that imported PRELOAD (370 MiB: ray 2.60, torch 2.14)
 TUNE_ACTOR_ENV = {"PL_DISABLE_FORK": "1"}  # ray.tune.execution.class_cache.DEFAULT_ENV_VARS (ray 2.60)
 
 
@@ -77,6 +78,31 @@ def require_cores(spec: Spec) -> None:
                         f"cores, so no trial could ever start; allowed: at most {cores}")
 
 
+def preload_fits(cores: int | None = None, available_mib: float | None = None) -> bool:
+    """Whether a local instance's idle workers may preload :data:`PRELOAD`. Ray starts one
+    idle worker per core (``cores``: this process's), and they all import at once before Ray's
+    soft limit ends those beyond the trials that run at once: for a few seconds they hold
+    ``cores`` x :data:`PRELOADED_WORKER_MIB` of memory. Allowed while that is at most a quarter
+    of the memory available (``available_mib``: this machine's ``MemAvailable``; allowed when
+    it cannot be read): 0.8 GB of 24 GB on a 2-core machine, 6.4 of 128 GB on a 16-core GPU box,
+    but not 38 GB on a 96-core machine with 64 GB, whose first trials then start fresh workers."""
+    cores = cores if cores is not None else len(os.sched_getaffinity(0))
+    available_mib = available_mib if available_mib is not None else _available_mib()
+    return available_mib is None or cores * PRELOADED_WORKER_MIB <= available_mib / 4
+
+
+def _available_mib() -> float | None:
+    """``MemAvailable`` of Linux's ``/proc/meminfo`` in MiB; None elsewhere."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def init_ray(address: str | None = None, env: dict[str, Any] | None = None, workers: int | None = None) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
@@ -84,9 +110,10 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, work
     A Ray already started in this process is used as it is.
 
     ``workers``: the trials that run at once. A local instance starts one idle worker per
-    core, each preloading :data:`PRELOAD` (370 MiB of its own once torch is in); those beyond
-    ``workers`` are idle workers no trial needs, and Ray's soft limit on idle workers, set to
-    ``workers``, ends them once they are up (on a 2-core machine, none)."""
+    core, each preloading :data:`PRELOAD` (370 MiB of its own once torch is in) where that
+    fits in memory (:func:`preload_fits`); those beyond ``workers`` are idle workers no trial
+    needs, and Ray's soft limit on idle workers, set to ``workers``, ends them once they are up
+    (on a 2-core machine, none)."""
     cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     import ray
@@ -103,7 +130,7 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, work
         _ENV_AT_START.update(os.environ)
         # the idle workers started with the instance run no job with a runtime_env of its own (a
         # family of the user's own): preloaded, they would only cost CPU and memory
-        config: dict[str, Any] = {} if env else {"preload_python_modules": list(PRELOAD)}
+        config: dict[str, Any] = {"preload_python_modules": list(PRELOAD)} if not env and preload_fits() else {}
         if workers:
             config["num_workers_soft_limit"] = int(workers)
         ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -182,3 +183,31 @@ def test_the_driver_waits_for_the_early_start_s_raylet_and_no_longer(tmp_path):
     finally:
         child.kill()
         child.wait()
+
+
+def test_idle_workers_preload_only_where_all_of_them_fit_in_memory(monkeypatch):
+    """Ray starts one idle worker per core and all of them import at once: preloading them
+    is allowed while cores x 400 MiB is at most a quarter of the memory available."""
+    import ray
+
+    from archscale.search import start
+
+    assert start.preload_fits(cores=2, available_mib=23_000)  # this project's machine
+    assert start.preload_fits(cores=16, available_mib=120_000)  # a GPU box: 6.4 GB of 120
+    assert not start.preload_fits(cores=96, available_mib=60_000)  # 38 GB of 60: no
+    assert not start.preload_fits(cores=96, available_mib=150_000)  # 38 GB of 150: more than a quarter
+    assert start.preload_fits(cores=96, available_mib=160_000)  # 38.4 of 160: a quarter at most
+    monkeypatch.setattr(start, "_available_mib", lambda: None)
+    assert start.preload_fits(cores=96)  # memory that cannot be read: allowed
+
+    given = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: given.append(kw["_system_config"]))
+    monkeypatch.setattr(start, "_ENV_AT_START", {})
+    monkeypatch.setattr(start, "_STARTED_HERE", threading.Event())
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what init_ray sets for Tune stays in this test
+    for fits in (True, False):
+        monkeypatch.setattr(start, "preload_fits", lambda fits=fits: fits)
+        start.init_ray(None, None, workers=2)
+    assert given[0] == {"preload_python_modules": list(start.PRELOAD), "num_workers_soft_limit": 2}
+    assert given[1] == {"num_workers_soft_limit": 2}  # the first trials then start fresh workers

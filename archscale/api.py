@@ -109,14 +109,14 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
     from archscale.search.cluster import prepare_address
-    from archscale.search.rundir import prepare_run_dir
+    from archscale.search.rundir import looks_complete, prepare_run_dir
     from archscale.search.start import cancel_early_start, require_cores, start_ray_early
 
     # said before the data loads and Ray starts: a cluster that cannot be joined, a trial too big for this machine
     prepare_address(resolved.search.address)
     require_cores(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
-    if not resume:  # (a resumed run may be complete: run_search starts Ray once it knows)
+    if not (resume and looks_complete(resolved, run_dir)):
         start_ray_early(resolved)  # Ray comes up while the driver imports torch and reads the data
     try:
         if resolved.search.stages is not None:
@@ -130,6 +130,7 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     except BaseException:
         cancel_early_start()  # stopped before Ray was needed (bad data, a budget nothing meets): no Ray left behind
         raise
+    cancel_early_start()  # a resumed run found complete after all (or a two-stage one's early start unused)
     return Run(run_dir, resolved)
 
 

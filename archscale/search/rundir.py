@@ -3,7 +3,9 @@ recorded, and what started but never finished."""
 
 from __future__ import annotations
 
+import csv
 import json
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
@@ -20,6 +22,32 @@ STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "conf
 # another cluster, more trials at once, a results store).
 EXECUTION_FIELDS = ("time_budget_s", "address", "resource_wait_s", "max_concurrent", "resources_per_trial",
                     "max_failures", "store")
+
+
+def planned_total(spec: Spec) -> int:
+    """The trials a one-stage search runs: ``num_trials``, or the grid's size when that is smaller."""
+    total = spec.search.num_trials
+    if spec.search.sampler == "grid":
+        total = min(total, int(math.prod(d.size for d in spec.searched())))
+    return total
+
+
+def looks_complete(spec: Spec, run_dir: str | Path) -> bool:
+    """A quick look, before pandas or Ray is loaded, at whether the one-stage run being resumed
+    in ``run_dir`` has recorded all its trials: rows of ``trials.csv`` (those rejected before
+    dispatch not counted) against :func:`planned_total`. ``--resume`` starts Ray early unless
+    this says so; the search itself decides from the checked records. False for a two-stage
+    run, and for a file it cannot read."""
+    if spec.search.stages is not None:
+        return False
+    from archscale.search.context import REJECTED_SUFFIX
+
+    try:
+        with open(Path(run_dir) / TRIALS_FILE, newline="") as f:
+            done = sum(1 for row in csv.DictReader(f) if not str(row.get("trial_id") or "").endswith(REJECTED_SUFFIX))
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return False
+    return done >= planned_total(spec)
 
 
 def default_run_dir(spec: Spec) -> Path:

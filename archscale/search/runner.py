@@ -9,7 +9,6 @@ Optuna is told (:mod:`.searcher`), the Tune run (:mod:`.launch`), what is record
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from archscale.search.launch import Launcher, spec_text, write_spec
 from archscale.search.profile import PROFILE, phase
 from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
-from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
+from archscale.search.rundir import best_recorded, planned_total, recorded_trials, repair_records, unfinished
 from archscale.search.spec import Dimension, Spec
 from archscale.search.start import start_ray_early
 from archscale.search.store import RunStore
@@ -35,14 +34,10 @@ from archscale.trainer import load_dataset, split
 
 
 def planned_trials(spec: Spec, dims: list[Dimension], out: TextIO | None = None) -> int:
-    """``num_trials``, or the size of the grid when that is smaller."""
-    total = spec.search.num_trials
-    if spec.search.sampler == "grid":
-        grid_size = int(math.prod(d.size for d in dims)) if dims else 1
-        if total > grid_size:
-            if out is not None:
-                print(f"note: the grid has {grid_size} points; running {grid_size} trials, not {total}", file=out)
-            total = grid_size
+    """``num_trials``, or the size of the grid when that is smaller (said on ``out``)."""
+    total = planned_total(spec)
+    if total < spec.search.num_trials and out is not None:
+        print(f"note: the grid has {total} points; running {total} trials, not {spec.search.num_trials}", file=out)
     return total
 
 

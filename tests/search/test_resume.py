@@ -105,3 +105,27 @@ def test_time_budget_stops_and_resume_finishes(tmp_path, write_spec, tiny_spec, 
     trials = read_trials(run_dir)
     assert len(trials) == 2 and trials["trial_id"].is_unique
     assert set(trials["status"]) <= {"completed", "infeasible"}
+
+
+def test_a_quick_look_tells_a_complete_one_stage_run_before_ray_starts(tmp_path, tiny_spec):
+    """``--resume`` starts Ray early unless trials.csv already holds every planned trial
+    (rows rejected before dispatch do not count); a two-stage run, or a file that cannot be
+    read, is never taken as complete."""
+    from archscale.search.rundir import looks_complete, planned_total
+    from archscale.search.spec import parse_spec
+
+    tiny_spec["search"].update(num_trials=3, sampler="random")
+    spec = parse_spec(tiny_spec)
+    assert planned_total(spec) == 3
+    assert not looks_complete(spec, tmp_path)  # nothing recorded yet
+    rows = ["trial_id,status,val_accuracy", "a,completed,0.9", "b_infeasible,infeasible,", "c,failed,"]
+    (tmp_path / "trials.csv").write_text("\n".join(rows) + "\n")
+    assert not looks_complete(spec, tmp_path)  # 2 of 3: the rejected row does not count
+    (tmp_path / "trials.csv").write_text("\n".join(rows + ["d,completed,0.8"]) + "\n")
+    assert looks_complete(spec, tmp_path)
+    (tmp_path / "trials.csv").write_bytes(b"trial_id\n\xff\xfe\n")
+    assert not looks_complete(spec, tmp_path)
+
+    grid = parse_spec({**tiny_spec, "search": {**tiny_spec["search"], "sampler": "grid", "num_trials": 100},
+                       "space": {**tiny_spec["space"], "params": {"c1_width": [4, 8]}}})
+    assert planned_total(grid) == 2  # the grid is smaller than num_trials

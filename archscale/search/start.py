@@ -233,7 +233,7 @@ def _raylets() -> set[int] | None:
     return None if table is None else {pid for pid, (ppid, name) in table.items() if ppid == me and name == "raylet"}
 
 
-def _await_raylet(started: Future, earlier: set[int] | None, limit_s: float = HEAD_START_S) -> None:
+def _await_raylet(started: Future, earlier: set[int] | None, limit_s: float | None = None) -> None:
     """Wait until the Ray instance being started in this process runs its raylet (a child
     process of this one not among ``earlier``), its start has ended, or ``limit_s`` has passed.
 
@@ -243,8 +243,9 @@ def _await_raylet(started: Future, earlier: set[int] | None, limit_s: float = HE
     (pandas, torch: seconds of CPU in one thread) hold the interpreter lock that each of those
     steps needs, and slowed the chain by about 2 s on a 2-core machine, while the driver had
     seconds to spare before the first trial could be dispatched. Without Linux's ``/proc``, no
-    wait."""
-    deadline = time.monotonic() + limit_s
+    wait. ``limit_s``: :data:`HEAD_START_S` unless given (``benchmarks/ray_head_start.py``
+    sets that to 0 to measure the run without the wait)."""
+    deadline = time.monotonic() + (HEAD_START_S if limit_s is None else limit_s)
     while earlier is not None and not started.done() and time.monotonic() < deadline:
         now = _raylets()
         if now is None or now - earlier:

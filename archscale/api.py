@@ -116,8 +116,10 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     prepare_address(resolved.search.address)
     require_cores(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
-    if not (resume and looks_complete(resolved, run_dir)):
-        start_ray_early(resolved)  # Ray comes up while the driver imports torch and reads the data
+    # Ray comes up while the driver imports torch and reads the data; on --resume, unless the run looks
+    # complete (a two-stage one, whose completeness takes its records to judge, as before: once it knows)
+    if not resume or (resolved.search.stages is None and not looks_complete(resolved, run_dir)):
+        start_ray_early(resolved)
     try:
         if resolved.search.stages is not None:
             from archscale.search.stages import run_staged
@@ -130,7 +132,7 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     except BaseException:
         cancel_early_start()  # stopped before Ray was needed (bad data, a budget nothing meets): no Ray left behind
         raise
-    cancel_early_start()  # a resumed run found complete after all (or a two-stage one's early start unused)
+    cancel_early_start()  # a resumed run found complete after all: no Ray left behind
     return Run(run_dir, resolved)
 
 

@@ -154,11 +154,16 @@ def test_export_command_uses_the_api(tiny_run, tmp_path, capsys):
     assert "files: arch.yaml weights.pt metrics.json model.py" in out
 
 
-def test_resume_of_a_finished_run_says_so(tiny_run, capsys):
+def test_resume_of_a_finished_run_says_so(tiny_run, capsys, monkeypatch):
+    from archscale.search import start
+
+    begun = []  # a complete run is seen so before Ray is started for it
+    monkeypatch.setattr(start, "start_ray_early", lambda spec: begun.append(spec))
     before = (tiny_run.path / "trials.csv").read_text()
     again = archscale.run(tiny_run.path / "spec.yaml", tiny_run.path, resume=True)
     assert "the run is complete (3 of 3 trials); nothing to resume" in capsys.readouterr().out
     assert again.path == tiny_run.path and (tiny_run.path / "trials.csv").read_text() == before
+    assert begun == []
 
 
 @pytest.mark.parametrize("spec, overrides, fragments", [

@@ -195,7 +195,7 @@ class Launcher:
         )
         PROFILE.marks.setdefault("search", time.time())
         try:
-            with ctrl_c(self.stopper, self.out), trials_on_started_workers(self.env):
+            with ctrl_c(self.stopper, self.out), trials_on_started_workers():
                 tuner.fit()
         finally:
             if drainer is not None:

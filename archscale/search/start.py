@@ -23,15 +23,19 @@ Imports ray lazily.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 from archscale.search import cluster
@@ -53,6 +57,8 @@ def _local(address: str | None) -> bool:
 _STARTING: dict[str, Future] = {}  # "local" -> the Ray start begun by start_ray_early
 _STARTED_HERE = threading.Event()  # set once init_ray started a local instance in this process
 _ENV_AT_START: dict[str, str] = {}  # the environment that instance's processes inherited
+_JOB_ENV: dict[str, Any] = {}  # the runtime_env that instance's job was started with (none: empty)
+_COPIES: list[Path] = []  # folders holding the copies of a family's modules a local instance imports (_on_path)
 
 
 def runtime_env(spec: Spec) -> dict[str, Any] | None:
@@ -127,14 +133,24 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, work
     if address == "local":
         for name, value in TUNE_ACTOR_ENV.items():
             os.environ.setdefault(name, value)  # what Tune gives its trial actors: every worker inherits it
+        path_before = os.environ.get("PYTHONPATH")
+        env = _on_path(env)
         _ENV_AT_START.update(os.environ)
-        # the idle workers started with the instance run no job with a runtime_env of its own (a
-        # family of the user's own): preloaded, they would only cost CPU and memory
+        # the idle workers started with the instance run no job with a runtime_env of its own:
+        # preloaded, they would only cost CPU and memory
         config: dict[str, Any] = {"preload_python_modules": list(PRELOAD)} if not env and preload_fits() else {}
         if workers:
             config["num_workers_soft_limit"] = int(workers)
-        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
-                 runtime_env=env, _system_config=config)
+        try:
+            ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+                     runtime_env=env, _system_config=config)
+        finally:  # Ray's processes have it; this process's later children need not
+            if path_before is None:
+                os.environ.pop("PYTHONPATH", None)
+            else:
+                os.environ["PYTHONPATH"] = path_before
+        _JOB_ENV.clear()
+        _JOB_ENV.update(env or {})
         _STARTED_HERE.set()
         return
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
@@ -153,6 +169,29 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, work
                   f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
             ray.shutdown()  # whatever the failed connection left behind
             time.sleep(5 * attempt)
+
+
+def _on_path(env: dict[str, Any] | None) -> dict[str, Any] | None:
+    """For a local instance: a job ``runtime_env`` that only ships modules (a family of the
+    user's own, :func:`runtime_env`) is replaced by a copy of each module in a folder of this
+    process's, put first on the ``PYTHONPATH`` that Ray's processes inherit (returns None).
+    As with Ray's ``py_modules``, the workers import the copy taken when the run started; unlike
+    it, every worker can, the idle ones started with the instance too, so the first trials run
+    in workers that preloaded torch instead of waiting for fresh ones. The folder is removed
+    when this process ends. Any other ``runtime_env`` is returned as it is."""
+    if not env or set(env) != {"py_modules"}:
+        return env
+    folder = Path(tempfile.mkdtemp(prefix="archscale-family-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    _COPIES.append(folder)
+    for module in env["py_modules"]:
+        source = Path(module)
+        if source.is_dir():
+            shutil.copytree(source, folder / source.name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, folder / source.name)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")]))
+    return None
 
 
 def _client_init(address: str, env: dict[str, Any] | None) -> None:
@@ -270,6 +309,7 @@ def cancel_early_start() -> None:
     ray.shutdown()
     _STARTED_HERE.clear()
     _ENV_AT_START.clear()
+    _JOB_ENV.clear()
 
 
 def ray_ready(address: str | None, env: dict | None = None, workers: int | None = None) -> None:
@@ -283,9 +323,10 @@ def ray_ready(address: str | None, env: dict | None = None, workers: int | None 
 
 
 @contextmanager
-def trials_on_started_workers(env: dict[str, Any] | None) -> Iterator[None]:
-    """While a Tune run goes on in a local instance started here (job ``runtime_env`` ``env``
-    None), Tune's trial actors go to the worker processes Ray started with the instance, which
+def trials_on_started_workers() -> Iterator[None]:
+    """While a Tune run goes on in a local instance started here (its job without a
+    ``runtime_env``: a family of the user's own is on its path instead, :func:`_on_path`),
+    Tune's trial actors go to the worker processes Ray started with the instance, which
     have imported what a trial needs (:data:`PRELOAD`).
 
     Tune gives each trial actor a ``runtime_env`` of environment variables (``PL_DISABLE_FORK=1``,
@@ -302,7 +343,7 @@ def trials_on_started_workers(env: dict[str, Any] | None) -> Iterator[None]:
         class_cache = None
     defaults = getattr(class_cache, "DEFAULT_ENV_VARS", None)
     copied = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
-    if not _STARTED_HERE.is_set() or env or not isinstance(defaults, dict) or not isinstance(copied, (set, frozenset)):
+    if not _STARTED_HERE.is_set() or _JOB_ENV or not isinstance(defaults, dict) or not isinstance(copied, (set, frozenset)):
         yield
         return
     inherited = {name for name, value in os.environ.items() if _ENV_AT_START.get(name) == value}
@@ -345,6 +386,8 @@ def leave(code: int) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
+    for folder in _COPIES:  # what atexit would remove, had the interpreter's teardown run
+        shutil.rmtree(folder, ignore_errors=True)
     os._exit(code)
 
 

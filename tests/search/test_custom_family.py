@@ -5,6 +5,7 @@ folder, shipped to Ray's workers with the job (``runtime_env``), on a local Ray 
 and on the two-node test cluster, where the workers cannot import it any other way."""
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -245,22 +246,32 @@ def test_every_command_on_local_ray(tmp_path):
     home = tmp_path / "project"
     write_family(home, "localnet")
     (home / "spec.yaml").write_text(yaml.safe_dump(family_spec("localnet:TinyNet")))
-    done = cli(["run", "spec.yaml"], cwd=home)
+    done = cli(["run", "spec.yaml", "--profile"], cwd=home)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[2/2]" in done.stdout and "localnet:" in done.stdout
     run = home / "runs" / "custom"
     assert yaml.safe_load((run / "spec.yaml").read_text())["space"]["family_path"] == str(home.resolve())
     assert (run / "best" / "model.py").is_file()
+    # The first trials ran in the idle workers Ray started with the instance, which had preloaded torch:
+    # the family is on their path, not shipped as a runtime_env that only fresh workers would get.
+    profile = json.loads((run / "profile.json").read_text())
+    first = min(profile["raw_trials"].values(), key=lambda t: t["train_start"])
+    search_began = first["train_start"] - profile["time_to_first_trial"] + profile["first_trial"]["search begins"]
+    assert first["worker_start"] < search_began and first["imported"] <= first["entered"]
+    assert all(str(home) in path for path in imports(home / "imports.log"))  # Ray puts the driver's folder first
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # ablate (like repeat, through the same variants' launch) reads the run's spec.yaml here: the family
-    # comes from its family_path, and the local workers, run from this folder, import the shipped copy.
+    # comes from its family_path, and the local workers, run from this folder, import the copy of it that
+    # the command put on their path when Ray started.
     for args in (["pareto", str(run)], ["report", str(run)], ["export", str(run), "--pick", "macs", "--out", "exp"],
                  ["ablate", str(run / "spec.yaml"), "--techniques", "label_smoothing", "--seeds", "1", "--out", "abl"]):
         done = cli(args, cwd=elsewhere)
         assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
     assert (run / "report.html").is_file() and (elsewhere / "abl" / "ablation.csv").is_file()
+    copies = [path for path in imports(home / "imports.log") if "archscale-family-" in path]
+    assert copies and all(Path(path).name == "localnet.py" and not Path(path).exists() for path in copies)  # gone
     exported = yaml.safe_load((elsewhere / "exp" / "arch.yaml").read_text())
     assert exported["family_module"] == "localnet:TinyNet" and exported["family_path"] == str(home.resolve())
 

@@ -112,7 +112,8 @@ def _available_mib() -> float | None:
 def init_ray(address: str | None = None, env: dict[str, Any] | None = None, workers: int | None = None) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
-    or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
+    or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`),
+    whose modules a local instance gets on its processes' path instead (:func:`_on_path`).
     A Ray already started in this process is used as it is.
 
     ``workers``: the trials that run at once. A local instance starts one idle worker per
@@ -175,10 +176,12 @@ def _on_path(env: dict[str, Any] | None) -> dict[str, Any] | None:
     """For a local instance: a job ``runtime_env`` that only ships modules (a family of the
     user's own, :func:`runtime_env`) is replaced by a copy of each module in a folder of this
     process's, put first on the ``PYTHONPATH`` that Ray's processes inherit (returns None).
-    As with Ray's ``py_modules``, the workers import the copy taken when the run started; unlike
-    it, every worker can, the idle ones started with the instance too, so the first trials run
-    in workers that preloaded torch instead of waiting for fresh ones. The folder is removed
-    when this process ends. Any other ``runtime_env`` is returned as it is."""
+    As with Ray's ``py_modules``, the workers import the copy taken when the run started (unless
+    the driver's folder, which Ray puts before it on its workers' path, holds the module: the
+    very file the driver imported); unlike it, every worker can, the idle ones started with the
+    instance too, so the first trials run in workers that preloaded torch instead of waiting for
+    fresh ones. The folder is removed when this process ends. Any other ``runtime_env`` is
+    returned as it is."""
     if not env or set(env) != {"py_modules"}:
         return env
     folder = Path(tempfile.mkdtemp(prefix="archscale-family-"))

@@ -23,7 +23,7 @@ from archscale.search.studydb import write_study
 _PREPARED: list[threading.Thread] = []  # the thread prepare() started, joined by finalize()
 
 
-def prepare() -> threading.Thread:
+def prepare() -> None:
     """Get :func:`finalize` ready in a background thread, started while the trials train (the
     driver waits on Tune then), so that the files at the end are written without these on the
     critical path: the imports (matplotlib, Optuna's storage with SQLAlchemy and Alembic, the
@@ -37,18 +37,16 @@ def prepare() -> threading.Thread:
         import matplotlib.pyplot  # noqa: F401
         import optuna
 
-        import sqlalchemy.orm  # noqa: F401  (study.db: Optuna's RDB storage, which imports it only when used)
-
         import archscale.analysis.standalone  # noqa: F401
 
         _draw_once()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # study.db's storage: SQLAlchemy and Alembic imported, the tables and migration scripts read
         optuna.storages.RDBStorage("sqlite:///:memory:").engine.dispose()
 
     thread = threading.Thread(target=load, name="archscale-finish-imports", daemon=True)
     _PREPARED.append(thread)
     thread.start()
-    return thread
 
 
 def _draw_once() -> None:

@@ -5,6 +5,7 @@ import json
 import math
 import os
 import platform
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -101,8 +102,8 @@ def test_crop_keeps_channels_last_and_moves_every_channel_alike():
     assert torch.equal(again, cropped)
 
 
-# Minor page faults per CPU training step of a small conv net, after 5 warm-up steps; with
-# "keep" the process first calls keep_freed_memory (as train does on a CPU).
+# Minor page faults of each of 20 CPU training steps of a small conv net, after 5 warm-up
+# steps; with "keep" the process first calls keep_freed_memory (as train does on a CPU).
 FAULTS_PER_STEP = r"""
 import json, resource, sys, torch
 from torch import nn
@@ -120,17 +121,21 @@ def step():
     opt.step()
 for _ in range(5):
     step()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+faults = []
 for _ in range(20):
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     step()
-print(json.dumps({"kept": kept, "faults": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 20}))
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+print(json.dumps({"kept": kept, "faults": faults}))
 """
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keeping_freed_memory_stops_the_page_faults_of_every_step(tmp_path):
     """glibc's default mmap threshold makes each step's activations fresh pages (thousands of
-    faults per step); keep_freed_memory serves them from the heap again (a few dozen)."""
+    faults per step); keep_freed_memory serves them from the heap again (none in a typical
+    step). The heap may still grow once to a new peak (one step of ~1,500 faults was seen
+    after the warm-up), so the typical step is compared: the median of 20."""
     env = {**os.environ, "PYTHONPATH": str(Path(archscale.__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
 
     def faults(mode):
@@ -141,8 +146,9 @@ def test_keeping_freed_memory_stops_the_page_faults_of_every_step(tmp_path):
 
     default, kept = faults("default"), faults("keep")
     assert kept["kept"] is True
-    assert default["faults"] > 1000  # 64 x 16 x 28 x 28 fp32 activations: 200 pages each, new every step
-    assert kept["faults"] < default["faults"] / 20
+    typical = {mode: statistics.median(run["faults"]) for mode, run in (("default", default), ("keep", kept))}
+    assert typical["default"] > 1000, default  # 64 x 16 x 28 x 28 fp32 activations: 200 pages each, new every step
+    assert typical["keep"] < typical["default"] / 20, kept
 
 
 def test_normalise_uses_mean_and_std():

@@ -32,6 +32,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -81,22 +82,23 @@ def _load(job_spec: dict) -> None:
     _SPLITS = (split(data, 0.1, job_spec["data"]["subset"], seed=0), data.context)
 
 
-def _job(job_spec: dict) -> float:
-    """One training job in a worker process, as the spec's trial trains; returns its wall seconds."""
+def _job(job_spec: dict) -> tuple[float, float]:
+    """One training job in a worker process, as the spec's trial trains; returns when it began
+    (``time.time()``) and its wall seconds."""
     import torch
 
     from archscale.space import build, get_space
     from archscale.trainer import RECIPES, TrainConfig, train
 
     splits, context = _SPLITS
-    start = time.perf_counter()
+    began, start = time.time(), time.perf_counter()
     torch.manual_seed(0)
     fields = dict(job_spec["train"])
     device = fields.pop("device")
     recipe = RECIPES[fields.pop("recipe")] if "recipe" in fields else {}
     model = build(get_space(job_spec["space"]["family"]).resolve(job_spec["space"]["params"], context))
     train(model, splits, TrainConfig(**{**recipe, **fields}, seed=0), device=device)
-    return time.perf_counter() - start
+    return began, time.perf_counter() - start
 
 
 def plain_loop(job_spec: dict) -> None:
@@ -108,20 +110,99 @@ def plain_loop(job_spec: dict) -> None:
     how = "spawn" if job_spec["train"]["device"] == "cuda" else "fork"
     with ProcessPoolExecutor(search["max_concurrent"], mp_context=multiprocessing.get_context(how),
                              initializer=_load, initargs=(job_spec,)) as pool:
-        seconds = list(pool.map(_job, [job_spec] * search["num_trials"]))
+        began, seconds = zip(*pool.map(_job, [job_spec] * search["num_trials"]))
+    print(f"{FIRST_JOB} {min(began)!r}")
     print(f"job seconds: mean {statistics.mean(seconds):.1f}, min {min(seconds):.1f}, max {max(seconds):.1f}")
+
+
+# --------------------------------------------------------------------------- the CPU of each process
+
+FIRST_JOB = "first job began at"  # the plain side's line: when its first job began (time.time())
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # Ray's own, though named like its workers
+RAY_WORKER = "default_worker.py"  # the script a Ray worker process runs
+
+
+class CpuSampler:
+    """CPU seconds (user and system, all threads) of a command and of every process under it,
+    read from ``/proc`` every ``interval`` seconds while it runs, by role: the command itself,
+    its workers (every process under a plain loop; under a command that starts Ray (``ray``),
+    Ray's ``ray::`` worker processes) and Ray's own processes (GCS, raylet, agents, monitors). A process's CPU after its last sample is not
+    seen (at most ``interval`` of it). Without ``/proc`` it records nothing."""
+
+    def __init__(self, root: int, ray: bool, interval: float = 0.2):
+        self.root, self.ray, self.interval = root, ray, interval
+        self.samples: list[tuple[float, dict[int, float]]] = []  # (time.time(), pid -> CPU seconds)
+        self.roles: dict[int, str] = {root: "command"}
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            at, table = time.time(), {}
+            for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
+                if entry.name.isdigit():
+                    try:
+                        stat = Path(entry.path, "stat").read_text()
+                    except OSError:
+                        continue
+                    fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces
+                    table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self._tick)
+            tree, grew = {self.root}, True
+            while grew:
+                below = {pid for pid, (parent, _) in table.items() if parent in tree} - tree
+                tree |= below
+                grew = bool(below)
+            for pid in tree - self.roles.keys():
+                self.roles[pid] = self._role(pid)
+            if self.root in table:
+                self.samples.append((at, {pid: table[pid][1] for pid in tree if pid in table}))
+            self._stop.wait(self.interval)
+
+    def _role(self, pid: int) -> str:
+        try:
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            args = [""]
+        if not self.ray or args[0].startswith("ray::") and not args[0].startswith(RAY_AGENTS):
+            return "workers"
+        # a Ray worker runs default_worker.py until it names itself ray::IDLE
+        return "workers" if any(arg.endswith(RAY_WORKER) for arg in args) else "Ray"
+
+    def by_role(self, split: float) -> dict[str, tuple[float, float]]:
+        """CPU seconds of each role before ``split`` (``time.time()``) and after it."""
+        last: dict[int, float] = {}  # pid -> its CPU at its last sample
+        before: dict[int, float] = {}
+        for at, cpu in self.samples:
+            last.update(cpu)
+            if at <= split:
+                before.update(cpu)
+        out: dict[str, list[float]] = {}
+        for pid, total in last.items():
+            row = out.setdefault(self.roles.get(pid, "Ray"), [0.0, 0.0])
+            row[0] += before.get(pid, 0.0)
+            row[1] += total - before.get(pid, 0.0)
+        return {role: (b, a) for role, (b, a) in out.items()}
 
 
 # --------------------------------------------------------------------------- timing both
 
 
-def timed(cmd: list[str], env: dict) -> tuple[float, str]:
+def timed(cmd: list[str], env: dict, ray: bool) -> tuple[float, str, CpuSampler]:
     start = time.perf_counter()
-    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    sampler = CpuSampler(proc.pid, ray)
+    out, err = proc.communicate()
     wall = time.perf_counter() - start
-    if done.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-    return wall, done.stdout
+    sampler.stop()
+    if proc.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out}\n{err}")
+    return wall, out, sampler
 
 
 def load() -> str:
@@ -152,6 +233,30 @@ def print_breakdown(profiles: list[dict]) -> None:
     print(f"    {'overhead (slot - training)':<28} {median(lambda p: p.get('overhead_per_trial')):>8.3f}")
 
 
+def print_cpu(cpu: dict[str, list[dict]], plain_wall: float) -> None:
+    """CPU seconds of each side's processes before its first trial (job) trained and after,
+    median over the reps, and what the start-up's extra CPU alone costs where every core is
+    busy (as on a machine with no more cores than trials at once)."""
+    if not all(cpu.values()) or not any(r for side in cpu.values() for r in side):
+        print("CPU by process: not measured (no /proc)")
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+    def median(side: str, role: str | None, when: int) -> float:
+        return statistics.median(sum(v[when] for r, v in rep.items() if role in (None, r)) for rep in cpu[side])
+
+    print("CPU seconds by process (all threads, /proc every 0.2 s), median: before the first trial trains | after")
+    print(f"  {'':<22} {'plain loop':>17} {'archscale run':>17}")
+    for role, name in (("command", "the command itself"), ("Ray", "Ray's own processes"),
+                       ("workers", "workers"), (None, "all")):
+        cells = [f"{median(side, role, 0):>7.1f} | {median(side, role, 1):>5.1f}" for side in cpu]
+        print(f"  {name:<22} {cells[0]:>17} {cells[1]:>17}")
+    extra = median("archscale run", None, 0) - median("plain loop", None, 0)
+    print(f"start-up: {extra:.1f} CPU-s more than the plain loop's before the first trial trains, "
+          f"{extra / cores:.1f} s of wall with all {cores} cores busy; that alone would make the ratio "
+          f"{(plain_wall + extra / cores) / plain_wall:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=12)
@@ -169,22 +274,26 @@ def main() -> None:
     epochs = args.epochs if args.epochs is not None else JOBS[args.job][4]
 
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    rows, profiles = [], []
+    rows, profiles, cpu = [], [], {"plain loop": [], "archscale run": []}
     with tempfile.TemporaryDirectory() as tmp:
         spec_file = Path(tmp) / "dispatch.yaml"
         spec_file.write_text(yaml.safe_dump(spec(args.trials, args.parallel, epochs, args.job, args.device,
                                                  args.subset)))
         for rep in range(args.reps):
             before = load()
-            wall, out = timed([sys.executable, __file__, "--plain", str(spec_file)], env)
+            wall, out, sampler = timed([sys.executable, __file__, "--plain", str(spec_file)], env, ray=False)
             rows.append(("plain loop", rep, wall, before, out.strip().splitlines()[-1]))
+            first = float(next(line for line in out.splitlines() if line.startswith(FIRST_JOB)).split()[-1])
+            cpu["plain loop"].append(sampler.by_role(first))
             before = load()
-            wall, out = timed([sys.executable, "-m", "archscale", "run", str(spec_file), "--quiet", "--profile",
-                               "--out", str(Path(tmp) / f"run{rep}")], env)
+            wall, out, sampler = timed([sys.executable, "-m", "archscale", "run", str(spec_file), "--quiet",
+                                        "--profile", "--out", str(Path(tmp) / f"run{rep}")], env, ray=True)
             trials = (Path(tmp) / f"run{rep}" / "trials.csv").read_text().strip().splitlines()[1:]
             rows.append(("archscale run", rep, wall, before, f"{len(trials)} trials recorded"))
             profile = json.loads((Path(tmp) / f"run{rep}" / "profile.json").read_text())
             profiles.append({**profile, "exit": wall - profile["total"]})
+            first = min(t["train_start"] for t in profile["raw_trials"].values() if "train_start" in t)
+            cpu["archscale run"].append(sampler.by_role(first))
 
     print(f"job {args.job} on {args.device}: {args.trials} trials x {epochs} epochs, {args.parallel} at once, "
           f"1 thread each; load average (1/5 min) before each command shown")
@@ -194,6 +303,7 @@ def main() -> None:
     print_breakdown(profiles)
     plain = statistics.median(w for n, _, w, _, _ in rows if n == "plain loop")
     ours = statistics.median(w for n, _, w, _, _ in rows if n == "archscale run")
+    print_cpu(cpu, plain)
     print(f"median wall: plain loop {plain:.1f} s, archscale run {ours:.1f} s")
     print(f"dispatch_overhead_ratio: {ours / plain:.3f}")
 

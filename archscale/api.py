@@ -117,7 +117,7 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     require_cores(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
     # Ray comes up while the driver imports torch and reads the data; on --resume, unless the run looks
-    # complete (a two-stage one, whose completeness takes its records to judge, as before: once it knows)
+    # complete (a two-stage one, whose completeness takes its records to judge: run_staged, once it knows)
     if not resume or (resolved.search.stages is None and not looks_complete(resolved, run_dir)):
         start_ray_early(resolved)
     try:

@@ -224,6 +224,10 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
+    if resume:  # not complete after all: Ray comes up while the data loads (a new run's began before its imports)
+        from archscale.search.start import start_ray_early
+
+        start_ray_early(spec)
     data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
     evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
     grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]

@@ -150,8 +150,12 @@ def test_pareto_on_a_staged_run_draws_scaling_png(staged_run, capsys, tmp_path):
     assert len(lines) == 2 and all("completed" in ln for ln in lines)
 
 
-def test_resume_across_the_stage_boundary(staged_run):
+def test_resume_across_the_stage_boundary(staged_run, monkeypatch):
+    from archscale.search import start
+
     spec, run_dir = staged_run
+    begun, real = [], start.start_ray_early  # Ray starts early once the records show the run unfinished
+    monkeypatch.setattr(start, "start_ray_early", lambda spec: (begun.append(spec), real(spec)))
     before = read_trials(run_dir)
     # as if killed during stage 1: stage 2 and the last completed stage-1 trial are not recorded
     lost = before[(before["stage"] == 2)].index.union(before[(before["stage"] == 1) & (before["status"] == "completed")].index[-1:])
@@ -159,6 +163,7 @@ def test_resume_across_the_stage_boundary(staged_run):
     csv = (run_dir / "trials.csv").read_text().splitlines()
     (run_dir / "trials.csv").write_text("\n".join([csv[0], *(csv[i + 1] for i in kept.index)]) + "\n")
     assert main(["run", str(spec), "--out", str(run_dir), "--resume"]) == 0
+    assert len(begun) == 1
     after = read_trials(run_dir)
     assert len(after) == len(before) and after["trial_id"].is_unique
     assert set(kept["trial_id"]) <= set(after["trial_id"])
@@ -167,10 +172,14 @@ def test_resume_across_the_stage_boundary(staged_run):
     assert not remaining_sweep(parse_spec(yaml.safe_load(spec.read_text())), after)
 
 
-def test_resume_of_a_finished_staged_run_changes_nothing(staged_run, capsys):
+def test_resume_of_a_finished_staged_run_changes_nothing(staged_run, capsys, monkeypatch):
+    from archscale.search import start
+
+    begun = []  # no Ray for a run found complete
+    monkeypatch.setattr(start, "start_ray_early", lambda spec: begun.append(spec))
     spec, run_dir = staged_run
     before = (run_dir / "trials.csv").read_text()
     assert main(["run", str(spec), "--out", str(run_dir), "--resume"]) == 0
-    assert "nothing to resume" in capsys.readouterr().out
+    assert "nothing to resume" in capsys.readouterr().out and begun == []
     assert (run_dir / "trials.csv").read_text() == before
     assert not math.isnan(pd.read_csv(run_dir / "pareto.csv")["val_accuracy"].max())

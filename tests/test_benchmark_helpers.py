@@ -124,3 +124,45 @@ def test_sampler_quality_replays_each_sampler_at_its_budgets_and_settings():
     assert cells == ({("random", False, bench.BUDGETS)} | {("tpe", c, (b,)) for c in (False, True) for b in bench.BUDGETS}
                      | {("gp", c, (b,)) for c in gp_modes for b in gp_budgets})
     assert len(jobs) == 2 * len(cells)
+
+
+# The command: burns ~0.6 s of CPU itself, prints the time, then starts a child that burns ~1.2 s
+# and one named as a Ray worker (ray::IDLE) that burns ~0.6 s.
+BURNER = r"""
+import subprocess, sys, time
+def burn(seconds):
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
+burn(0.6)
+print(time.time(), flush=True)
+child = "import time\nend = time.process_time() + {}\nwhile time.process_time() < end: pass"
+plain = subprocess.Popen([sys.executable, "-c", child.format(1.2)])
+worker = subprocess.Popen(["bash", "-c", 'exec -a ray::IDLE "$0" -c "$1"', sys.executable, child.format(0.6)])
+plain.wait(); worker.wait()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+@pytest.mark.parametrize("ray", [False, True])
+def test_the_dispatch_benchmark_s_cpu_table_counts_each_process_by_role(ray):
+    """The CPU table splits each process's CPU at a moment and sorts it by role: under a plain
+    loop every process below the command is a worker; under Ray only ``ray::`` ones are."""
+    import subprocess
+    import sys
+
+    bench = _load("dispatch_overhead")
+    proc = subprocess.Popen([sys.executable, "-c", BURNER], stdout=subprocess.PIPE, text=True)
+    sampler = bench.CpuSampler(proc.pid, ray=ray, interval=0.05)
+    out, _ = proc.communicate(timeout=60)
+    sampler.stop()
+    split = float(out.split()[0])
+    roles = sampler.by_role(split)
+    before, after = roles["command"]
+    assert 0.4 < before < 0.9 and after < 0.2  # its own burn, before the split
+    workers = roles["workers"][1]
+    if ray:
+        assert 0.4 < workers < 0.8 and 0.9 < roles["Ray"][1] < 1.4  # ray::IDLE a worker; the other child Ray's
+    else:
+        assert 1.5 < workers < 2.0 and "Ray" not in roles
+    assert roles["workers"][0] < 0.1  # nothing of theirs before the split

@@ -7,7 +7,10 @@ for archscale, starting Ray included), alternately, ``--reps`` times each; the r
 the medians. ``archscale run`` runs with ``--profile``: a second table splits its time
 (median over the reps) into start-up, time to the first trial, each trial's dispatch and
 finishing, and ``exit`` (the command's wall time after its own last figure: Ray's shutdown
-and the interpreter's). Prints both tables and ends with ``dispatch_overhead_ratio: VALUE``.
+and the interpreter's). A third gives each side's CPU seconds by process (the command, Ray's
+own processes, the workers; read from ``/proc`` while it runs) before its first trial trains
+and after, and what the start-up's extra CPU alone makes of the ratio where every core is
+busy. Prints the tables and ends with ``dispatch_overhead_ratio: VALUE``.
 
     python benchmarks/dispatch_overhead.py [--trials 12] [--parallel 2] [--epochs 3] [--reps 2]
     ARCHSCALE_DATA=/root/data python benchmarks/dispatch_overhead.py --job airbench --device cuda

@@ -129,8 +129,9 @@ class CpuSampler:
     """CPU seconds (user and system, all threads) of a command and of every process under it,
     read from ``/proc`` every ``interval`` seconds while it runs, by role: the command itself,
     its workers (every process under a plain loop; under a command that starts Ray (``ray``),
-    Ray's ``ray::`` worker processes) and Ray's own processes (GCS, raylet, agents, monitors). A process's CPU after its last sample is not
-    seen (at most ``interval`` of it). Without ``/proc`` it records nothing."""
+    Ray's ``ray::`` worker processes) and Ray's own processes (GCS, raylet, agents,
+    monitors). A process's CPU after its last sample is not seen (at most ``interval`` of
+    it). Without ``/proc`` it records nothing."""
 
     def __init__(self, root: int, ray: bool, interval: float = 0.2):
         self.root, self.ray, self.interval = root, ray, interval

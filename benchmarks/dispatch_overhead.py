@@ -136,7 +136,7 @@ class CpuSampler:
     def __init__(self, root: int, ray: bool, interval: float = 0.2):
         self.root, self.ray, self.interval = root, ray, interval
         self.samples: list[tuple[float, dict[int, float]]] = []  # (time.time(), pid -> CPU seconds)
-        self.roles: dict[int, str] = {root: "command"}
+        self.args: dict[int, list[str]] = {}  # pid -> its command line when last seen (a process renames itself)
         self._tick = os.sysconf("SC_CLK_TCK")
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -152,27 +152,32 @@ class CpuSampler:
             for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
                 if entry.name.isdigit():
                     try:
-                        stat = Path(entry.path, "stat").read_text()
-                    except OSError:
+                        fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()  # after the name
+                        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self._tick)
+                    except (OSError, IndexError, ValueError):  # gone since the folder was listed
                         continue
-                    fields = stat.rsplit(")", 1)[1].split()  # after the name, which may hold spaces
-                    table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self._tick)
             tree, grew = {self.root}, True
             while grew:
                 below = {pid for pid, (parent, _) in table.items() if parent in tree} - tree
                 tree |= below
                 grew = bool(below)
-            for pid in tree - self.roles.keys():
-                self.roles[pid] = self._role(pid)
+            for pid in tree - {self.root}:
+                try:
+                    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+                except OSError:
+                    continue
+                if args != [""]:  # empty once a process has exited
+                    self.args[pid] = args
             if self.root in table:
                 self.samples.append((at, {pid: table[pid][1] for pid in tree if pid in table}))
             self._stop.wait(self.interval)
 
-    def _role(self, pid: int) -> str:
-        try:
-            args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-        except OSError:
-            args = [""]
+    def role(self, pid: int) -> str:
+        """``command``, ``workers`` or ``Ray``, by the process's last command line seen (a
+        process forked by the raylet holds the raylet's until it runs its own program)."""
+        if pid == self.root:
+            return "command"
+        args = self.args.get(pid, [""])
         if not self.ray or args[0].startswith("ray::") and not args[0].startswith(RAY_AGENTS):
             return "workers"
         # a Ray worker runs default_worker.py until it names itself ray::IDLE
@@ -188,7 +193,7 @@ class CpuSampler:
                 before.update(cpu)
         out: dict[str, list[float]] = {}
         for pid, total in last.items():
-            row = out.setdefault(self.roles.get(pid, "Ray"), [0.0, 0.0])
+            row = out.setdefault(self.role(pid), [0.0, 0.0])
             row[0] += before.get(pid, 0.0)
             row[1] += total - before.get(pid, 0.0)
         return {role: (b, a) for role, (b, a) in out.items()}

@@ -127,7 +127,8 @@ def test_sampler_quality_replays_each_sampler_at_its_budgets_and_settings():
 
 
 # The command: burns ~0.6 s of CPU itself, prints the time, then starts a child that burns ~1.2 s
-# and one named as a Ray worker (ray::IDLE) that burns ~0.6 s.
+# and one that renames itself a Ray worker (ray::IDLE, after 0.3 s as bash: as a process the
+# raylet forks holds the raylet's name until it runs its own program) and burns ~0.6 s.
 BURNER = r"""
 import subprocess, sys, time
 def burn(seconds):
@@ -138,7 +139,8 @@ burn(0.6)
 print(time.time(), flush=True)
 child = "import time\nend = time.process_time() + {}\nwhile time.process_time() < end: pass"
 plain = subprocess.Popen([sys.executable, "-c", child.format(1.2)])
-worker = subprocess.Popen(["bash", "-c", 'exec -a ray::IDLE "$0" -c "$1"', sys.executable, child.format(0.6)])
+worker = subprocess.Popen(["bash", "-c", 'sleep 0.3; exec -a ray::IDLE "$0" -c "$1"', sys.executable,
+                          child.format(0.6)])
 plain.wait(); worker.wait()
 """
 

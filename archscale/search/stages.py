@@ -39,6 +39,7 @@ from archscale.search.provenance import driver_provenance
 from archscale.search.recorder import Progress
 from archscale.search.rundir import best_recorded, recorded_trials, repair_records, unfinished
 from archscale.search.spec import Dimension, Spec, SpecError, parse_spec
+from archscale.search.start import start_ray_early
 from archscale.space import get_space
 from archscale.space.efficientnet import net_config
 from archscale.trainer import dataset_context, load_dataset, resolve_device, split
@@ -224,10 +225,7 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
-    if resume:  # not complete after all: Ray comes up while the data loads (a new run's began before its imports)
-        from archscale.search.start import start_ray_early
-
-        start_ray_early(spec)
+    start_ray_early(spec)  # Ray comes up while the data is read and stage 1 judged (begun already unless resumed)
     data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
     evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
     grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]

@@ -151,11 +151,11 @@ def test_pareto_on_a_staged_run_draws_scaling_png(staged_run, capsys, tmp_path):
 
 
 def test_resume_across_the_stage_boundary(staged_run, monkeypatch):
-    from archscale.search import start
+    from archscale.search import stages
 
     spec, run_dir = staged_run
-    begun, real = [], start.start_ray_early  # Ray starts early once the records show the run unfinished
-    monkeypatch.setattr(start, "start_ray_early", lambda spec: (begun.append(spec), real(spec)))
+    begun, real = [], stages.start_ray_early  # Ray starts early once the records show the run unfinished
+    monkeypatch.setattr(stages, "start_ray_early", lambda spec: (begun.append(spec), real(spec)))
     before = read_trials(run_dir)
     # as if killed during stage 1: stage 2 and the last completed stage-1 trial are not recorded
     lost = before[(before["stage"] == 2)].index.union(before[(before["stage"] == 1) & (before["status"] == "completed")].index[-1:])
@@ -173,10 +173,11 @@ def test_resume_across_the_stage_boundary(staged_run, monkeypatch):
 
 
 def test_resume_of_a_finished_staged_run_changes_nothing(staged_run, capsys, monkeypatch):
-    from archscale.search import start
+    from archscale.search import stages, start
 
-    begun = []  # no Ray for a run found complete
+    begun = []  # no Ray for a run found complete, neither before its records are read nor after
     monkeypatch.setattr(start, "start_ray_early", lambda spec: begun.append(spec))
+    monkeypatch.setattr(stages, "start_ray_early", lambda spec: begun.append(spec))
     spec, run_dir = staged_run
     before = (run_dir / "trials.csv").read_text()
     assert main(["run", str(spec), "--out", str(run_dir), "--resume"]) == 0

@@ -8,9 +8,9 @@ export a model and load it back. The ``archscale`` command calls these same func
 
 Heavy libraries (torch, ray, optuna) are imported inside the functions that need them.
 Bad input (a spec, an override, a path, an objective) raises
-:class:`archscale.search.spec.SpecError` with one line naming what is wrong; a file that is
+:class:`archscale.spec.SpecError` with one line naming what is wrong; a file that is
 not what it should be (a damaged ``spec.yaml`` of a run, ``arch.yaml``, ``weights.pt``, ...)
-raises :class:`archscale.analysis.files.FileError`, one line naming the file, the problem and
+raises :class:`archscale.files.FileError`, one line naming the file, the problem and
 what was expected. Damaged lines of a run's ``trials.csv`` are left out with a warning.
 """
 
@@ -24,13 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
 
-from archscale.search.errors import SpecError
+from archscale.spec import SpecError
 
 if TYPE_CHECKING:
     import pandas as pd
     from torch import nn
 
-    from archscale.search.spec import Spec
+    from archscale.spec import Spec
     from archscale.space import SearchSpace
 
 __all__ = ["Check", "CheckError", "Run", "build", "check", "load_exported", "load_run", "run", "spaces"]
@@ -52,7 +52,7 @@ def apply_overrides(raw: dict, overrides: Mapping[str, Any]) -> dict:
     """Set each ``key.path`` of ``overrides`` to its (Python) value in the raw spec dict ``raw``,
     in order; a key may also be written ``key__path``. Raises SpecError for a key that names no
     field of the spec."""
-    from archscale.search.spec import apply_override
+    from archscale.spec import apply_override
 
     for key, value in overrides.items():
         path = _override_key(str(key))
@@ -69,9 +69,9 @@ def apply_overrides(raw: dict, overrides: Mapping[str, Any]) -> dict:
 
 
 def resolve_spec(spec: SpecLike, overrides: Mapping[str, Any] | None = None) -> Spec:
-    """A validated :class:`~archscale.search.spec.Spec` from a YAML path, a dict or a Spec,
+    """A validated :class:`~archscale.spec.Spec` from a YAML path, a dict or a Spec,
     with ``overrides`` (``{"search.num_trials": 4}``) applied."""
-    from archscale.search.spec import Spec, parse_spec, read_yaml
+    from archscale.spec import Spec, parse_spec, read_yaml
 
     overrides = overrides or {}
     if isinstance(spec, Spec):
@@ -84,7 +84,7 @@ def resolve_spec(spec: SpecLike, overrides: Mapping[str, Any] | None = None) -> 
         raw = copy.deepcopy(dict(spec))
     else:
         raise SpecError(f"spec: a {type(spec).__name__} is not allowed; give a path to a YAML file, a dict "
-                        "or an archscale.search.spec.Spec")
+                        "or an archscale.spec.Spec")
     return parse_spec(apply_overrides(raw, overrides))
 
 
@@ -96,7 +96,7 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     """Run (or with ``resume``, continue) the search of ``spec`` and return its :class:`Run`.
 
     ``spec``: a path to a YAML spec, a dict of the same keys, or a
-    :class:`~archscale.search.spec.Spec`. ``out``: the run directory (default
+    :class:`~archscale.spec.Spec`. ``out``: the run directory (default
     ``runs/<spec name>``); it must be empty unless ``resume``. ``overrides`` set spec fields,
     as ``--set`` does: ``run("s.yaml", **{"search.num_trials": 4})`` or
     ``run("s.yaml", search__num_trials=4)``. ``quiet``: only the final front is printed;
@@ -108,9 +108,9 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     if quiet and verbose:
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
-    from archscale.search.cluster import prepare_address
-    from archscale.search.rundir import looks_complete, prepare_run_dir
-    from archscale.search.start import cancel_early_start, require_cores, start_ray_early
+    from archscale.search.dispatch.cluster import prepare_address
+    from archscale.search.jobs.rundir import looks_complete, prepare_run_dir
+    from archscale.search.dispatch.session import cancel_early_start, require_cores, start_ray_early
 
     # said before the data loads and Ray starts: a cluster that cannot be joined, a trial too big for this machine
     prepare_address(resolved.search.address)
@@ -122,11 +122,11 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
         start_ray_early(resolved)
     try:
         if resolved.search.stages is not None:
-            from archscale.search.stages import run_staged
+            from archscale.search.jobs.stages import run_staged
 
             run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
         else:
-            from archscale.search.runner import run_search
+            from archscale.search.jobs.run import run_search
 
             run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
     except BaseException:
@@ -143,7 +143,7 @@ def load_run(path: str | os.PathLike) -> Run:
     if not (run_dir / "spec.yaml").exists():
         what = "does not exist" if not run_dir.exists() else "is not a run directory (no spec.yaml)"
         raise SpecError(f"{run_dir} {what}")
-    from archscale.search.rundir import load_run_spec
+    from archscale.search.jobs.rundir import load_run_spec
 
     return Run(run_dir, load_run_spec(run_dir))
 
@@ -197,7 +197,7 @@ class Run:
     def spec(self) -> Spec:
         """The run's resolved spec (``spec.yaml``)."""
         if self._spec is None:
-            from archscale.search.rundir import load_run_spec
+            from archscale.search.jobs.rundir import load_run_spec
 
             self._spec = load_run_spec(self.path)
         return self._spec
@@ -308,7 +308,7 @@ class Run:
         """Write the run's one-page ``report.html`` (default ``RUN/report.html``), as
         ``archscale report`` does, and return its path. ``objectives``: the front's (default: the spec's)."""
         from archscale.analysis.report import write_report
-        from archscale.search.importance import param_importances
+        from archscale.search.sampling.importance import param_importances
 
         spec = self.spec
         trials = self.trials
@@ -427,7 +427,7 @@ def check(spec: SpecLike, samples: int = 64, **overrides: Any) -> Check:
     resolved = resolve_spec(spec, overrides)
     if resolved.search.stages is not None:
         return _check_staged(resolved, samples)
-    from archscale.search.check import feasibility
+    from archscale.search.jobs.check import feasibility
 
     report = feasibility(resolved, samples=samples)
     text = _check_text(resolved, report)
@@ -469,7 +469,7 @@ def _check_text(spec: Spec, report) -> str:
 
 
 def _check_staged(spec: Spec, samples: int) -> Check:
-    from archscale.search.stages import check_staged, stage_one_rows
+    from archscale.search.jobs.stages import check_staged, stage_one_rows
 
     buffer = io.StringIO()
     try:

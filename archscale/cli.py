@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from archscale.search.errors import SpecError  # imports nothing: `archscale --help` loads no torch
+from archscale.spec import SpecError  # imports nothing: `archscale --help` loads no torch
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -107,8 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _set_overrides(assignments: list[str]) -> dict:
     """``--set key.path=value`` items as the overrides of :func:`archscale.run`: each checked and
-    its value parsed (as YAML) by :func:`~archscale.search.spec.apply_override`, in order."""
-    from archscale.search.spec import apply_override
+    its value parsed (as YAML) by :func:`~archscale.spec.apply_override`, in order."""
+    from archscale.spec import apply_override
 
     overrides: dict = {}
     for assignment in assignments:
@@ -129,7 +129,7 @@ def cmd_run(args) -> int:
     done = run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose,
                **_set_overrides(args.overrides))
     if args.profile:
-        from archscale.search.profile import PROFILE, format_table
+        from archscale.search.jobs.profile import PROFILE, format_table
 
         path = PROFILE.write(done.path)
         print(f"\nwhere the time went (seconds; also in {path}):\n{format_table(PROFILE.summary())}")
@@ -149,9 +149,9 @@ def cmd_check(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from archscale.search.ablate import parse_techniques, run_ablation
+    from archscale.search.jobs.ablate import parse_techniques, run_ablation
 
-    from archscale.search.spec import load_spec
+    from archscale.spec import load_spec
 
     spec = load_spec(args.spec, args.overrides)
     techniques = parse_techniques(args.techniques)
@@ -164,7 +164,7 @@ def cmd_ablate(args) -> int:
 
 
 def cmd_repeat(args) -> int:
-    from archscale.search.ablate import run_repeat
+    from archscale.search.jobs.ablate import run_repeat
 
     run_dir = _run_dir(args.run_dir)
     if args.seeds < 1:
@@ -201,7 +201,7 @@ def _run_dir(path: str) -> Path:
 
 
 def _run_spec(run_dir: Path):
-    from archscale.search.rundir import load_run_spec
+    from archscale.search.jobs.rundir import load_run_spec
 
     return load_run_spec(run_dir)
 
@@ -239,7 +239,7 @@ def cmd_pareto(args) -> int:
     from archscale.analysis.hypervolume import summarise
     from archscale.analysis.pareto import pareto_front, plot_pareto, short_ids
     from archscale.analysis.records import read_trials
-    from archscale.search.finish import format_front
+    from archscale.search.jobs.finish import format_front
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
@@ -260,7 +260,7 @@ def cmd_pareto(args) -> int:
     if line:
         print(f"{line}\nhypervolume over trials: {hv_plot}")
     if spec.search.stages is not None:  # a two-stage compound-scaling run: the phi sweep and scaling.png
-        from archscale.search.stages import SCALING_PLOT, write_scaling
+        from archscale.search.jobs.stages import SCALING_PLOT, write_scaling
 
         write_scaling(run_dir, spec, path=plot.parent / SCALING_PLOT)
     return EXIT_OK
@@ -280,7 +280,7 @@ def cmd_report(args) -> int:
 
 def cmd_export(args) -> int:
     from archscale.analysis.export import read_exported
-    from archscale.analysis.files import read_json_object
+    from archscale.files import read_json_object
     from archscale.api import load_run
 
     run = load_run(_run_dir(args.run_dir))
@@ -313,7 +313,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_store(args) -> int:
-    from archscale.search.store import describe
+    from archscale.search.configs.store import describe
 
     print(describe(args.path, best=args.best))
     return EXIT_OK
@@ -326,7 +326,7 @@ COMMANDS = {"store": cmd_store, "run": cmd_run, "check": cmd_check, "ablate": cm
 def _input_errors() -> tuple[type[Exception], ...]:
     """The errors that mean bad input (exit 2), imported once one is raised: a command that
     needs none of their packages (``spaces`` needs no pandas) does not load them."""
-    from archscale.analysis.files import FileError
+    from archscale.files import FileError
     from archscale.space import SpaceError
     from archscale.trainer.config import DataError  # torch-free: an input error's line comes at once
 
@@ -334,7 +334,7 @@ def _input_errors() -> tuple[type[Exception], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from archscale.search.profile import PROFILE  # imports nothing heavy
+    from archscale.search.jobs.profile import PROFILE  # imports nothing heavy
 
     PROFILE.reset()
     PROFILE.add("interpreter", max(0.0, time.time() - PROFILE.start))
@@ -359,10 +359,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The ``archscale`` command: :func:`main`, then an exit that does not wait on Ray's
-    shutdown when this process started Ray (:func:`archscale.search.start.leave`)."""
+    shutdown when this process started Ray (:func:`archscale.search.dispatch.session.leave`)."""
     code = main()
     if "ray" in sys.modules:
-        from archscale.search.start import leave
+        from archscale.search.dispatch.session import leave
 
         leave(code)
     sys.exit(code)

@@ -1,5 +1,5 @@
 """The early Ray start's head start: ``archscale run`` of the dispatch benchmark's spec with
-the driver holding its imports back until Ray's raylet runs (``archscale.search.start``'s
+the driver holding its imports back until Ray's raylet runs (``archscale.search.dispatch.session``'s
 ``HEAD_START_S``, the default) and without (``HEAD_START_S = 0``), alternately, ``--reps``
 times each, each a fresh process. Prints each run's wall time and time to the first trial
 (from its ``profile.json``), the means, and ends with ``head_start_first_trial_gain_s: X``
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dispatch_overhead import ROOT, load, spec  # noqa: E402  (the same spec and load reading)
 
 RUN = ("import sys\n"
-       "import archscale.search.start as start\n"
+       "import archscale.search.dispatch.session as start\n"
        "if sys.argv[1] == 'off':\n"
        "    start.HEAD_START_S = 0.0\n"
        "from archscale.cli import entry\n"

@@ -7,7 +7,7 @@ replayed many times against the known results.
      (``benchmarks/sampler_spaces/quickstart_grid.yaml``; 1 epoch, ``max_params`` 8,000);
    - ``davidnet``: the 64 DavidNet layer placements x 2 widths on mnist-5k
      (``benchmarks/sampler_spaces/davidnet_grid.yaml``; 1 epoch, ``max_macs`` 5M).
-2. Replays (:func:`archscale.search.replay.replay`): archscale's own ask-and-tell searcher,
+2. Replays (:func:`archscale.search.sampling.replay.replay`): archscale's own ask-and-tell searcher,
    with the spec's ``max_concurrent`` trials in flight, over-budget draws refused and redrawn,
    repeated draws told their known result, and each trial's result looked up instead of
    trained. Per space, sampler, way of telling over-budget points (``0acc``: as 0 accuracy,
@@ -57,7 +57,7 @@ sys.path.insert(0, str(ROOT))
 
 from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume  # noqa: E402
 from archscale.analysis.records import read_trials  # noqa: E402
-from archscale.search.spec import SearchSpec, load_spec  # noqa: E402
+from archscale.spec import SearchSpec, load_spec  # noqa: E402
 
 STORE = ROOT / "benchmarks" / ".store"
 SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_grid.yaml",
@@ -69,7 +69,7 @@ BUDGETS = (10, 20, 40)
 # GPSampler's cost grows with the trials told (one quickstart replay: 16.7 s wall at 20 trials,
 # 40.2 s at 40, load average 3.3 to 4.3): over-budget points are told as 0 accuracy only.
 LIMITED = {"gp": ((10, 20, 40), (False,))}  # sampler -> (budgets, constraints settings)
-CODE = ("archscale/search/searcher.py", "archscale/search/replay.py")  # what a replay's outcome depends on
+CODE = ("archscale/search/sampling/searcher.py", "archscale/search/sampling/replay.py")  # what a replay's outcome depends on
 
 
 # ----------------------------------------------------------------------------- exhaustive runs
@@ -105,7 +105,7 @@ class Space:
     """A space's grid results, its true front's hypervolume and its best accuracy."""
 
     def __init__(self, name: str, run_dir: Path):
-        from archscale.search.replay import Table
+        from archscale.search.sampling.replay import Table
 
         self.name, self.spec = name, load_spec(run_dir / "spec.yaml")
         self.dims = self.spec.searched()
@@ -135,7 +135,7 @@ _SPACES: dict[str, Space] = {}
 
 def _job(args: tuple) -> list[dict]:
     """One replay: (space, run dir, sampler, constraints, budgets, seed) -> a row per budget."""
-    from archscale.search.replay import replay
+    from archscale.search.sampling.replay import replay
 
     name, run_dir, sampler, constrained, budgets, seed = args
     if name not in _SPACES:

@@ -7,7 +7,7 @@ space (the sampler's work included, no training):
 - ``memory``: ask and tell on an in-memory study (what a search does);
 - ``sqlite``: the same on ``optuna.create_study(storage="sqlite:///...")`` (the sampler's own
   study on disk: every ask and tell a transaction on the search's critical path);
-- ``write_study``: :func:`archscale.search.studydb.write_study` of the finished trials, once,
+- ``write_study``: :func:`archscale.search.sampling.studydb.write_study` of the finished trials, once,
   as a run does when it ends.
 
     python benchmarks/study_db_cost.py [--trials 100]
@@ -34,7 +34,7 @@ def search(storage: str | None, spec, n: int) -> tuple[float, list[dict]]:
     """Seconds for ``n`` ask/tell rounds with archscale's sampler; the rows they make."""
     import optuna
 
-    from archscale.search.searcher import make_sampler, optuna_space
+    from archscale.search.sampling.searcher import make_sampler, optuna_space
 
     dists = optuna_space(spec.searched())
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"], sampler=make_sampler(spec))
@@ -55,8 +55,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=100)
     args = parser.parse_args()
-    from archscale.search.spec import parse_spec
-    from archscale.search.studydb import write_study
+    from archscale.spec import parse_spec
+    from archscale.search.sampling.studydb import write_study
 
     raw = yaml.safe_load((ROOT / "examples" / "quickstart.yaml").read_text())
     raw["search"]["num_trials"] = args.trials

@@ -98,7 +98,7 @@ def ray_session():
 
     import ray
 
-    from archscale.search.start import cancel_early_start
+    from archscale.search.dispatch.session import cancel_early_start
 
     cancel_early_start()  # a run earlier in the session that stopped while its own Ray was starting
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")

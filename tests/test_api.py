@@ -16,7 +16,7 @@ import yaml
 import archscale
 from archscale.analysis.pareto import pareto_front
 from archscale.cli import main
-from archscale.search.spec import Spec, SpecError, parse_spec
+from archscale.spec import Spec, SpecError, parse_spec
 from tests.conftest import TINY_SPEC
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,7 +155,7 @@ def test_export_command_uses_the_api(tiny_run, tmp_path, capsys):
 
 
 def test_resume_of_a_finished_run_says_so(tiny_run, capsys, monkeypatch):
-    from archscale.search import start
+    from archscale.search.dispatch import session as start
 
     begun = []  # a complete run is seen so before Ray is started for it
     monkeypatch.setattr(start, "start_ray_early", lambda spec: begun.append(spec))
@@ -238,7 +238,7 @@ def test_check_with_nothing_feasible_keeps_what_it_found(tiny_spec, capsys, writ
 
 
 def test_check_of_a_staged_spec(capsys, write_spec):
-    from tests.search.test_stages import STAGED
+    from tests.search.jobs.test_stages import STAGED
 
     path = write_spec(STAGED)
     result = archscale.check(path)  # stage 1's 2 x 2 grid: two points inside alpha*beta^2*gamma^2 = 2 +- 10%

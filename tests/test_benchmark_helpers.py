@@ -81,7 +81,7 @@ def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
     the one Optuna's public ``Study.best_trials`` picks from the same trials."""
     import optuna
 
-    from archscale.search.spec import parse_spec
+    from archscale.spec import parse_spec
 
     bench = _load("sampler_quality")
     rng = np.random.default_rng(1)

@@ -75,7 +75,7 @@ def test_installs_only_the_archscale_package(venv):
     python, venv_site, cwd = venv
     found = _probe(python, cwd, f"""
         import importlib.metadata, importlib.util, json, sys
-        import archscale, archscale.cli, archscale.space, archscale.trainer, archscale.search.spec, archscale.analysis
+        import archscale, archscale.cli, archscale.space, archscale.trainer, archscale.spec, archscale.analysis
         files = importlib.metadata.distribution("archscale").files
         print(json.dumps({{
             "archscale": archscale.__file__,

@@ -10,11 +10,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "archscale"
-ALLOWED = {
+ALLOWED = {  # archscale.files (reading a user's file) is a leaf every layer may use
     "space": {"space"},
-    "trainer": {"space", "trainer"},
-    "analysis": {"space", "analysis"},
-    "search": {"space", "trainer", "analysis", "search"},
+    "trainer": {"space", "trainer", "files"},
+    "spec": {"space", "trainer", "spec", "files"},
+    "analysis": {"space", "spec", "analysis", "files"},
+    "search": {"space", "trainer", "spec", "analysis", "search", "files"},
 }
 HEAVY = {"ray", "optuna"}
 
@@ -73,11 +74,11 @@ def test_importing_every_module_loads_neither_ray_nor_optuna():
 
 
 def test_a_trial_s_worker_reads_no_spec():
-    """What a worker imports for its trials (archscale.search.start.PRELOAD's archscale part)
+    """What a worker imports for its trials (archscale.search.dispatch.session.PRELOAD's archscale part)
     leaves the spec reader to the driver: trials get plain data."""
     code = ("import sys\n"
-            "import archscale.search.trial\n"
-            "print(sorted(m for m in ('archscale.search.spec', 'pydantic', 'optuna') if m in sys.modules))")
+            "import archscale.search.dispatch.trial\n"
+            "print(sorted(m for m in ('archscale.spec.model', 'archscale.spec.load', 'pydantic', 'optuna') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]
 
@@ -179,14 +180,14 @@ def test_resolving_a_spec_and_checking_its_run_directory_load_no_torch(tmp_path)
     directory (new, and resumed from the spec.yaml a run writes) leave torch, pandas, ray and
     optuna unimported, so Ray's start does not wait for them."""
     code = ("import sys\nfrom pathlib import Path\n"
-            "import archscale.api, archscale.search.spec, archscale.search.rundir, archscale.search.start\n"
+            "import archscale.api, archscale.spec, archscale.search.jobs.rundir, archscale.search.dispatch.session\n"
             f"loaded = lambda: sorted(m for m in {SPEC_PATH!r} if m in sys.modules)\n"
             "print('imported:', loaded())\n"
             "from archscale.api import resolve_spec\n"
-            "from archscale.search.cluster import prepare_address\n"
-            "from archscale.search.rundir import prepare_run_dir\n"
-            "from archscale.search.errors import SpecError\n"
-            "from archscale.search.start import require_cores\n"
+            "from archscale.search.dispatch.cluster import prepare_address\n"
+            "from archscale.search.jobs.rundir import prepare_run_dir\n"
+            "from archscale.spec import SpecError\n"
+            "from archscale.search.dispatch.session import require_cores\n"
             "paths = sorted(Path('examples').glob('*.yaml'))\n"
             "specs = [resolve_spec(path, {}) for path in paths]\n"
             "print('resolved:', len(specs), loaded())\n"

@@ -1,7 +1,7 @@
 """Analysis: cost of models, Pareto fronts, plots, trials.csv, export and reload of architectures.
 
 Each name is imported from its module when first used (PEP 562), so that reading a file
-(:mod:`archscale.analysis.files`) loads neither torch (:mod:`~archscale.analysis.cost`,
+(:mod:`archscale.files`) loads neither torch (:mod:`~archscale.analysis.cost`,
 :mod:`~archscale.analysis.export`) nor pandas (:mod:`~archscale.analysis.records`)."""
 
 from __future__ import annotations

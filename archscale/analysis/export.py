@@ -25,7 +25,7 @@ import torch
 import yaml
 from torch import nn
 
-from archscale.analysis.files import FileError, fit_state_dict, load_state_dict, read_json_object, read_yaml_mapping
+from archscale.files import FileError, fit_state_dict, load_state_dict, read_json_object, read_yaml_mapping
 from archscale.analysis.records import TRIALS_DIR, warn_line
 from archscale.space import Arch, SpaceError, build, get_space
 

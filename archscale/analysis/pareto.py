@@ -8,27 +8,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-Objective = tuple[str, str]  # (metric, "max" | "min")
-
-# Metrics of trials.csv a front can be taken over (``macs``: multiply-adds per image, fvcore;
-# ``latency_ms``: batch-1 inference; ``latency_batch_ms``: one training-size batch).
-METRICS = ("val_accuracy", "test_accuracy", "params", "macs", "memory_mb", "latency_ms", "latency_batch_ms",
-           "train_seconds")
-UNITS = {"macs": "multiply-adds per image, fvcore", "params": "trainable", "memory_mb": "MiB",
-         "latency_ms": "ms, batch 1", "latency_batch_ms": "ms, one training batch", "train_seconds": "s"}
-PICKS = ("accuracy", "macs", "knee")
-
-
-def parse_objectives(text: str | Sequence[str]) -> list[Objective]:
-    """``"val_accuracy:max,macs:min"`` (or a list of such items) -> [("val_accuracy", "max"), ...]."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    out = []
-    for item in items:
-        metric, _, mode = item.strip().partition(":")
-        if not metric or mode not in ("max", "min"):
-            raise ValueError(f"objective {item!r} must be METRIC:max or METRIC:min")
-        out.append((metric, mode))
-    return out
+from archscale.spec.objectives import METRICS, PICKS, UNITS, Objective, parse_objectives  # noqa: F401 - re-exported
 
 
 def non_dominated(points: np.ndarray, modes: Sequence[str]) -> np.ndarray:

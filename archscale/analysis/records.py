@@ -4,7 +4,7 @@ Columns: ``trial_id``, ``stage`` (staged runs only: 1 or 2), ``status`` (complet
 pruned | failed | infeasible), one column per searched choice, then
 :data:`METRIC_COLUMNS`, ``error``, ``arch`` (the architecture's text form) and ``source``
 (``trained``: this run produced the row; ``store``: read from the results store, see
-:mod:`archscale.search.store`; absent in runs written before it existed).
+:mod:`archscale.search.configs.store`; absent in runs written before it existed).
 ``macs`` counts multiply-adds per image (fvcore); ``memory_source`` says whether
 ``memory_mb`` was measured (``cuda_peak``) or estimated (``cpu_estimate``);
 ``latency_ms`` is the median inference time of one image, ``latency_batch_ms`` of one
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
-from archscale.analysis.files import FileError, decode, read_bytes, read_yaml_mapping
+from archscale.files import FileError, decode, read_bytes, read_yaml_mapping
 
 STATUSES = ("completed", "pruned", "failed", "infeasible")
 METRIC_COLUMNS = ("params", "macs", "memory_mb", "memory_source", "latency_ms", "latency_batch_ms",

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from archscale.analysis.export import RESULT_FILE, read_history, trial_dir
-from archscale.analysis.files import read_json_object
+from archscale.files import read_json_object
 from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
 from archscale.analysis.records import read_spec, read_trials

@@ -70,7 +70,7 @@ def write_run(tmp_path, tiny_spec):
     """``write_run(name, **search)``: a run directory written by hand (nothing trained) of the
     tiny spec searching ``train.lr`` too, with ``search`` fields overridden; four completed trials."""
     from archscale.analysis.records import TrialsCSV
-    from archscale.search.spec import Spec
+    from archscale.spec import Spec
 
     def write(name: str = "run", **search) -> Path:
         run_dir = tmp_path / name

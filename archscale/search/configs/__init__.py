@@ -1,0 +1,1 @@
+"""One configuration: its context, its cost and verdict, and the results store."""

@@ -1,0 +1,205 @@
+"""The one place a Ray Tune run is built: Ray started, the trainable with its data and
+resources, one stopper (Ctrl-C and the time budget) for the whole invocation, and per
+:meth:`Launcher.fit` the recorder, the run directory's files and the ``Tuner``.
+
+``archscale run`` (one stage or two), ``ablate`` and ``repeat`` all launch through it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, TextIO
+
+from archscale.search.configs.context import TrialContext
+from archscale.search.configs.evaluate import Evaluator
+from archscale.search.jobs.profile import PROFILE, phase
+from archscale.search.dispatch.session import ray_ready, runtime_env, trials_on_started_workers
+from archscale.search.dispatch.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
+from archscale.search.dispatch.resources import TrialResources, trial_resources
+from archscale.search.dispatch.shared import share_splits
+from archscale.spec import Spec, SpecError
+from archscale.search.configs.store import RunStore
+from archscale.search.dispatch.trial import run_trial
+
+SPEC_FILE = "spec.yaml"
+RESOURCE_POLL_S = 5.0  # seconds between looks at a growing cluster's nodes
+
+
+def write_spec(run_dir: Path, spec: Spec) -> Path:
+    """Write the resolved spec as ``RUN_DIR/spec.yaml``, whole even if killed while writing."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / f".{SPEC_FILE}.tmp"
+    tmp.write_text(spec.to_yaml())
+    return tmp.replace(run_dir / SPEC_FILE)
+
+
+def spec_text(run_dir: Path, spec: Spec, resume: bool) -> str:
+    """The text of the run's ``spec.yaml``: the file of a resumed run, else what :func:`write_spec` writes."""
+    return (Path(run_dir) / SPEC_FILE).read_text() if resume else spec.to_yaml()
+
+
+def require_resources(spec: Spec, out: TextIO | None = None) -> None:
+    """Refuse a trial that asks for more CPUs or GPUs than any node of the Ray in use has:
+    it would wait for ever. Ray started here, or a cluster taken as it is
+    (``search.resource_wait_s`` 0): at once. A cluster that grows (Ray's autoscaler adds
+    nodes): after a waiting line, once ``resource_wait_s`` has passed with no node big enough
+    (meanwhile the bundle is asked of the autoscaler with ``request_resources``)."""
+    address = spec.search.address or os.environ.get("RAY_ADDRESS") or "local"
+    r = spec.search.resources_per_trial
+    asked = {"CPU": float(r.cpu), **({"GPU": float(r.gpu)} if r.gpu != "auto" and float(r.gpu) > 0 else {})}
+    where = "this machine's Ray" if address == "local" else f"the largest node of the Ray cluster at {address}"
+    missing = _missing(asked)
+    if not missing:
+        return
+    wait = spec.search.resource_wait_s if address != "local" else 0.0
+    if wait > 0:
+        from ray.autoscaler.sdk import request_resources
+
+        name, amount, largest = missing[0]
+        print(f"archscale: {amount:g} {name} per trial, but {where} has {largest:g}; "
+              f"waiting up to {wait:g} s (search.resource_wait_s) for the autoscaler to add one",
+              file=out or sys.stdout, flush=True)
+        request_resources(bundles=[asked])
+        deadline = time.monotonic() + wait
+        while missing and time.monotonic() < deadline:
+            time.sleep(min(RESOURCE_POLL_S, max(0.0, deadline - time.monotonic())))
+            missing = _missing(asked)
+        request_resources(bundles=[])  # Tune asks for what its trials need from here on
+        if not missing:
+            return
+    name, amount, largest = missing[0]
+    grow = (f" (after waiting {wait:g} s for a node)" if wait > 0 else
+            "; on a cluster that grows, search.resource_wait_s waits for a node" if address != "local" else "")
+    raise SpecError(f"search.resources_per_trial.{name.lower()}: {amount:g} {name} per trial, but {where} "
+                    f"has {largest:g}, so no trial could ever start{grow}; allowed: {_allowed(name, largest)}")
+
+
+def _allowed(name: str, largest: float) -> str:
+    """What a trial may ask of ``name`` where the largest node has ``largest``."""
+    if largest > 0:
+        return f"at most {largest:g}"
+    if name == "GPU":
+        return "0 (no node has a GPU)"
+    return (f"a node with {name}s first: none has any (a head started with --num-cpus=0 runs no trials; "
+            "on a cluster that grows, the autoscaler must add one)")
+
+
+def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:
+    """(resource, asked, largest node's amount) for each resource no live node has enough of."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    largest = {name: max((float(n.get(name, 0)) for n in nodes), default=0.0) for name in asked}
+    return [(name, amount, largest[name]) for name, amount in asked.items() if amount > largest[name]]
+
+
+@contextmanager
+def ctrl_c(stopper, out: TextIO):
+    """First Ctrl-C: stop the search cleanly (finished trials kept, the rest rerun by
+    ``--resume``). A second one: stop at once."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        if stopper.reason == "interrupted":
+            raise KeyboardInterrupt
+        stopper.interrupt()
+        print("archscale: stopping after Ctrl-C; finished trials are kept (Ctrl-C again to stop at once)",
+              file=out, flush=True)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+class Launcher:
+    """One invocation's Ray side. ``trainable(config, ctx, splits, **kwargs)`` runs a trial
+    (default :func:`~archscale.search.dispatch.trial.run_trial`); the splits go to Ray's object store
+    once, whatever the number of fits."""
+
+    def __init__(self, spec: Spec, run_dir: Path, ctx: TrialContext, splits, evaluator: Evaluator, *,
+                 out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
+        # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
+        self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
+        self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
+        with phase("ray start"):  # before ray is imported here: a cluster's token must be known first
+            ray_ready(spec.search.address, self.env, spec.search.max_concurrent)
+        from ray import tune
+
+        tune_setup = time.perf_counter()
+        require_resources(spec, out)
+        self.spec, self.run_dir, self.ctx = spec, Path(run_dir), ctx
+        self.out = out or sys.stdout
+        self.client = (spec.search.address or "").startswith("ray://")
+        self.flag = None
+        if self.client:  # a Ctrl-C travels to the stopper that runs on the cluster
+            from ray.util.queue import Queue
+
+            self.flag = Queue(actor_options={"num_cpus": 0})
+        self.stopper = make_stopper(spec.search.time_budget_s, self.flag)  # one clock for every fit
+        self.resources: TrialResources = trial_resources(spec, evaluator, splits)
+        # the data once into Ray's object store; each worker fetches it once and keeps it (reuse_actors)
+        shared = share_splits(spec, splits)
+        self.trainable = tune.with_resources(
+            tune.with_parameters(trainable, ctx=ctx, splits=shared, **trainable_kwargs), self.resources)
+        PROFILE.add("tune setup", time.perf_counter() - tune_setup)
+
+    @property
+    def gpu_text(self) -> str:
+        gpu = self.resources.gpu
+        return "a GPU share sized from its memory" if gpu == "auto" else f"{gpu:g} GPU" if gpu else "no GPU"
+
+    def fit(self, *, choices: list[str], progress: Progress, num_samples: int, search_alg=None, scheduler=None,
+            param_space: dict | None = None, name: str = "tune", stage: int | None = None,
+            max_failures: int | None = None) -> None:
+        """Run one Tune experiment; every trial lands in ``trials.csv`` (with ``stage``), its
+        files in ``trials/<id>/``, its start in ``started.jsonl``. Returns when it ends, was
+        stopped by the time budget or by Ctrl-C (``self.stopper.reason`` says which)."""
+        from ray import tune
+
+        files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store)
+        sink, relayed, drainer = files, None, None
+        if self.client:
+            # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,
+            # which writes the run directory.
+            from ray.util.queue import Queue
+
+            queue = Queue(actor_options={"num_cpus": 0})
+            sink, relayed = Relay(queue), threading.Event()
+            drainer = threading.Thread(target=drain, args=(queue, files, relayed), daemon=True)
+            drainer.start()
+        recorder = make_recorder(sink, self.ctx, choices, self.stopper, self.resources)
+        failures = self.spec.search.max_failures if max_failures is None else max_failures
+        tuner = tune.Tuner(
+            self.trainable,
+            param_space=param_space,
+            tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
+                                        max_concurrent_trials=self.spec.search.max_concurrent,
+                                        reuse_actors=self.resources.gpu != "auto"),
+            # Tune's own state: in the run directory; on a Ray Client, in Ray's default place on the cluster
+            run_config=tune.RunConfig(
+                name=f"archscale-{self.spec.name}-{uuid.uuid4().hex[:8]}" if self.client else name,
+                storage_path=None if self.client else str(self.run_dir.resolve()), verbose=0,
+                callbacks=[recorder], stop=self.stopper,
+                failure_config=tune.FailureConfig(max_failures=failures)),
+        )
+        PROFILE.marks.setdefault("search", time.time())
+        try:
+            with ctrl_c(self.stopper, self.out), trials_on_started_workers():
+                tuner.fit()
+        finally:
+            if drainer is not None:
+                relayed.set()
+                drainer.join()
+        if self.client:
+            self.stopper.stop_all()  # the time budget was counted on the cluster: name it here too

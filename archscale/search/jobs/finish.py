@@ -1,0 +1,119 @@
+"""What a search leaves once its trials are done: ``pareto.csv``, ``pareto.png``,
+``hypervolume.png``, the winner in ``best/``, the Optuna study in ``study.db``
+(:mod:`.studydb`), and the front printed."""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import TextIO
+
+import pandas as pd
+
+from archscale.analysis.export import export_trial
+from archscale.analysis.hypervolume import summarise
+from archscale.analysis.pareto import best_trial, pareto_front, plot_pareto
+from archscale.analysis.records import read_trials
+from archscale.search.jobs.profile import phase
+from archscale.spec import Spec
+from archscale.search.sampling.studydb import write_study
+
+
+_PREPARED: list[threading.Thread] = []  # the thread prepare() started, joined by finalize()
+
+
+def prepare() -> None:
+    """Get :func:`finalize` ready in a background thread, started while the trials train (the
+    driver waits on Tune then), so that the files at the end are written without these on the
+    critical path: the imports (matplotlib, Optuna's storage with SQLAlchemy and Alembic, the
+    standalone export), a first drawing (fonts loaded, text laid out, a PNG written: matplotlib
+    does those once per process) and a first Optuna storage (its tables and Alembic's
+    migration scripts read once)."""
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")  # as plot_pareto and summarise choose: files, no window
+        import matplotlib.pyplot  # noqa: F401
+        import optuna
+
+        import archscale.analysis.standalone  # noqa: F401
+
+        _draw_once()
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        # study.db's storage: SQLAlchemy and Alembic imported, the tables and migration scripts read
+        optuna.storages.RDBStorage("sqlite:///:memory:").engine.dispose()
+
+    thread = threading.Thread(target=load, name="archscale-finish-imports", daemon=True)
+    _PREPARED.append(thread)
+    thread.start()
+
+
+def _draw_once() -> None:
+    """A small figure with what the run's plots hold (points, a line, labels, a legend, a title,
+    a log axis) laid out and written as a PNG to memory. Not through pyplot, whose figures
+    are global state: this runs beside the main thread."""
+    import io
+
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(2, 1.5), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.scatter([1, 10], [0.5, 0.9], c="tab:red", label="front")
+    ax.step([1, 10], [0.5, 0.9], where="post")
+    ax.annotate("a1", (1, 0.5), textcoords="offset points", xytext=(4, 3), fontsize=6)
+    ax.set_xscale("log")
+    ax.set_xlabel("macs")
+    ax.set_title("front", fontsize=10)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(io.BytesIO(), format="png")
+
+
+def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None, choices: list[str] | None = None) -> pd.DataFrame:
+    """Write pareto.csv, pareto.png, hypervolume.png, best/ and study.db (``choices``: the
+    sampled columns, by default the spec's searched dimensions); print the front."""
+    out = out or sys.stdout
+    while _PREPARED:  # what prepare() began (a short search may end first); its imports are needed now anyway
+        _PREPARED.pop().join()
+    with phase("finish: front"):
+        trials = read_trials(run_dir)
+        write_study(run_dir, spec, trials, choices if choices is not None else [d.name for d in spec.searched()])
+        objectives = spec.search.objective_pairs()
+        front = pareto_front(trials, objectives)
+        front.to_csv(run_dir / "pareto.csv", index=False)
+        best = best_trial(trials, objectives)
+    with phase("finish: plots"):
+        plot_pareto(trials, objectives, run_dir / "pareto.png", title=f"{spec.name}: Pareto front")
+        hv_line = summarise(trials, objectives, spec.search.reference_point, run_dir / "hypervolume.png", spec.name)
+    if best is not None:
+        with phase("finish: export"):
+            export_trial(run_dir, best["trial_id"], run_dir / "best",
+                         extra={"spec": spec.name, "objectives": spec.search.objectives}, strict=False)
+    print(format_front(trials, front, objectives, [d.name for d in spec.searched()]), file=out)
+    if hv_line:
+        print(hv_line, file=out)
+    if best is not None:
+        print(f"\nwinner: trial {best['trial_id']} -> {run_dir / 'best'}\n  {best['arch']}", file=out)
+    else:
+        print("\nno trial completed: nothing to export", file=out)
+    return front
+
+
+def format_front(trials: pd.DataFrame, front: pd.DataFrame, objectives, choices: list[str]) -> str:
+    """The trials' counts by status and the front as a table."""
+    counts = trials["status"].value_counts().to_dict()
+    summary = ", ".join(f"{counts[s]} {s}" for s in ("completed", "pruned", "infeasible", "failed") if s in counts)
+    if front.empty:
+        return f"trials: {summary}\nPareto front: empty (no completed trial)"
+    cols = ["trial_id", *dict.fromkeys([m for m, _ in objectives] + ["params", "macs", "val_accuracy", "test_accuracy"]),
+            *[c for c in choices if c in front.columns]]
+    table = front[cols].copy()
+    for col in ("params", "macs"):  # counts, even where a failed trial left the column with gaps
+        if col in table and table[col].notna().all():
+            table[col] = table[col].astype("int64")
+    table = table.rename(columns={"macs": "macs(mult-adds)"})
+    return (f"trials: {summary}\nPareto front under {', '.join(f'{m}:{d}' for m, d in objectives)} "
+            f"({len(front)} trials):\n" + table.to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -1,0 +1,205 @@
+"""The whole spec: the search section (resources, ASHA, the two stages, objectives) and
+:class:`Spec`, which holds every section."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Literal
+
+import yaml
+from pydantic import Field, field_validator, model_validator
+
+from archscale.spec.objectives import METRICS
+from archscale.spec.sections import OBJECTIVES, DataSpec, Dimension, SpaceSpec, TrainSpec, _Strict
+
+
+class Resources(_Strict):
+    cpu: float = Field(1.0, gt=0, description="CPU cores per trial; also the trial's torch threads")
+    gpu: float | str = Field(
+        "auto", description="GPUs per trial: a fraction below 1 shares one GPU, 'auto' sizes the fraction from "
+                            "the measured peak memory of one training step (0 where the cluster has no GPU)")
+
+    @field_validator("gpu", mode="before")
+    @classmethod
+    def _gpu(cls, value: Any) -> float | str:
+        allowed = "allowed: 'auto', a fraction in [0, 1] (several trials share one GPU) or a whole number of GPUs"
+        if value == "auto":
+            return value
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"gpu {value!r} is not allowed; {allowed}")
+        if value < 0 or (value > 1 and value != int(value)):
+            raise ValueError(f"gpu {value!r} is not allowed; {allowed}")
+        return float(value)
+
+
+class AshaSpec(_Strict):
+    """Asynchronous successive halving (Ray Tune's ASHAScheduler) on validation accuracy.
+    The last rung is ``train.epochs``: a trial that is never stopped trains its full schedule."""
+
+    grace_period: int = Field(1, ge=1, description="epochs every trial trains before it can be stopped")
+    reduction_factor: float = Field(2.0, gt=1, description="at each rung, trials below the top 1/reduction_factor stop")
+
+
+ADDRESS = re.compile(r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
+
+
+class CoefficientsStage(_Strict):
+    """Stage 1 of a compound-scaling search: (alpha, beta, gamma) at a fixed phi."""
+
+    sampler: Literal["tpe", "nsga2", "random", "grid"] = "grid"
+    num_trials: int | None = Field(None, ge=1, description="default: every grid point (grid), else search.num_trials")
+    phi: float = Field(1.0, gt=0, le=8, description="phi at which the coefficients are compared")
+
+
+class PhiSweepStage(_Strict):
+    """Stage 2: the best (alpha, beta, gamma) of stage 1, scaled by every phi of a list."""
+
+    phi: list[float] = Field(..., min_length=1, description="values of phi, e.g. [0, 1, 2, 3]")
+    compare_single_dimension: bool = Field(False, description="also scale depth only, width only and resolution "
+                                           "only to the same MACs multiplier, for scaling.png")
+
+    @field_validator("phi")
+    @classmethod
+    def _phis(cls, value: list[float]) -> list[float]:
+        for phi in value:
+            if not 0 <= phi <= 8:
+                raise ValueError(f"phi {phi} is out of range; allowed: 0 <= phi <= 8")
+        if len(set(value)) != len(value):
+            raise ValueError(f"the list {value} repeats a value")
+        return value
+
+
+class Stages(_Strict):
+    """``search.stages`` of the ``efficientnet`` family: stage 1 then stage 2, one run."""
+
+    coefficients: CoefficientsStage = Field(default_factory=CoefficientsStage)
+    phi_sweep: PhiSweepStage
+
+
+class SearchSpec(_Strict):
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "gp"
+    num_trials: int = Field(10, ge=1)
+    objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
+    max_concurrent: int = Field(2, ge=1)
+    resources_per_trial: Resources = Field(default_factory=Resources)
+    constraints: bool = Field(False, description="also tell over-budget configurations to tpe, nsga2 and gp as "
+                              "Optuna constraints (Trial.set_constraint), not only as 0 accuracy")
+    scheduler: Literal["none", "asha"] = Field("none", description="asha: stop weak trials early on val_accuracy")
+    asha: AshaSpec = Field(default_factory=AshaSpec)
+    max_failures: int = Field(1, ge=0, description="retries of a trial whose worker died or ran out of GPU memory")
+    time_budget_s: float | None = Field(None, gt=0, description="wall-clock seconds for this invocation; unfinished "
+                                                                "trials are stopped and rerun by --resume")
+    address: str | None = Field(None, description="Ray cluster: null starts Ray here; 'auto', 'HOST:PORT' (the GCS) "
+                                                  "or 'ray://HOST:PORT' (Ray Client) joins an existing cluster")
+    resource_wait_s: float = Field(0.0, ge=0, description="a cluster that grows (Ray's autoscaler): seconds to "
+                                   "wait at start for a node that can hold one trial; 0 takes the cluster as it is "
+                                   "(a trial no node can hold is refused at once)")
+    store: str | None = Field(None, description="results store: a SQLite file shared between runs; a configuration "
+                                                "already trained under the same key is read from it, not trained")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None and not ADDRESS.match(value):
+            raise ValueError(f"address {value!r} is not allowed; allowed: null (start Ray here), 'auto', "
+                             "'HOST:PORT' or 'ray://HOST:PORT'")
+        return value
+
+    reference_point: dict[str, float] | None = Field(
+        None, description="hypervolume reference point, metric -> value (default: the worst completed value)")
+
+    @field_validator("reference_point")
+    @classmethod
+    def _reference(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if not value:  # a run's spec.yaml writes null: checked without importing pareto (pandas)
+            return value
+        for metric in value:
+            if metric not in METRICS:
+                raise ValueError(f"unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
+        return value
+    stages: Stages | None = Field(None, description="two-stage compound scaling (family efficientnet); "
+                                  "replaces sampler and num_trials")
+
+    @field_validator("objectives")
+    @classmethod
+    def _objectives(cls, value: list[str]) -> list[str]:
+        seen = set()
+        for item in value:
+            metric, _, mode = item.partition(":")
+            if metric not in OBJECTIVES:
+                raise ValueError(f"unknown objective {metric!r} in {item!r}; allowed: {', '.join(OBJECTIVES)} "
+                                 "(test_accuracy is reported, never optimised)")
+            if mode not in ("max", "min"):
+                raise ValueError(f"objective {item!r} needs a direction ':max' or ':min'")
+            if metric in seen:
+                raise ValueError(f"objective {metric!r} is given twice")
+            seen.add(metric)
+        return value
+
+    def objective_pairs(self) -> list[tuple[str, str]]:
+        return [tuple(o.split(":")) for o in self.objectives]  # type: ignore[misc]
+
+
+class Spec(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="names the run directory")
+    seed: int = 0
+    data: DataSpec = Field(default_factory=DataSpec)
+    space: SpaceSpec = Field(default_factory=SpaceSpec)
+    train: TrainSpec = Field(default_factory=TrainSpec)
+    search: SearchSpec = Field(default_factory=SearchSpec)
+
+    @model_validator(mode="after")
+    def _grid(self) -> "Spec":
+        self.train.dimensions()  # raises for bad train choices
+        stages = self.search.stages
+        if stages is not None:
+            if self.space.family != "efficientnet":
+                raise ValueError(f"search.stages: two-stage compound scaling needs space.family 'efficientnet', "
+                                 f"not {self.space.family!r}")
+            if "phi" in self.space.params:
+                raise ValueError("space.params.phi: set by search.stages (coefficients.phi, phi_sweep.phi), "
+                                 "not in space.params, when search.stages is given")
+            searched_train = [d.name for d in self.train.dimensions() if d.kind != "fixed"]
+            if searched_train:
+                raise ValueError(f"{searched_train[0]}: training fields cannot be searched with search.stages "
+                                 "(a compound-scaling run compares networks under one recipe); give one value")
+            if (self.search.address or "").startswith("ray://"):
+                raise ValueError(f"search.address: {self.search.address!r} (Ray Client) is not supported with "
+                                 "search.stages; allowed: null, 'auto' or 'HOST:PORT'")
+            if self.search.scheduler != "none":
+                raise ValueError(f"search.scheduler: {self.search.scheduler!r} is not used with search.stages "
+                                 "(every stage-2 point trains in full); allowed: none")
+        sampler, where = (stages.coefficients.sampler, "search.stages.coefficients.sampler") if stages else (
+            self.search.sampler, "search.sampler")
+        if sampler == "grid":
+            for d in self.searched():
+                if d.size == math.inf:
+                    raise ValueError(f"{where}: 'grid' needs finite choices, but space.params.{d.name} "
+                                     "is a float range without step")
+        return self
+
+    @model_validator(mode="after")
+    def _asha(self) -> "Spec":
+        if self.search.scheduler != "asha":
+            return self
+        if "val_accuracy" not in [m for m, _ in self.search.objective_pairs()]:
+            raise ValueError(f"search.scheduler: 'asha' stops trials on val_accuracy, which is not among the "
+                             f"objectives {self.search.objectives}; add val_accuracy:max or use scheduler: none")
+        if self.train.epochs < 2:
+            raise ValueError("search.scheduler: 'asha' stops trials between epochs, but train.epochs is 1; "
+                             "train for 2 or more epochs or use scheduler: none")
+        if self.search.asha.grace_period >= self.train.epochs:
+            raise ValueError(f"search.asha.grace_period: {self.search.asha.grace_period} is not below train.epochs "
+                             f"({self.train.epochs}), so ASHA could stop no trial; allowed: 1 to {self.train.epochs - 1}")
+        return self
+
+    def searched(self) -> list[Dimension]:
+        """Every searched dimension: the architecture's, then the training recipe's (``train.*``)."""
+        return self.space.searched() + [d for d in self.train.dimensions() if d.kind != "fixed"]
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)

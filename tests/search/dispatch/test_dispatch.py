@@ -1,0 +1,213 @@
+"""What a search costs beyond its trials' training: workers reused with the dataset kept in
+them, the winner exported once, and ``--profile``'s account of where the time went."""
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from archscale.analysis.records import read_trials
+from archscale.cli import main
+from archscale.search.jobs import finish
+from archscale.search.jobs.profile import Profile, format_table
+from archscale.search.dispatch.shared import SharedSplits, data_key, local_splits, loads
+from archscale.spec import parse_spec
+
+TRIALS, AT_ONCE = 6, 2
+
+
+@pytest.mark.slow
+def test_workers_are_reused_and_each_loads_the_data_once(tmp_path, tiny_spec, write_spec, ray_session,
+                                                          monkeypatch, capsys):
+    exports = []
+    real_export = finish.export_trial
+    monkeypatch.setattr(finish, "export_trial", lambda *a, **k: exports.append(a[1]) or real_export(*a, **k))
+    tiny_spec["space"].pop("max_params")  # every sampled configuration trains
+    tiny_spec["search"].update(num_trials=TRIALS, max_concurrent=AT_ONCE)
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_spec(tiny_spec)), "--out", str(run_dir), "--quiet", "--profile"]) == 0
+
+    trials = read_trials(run_dir)
+    assert len(trials) == TRIALS and (trials["status"] == "completed").all()
+    hosts = [json.loads((run_dir / "trials" / t / "result.json").read_text())["host"] for t in trials["trial_id"]]
+    pids = {h["pid"] for h in hosts}
+    assert len(pids) <= AT_ONCE < TRIALS  # Tune ran six trials in at most two reused worker processes
+    for pid in pids:  # each process fetched the dataset for its first trial, and kept it
+        assert sorted(h["data_loads"] for h in hosts if h["pid"] == pid)[-1] == 1
+    winner = json.loads((run_dir / "best" / "metrics.json").read_text())["trial_id"]
+    assert exports == [winner]  # the winner, exported once, after the front was known
+
+    profile = json.loads((run_dir / "profile.json").read_text())
+    assert profile["trials_timed"] == TRIALS
+    assert {"data", "ray start", "search", "finish: export"} <= profile["phases"].keys()
+    assert 0 < profile["time_to_first_trial"] < profile["total"]
+    assert profile["per_trial"]["train"] > 0
+    assert "time to first trial" in capsys.readouterr().out
+
+
+def test_a_worker_fetches_a_dataset_once_and_keeps_it(monkeypatch, tiny_spec, tmp_path):
+    import ray
+
+    tiny_spec["data"]["root"] = str(tmp_path)  # a key no earlier test of this process has held
+    spec = parse_spec(tiny_spec)
+    fetched = []
+    monkeypatch.setattr(ray, "get", lambda ref: fetched.append(ref) or f"splits of {ref}")
+    first = SharedSplits(data_key(spec), "ref-1")
+    before = loads()
+    assert local_splits(first) == local_splits(first) == "splits of ref-1"
+    assert fetched == ["ref-1"] and loads() == before + 1
+    tiny_spec["seed"] = 1  # another split of the data: fetched, and the first one dropped
+    other = SharedSplits(data_key(parse_spec(tiny_spec)), "ref-2")
+    assert local_splits(other) == "splits of ref-2" and local_splits(first) == "splits of ref-1"
+    assert fetched == ["ref-1", "ref-2", "ref-1"]
+
+
+def test_a_later_search_of_the_same_data_is_fetched_anew(monkeypatch, tiny_spec, tmp_path):
+    """Two searches in one Ray session (a notebook), same spec: the second one's workers must
+    not be served the first one's copy (the files may have changed in between)."""
+    import ray
+
+    from archscale.search.dispatch.shared import share_splits
+
+    class Ref(str):
+        def hex(self) -> str:
+            return str(self)
+
+    tiny_spec["data"]["root"] = str(tmp_path)
+    spec = parse_spec(tiny_spec)
+    refs = iter([Ref("put-1"), Ref("put-2")])
+    monkeypatch.setattr(ray, "put", lambda splits: next(refs))
+    monkeypatch.setattr(ray, "get", lambda ref: f"splits of {ref}")
+    first, second = share_splits(spec, "old splits"), share_splits(spec, "new splits")
+    assert first.key != second.key and first.key[:-1] == second.key[:-1] == data_key(spec)
+    assert local_splits(second) == "new splits"  # the driver's own copy: the newest
+    assert local_splits(first) == "splits of put-1"  # a key no longer held: fetched
+
+
+def test_the_profile_splits_each_trial_from_its_timestamps():
+    profile = Profile()
+    profile.add("data", 1.5)
+    for n, t0 in enumerate([100.0, 100.0, 104.0]):
+        profile.trial(f"t{n}", started=t0, entered=t0 + 0.5, train_start=t0 + 1.0, train_end=t0 + 3.0,
+                      reported=t0 + 3.25, result=t0 + 3.5, ended=t0 + 3.5, recorder_s=0.01)
+    profile.concurrency = 2
+    summary = profile.summary()
+    assert summary["per_trial"]["actor"] == pytest.approx(0.5)
+    assert summary["per_trial"]["config"] == pytest.approx(0.5)
+    assert summary["per_trial"]["train"] == pytest.approx(2.0)
+    assert summary["per_trial"]["result transfer"] == pytest.approx(0.25)
+    # two slots over 100 .. 107.5 s: 15 slot-seconds, 6 s of them training, for three trials
+    assert summary["overhead_per_trial"] == pytest.approx((15 - 6) / 3)
+    assert summary["time_to_first_trial"] == pytest.approx(101.0 - profile.start)
+    assert "data" in format_table(summary)
+
+
+def _session_members(sid: int) -> list[str]:
+    """The processes of session ``sid``, as ``pid command`` (read from Linux's /proc)."""
+    found = []
+    for entry in (p for p in os.listdir("/proc") if p.isdigit()):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if int(fields[3]) == sid:  # field 6: the session id
+            found.append(f"{entry} {name}")
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_the_command_s_own_ray_gives_trials_warm_workers_and_leaves_nothing_behind(tmp_path, tiny_spec, write_spec):
+    """``archscale run`` as a user runs it, in a session of its own: the first trials run in
+    the worker processes Ray started with the instance, which had imported torch and archscale
+    before the search began (Tune's actors would otherwise get fresh workers); and once the
+    command exits, no process it started is left."""
+    tiny_spec["space"].pop("max_params")
+    tiny_spec["search"].update(num_trials=4, max_concurrent=2)
+    run_dir = tmp_path / "run"
+    command = subprocess.Popen([sys.executable, "-m", "archscale", "run", str(write_spec(tiny_spec)), "--out",
+                                str(run_dir), "--quiet", "--profile"], cwd=tmp_path, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    output, _ = command.communicate(timeout=600)
+    assert command.returncode == 0, output[-3000:]
+    deadline = time.monotonic() + 5  # the kill is at once; the kernel reaps within moments
+    while _session_members(command.pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _session_members(command.pid) == []
+
+    profile = json.loads((run_dir / "profile.json").read_text())
+    raw = profile["raw_trials"].values()
+    first = min(raw, key=lambda t: t["train_start"])
+    process_start = first["train_start"] - profile["time_to_first_trial"]
+    search_began = process_start + profile["first_trial"]["search begins"]
+    assert first["worker_start"] < search_began  # a worker started with Ray, not one started for the trial
+    assert all(t["imported"] <= t["entered"] for t in raw)  # torch and archscale were there before the trial
+    assert len(read_trials(run_dir)) == 4
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_the_driver_waits_for_the_early_start_s_raylet_and_no_longer(tmp_path):
+    """start_ray_early holds the driver's imports back until Ray's start has launched its
+    raylet (a new child process named so), has ended, or the limit has passed."""
+    from concurrent.futures import Future
+
+    from archscale.search.dispatch.session import _await_raylet, _raylets
+
+    pending, earlier = Future(), _raylets()  # (a Ray an earlier test started in this process has its own)
+    began = time.monotonic()
+    _await_raylet(pending, earlier, limit_s=0.6)  # no new raylet: the whole limit
+    assert 0.6 <= time.monotonic() - began < 3
+
+    ended = Future()
+    ended.set_result(None)
+    began = time.monotonic()
+    _await_raylet(ended, earlier, limit_s=30)  # the start is over (or failed): at once
+    assert time.monotonic() - began < 1
+
+    raylet = tmp_path / "raylet"  # a process whose command name is "raylet", started by this one
+    raylet.write_bytes(Path("/bin/sleep").read_bytes())
+    raylet.chmod(0o755)
+    child = subprocess.Popen([str(raylet), "30"])
+    try:
+        time.sleep(0.2)
+        assert child.pid in _raylets()
+        began = time.monotonic()
+        _await_raylet(pending, earlier, limit_s=30)
+        assert time.monotonic() - began < 3
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_idle_workers_preload_only_where_all_of_them_fit_in_memory(monkeypatch):
+    """Ray starts one idle worker per core and all of them import at once: preloading them
+    is allowed while cores x 400 MiB is at most a quarter of the memory available."""
+    import ray
+
+    from archscale.search.dispatch import session as start
+
+    assert start.preload_fits(cores=2, available_mib=23_000)  # this project's machine
+    assert start.preload_fits(cores=16, available_mib=120_000)  # a GPU box: 6.4 GB of 120
+    assert not start.preload_fits(cores=96, available_mib=60_000)  # 38 GB of 60: no
+    assert not start.preload_fits(cores=96, available_mib=150_000)  # 38 GB of 150: more than a quarter
+    assert start.preload_fits(cores=96, available_mib=160_000)  # 38.4 of 160: a quarter at most
+    monkeypatch.setattr(start, "_available_mib", lambda: None)
+    assert start.preload_fits(cores=96)  # memory that cannot be read: allowed
+
+    given = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: given.append(kw["_system_config"]))
+    monkeypatch.setattr(start, "_ENV_AT_START", {})
+    monkeypatch.setattr(start, "_STARTED_HERE", threading.Event())
+    monkeypatch.setattr(os, "environ", dict(os.environ))  # what init_ray sets for Tune stays in this test
+    for fits in (True, False):
+        monkeypatch.setattr(start, "preload_fits", lambda fits=fits: fits)
+        start.init_ray(None, None, workers=2)
+    assert given[0] == {"preload_python_modules": list(start.PRELOAD), "num_workers_soft_limit": 2}
+    assert given[1] == {"num_workers_soft_limit": 2}  # the first trials then start fresh workers

@@ -47,7 +47,7 @@ ADDRESS = re.compile(r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
 class CoefficientsStage(_Strict):
     """Stage 1 of a compound-scaling search: (alpha, beta, gamma) at a fixed phi."""
 
-    sampler: Literal["tpe", "nsga2", "random", "grid"] = "grid"
+    sampler: Literal["tpe", "nsga2", "random", "grid"] = Field("grid", description="the sampler of stage 1")
     num_trials: int | None = Field(None, ge=1, description="default: every grid point (grid), else search.num_trials")
     phi: float = Field(1.0, gt=0, le=8, description="phi at which the coefficients are compared")
 
@@ -78,10 +78,13 @@ class Stages(_Strict):
 
 
 class SearchSpec(_Strict):
-    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = "gp"
-    num_trials: int = Field(10, ge=1)
-    objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3)
-    max_concurrent: int = Field(2, ge=1)
+    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = Field("gp", description="the Optuna sampler that "
+                                                                     "proposes configurations")
+    num_trials: int = Field(10, ge=1, description="configurations to try; over-budget ones are recorded but not "
+                            "counted, except with grid (every point counts; at most the grid's size)")
+    objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3,
+                                  description=f"METRIC:max or METRIC:min, METRIC among {', '.join(OBJECTIVES)}")
+    max_concurrent: int = Field(2, ge=1, description="trials at once")
     resources_per_trial: Resources = Field(default_factory=Resources)
     constraints: bool = Field(False, description="also tell over-budget configurations to tpe, nsga2 and gp as "
                               "Optuna constraints (Trial.set_constraint), not only as 0 accuracy")
@@ -143,7 +146,7 @@ class SearchSpec(_Strict):
 
 class Spec(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="names the run directory")
-    seed: int = 0
+    seed: int = Field(0, description="seeds the sampler, the validation split and every trial's training")
     data: DataSpec = Field(default_factory=DataSpec)
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)

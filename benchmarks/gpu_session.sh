@@ -14,8 +14,8 @@
 #   gputests    pytest -m gpu tests/gpu: probe, cap, bf16, SWA, EMA, SAM, compile, latency on CUDA
 #   throughput  CIFAR-10 + ResNet-9: archscale's trainer against a DataLoader loop
 #   search      a `gpu: auto` search packing several trials on the GPU     } only where Ray was brought:
-#   dispatch    benchmarks/dispatch_overhead.py --job airbench: archscale   } see README, "Ray on the GPU
-#               run against a plain loop, airbench-size trials, 2 per GPU   }  machine"
+#   dispatch    benchmarks/dispatch_overhead.py --job airbench: archscale   } see "Bringing Ray" below
+#               run against a plain loop, airbench-size trials, 2 per GPU   }
 #   compound    stage 1 of CIFAR-10 compound scaling (the 27-point grid)   }
 #
 # Data: ARCHSCALE_DATA/cifar10.npz, else .gpudata/cifar10.npz, else unpacked here from
@@ -24,6 +24,30 @@
 # archscale is imported from this checkout (PYTHONPATH), never installed. Python: python3 on PATH.
 # Output: $OUT/session.log (everything, as it goes) and $OUT/figures.txt (each step's status,
 # seconds and closing lines, appended as each step ends): a timeout loses nothing written.
+#
+# Rehearsal on a CPU: `OUT=/tmp/smoke_out bash benchmarks/gpu_session.sh smoke` runs every step at
+# toy size (tests/test_gpu_session.py runs it). Run it with PYTHONPATH=benchmarks/gpu_image, whose
+# sitecustomize.py makes ray, optuna, fvcore, iopath, yacs, pydantic and mlxtend unimportable, as
+# on the GPU image (a simulation: no separate environment is made); the trainer's steps import
+# only what that image has. With Ray present, the search and compound steps run too.
+#
+# Bringing Ray (the search, dispatch and compound steps). The image has no Ray, optuna, pydantic
+# or fvcore and no network, and one call to the machine carries at most 64 MiB. Here, with
+# network, fetch the cp312 wheels into .whl/wheels:
+#     pip download --only-binary=:all: --python-version 3.12 --platform manylinux2014_x86_64 \
+#         --platform manylinux_2_28_x86_64 -d .whl/wheels "ray[tune]==2.60.0" "optuna>=4,<6" \
+#         "pydantic>=2.5" iopath yacs tabulate termcolor
+# build fvcore with `pip wheel --no-deps fvcore`, and remove the wheels of what the image has
+# (numpy, pandas, pyyaml, pillow, filelock, fsspec, packaging, typing_extensions, tzdata): 32
+# wheels, 138.7 MiB (ray 76, pyarrow 53: Ray Tune does not import without pyarrow).
+# `python3 benchmarks/pydeps.py pack` cuts them into .whl/part.00..02 (60, 60, 18.7 MiB). Carry
+# one part per call, back to back (the machine keeps ignored files only ~30 s between calls);
+# there, `python3 benchmarks/pydeps.py unpack` joins them, checks the digest and unzips every
+# wheel into .pydeps/ with file modes kept (Ray's gcs_server must stay executable; 4 s, 392 MiB),
+# and this script puts .pydeps/ on PYTHONPATH. Rehearsed with Python 3.12 and only the image's
+# packages: from those parts, a 3-trial Tune run with 0.4999 GPU each on a node declaring one
+# GPU took 36 s. A session then costs 3 calls for Ray, 2 for CIFAR-10's parts (see
+# ../shared/data/README.md), the last of which runs `all`.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"

@@ -5,7 +5,7 @@ Here (with network):  python3 benchmarks/pydeps.py pack      # .whl/wheels/*.whl
 There (one part per call, back to back; the machine keeps ignored files while warm, ~30 s):
                       python3 benchmarks/pydeps.py unpack    # once every part is there: .pydeps/, ready to import
 
-Wheels are fetched into .whl/wheels first (see README, "Ray on the GPU machine"). Unpacking
+Wheels are fetched into .whl/wheels first (see gpu_session.sh's header, "Bringing Ray"). Unpacking
 is a plain unzip of every wheel into .pydeps/ (no pip), file modes kept: Ray's gcs_server
 and raylet must stay executable. gpu_session.sh puts .pydeps/ on PYTHONPATH.
 Last line: ``pydeps: N wheels, M MiB``.

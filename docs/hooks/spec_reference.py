@@ -33,11 +33,17 @@ _BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
 
 
 def on_page_markdown(markdown: str, page, config, files) -> str:  # noqa: ARG001 (MkDocs' signature)
+    # in a <div class="generated"> (md_in_html): docs/stylesheets/extra.css keeps its key paths on one line
     if SPEC_MARKER in markdown:
-        markdown = markdown.replace(SPEC_MARKER, spec_reference())
+        markdown = markdown.replace(SPEC_MARKER, _generated(spec_reference()))
     if FAMILY_MARKER in markdown:
-        markdown = markdown.replace(FAMILY_MARKER, family_parameters())
+        markdown = markdown.replace(FAMILY_MARKER, _generated(family_parameters()))
     return markdown
+
+
+def _generated(text: str) -> str:
+    return f'<div class="generated" markdown>\n\n{text}\n</div>\n'
+
 
 
 # --------------------------------------------------------------------------- walking the models

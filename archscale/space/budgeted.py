@@ -17,8 +17,9 @@ the resolution drops by ``downsample``:
 - ``dilation``: the block's first conv has dilation 2 and no padding, so it shrinks
   the map by 4 pixels while growing the receptive field (seed 004's C2..C4).
 
-Optional squeeze-excite (``se_ratio`` > 0) after each block. The network itself is
-:mod:`space.nets.budgeted`, imported when a model is built.
+Optional squeeze-excite (``se_ratio`` > 0) after each block. What each block holds is
+:func:`space.layouts.stage_plan`; the network itself is :mod:`space.nets.budgeted`, imported
+when a model is built.
 """
 
 from __future__ import annotations
@@ -28,12 +29,12 @@ from typing import TYPE_CHECKING, Mapping
 from archscale.space import source
 from archscale.space.arch import Arch, Scalar
 from archscale.space.choices import ACTIVATION_LAYERS, NORMS
+from archscale.space.layouts import BLOCKS, spatial_sizes, stage_plan
 from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
 
 if TYPE_CHECKING:
     from torch import nn
 
-BLOCKS = 4
 CONV_TYPES = ("regular", "depthwise", "dilated")
 DOWNSAMPLES = ("stride", "maxpool", "dilation")
 
@@ -49,54 +50,6 @@ def _block_params(i: int) -> tuple[Param, ...]:
         Param(f"c{i}_conv", "regular", f"conv type of block C{i}", choices=CONV_TYPES),
         Param(f"c{i}_dilation", 2, f"dilation of block C{i} when its conv type is 'dilated'", choices=(1, 2, 4, 8)),
     )
-
-
-def stage_plan(p: Mapping[str, Scalar]) -> list[list[tuple[str, dict]]]:
-    """What each block C1..C4 holds, in order, as ``(kind, arguments)``: ``("maxpool", {stride})``,
-    ``("blur", {channels})``, ``("unit", {cin, cout, conv, stride, dilation, padding, blur})``,
-    ``("se", {channels, ratio})``. The model is built from it, and its source written from it."""
-    down, blur = str(p["downsample"]), bool(p["blurpool"])
-    cin = int(p["in_channels"])
-    stages: list[list[tuple[str, dict]]] = []
-    for i in range(1, BLOCKS + 1):
-        conv, width = str(p[f"c{i}_conv"]), int(p[f"c{i}_width"])
-        own_dilation = int(p[f"c{i}_dilation"]) if conv == "dilated" else 1
-        layers: list[tuple[str, dict]] = []
-        first: dict = {"dilation": own_dilation}
-        if i > 1 and down == "maxpool":
-            layers.append(("maxpool", {"stride": 1 if blur else 2}))
-            if blur:
-                layers.append(("blur", {"channels": cin}))
-        elif i > 1 and down == "stride":
-            first = {"dilation": own_dilation, "stride": 1, "blur": True} if blur else {"dilation": own_dilation, "stride": 2}
-        elif i > 1 and down == "dilation":
-            first = {"dilation": max(2, own_dilation), "padding": 0}
-        for j in range(int(p[f"c{i}_convs"])):
-            unit = {"cin": cin, "cout": width, "conv": conv, "stride": 1, "dilation": own_dilation, "padding": None,
-                    "blur": False}
-            layers.append(("unit", {**unit, **first} if j == 0 else unit))
-            cin = width
-        if float(p["se_ratio"]) > 0:
-            layers.append(("se", {"channels": width, "ratio": float(p["se_ratio"])}))
-        stages.append(layers)
-    return stages
-
-
-def spatial_sizes(p: Mapping[str, Scalar]) -> list[int]:
-    """Side length of the feature map after each block."""
-    size, sizes = int(p["image_size"]), []
-    down = str(p["downsample"])
-    for i in range(1, BLOCKS + 1):
-        if i > 1:
-            if down == "maxpool":
-                size //= 2
-            elif down == "stride":
-                size = (size + 1) // 2
-            else:
-                dil = max(2, int(p[f"c{i}_dilation"]) if p[f"c{i}_conv"] == "dilated" else 2)
-                size -= 2 * dil
-        sizes.append(size)
-    return sizes
 
 
 def _unit_source(a: dict) -> str:

@@ -18,8 +18,9 @@ Seed 003's winner — residual blocks on layer1 and layer3 — is the default po
 6.57M parameters. airbench94's network is another point: ``prep_width=24, prep_kernel=2,
 prep_norm=false, layer*_add=extra, widths 64/256/256, activation=gelu, order=conv-pool-bn,
 bn_weight=frozen, head_scale=0.1111`` (its whitening initialisation of the first conv is
-not reproduced: the first conv trains from a random start). The network itself is
-:mod:`space.nets.davidnet`, imported when a model is built.
+not reproduced: the first conv trains from a random start). The widths are
+:func:`space.layouts.widths`; the network itself is :mod:`space.nets.davidnet`, imported when
+a model is built.
 """
 
 from __future__ import annotations
@@ -29,25 +30,14 @@ from typing import TYPE_CHECKING, Mapping
 from archscale.space import source
 from archscale.space.arch import Arch, Scalar
 from archscale.space.choices import ACTIVATION_LAYERS
+from archscale.space.layouts import DAVIDNET_WIDTHS, LAYERS, widths
 from archscale.space.registry import Param, SearchSpace, register_space
 
 if TYPE_CHECKING:
     from torch import nn
 
-LAYERS = ("layer1", "layer2", "layer3")
 PLACEMENTS = ("none", "extra", "residual", "extra+residual")
 ORDERS = ("conv-bn-pool", "conv-pool-bn")
-_WIDTHS = {"prep": 64, "layer1": 128, "layer2": 256, "layer3": 512}
-
-
-def scaled_width(width: int, mult: float, divisor: int = 8) -> int:
-    """``width * mult`` rounded to a multiple of ``divisor`` (at least ``divisor``)."""
-    return max(divisor, int(round(width * mult / divisor)) * divisor)
-
-
-def widths(p: Mapping[str, Scalar]) -> dict[str, int]:
-    """Output channels of prep and each layer, after ``width_mult``."""
-    return {name: scaled_width(int(p[f"{name}_width"]), float(p["width_mult"])) for name in _WIDTHS}
 
 
 def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
@@ -105,7 +95,8 @@ class DavidNetSpace(SearchSpace):
     params = (
         *(Param(f"{n}_add", "residual" if n in ("layer1", "layer3") else "none", f"what follows {n}", choices=PLACEMENTS)
           for n in LAYERS),
-        *(Param(f"{n}_width", w, f"output channels of {n} before width_mult", low=1, high=8192) for n, w in _WIDTHS.items()),
+        *(Param(f"{n}_width", w, f"output channels of {n} before width_mult", low=1, high=8192)
+          for n, w in DAVIDNET_WIDTHS.items()),
         Param("width_mult", 1.0, "multiplier of every width (rounded to a multiple of 8)", low=0.05, high=16.0),
         Param("prep_kernel", 3, "kernel of the prep conv (2: no padding, as airbench's whitening conv)", choices=(2, 3)),
         Param("prep_norm", True, "normalisation after the prep conv", choices=(False, True)),

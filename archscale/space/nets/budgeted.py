@@ -1,5 +1,5 @@
 """The network of family ``budgeted`` (declared in :mod:`space.budgeted`): blocks C1..C4 as
-:func:`space.budgeted.stage_plan` lays them out, then a GAP head."""
+:func:`space.layouts.stage_plan` lays them out, then a GAP head."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from torch import nn
 
 from archscale.space.arch import Scalar
 from archscale.space.blocks import BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, activation, norm2d
-from archscale.space.budgeted import BLOCKS, stage_plan
+from archscale.space.layouts import BLOCKS, stage_plan
 
 
 class _ConvUnit(nn.Sequential):

@@ -10,7 +10,7 @@ from torch import nn
 
 from archscale.space.arch import Scalar
 from archscale.space.blocks import activation, norm2d
-from archscale.space.davidnet import LAYERS, widths
+from archscale.space.layouts import LAYERS, widths
 
 
 def _norm(p: Mapping[str, Scalar], channels: int) -> nn.Module:

@@ -11,7 +11,8 @@ from archscale import lazy_exports
 
 _MODULE_OF = {
     **dict.fromkeys(("DATASETS", "DataError", "RECIPES", "TrainConfig"), "config"),
-    **dict.fromkeys(("Dataset", "Splits", "dataset_context", "load_dataset", "split"), "data"),
+    **dict.fromkeys(("Dataset", "Splits"), "arrays"),
+    **dict.fromkeys(("dataset_context", "load_dataset", "split"), "data"),
     **dict.fromkeys(("TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train"), "loop"),
 }
 

@@ -46,7 +46,7 @@ from torch import nn
 from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, update_bn
 
 from archscale.trainer.config import SCHEDULES, TrainConfig
-from archscale.trainer.data import Splits
+from archscale.trainer.arrays import Splits
 
 EpochCallback = Callable[[int, dict], None]
 

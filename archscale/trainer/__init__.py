@@ -13,7 +13,8 @@ _MODULE_OF = {
     **dict.fromkeys(("DATASETS", "DataError", "RECIPES", "TrainConfig"), "config"),
     **dict.fromkeys(("Dataset", "Splits"), "arrays"),
     **dict.fromkeys(("dataset_context", "load_dataset", "split"), "data"),
-    **dict.fromkeys(("TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train"), "loop"),
+    "normalise": "batches",
+    **dict.fromkeys(("TrainingDiverged", "TrainResult", "evaluate", "resolve_device", "train"), "loop"),
 }
 
 __all__ = [

@@ -19,73 +19,26 @@ Seed 003's winner — residual blocks on layer1 and layer3 — is the default po
 prep_norm=false, layer*_add=extra, widths 64/256/256, activation=gelu, order=conv-pool-bn,
 bn_weight=frozen, head_scale=0.1111`` (its whitening initialisation of the first conv is
 not reproduced: the first conv trains from a random start). The widths are
-:func:`space.layouts.widths`; the network itself is :mod:`space.nets.davidnet`, imported when
-a model is built.
+:func:`space.layouts.widths`; the network itself, and its plain-PyTorch source for an export,
+are :mod:`space.nets.davidnet`, imported when a model is built or exported.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
-from archscale.space import source
-from archscale.space.arch import Arch, Scalar
+from archscale.space.arch import Arch
 from archscale.space.choices import ACTIVATION_LAYERS
-from archscale.space.layouts import DAVIDNET_WIDTHS, LAYERS, widths
+from archscale.space.layouts import DAVIDNET_WIDTHS, LAYERS
 from archscale.space.registry import Param, SearchSpace, register_space
 
 if TYPE_CHECKING:
     from torch import nn
 
+    from archscale.space.source import ModelSource
+
 PLACEMENTS = ("none", "extra", "residual", "extra+residual")
 ORDERS = ("conv-bn-pool", "conv-pool-bn")
-
-
-def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
-    """``DavidNet(p)`` as plain PyTorch: ``conv_bn`` and ``layer`` helpers, one line per node."""
-    from archscale.space.nets.davidnet import DavidNet, Residual
-
-    width, k = widths(p), int(p["prep_kernel"])
-    norm, act = source.norm(str(p["norm"]), "cout", ghost_batch=int(p["ghost_batch"])).text, source.act(str(p["activation"])).text
-    pool = "nn.MaxPool2d(2)" if p["pool"] == "max" else "nn.AvgPool2d(2)"
-    names = norm.split("(")[0].removeprefix("nn."), act[3:-2]
-    steps = ([("conv", "nn.Conv2d(cin, cout, 3, padding=1, bias=False)"), ("pool", pool), ("bn", norm), ("act", act)]
-             if p["order"] == "conv-pool-bn" else
-             [("conv", "nn.Conv2d(cin, cout, 3, padding=1, bias=False)"), ("bn", norm), ("act", act), ("pool", pool)])
-    helpers = (
-        f"def conv_bn(cin: int, cout: int) -> nn.Sequential:\n"
-        f"    \"\"\"conv 3x3 -> {names[0]} -> {names[1]}.\"\"\"\n"
-        f"    return nn.Sequential(OrderedDict(conv=nn.Conv2d(cin, cout, 3, padding=1, bias=False), bn={norm}, act={act}))\n\n\n"
-        f"def layer(cin: int, cout: int, **after: nn.Module) -> nn.Sequential:\n"
-        f"    \"\"\"{' -> '.join(n for n, _ in steps)}, then what follows it (extra, residual).\"\"\"\n"
-        f"    return nn.Sequential(OrderedDict(\n"
-        f"        {', '.join(f'{n}={src}' for n, src in steps)}, **after))\n")
-    prep = [f"conv={source.call('nn.Conv2d', int(p['in_channels']), width['prep'], k, padding=k // 2 if k % 2 else 0, bias=not p['prep_norm']).text}"]
-    if p["prep_norm"]:
-        prep.append(f"bn={norm.replace('cout', str(width['prep']))}")
-    prep.append(f"act={act}")
-    nodes = [f"prep=nn.Sequential(OrderedDict({', '.join(prep)})),"]
-    cin = width["prep"]
-    for name in LAYERS:
-        add, c = str(p[f"{name}_add"]), width[name]
-        after = ([f"extra=conv_bn({c}, {c})"] if add in ("extra", "extra+residual") else []) + \
-                ([f"residual=Residual(conv_bn({c}, {c}), conv_bn({c}, {c}))"] if add in ("residual", "extra+residual") else [])
-        nodes.append(f"{name}=layer({', '.join([str(cin), str(c), *after])}),")
-        cin = c
-    final = "nn.AdaptiveMaxPool2d(1)" if p["final_pool"] == "max" else "nn.AdaptiveAvgPool2d(1)"
-    init = ["self.body = nn.Sequential(OrderedDict(", *("    " + n for n in nodes), "))",
-            f"self.pool = {final}",
-            f"self.linear = nn.Linear({cin}, num_classes, bias=False)",
-            f"self.head_scale = {float(p['head_scale'])!r}  # multiplier of the logits"]
-    if p["bn_weight"] == "frozen":
-        init += ["for m in self.modules():  # BatchNorm scales frozen at 1; the biases still learn",
-                 "    if isinstance(m, nn.BatchNorm2d):",
-                 "        m.weight.requires_grad_(False)"]
-    net = source.net_class("prep, layer1..3, global pooling, a linear classifier, scaled logits.", init,
-                           DavidNet.forward, int(p["num_classes"]))
-    needed = [*source.norm_classes(str(p["norm"])), helpers]
-    if any(str(p[f"{n}_add"]).endswith("residual") for n in LAYERS):
-        needed.append(Residual)
-    return source.ModelSource(source.definitions(*needed, net), "linear")
 
 
 @register_space
@@ -111,11 +64,13 @@ class DavidNetSpace(SearchSpace):
     )
 
     def build_model(self, arch: Arch) -> nn.Module:
-        from archscale.space.nets.davidnet import DavidNet
+        from archscale.space.nets.davidnet import DavidNet  # torch: only when a model is built
 
         return DavidNet(arch.params)
 
-    def model_source(self, arch: Arch) -> source.ModelSource:
+    def model_source(self, arch: Arch) -> ModelSource:
+        from archscale.space.nets.davidnet import model_source  # torch: only when a model is exported
+
         return model_source(arch.params)
 
 

@@ -101,7 +101,7 @@ def _require(doc: dict, keys: Iterable[str], path: str | Path, expected: str) ->
 def load_state_dict(path: str | Path, device: Any = "cpu") -> dict:
     """A ``weights.pt``: a state dict (parameter name -> tensor) saved by ``torch.save``,
     loaded with ``weights_only=True`` (no code in the file runs)."""
-    import torch
+    import torch  # here: this module is the leaf every layer reads files through, torch-free paths too
 
     expected = "a PyTorch state dict saved by torch.save (parameter name -> tensor)"
     read_bytes(path, expected)  # exists, is a file, readable

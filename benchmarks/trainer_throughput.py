@@ -31,7 +31,7 @@ from PIL import Image
 
 from archscale.space import build, get_space
 from archscale.trainer import TrainConfig, load_dataset, split, train
-from archscale.trainer.loop import channel_stats
+from archscale.trainer.batches import channel_stats
 
 
 class ImageDataset(torch.utils.data.Dataset):

@@ -13,13 +13,14 @@ _MODULE_OF = {
     **dict.fromkeys(("export_trial", "load_exported", "read_exported"), "export"),
     **dict.fromkeys(("best_trial", "non_dominated", "pareto_front", "parse_objectives", "plot_pareto"), "pareto"),
     "read_trials": "records",
+    "load_run_spec": "runspec",
 }
 
 __all__ = [
     "Cost", "activation_mb", "count_macs", "count_params", "measure",
     "export_trial", "load_exported", "read_exported",
     "best_trial", "non_dominated", "pareto_front", "parse_objectives", "plot_pareto",
-    "read_trials",
+    "read_trials", "load_run_spec",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, {name: f"{__name__}.{module}" for name, module in _MODULE_OF.items()},

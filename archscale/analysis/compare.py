@@ -14,15 +14,18 @@ from typing import Mapping, Sequence
 import pandas as pd
 
 from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume_history, plot_hypervolume
-from archscale.analysis.pareto import Objective, axis_label, log_x_if_wide, pareto_front, save_figure
-from archscale.analysis.records import read_spec, read_trials
+from archscale.analysis.figures import pyplot, save_figure
+from archscale.analysis.pareto import Objective, axis_label, log_x_if_wide, pareto_front
+from archscale.analysis.records import read_trials
+from archscale.analysis.runspec import load_run_spec
+from archscale.spec import Spec
 
 
 @dataclass
 class RunSummary:
     label: str
     run_dir: Path
-    spec: dict
+    spec: Spec
     trials: pd.DataFrame
     front: pd.DataFrame
     hypervolume: float  # raw: product of the objectives' units
@@ -30,8 +33,8 @@ class RunSummary:
     history: pd.DataFrame
 
 
-def _label(run_dir: Path, spec: Mapping, taken: set[str]) -> str:
-    sampler = (spec.get("search") or {}).get("sampler", "?")
+def _label(run_dir: Path, spec: Spec, taken: set[str]) -> str:
+    sampler = spec.search.sampler
     label = f"{run_dir.name} ({sampler})"
     n = 2
     while label in taken:
@@ -39,9 +42,9 @@ def _label(run_dir: Path, spec: Mapping, taken: set[str]) -> str:
     return label
 
 
-def common_reference(specs: Sequence[Mapping]) -> dict[str, float]:
+def common_reference(specs: Sequence[Spec]) -> dict[str, float]:
     """The reference-point values every spec agrees on (metric -> value)."""
-    refs = [dict((s.get("search") or {}).get("reference_point") or {}) for s in specs]
+    refs = [dict(s.search.reference_point or {}) for s in specs]
     if not refs:
         return {}
     return {m: v for m, v in refs[0].items() if all(r.get(m) == v for r in refs[1:])}
@@ -52,9 +55,10 @@ def compare_runs(run_dirs: Sequence[str | Path], objectives: Sequence[Objective]
     """Fronts and hypervolumes of ``run_dirs`` under shared ``objectives`` ((metric, "max" |
     "min") pairs, e.g. the first run's ``spec.search.objective_pairs()``) and a shared
     reference point (``reference``, else what the specs agree on, else the worst completed
-    value over all runs)."""
+    value over all runs). Each run's ``spec.yaml`` is read as the typed spec
+    (:func:`~archscale.analysis.runspec.load_run_spec`)."""
     dirs = [Path(d) for d in run_dirs]
-    specs = [read_spec(d) for d in dirs]
+    specs = [load_run_spec(d) for d in dirs]
     trials = [read_trials(d) for d in dirs]
     objectives = list(objectives)
     for d, t in zip(dirs, trials):
@@ -79,7 +83,7 @@ def comparison_table(summaries: Sequence[RunSummary], objectives: Sequence[Objec
     for s in summaries:
         status = s.trials["status"].value_counts()
         done = s.trials[s.trials["status"] == "completed"]
-        row = {"run": s.label, "sampler": (s.spec.get("search") or {}).get("sampler"), "trials": len(s.trials),
+        row = {"run": s.label, "sampler": s.spec.search.sampler, "trials": len(s.trials),
                "completed": int(status.get("completed", 0)), "front": len(s.front)}
         for metric, mode in objectives:
             values = done[metric].dropna()
@@ -92,8 +96,8 @@ def comparison_table(summaries: Sequence[RunSummary], objectives: Sequence[Objec
 
 def format_comparison(summaries: Sequence[RunSummary], objectives: Sequence[Objective], b: Bounds) -> str:
     table = comparison_table(summaries, objectives)
-    datasets = {str((s.spec.get("data") or {}).get("dataset")) for s in summaries}
-    families = {str((s.spec.get("space") or {}).get("family")) for s in summaries}
+    datasets = {s.spec.data.dataset for s in summaries}
+    families = {s.spec.space.family for s in summaries}
     note = ""
     if len(datasets) > 1 or len(families) > 1:
         note = (f"\nnote: the runs differ in dataset ({', '.join(sorted(datasets))}) or family "
@@ -108,11 +112,7 @@ def plot_fronts(summaries: Sequence[RunSummary], objectives: Sequence[Objective]
                 title: str = "") -> Path:
     """The runs' fronts on one plot (first objective against the second): each run's front as
     a step line with markers, its other completed trials as faint dots of the same colour."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if len(objectives) < 2:
         raise ValueError("a front plot needs at least two objectives")
     (ym, _), (xm, _) = objectives[0], objectives[1]

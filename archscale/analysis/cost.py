@@ -16,6 +16,10 @@ from typing import Callable
 import torch
 from torch import nn
 
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # fvcore uses torch.jit at import, deprecated in torch 2.9+
+    from fvcore.nn import FlopCountAnalysis
+
 
 @dataclass(frozen=True)
 class Cost:
@@ -35,8 +39,6 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # fvcore uses torch.jit, deprecated in torch 2.9+
-            from fvcore.nn import FlopCountAnalysis
-
             x = torch.zeros(input_shape)
             analysis = FlopCountAnalysis(model, x)
             analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")

@@ -27,7 +27,8 @@ from torch import nn
 
 from archscale.files import FileError, fit_state_dict, load_state_dict, read_json_object, read_yaml_mapping
 from archscale.analysis.records import TRIALS_DIR, warn_line
-from archscale.space import Arch, SpaceError, build, get_space
+from archscale.analysis.standalone import write_model_py, write_onnx
+from archscale.space import Arch, SpaceError, build, get_space, user
 
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"
@@ -107,8 +108,6 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
              "recorded it): metrics.json has \"provenance\": null")
     written = ["arch.yaml", WEIGHTS_FILE, "metrics.json"]
     if standalone or onnx:
-        from archscale.analysis.standalone import write_model_py, write_onnx
-
         chw = (int(arch.params["in_channels"]), int(arch.params["image_size"]), int(arch.params["image_size"]))
         if standalone:
             try:
@@ -208,8 +207,6 @@ def family_origin(name: str) -> dict[str, str]:
     """For a user's own family (:mod:`space.user`), where it came from: ``family_module``
     (``package.module:ClassName``) and ``family_path`` (the folder it was found in), as
     ``arch.yaml`` records them; empty for archscale's own families."""
-    from archscale.space import user
-
     found = user.origin(name)
     return {"family_module": found.reference, "family_path": found.folder} if found else {}
 
@@ -218,8 +215,6 @@ def load_exported(path: str | Path, device: str | torch.device = "cpu") -> nn.Mo
     """Rebuild the exported model from ``arch.yaml`` and load ``weights.pt``; in eval mode. A
     user's family is imported from ``family_module`` (PYTHONPATH, the current folder, then
     ``family_path``)."""
-    from archscale.space import user
-
     doc = read_exported(path)
     arch_file = Path(path) / "arch.yaml"
     try:

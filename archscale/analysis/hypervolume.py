@@ -22,6 +22,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from archscale.analysis.figures import pyplot
 from archscale.analysis.pareto import Objective, non_dominated
 
 
@@ -161,11 +162,7 @@ def hypervolume_history(trials: pd.DataFrame, objectives: Sequence[Objective], b
 
 def plot_hypervolume(histories: Mapping[str, pd.DataFrame], path: str | Path, title: str = "", note: str = "") -> Path:
     """Normalised hypervolume against trials finished, one line per run (label -> history)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4), dpi=110)
     for label, hist in histories.items():
         if hist.empty:

@@ -8,6 +8,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from archscale.analysis.figures import pyplot, save_figure
+from archscale.space import Arch, build
 from archscale.spec.objectives import METRICS, PICKS, UNITS, Objective, parse_objectives  # noqa: F401 - re-exported
 
 
@@ -75,8 +77,8 @@ def short_ids(ids: Sequence[str]) -> list[str]:
 def fill_missing_costs(trials: pd.DataFrame) -> pd.DataFrame:
     """A copy of ``trials`` where rows lacking ``params`` or ``macs`` (a trial that failed
     before reporting) get them measured from their ``arch`` text, when it builds."""
+    # here, not at the top: measuring needs torch and fvcore, a front and its table do not
     from archscale.analysis.cost import count_macs, count_params
-    from archscale.space import Arch, build
 
     out = trials.copy()
     for col in ("params", "macs"):
@@ -146,11 +148,7 @@ def plot_pareto(trials: pd.DataFrame, objectives: Sequence[Objective], path: str
     and pruned (s) trials black; a trial without a value for the y objective sits on a strip
     below the others. Every point is labelled with its trial id (the shared prefix dropped).
     With one objective, the objective is drawn against the order trials finished in."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     front = pareto_front(trials, objectives)
     labels = dict(zip(trials.index, short_ids(trials["trial_id"].tolist())))
     fig, ax = plt.subplots(figsize=(8, 5.5), dpi=110)
@@ -219,14 +217,3 @@ def log_x_if_wide(ax, metric: str, values: pd.Series, ratio: float = 20) -> None
     xs = pd.Series(values, dtype=float).dropna()
     if metric in ("macs", "params") and len(xs) and (xs > 0).all() and xs.max() / max(xs.min(), 1) > ratio:
         ax.set_xscale("log")
-
-
-def save_figure(fig, path: str | Path) -> Path:
-    """Lay out, write and close a matplotlib figure; returns its path."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path)
-    plt.close(fig)
-    return path

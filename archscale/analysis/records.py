@@ -115,7 +115,7 @@ class TrialsScan:
 
     def frame(self) -> pd.DataFrame:
         """The intact rows as a DataFrame (``trial_id`` as str)."""
-        import pandas as pd
+        import pandas as pd  # here: writing rows and checking a run directory (before Ray starts) need no pandas
 
         if not self.header:
             return pd.DataFrame(columns=["trial_id", "status"])

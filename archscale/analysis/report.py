@@ -20,12 +20,17 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import yaml
 
 from archscale.analysis.export import RESULT_FILE, read_history, trial_dir
-from archscale.files import read_json_object
+from archscale.analysis.figures import pyplot
 from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
-from archscale.analysis.records import read_spec, read_trials
+from archscale.analysis.records import read_trials
+from archscale.analysis.runspec import load_run_spec
+from archscale.files import read_json_object
+from archscale.space import Arch
+from archscale.spec import Spec
 
 REPORT_FILE = "report.html"
 # Architecture parameters that mark a compound-scaling run (EfficientNet: d = alpha^phi,
@@ -36,19 +41,10 @@ SCALING_PARAMS = ("phi", "alpha", "beta", "gamma")
 # --------------------------------------------------------------------------- figures
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _png(fig) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
-    _plt().close(fig)
+    pyplot().close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
@@ -81,7 +77,7 @@ def history_of(run_dir: str | Path, trial_id: str) -> list[dict]:
 
 def plot_learning_curves(run_dir: str | Path, trials: pd.DataFrame, labels: Mapping[str, str]):
     """Validation accuracy and training loss per epoch of ``trials`` (a figure), or None."""
-    plt = _plt()
+    plt = pyplot()
     curves = {str(t): history_of(run_dir, str(t)) for t in trials["trial_id"]}
     curves = {t: h for t, h in curves.items() if h}
     if not curves:
@@ -106,7 +102,7 @@ def plot_learning_curves(run_dir: str | Path, trials: pd.DataFrame, labels: Mapp
 def plot_choice_effects(trials: pd.DataFrame, choices: Sequence[str], metric: str = "val_accuracy"):
     """One panel per searched choice: ``metric`` of every completed trial against the
     choice's value (jittered dots and the mean per value for categories), or None."""
-    plt = _plt()
+    plt = pyplot()
     done = trials[trials["status"] == "completed"].dropna(subset=[metric])
     choices = [c for c in choices if c in done.columns]
     if done.empty or not choices:
@@ -139,7 +135,7 @@ def plot_choice_effects(trials: pd.DataFrame, choices: Sequence[str], metric: st
 
 
 def plot_importances(importances: Mapping[str, float], title: str):
-    plt = _plt()
+    plt = pyplot()
     items = sorted(importances.items(), key=lambda kv: kv[1])
     fig, ax = plt.subplots(figsize=(6, 0.4 * len(items) + 1.2), dpi=110)
     ax.barh([k for k, _ in items], [v for _, v in items], color="tab:blue")
@@ -155,8 +151,6 @@ def plot_importances(importances: Mapping[str, float], title: str):
 def scaling_table(trials: pd.DataFrame) -> pd.DataFrame:
     """Completed trials with their compound-scaling parameters (from the trial's columns or
     its architecture text), or an empty frame when the run is not a compound-scaling run."""
-    from archscale.space import Arch
-
     done = trials[trials["status"] == "completed"]
     rows = []
     for _, row in done.iterrows():
@@ -178,7 +172,7 @@ def plot_scaling(table: pd.DataFrame):
     """Accuracy and MACs against phi, one line per (alpha, beta, gamma); the MACs panel also
     draws the growth compound scaling predicts, (alpha * beta^2 * gamma^2)^phi, from each
     group's smallest phi."""
-    plt = _plt()
+    plt = pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
 
     def known(v) -> bool:
@@ -256,100 +250,123 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectiv
     (``spec.search.objective_pairs()``, ``[d.name for d in spec.searched()]``);
     ``reference`` (metric -> value) defaults to the spec's ``search.reference_point``;
     ``importances`` (choice -> importance, e.g. Optuna's) are drawn when given, else
-    ``importance_note`` says why there are none.
+    ``importance_note`` says why there are none. The run's ``spec.yaml`` is read as the typed
+    spec (:func:`~archscale.analysis.runspec.load_run_spec`).
     """
     run_dir = Path(run_dir)
-    spec = read_spec(run_dir)
+    spec = load_run_spec(run_dir)
     trials = read_trials(run_dir)
     objectives, choices = list(objectives), list(choices)
-    reference = dict(reference if reference is not None else ((spec.get("search") or {}).get("reference_point") or {}))
+    reference = dict(reference if reference is not None else (spec.search.reference_point or {}))
     front = pareto_front(trials, objectives)
-    labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
-    name = spec.get("name", run_dir.name)
-    sections: list[str] = []
+    sections = [
+        _summary_section(run_dir, spec, trials, objectives),
+        "<h2>Spec</h2><pre>" + html.escape(yaml.safe_dump(spec.to_dict(), sort_keys=False, default_flow_style=None,
+                                                          width=100)) + "</pre>",
+        *_front_section(trials, front, objectives, spec.name),
+        *_hypervolume_section(trials, objectives, reference, spec.name),
+        *_curves_section(run_dir, trials, front),
+        *_choices_section(trials, choices, importances, importance_note),
+        *_scaling_section(trials),
+        _trials_section(trials, choices),
+    ]
+    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+            f"<title>archscale report: {html.escape(spec.name)}</title><style>{_CSS}</style></head><body>\n"
+            + "\n".join(sections) + "\n</body></html>\n")
+    path = Path(out) if out else run_dir / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
 
+
+def _summary_section(run_dir: Path, spec: Spec, trials: pd.DataFrame, objectives: Sequence[Objective]) -> str:
+    """The title and the run at a glance: where, when, trained with what, trials by status."""
     counts = trials["status"].value_counts()
     summary = ", ".join(f"{int(counts[s])} {s}" for s in ("completed", "pruned", "infeasible", "failed") if s in counts)
     prov = trained_provenance(run_dir, trials)
-    sections.append(
-        f"<h1>archscale report: {html.escape(str(name))}</h1>"
+    return (
+        f"<h1>archscale report: {html.escape(spec.name)}</h1>"
         f"<p class='note'>{html.escape(str(run_dir.resolve()))} &middot; generated "
         f"{datetime.now(timezone.utc).isoformat(timespec='seconds')} &middot; trained with archscale "
         f"{html.escape(str(prov.get('archscale')))} at commit {html.escape(str(prov.get('commit'))[:12])}"
         f"{' (dirty)' if prov.get('dirty') else ''}, torch {html.escape(str(prov.get('torch')))} on "
         f"{html.escape(str(prov.get('device')))}</p>"
-        f"<p>{len(trials)} trials: {summary}. Family <b>{html.escape(str((spec.get('space') or {}).get('family')))}</b> "
-        f"on <b>{html.escape(str((spec.get('data') or {}).get('dataset')))}</b>, sampler "
-        f"<b>{html.escape(str((spec.get('search') or {}).get('sampler')))}</b>, objectives "
+        f"<p>{len(trials)} trials: {summary}. Family <b>{html.escape(spec.space.family)}</b> "
+        f"on <b>{html.escape(spec.data.dataset)}</b>, sampler "
+        f"<b>{html.escape(spec.search.sampler)}</b>, objectives "
         f"<b>{html.escape(', '.join(f'{m}:{d}' for m, d in objectives))}</b>. "
         f"<span class='muted'>macs: multiply-adds per image (fvcore); latency_ms: median batch-1 inference on the "
         f"trial's device.</span></p>")
 
-    import yaml
 
-    sections.append("<h2>Spec</h2><pre>" + html.escape(yaml.safe_dump(spec, sort_keys=False, default_flow_style=None, width=100)) + "</pre>")
-
-    # Front
+def _front_section(trials: pd.DataFrame, front: pd.DataFrame, objectives: Sequence[Objective], name: str) -> list[str]:
+    """The front's table (objectives, accuracies, costs, arch) and plot."""
     cols = ["trial_id", *dict.fromkeys([m for m, _ in objectives] + ["val_accuracy", "test_accuracy", "params", "macs",
                                                                       "latency_ms", "memory_mb", "train_seconds"]),
             "arch"]
     cols = [c for c in cols if c in front.columns]
-    sections.append(f"<h2>Pareto front ({len(front)} of {int(counts.get('completed', 0))} completed trials)</h2>")
-    sections.append(_table(front[cols]) if not front.empty else "<p>No completed trial: the front is empty.</p>")
-    sections.append(_img(_png_of(lambda p: plot_pareto(trials, objectives, p, title=f"{name}: Pareto front")),
-                         "Pareto front"))
+    completed = int(trials["status"].value_counts().get("completed", 0))
+    return [f"<h2>Pareto front ({len(front)} of {completed} completed trials)</h2>",
+            _table(front[cols]) if not front.empty else "<p>No completed trial: the front is empty.</p>",
+            _img(_png_of(lambda p: plot_pareto(trials, objectives, p, title=f"{name}: Pareto front")), "Pareto front")]
 
-    # Hypervolume
-    sections.append("<h2>Hypervolume over trials</h2>")
+
+def _hypervolume_section(trials: pd.DataFrame, objectives: Sequence[Objective], reference: Mapping[str, float],
+                         name: str) -> list[str]:
+    """The front's hypervolume and its growth over trials, or why there is none."""
+    out = ["<h2>Hypervolume over trials</h2>"]
     try:
         b = bounds(trials, objectives, reference)
         raw, norm = front_hypervolume(trials, objectives, b)
         hist = hypervolume_history(trials, objectives, b)
-        sections.append(f"<p>Hypervolume of the front: <b>{norm:.4f}</b> normalised ({raw:.6g} raw); "
-                        f"{html.escape(b.describe())}.</p>")
-        sections.append(_img(_png_of(lambda p: plot_hypervolume({str(name): hist}, p, note=b.describe())),
-                             "Hypervolume over trials"))
+        out.append(f"<p>Hypervolume of the front: <b>{norm:.4f}</b> normalised ({raw:.6g} raw); "
+                   f"{html.escape(b.describe())}.</p>")
+        out.append(_img(_png_of(lambda p: plot_hypervolume({name: hist}, p, note=b.describe())),
+                        "Hypervolume over trials"))
     except ValueError as err:
-        sections.append(f"<p class='note'>{html.escape(str(err))}</p>")
+        out.append(f"<p class='note'>{html.escape(str(err))}</p>")
+    return out
 
-    # Learning curves
-    sections.append("<h2>Learning curves of the front's trials</h2>")
+
+def _curves_section(run_dir: Path, trials: pd.DataFrame, front: pd.DataFrame) -> list[str]:
+    """Learning curves of the front's trials, labelled by their short ids."""
+    labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
     fig = plot_learning_curves(run_dir, front, labels) if not front.empty else None
-    sections.append(_img(_png(fig), "Learning curves") if fig is not None
-                    else "<p class='note'>No per-epoch history saved for the front's trials.</p>")
+    return ["<h2>Learning curves of the front's trials</h2>",
+            _img(_png(fig), "Learning curves") if fig is not None
+            else "<p class='note'>No per-epoch history saved for the front's trials.</p>"]
 
-    # Effect of choices
-    sections.append("<h2>Effect of each searched choice on accuracy</h2>")
-    sections.append(f"<p>Searched choices: {html.escape(', '.join(choices)) or 'none'}.</p>")
+
+def _choices_section(trials: pd.DataFrame, choices: Sequence[str], importances: Mapping[str, float] | None,
+                     importance_note: str) -> list[str]:
+    """The searched choices: their importances (when given) and accuracy against each choice's values."""
+    out = ["<h2>Effect of each searched choice on accuracy</h2>",
+           f"<p>Searched choices: {html.escape(', '.join(choices)) or 'none'}.</p>"]
     if importances:
         title = f"Parameter importances for val_accuracy (Optuna: {importance_note or 'fANOVA'})"
         ranked = ", ".join(f"{k} {v:.3f}" for k, v in sorted(importances.items(), key=lambda kv: -kv[1]))
-        sections.append(f"<p>{html.escape(title)}: {html.escape(ranked)}. <span class='muted'>With few trials "
-                        "these are rough; they apportion the variance of val_accuracy among the choices.</span></p>")
-        sections.append(_img(_png(plot_importances(importances, "Parameter importances for val_accuracy (Optuna)")),
-                             "Parameter importances"))
+        out.append(f"<p>{html.escape(title)}: {html.escape(ranked)}. <span class='muted'>With few trials "
+                   "these are rough; they apportion the variance of val_accuracy among the choices.</span></p>")
+        out.append(_img(_png(plot_importances(importances, "Parameter importances for val_accuracy (Optuna)")),
+                        "Parameter importances"))
     else:
-        sections.append(f"<p class='note'>Parameter importances: {html.escape(importance_note or 'not computed')}.</p>")
+        out.append(f"<p class='note'>Parameter importances: {html.escape(importance_note or 'not computed')}.</p>")
     fig = plot_choice_effects(trials, choices)
-    sections.append(_img(_png(fig), "val_accuracy by choice") if fig is not None
-                    else "<p class='note'>No searched choice with completed trials.</p>")
+    out.append(_img(_png(fig), "val_accuracy by choice") if fig is not None
+               else "<p class='note'>No searched choice with completed trials.</p>")
+    return out
 
-    # Compound scaling
+
+def _scaling_section(trials: pd.DataFrame) -> list[str]:
+    """Accuracy and MACs against phi, for a compound-scaling run; nothing for others."""
     scaling = scaling_table(trials)
-    if not scaling.empty:
-        sections.append("<h2>Compound scaling</h2>")
-        sections.append(_img(_png(plot_scaling(scaling)), "Compound scaling"))
-        sections.append(_table(scaling))
+    if scaling.empty:
+        return []
+    return ["<h2>Compound scaling</h2>", _img(_png(plot_scaling(scaling)), "Compound scaling"), _table(scaling)]
 
-    # Every trial
+
+def _trials_section(trials: pd.DataFrame, choices: Sequence[str]) -> str:
+    """Every trial, folded."""
     every = [c for c in ["trial_id", "status", *choices, "params", "macs", "latency_ms", "val_accuracy",
                          "test_accuracy", "train_seconds", "epochs", "error"] if c in trials.columns]
-    sections.append(f"<h2>All trials</h2><details><summary>{len(trials)} trials in the order they finished"
-                    f"</summary>{_table(trials[every])}</details>")
-
-    page = ("<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
-            f"<title>archscale report: {html.escape(str(name))}</title><style>{_CSS}</style></head><body>\n"
-            + "\n".join(sections) + "\n</body></html>\n")
-    path = Path(out) if out else run_dir / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
-    return path
+    return (f"<h2>All trials</h2><details><summary>{len(trials)} trials in the order they finished"
+            f"</summary>{_table(trials[every])}</details>")

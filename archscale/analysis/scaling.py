@@ -18,7 +18,8 @@ from typing import Any, Mapping, Sequence
 
 import pandas as pd
 
-from archscale.analysis.pareto import Objective, best_trial, log_x_if_wide, save_figure
+from archscale.analysis.figures import pyplot, save_figure
+from archscale.analysis.pareto import Objective, best_trial, log_x_if_wide
 from archscale.space import Arch, get_space
 from archscale.space.efficientnet import net_config
 
@@ -123,11 +124,7 @@ def format_scaling(table: pd.DataFrame) -> str:
 
 def plot_scaling(table: pd.DataFrame, path: str | Path, title: str = "") -> Path:
     """Validation accuracy against MACs, one line per kind of scaling, each point labelled with its phi."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5), dpi=110)
     styles = {"compound": ("tab:red", "-", "o"), "depth": ("tab:blue", "--", "s"),
               "width": ("tab:green", "--", "^"), "resolution": ("tab:purple", "--", "D")}

@@ -31,6 +31,9 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.export import Dim, export
+
+from archscale.space import Arch, get_space
 
 _ALLOWED_OP_NAMESPACES = ("aten", "prims")
 
@@ -46,8 +49,6 @@ def capture(model: nn.Module, example: torch.Tensor) -> tuple[torch.fx.GraphModu
     """``torch.export`` the model in eval mode; return its graph module and whether the batch
     dimension stayed dynamic (a model that only works at the example's batch size is
     exported at that size)."""
-    from torch.export import Dim, export
-
     was_training = model.training
     model.eval()
     try:
@@ -192,6 +193,9 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.export import Dim, export
+
+from archscale.space import Arch, get_space
 
 {globals_block}
 ARCH = {arch!r}
@@ -351,8 +355,6 @@ def load(weights: str | Path | None = None, device: str | torch.device = "cpu", 
 
 def family_source(arch: str) -> Any:
     """The :class:`space.source.ModelSource` the family of ``arch`` (text form) writes, or None."""
-    from archscale.space import Arch, get_space
-
     parsed = Arch.from_text(arch)
     space = get_space(parsed.family)
     return space.model_source(space.resolve(parsed.params))

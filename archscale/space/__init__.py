@@ -8,7 +8,8 @@ imported by ``build_model``.
 
 from archscale.space.arch import Arch, ArchTextError
 from archscale.space.scaling import BASES, NetConfig, StageConfig, make_divisible, scale
-from archscale.space.registry import CONTEXT_PARAMS, Param, SearchSpace, SpaceError, build, get_space, list_spaces, register_space
+from archscale.space.registry import CONTEXT_PARAMS, Param, SearchSpace, SpaceError, register_space
+from archscale.space.families import build, get_space, list_spaces
 
 # Importing a family module registers it (its network, in space.nets, is imported when built);
 # a user's own family is imported when named (space.user).

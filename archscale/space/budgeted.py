@@ -17,23 +17,25 @@ the resolution drops by ``downsample``:
 - ``dilation``: the block's first conv has dilation 2 and no padding, so it shrinks
   the map by 4 pixels while growing the receptive field (seed 004's C2..C4).
 
-Optional squeeze-excite (``se_ratio`` > 0) after each block. The network itself is
-:mod:`space.nets.budgeted`, imported when a model is built.
+Optional squeeze-excite (``se_ratio`` > 0) after each block. What each block holds is
+:func:`space.layouts.stage_plan`; the network itself, and its plain-PyTorch source for an
+export, are :mod:`space.nets.budgeted`, imported when a model is built or exported.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Mapping
 
-from archscale.space import source
 from archscale.space.arch import Arch, Scalar
 from archscale.space.choices import ACTIVATION_LAYERS, NORMS
+from archscale.space.layouts import BLOCKS, spatial_sizes
 from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
 
 if TYPE_CHECKING:
     from torch import nn
 
-BLOCKS = 4
+    from archscale.space.source import ModelSource
+
 CONV_TYPES = ("regular", "depthwise", "dilated")
 DOWNSAMPLES = ("stride", "maxpool", "dilation")
 
@@ -49,117 +51,6 @@ def _block_params(i: int) -> tuple[Param, ...]:
         Param(f"c{i}_conv", "regular", f"conv type of block C{i}", choices=CONV_TYPES),
         Param(f"c{i}_dilation", 2, f"dilation of block C{i} when its conv type is 'dilated'", choices=(1, 2, 4, 8)),
     )
-
-
-def stage_plan(p: Mapping[str, Scalar]) -> list[list[tuple[str, dict]]]:
-    """What each block C1..C4 holds, in order, as ``(kind, arguments)``: ``("maxpool", {stride})``,
-    ``("blur", {channels})``, ``("unit", {cin, cout, conv, stride, dilation, padding, blur})``,
-    ``("se", {channels, ratio})``. The model is built from it, and its source written from it."""
-    down, blur = str(p["downsample"]), bool(p["blurpool"])
-    cin = int(p["in_channels"])
-    stages: list[list[tuple[str, dict]]] = []
-    for i in range(1, BLOCKS + 1):
-        conv, width = str(p[f"c{i}_conv"]), int(p[f"c{i}_width"])
-        own_dilation = int(p[f"c{i}_dilation"]) if conv == "dilated" else 1
-        layers: list[tuple[str, dict]] = []
-        first: dict = {"dilation": own_dilation}
-        if i > 1 and down == "maxpool":
-            layers.append(("maxpool", {"stride": 1 if blur else 2}))
-            if blur:
-                layers.append(("blur", {"channels": cin}))
-        elif i > 1 and down == "stride":
-            first = {"dilation": own_dilation, "stride": 1, "blur": True} if blur else {"dilation": own_dilation, "stride": 2}
-        elif i > 1 and down == "dilation":
-            first = {"dilation": max(2, own_dilation), "padding": 0}
-        for j in range(int(p[f"c{i}_convs"])):
-            unit = {"cin": cin, "cout": width, "conv": conv, "stride": 1, "dilation": own_dilation, "padding": None,
-                    "blur": False}
-            layers.append(("unit", {**unit, **first} if j == 0 else unit))
-            cin = width
-        if float(p["se_ratio"]) > 0:
-            layers.append(("se", {"channels": width, "ratio": float(p["se_ratio"])}))
-        stages.append(layers)
-    return stages
-
-
-def spatial_sizes(p: Mapping[str, Scalar]) -> list[int]:
-    """Side length of the feature map after each block."""
-    size, sizes = int(p["image_size"]), []
-    down = str(p["downsample"])
-    for i in range(1, BLOCKS + 1):
-        if i > 1:
-            if down == "maxpool":
-                size //= 2
-            elif down == "stride":
-                size = (size + 1) // 2
-            else:
-                dil = max(2, int(p[f"c{i}_dilation"]) if p[f"c{i}_conv"] == "dilated" else 2)
-                size -= 2 * dil
-        sizes.append(size)
-    return sizes
-
-
-def _unit_source(a: dict) -> str:
-    """``conv_unit(<conv>, cout[, blur=True])`` of one ``unit`` of :func:`stage_plan`."""
-    extra = {k: a[k] for k in ("stride", "dilation") if a[k] != 1}
-    if a["conv"] == "depthwise":
-        padding = {} if a["padding"] is None else {"padding": a["padding"]}
-        conv = source.call("SeparableConv2d", a["cin"], a["cout"], **extra, **padding)
-    else:
-        padding = a["dilation"] if a["padding"] is None else a["padding"]
-        stride = {"stride": a["stride"]} if a["stride"] != 1 else {}
-        dilation = {"dilation": a["dilation"]} if a["dilation"] != 1 else {}
-        conv = source.call("nn.Conv2d", a["cin"], a["cout"], 3, **stride, padding=padding, **dilation, bias=False)
-    return source.call("conv_unit", conv, a["cout"], **({"blur": True} if a["blur"] else {})).text
-
-
-def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
-    """``BudgetedNet(p)`` as plain PyTorch: a ``conv_unit`` helper and one line per unit."""
-    from archscale.space.blocks import BlurPool2d, GlobalPoolHead, SeparableConv2d, SqueezeExcite, binomial
-    from archscale.space.nets.budgeted import BudgetedNet
-
-    plan = stage_plan(p)
-    units = [a for stage in plan for kind, a in stage if kind == "unit"]
-    kinds = {kind for stage in plan for kind, _ in stage}
-    norm, act = source.norm(str(p["norm"]), "cout", int(p["norm_groups"]), int(p["ghost_batch"])), source.act(str(p["activation"]))
-    dropout = f", nn.Dropout({float(p['dropout'])!r})" if float(p["dropout"]) > 0 else ""
-    blur = source.call("BlurPool2d", source.Code("cout"), int(p["blur_size"]), stride=2).text
-    doc = f"conv -> {norm.text.split('(')[0].removeprefix('nn.')} -> {act.text[3:-2]}"
-    if any(a["blur"] for a in units):
-        helper = (f"def conv_unit(conv: nn.Module, cout: int, blur: bool = False) -> nn.Sequential:\n"
-                  f"    \"\"\"{doc} [-> {blur}]{dropout and ' -> dropout'}.\"\"\"\n"
-                  f"    layers = [conv, {norm.text}, {act.text}] + ([{blur}] if blur else [])\n"
-                  f"    return nn.Sequential(*layers{dropout})\n")
-    else:
-        helper = (f"def conv_unit(conv: nn.Module, cout: int) -> nn.Sequential:\n"
-                  f"    \"\"\"{doc}{dropout and ' -> dropout'}.\"\"\"\n"
-                  f"    return nn.Sequential(conv, {norm.text}, {act.text}{dropout})\n")
-    sizes, stages, notes = spatial_sizes(p), [], []
-    for i, stage in enumerate(plan):
-        items = []
-        for kind, a in stage:
-            if kind == "maxpool":
-                items.append(source.call("nn.MaxPool2d", 2, **({"stride": 1} if a["stride"] == 1 else {})).text)
-            elif kind == "blur":
-                items.append(source.call("BlurPool2d", a["channels"], int(p["blur_size"]), stride=2).text)
-            elif kind == "unit":
-                items.append(_unit_source(a))
-            else:
-                items.append(source.call("SqueezeExcite", a["channels"], a["ratio"]).text)
-        stages.append(source.sequential(items))
-        notes.append(f"C{i + 1}: {sizes[i]}x{sizes[i]}")
-    needed = [*source.norm_classes(str(p["norm"]))]
-    if "depthwise" in {a["conv"] for a in units}:
-        needed.append(SeparableConv2d)
-    if "se" in kinds:
-        needed += [source.ACTIVATIONS_SOURCE, SqueezeExcite]
-    if "blur" in kinds or any(a["blur"] for a in units):
-        needed += [binomial, BlurPool2d]
-    init = [f"self.blocks = {source.sequential(stages, notes)}",
-            f"self.head = GlobalPoolHead({int(p[f'c{BLOCKS}_width'])}, num_classes)"]
-    net = source.net_class("Blocks C1..C4, then global average pooling and a 1x1 conv to the classes.",
-                           init, BudgetedNet.forward, int(p["num_classes"]))
-    return source.ModelSource(source.definitions(*needed, GlobalPoolHead, helper, net), "head.classifier")
 
 
 @register_space
@@ -189,9 +80,11 @@ class Budgeted(SearchSpace):
             )
 
     def build_model(self, arch: Arch) -> nn.Module:
-        from archscale.space.nets.budgeted import BudgetedNet
+        from archscale.space.nets.budgeted import BudgetedNet  # torch: only when a model is built
 
         return BudgetedNet(arch.params)
 
-    def model_source(self, arch: Arch) -> source.ModelSource:
+    def model_source(self, arch: Arch) -> ModelSource:
+        from archscale.space.nets.budgeted import model_source  # torch: only when a model is exported
+
         return model_source(arch.params)

@@ -18,84 +18,27 @@ Seed 003's winner — residual blocks on layer1 and layer3 — is the default po
 6.57M parameters. airbench94's network is another point: ``prep_width=24, prep_kernel=2,
 prep_norm=false, layer*_add=extra, widths 64/256/256, activation=gelu, order=conv-pool-bn,
 bn_weight=frozen, head_scale=0.1111`` (its whitening initialisation of the first conv is
-not reproduced: the first conv trains from a random start). The network itself is
-:mod:`space.nets.davidnet`, imported when a model is built.
+not reproduced: the first conv trains from a random start). The widths are
+:func:`space.layouts.widths`; the network itself, and its plain-PyTorch source for an export,
+are :mod:`space.nets.davidnet`, imported when a model is built or exported.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import TYPE_CHECKING
 
-from archscale.space import source
-from archscale.space.arch import Arch, Scalar
+from archscale.space.arch import Arch
 from archscale.space.choices import ACTIVATION_LAYERS
+from archscale.space.layouts import DAVIDNET_WIDTHS, LAYERS
 from archscale.space.registry import Param, SearchSpace, register_space
 
 if TYPE_CHECKING:
     from torch import nn
 
-LAYERS = ("layer1", "layer2", "layer3")
+    from archscale.space.source import ModelSource
+
 PLACEMENTS = ("none", "extra", "residual", "extra+residual")
 ORDERS = ("conv-bn-pool", "conv-pool-bn")
-_WIDTHS = {"prep": 64, "layer1": 128, "layer2": 256, "layer3": 512}
-
-
-def scaled_width(width: int, mult: float, divisor: int = 8) -> int:
-    """``width * mult`` rounded to a multiple of ``divisor`` (at least ``divisor``)."""
-    return max(divisor, int(round(width * mult / divisor)) * divisor)
-
-
-def widths(p: Mapping[str, Scalar]) -> dict[str, int]:
-    """Output channels of prep and each layer, after ``width_mult``."""
-    return {name: scaled_width(int(p[f"{name}_width"]), float(p["width_mult"])) for name in _WIDTHS}
-
-
-def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
-    """``DavidNet(p)`` as plain PyTorch: ``conv_bn`` and ``layer`` helpers, one line per node."""
-    from archscale.space.nets.davidnet import DavidNet, Residual
-
-    width, k = widths(p), int(p["prep_kernel"])
-    norm, act = source.norm(str(p["norm"]), "cout", ghost_batch=int(p["ghost_batch"])).text, source.act(str(p["activation"])).text
-    pool = "nn.MaxPool2d(2)" if p["pool"] == "max" else "nn.AvgPool2d(2)"
-    names = norm.split("(")[0].removeprefix("nn."), act[3:-2]
-    steps = ([("conv", "nn.Conv2d(cin, cout, 3, padding=1, bias=False)"), ("pool", pool), ("bn", norm), ("act", act)]
-             if p["order"] == "conv-pool-bn" else
-             [("conv", "nn.Conv2d(cin, cout, 3, padding=1, bias=False)"), ("bn", norm), ("act", act), ("pool", pool)])
-    helpers = (
-        f"def conv_bn(cin: int, cout: int) -> nn.Sequential:\n"
-        f"    \"\"\"conv 3x3 -> {names[0]} -> {names[1]}.\"\"\"\n"
-        f"    return nn.Sequential(OrderedDict(conv=nn.Conv2d(cin, cout, 3, padding=1, bias=False), bn={norm}, act={act}))\n\n\n"
-        f"def layer(cin: int, cout: int, **after: nn.Module) -> nn.Sequential:\n"
-        f"    \"\"\"{' -> '.join(n for n, _ in steps)}, then what follows it (extra, residual).\"\"\"\n"
-        f"    return nn.Sequential(OrderedDict(\n"
-        f"        {', '.join(f'{n}={src}' for n, src in steps)}, **after))\n")
-    prep = [f"conv={source.call('nn.Conv2d', int(p['in_channels']), width['prep'], k, padding=k // 2 if k % 2 else 0, bias=not p['prep_norm']).text}"]
-    if p["prep_norm"]:
-        prep.append(f"bn={norm.replace('cout', str(width['prep']))}")
-    prep.append(f"act={act}")
-    nodes = [f"prep=nn.Sequential(OrderedDict({', '.join(prep)})),"]
-    cin = width["prep"]
-    for name in LAYERS:
-        add, c = str(p[f"{name}_add"]), width[name]
-        after = ([f"extra=conv_bn({c}, {c})"] if add in ("extra", "extra+residual") else []) + \
-                ([f"residual=Residual(conv_bn({c}, {c}), conv_bn({c}, {c}))"] if add in ("residual", "extra+residual") else [])
-        nodes.append(f"{name}=layer({', '.join([str(cin), str(c), *after])}),")
-        cin = c
-    final = "nn.AdaptiveMaxPool2d(1)" if p["final_pool"] == "max" else "nn.AdaptiveAvgPool2d(1)"
-    init = ["self.body = nn.Sequential(OrderedDict(", *("    " + n for n in nodes), "))",
-            f"self.pool = {final}",
-            f"self.linear = nn.Linear({cin}, num_classes, bias=False)",
-            f"self.head_scale = {float(p['head_scale'])!r}  # multiplier of the logits"]
-    if p["bn_weight"] == "frozen":
-        init += ["for m in self.modules():  # BatchNorm scales frozen at 1; the biases still learn",
-                 "    if isinstance(m, nn.BatchNorm2d):",
-                 "        m.weight.requires_grad_(False)"]
-    net = source.net_class("prep, layer1..3, global pooling, a linear classifier, scaled logits.", init,
-                           DavidNet.forward, int(p["num_classes"]))
-    needed = [*source.norm_classes(str(p["norm"])), helpers]
-    if any(str(p[f"{n}_add"]).endswith("residual") for n in LAYERS):
-        needed.append(Residual)
-    return source.ModelSource(source.definitions(*needed, net), "linear")
 
 
 @register_space
@@ -105,7 +48,8 @@ class DavidNetSpace(SearchSpace):
     params = (
         *(Param(f"{n}_add", "residual" if n in ("layer1", "layer3") else "none", f"what follows {n}", choices=PLACEMENTS)
           for n in LAYERS),
-        *(Param(f"{n}_width", w, f"output channels of {n} before width_mult", low=1, high=8192) for n, w in _WIDTHS.items()),
+        *(Param(f"{n}_width", w, f"output channels of {n} before width_mult", low=1, high=8192)
+          for n, w in DAVIDNET_WIDTHS.items()),
         Param("width_mult", 1.0, "multiplier of every width (rounded to a multiple of 8)", low=0.05, high=16.0),
         Param("prep_kernel", 3, "kernel of the prep conv (2: no padding, as airbench's whitening conv)", choices=(2, 3)),
         Param("prep_norm", True, "normalisation after the prep conv", choices=(False, True)),
@@ -120,11 +64,13 @@ class DavidNetSpace(SearchSpace):
     )
 
     def build_model(self, arch: Arch) -> nn.Module:
-        from archscale.space.nets.davidnet import DavidNet
+        from archscale.space.nets.davidnet import DavidNet  # torch: only when a model is built
 
         return DavidNet(arch.params)
 
-    def model_source(self, arch: Arch) -> source.ModelSource:
+    def model_source(self, arch: Arch) -> ModelSource:
+        from archscale.space.nets.davidnet import model_source  # torch: only when a model is exported
+
         return model_source(arch.params)
 
 

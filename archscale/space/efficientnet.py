@@ -31,13 +31,14 @@ import math
 from dataclasses import replace
 from typing import TYPE_CHECKING, Mapping
 
-from archscale.space import source
 from archscale.space.arch import Arch, Scalar
 from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
 from archscale.space.scaling import BASES, DEPTH_ROUNDING, NetConfig, compound, design_side, flops_factor, scale
 
 if TYPE_CHECKING:
     from torch import nn
+
+    from archscale.space.source import ModelSource
 
 MISMATCH_RATIO = 2.0  # a dataset side more than this factor from the base's design side is refused
 
@@ -69,46 +70,6 @@ def resolution_mismatch(params: Mapping[str, Scalar]) -> str | None:
     advice = f"base {fits[0]} suits {side} px" if fits else f"no base suits {side} px ({ranges}): resize the images"
     return (f"base {base} is designed for {design_side(base)} px inputs, but the dataset's images are {side} px "
             f"(more than {MISMATCH_RATIO:g}x away); {advice}")
-
-
-def model_source(params: Mapping[str, Scalar]) -> source.ModelSource:
-    """``CompoundNet`` of ``params`` as plain PyTorch: the blocks it uses, one line per block."""
-    from archscale.space.blocks import SqueezeExcite
-    from archscale.space.nets.efficientnet import (BasicBlock, CompoundNet, MBConv, Resize, StochasticDepth, _conv_bn,
-                                                   block_plan)
-
-    net, p = net_config(params), params
-    plan = block_plan(net, float(p["stochastic_depth"]))
-    kinds = {block for _, block, _ in plan}
-    items, notes, rate = [], [], float(p["stochastic_depth"])
-    for index, (s, block, args) in enumerate(plan):
-        drop = source.Code(f"{rate!r} * {index} / {net.blocks}")  # the builder's own expression: the same float
-        kwargs = {k: v for k, v in args.items() if k not in ("cin", "cout", "kernel", "stride", "drop")}
-        items.append(source.call(block.__name__, *(args[k] for k in ("cin", "cout", "kernel", "stride")),
-                                 **kwargs, drop=drop if args["drop"] else 0.0).text)
-        notes.append(f"stage {s + 1}: {net.stages[s].text}" if not notes or plan[len(notes) - 1][0] != s else "")
-    resize = source.call("Resize", net.resolution).text if net.resolution != int(p["image_size"]) else "nn.Identity()"
-    cin = net.stages[-1].out
-    head = source.call("_conv_bn", cin, net.head, 1, act=net.act).text if net.head else "nn.Identity()"
-    dropout = f"nn.Dropout({float(p['dropout'])!r})" if float(p["dropout"]) > 0 else "nn.Identity()"
-    init = [f"self.resize = {resize}" + (f"  # to {net.resolution}x{net.resolution}" if "Resize" in resize else ""),
-            f"self.stem = {source.call('_conv_bn', int(p['in_channels']), net.stem, net.stem_kernel, net.stem_stride, act=net.act).text}",
-            f"self.pool = {source.call('nn.MaxPool2d', net.stem_pool, 2, net.stem_pool // 2).text if net.stem_pool else 'nn.Identity()'}",
-            f"self.blocks = {source.sequential(items, notes)}",
-            f"self.head = {head}",
-            f"self.dropout = {dropout}",
-            f"self.classifier = nn.Linear({net.head or cin}, num_classes)"]
-    needed: list = [Resize] if net.resolution != int(p["image_size"]) else []
-    needed += [source.ACTIVATIONS_SOURCE, _conv_bn]
-    if any(block is BasicBlock or (args["stride"] == 1 and args["cin"] == args["cout"]) for _, block, args in plan):
-        needed.append(StochasticDepth)
-    if MBConv in kinds and any(args.get("se", 0) > 0 for _, _, args in plan):
-        needed.append(SqueezeExcite)
-    needed += [b for b in (MBConv, BasicBlock) if b in kinds]
-    doc = (f"{p['base']} compound-scaled (phi={float(p['phi'])!r}): resize, stem, blocks, head, global average "
-           "pooling,\n    dropout and a linear classifier.")
-    net_src = source.net_class(doc, init, CompoundNet.forward, int(p["num_classes"]))
-    return source.ModelSource(source.definitions(*needed, net_src), "classifier")
 
 
 @register_space
@@ -150,11 +111,13 @@ class EfficientNet(SearchSpace):
     def describe(self, arch: Arch) -> str:
         return net_config(arch.params).text
 
-    def model_source(self, arch: Arch) -> source.ModelSource:
-        return model_source(arch.params)
+    def model_source(self, arch: Arch) -> ModelSource:
+        from archscale.space.nets.efficientnet import model_source  # torch: only when a model is exported
+
+        return model_source(net_config(arch.params), arch.params)
 
     def build_model(self, arch: Arch) -> nn.Module:
-        from archscale.space.nets.efficientnet import CompoundNet
+        from archscale.space.nets.efficientnet import CompoundNet  # torch: only when a model is built
 
         p = arch.params
         return CompoundNet(net_config(p), int(p["in_channels"]), int(p["num_classes"]), int(p["image_size"]),

@@ -1,4 +1,8 @@
-"""Search-space families: parameter declarations, a strict registry and ``build``."""
+"""Search-space families: parameter declarations, the base class and a strict registry.
+
+A family is registered by :func:`register_space` only; finding one by name (a user's own
+family, an installed package's) and ``build`` are :mod:`space.families`, above this module and
+:mod:`space.user`."""
 
 from __future__ import annotations
 
@@ -142,46 +146,27 @@ class SearchSpace:
         return None
 
 
-_REGISTRY: dict[str, SearchSpace] = {}
+_REGISTRY: dict[str, SearchSpace] = {}  # written by register_space only
 S = TypeVar("S", bound=type[SearchSpace])
 
 
-def register_space(cls: S) -> S:
-    """Class decorator: register a family under ``cls.name``; a duplicate name raises."""
+def register_space(cls: S, *, replace: bool = False) -> S:
+    """Class decorator: register a family (its one instance, ``cls()``) under ``cls.name``.
+    A duplicate name raises, unless ``replace``: a user's module imported anew registers its
+    new class in the old one's place (:func:`space.user.load_family`)."""
     name = cls.name
-    if name in _REGISTRY:
+    if name in _REGISTRY and not replace:
         raise ValueError(f"search space {name!r} is already registered")
     _REGISTRY[name] = cls()
     return cls
 
 
-def get_space(name: str) -> SearchSpace:
-    """The family called ``name``: a registered one, a user's ``package.module:ClassName``
-    (imported and registered, :mod:`space.user`), or one an installed package declares in the
-    ``archscale.spaces`` entry points."""
-    from archscale.space import user
-
-    if user.is_reference(name):
-        return user.load_family(name)
-    space = _REGISTRY.get(name) or user.from_entry_point(name)
-    if space is None:
-        raise SpaceError("family", f"unknown family {name!r}; known: {', '.join(list_spaces())}, "
-                                   "or a family of your own as package.module:ClassName")
-    return space
+def registered(name: str) -> SearchSpace | None:
+    """The family registered as ``name``, or None (:func:`space.families.get_space` also
+    finds a user's family and an installed package's)."""
+    return _REGISTRY.get(name)
 
 
-def list_spaces() -> list[str]:
-    """The registered families and those declared in the ``archscale.spaces`` entry points."""
-    from archscale.space import user
-
-    return sorted({*_REGISTRY, *user.entry_point_names()})
-
-
-def build(arch: Arch | str) -> nn.Module:
-    """Build the PyTorch model of an architecture (or of its text form)."""
-    if isinstance(arch, str):
-        arch = Arch.from_text(arch)
-    space = get_space(arch.family)
-    arch = space.resolve(arch.params)  # validates a hand-written or stored arch
-    return space.build_model(arch)
-
+def registered_names() -> list[str]:
+    """The names of the registered families, sorted."""
+    return sorted(_REGISTRY)

@@ -9,6 +9,9 @@ refer only to ``torch``, ``nn``, ``F``, ``math``, ``OrderedDict`` and each other
 
 The helpers here format the parts: :func:`call` a constructor call with literal arguments,
 :func:`definitions` the source of the custom layers, :func:`act` and :func:`norm` one layer.
+Each family's ``model_source`` lives beside its network in :mod:`space.nets`; like them, this
+module imports torch (the custom layers of :mod:`space.blocks`), and a family's declaration
+names only :class:`ModelSource`, for its type.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from archscale.space.blocks import GhostBatchNorm2d
 from archscale.space.choices import ACTIVATION_LAYERS
 
 
@@ -81,12 +85,8 @@ def norm(kind: str, channels: str | int, groups: int = 2, ghost_batch: int = 32)
 
 
 def norm_classes(kind: str) -> list[Callable]:
-    """The custom classes a norm's source needs (imports torch for ``ghost``)."""
-    if kind != "ghost":
-        return []
-    from archscale.space.blocks import GhostBatchNorm2d
-
-    return [GhostBatchNorm2d]
+    """The custom classes a norm's source needs."""
+    return [GhostBatchNorm2d] if kind == "ghost" else []
 
 
 ACTIVATIONS_SOURCE = (

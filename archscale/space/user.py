@@ -34,7 +34,7 @@ from pathlib import Path
 from types import ModuleType
 
 from archscale.space.arch import _NAME
-from archscale.space.registry import _REGISTRY, Param, SearchSpace, SpaceError
+from archscale.space.registry import Param, SearchSpace, SpaceError, register_space, registered
 
 ENTRY_POINTS = "archscale.spaces"  # entry-point group: name = "package.module:ClassName"
 _REFERENCE = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
@@ -78,7 +78,7 @@ def load_family(reference: str, folder: str | Path | None = None) -> SearchSpace
         what = "a class that does not subclass" if isinstance(cls, type) else f"a {type(cls).__name__}, not a subclass of"
         raise SpaceError("family", f"{reference}: {class_name} in {where} is {what} archscale.space.SearchSpace; {API}")
     _check_class(cls, reference)
-    known, canonical = _REGISTRY.get(cls.name), f"{cls.__module__}:{cls.__qualname__}"
+    known, canonical = registered(cls.name), f"{cls.__module__}:{cls.__qualname__}"
     reloaded = cls.name in _LOADED and _LOADED[cls.name].reference == canonical  # the module imported anew
     if known is not None and type(known) is cls:
         return known
@@ -86,12 +86,11 @@ def load_family(reference: str, folder: str | Path | None = None) -> SearchSpace
         raise SpaceError("family", f"{reference}: name {cls.name!r} is already the family of "
                                    f"{type(known).__module__}.{type(known).__qualname__}; give the class another name")
     try:
-        space = cls()
+        register_space(cls, replace=reloaded)  # makes the family's instance: the user's constructor runs here
     except Exception as err:  # noqa: BLE001 - the user's constructor, any error
         raise SpaceError("family", f"{reference}: {class_name}() failed: {type(err).__name__}: {err}") from None
-    _REGISTRY[cls.name] = space
     _LOADED[cls.name] = UserFamily(canonical, *_location(module))
-    return space
+    return registered(cls.name)
 
 
 def origin(name: str) -> UserFamily | None:

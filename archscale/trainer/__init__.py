@@ -11,8 +11,10 @@ from archscale import lazy_exports
 
 _MODULE_OF = {
     **dict.fromkeys(("DATASETS", "DataError", "RECIPES", "TrainConfig"), "config"),
-    **dict.fromkeys(("Dataset", "Splits", "dataset_context", "load_dataset", "split"), "data"),
-    **dict.fromkeys(("TrainingDiverged", "TrainResult", "evaluate", "normalise", "resolve_device", "train"), "loop"),
+    **dict.fromkeys(("Dataset", "Splits"), "arrays"),
+    **dict.fromkeys(("dataset_context", "load_dataset", "split"), "data"),
+    "normalise": "batches",
+    **dict.fromkeys(("TrainingDiverged", "TrainResult", "evaluate", "resolve_device", "train"), "loop"),
 }
 
 __all__ = [

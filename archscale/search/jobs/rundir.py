@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from archscale.files import read_bytes
 from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_spec, read_trials, repair_trials, warn_line
+from archscale.analysis.runspec import load_run_spec  # noqa: F401 - moved to analysis; api, cli and ablate import it here
 from archscale.spec import Spec, SpecError, parse_spec
 
 if TYPE_CHECKING:
@@ -71,16 +72,6 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SpecError(f"{run_dir} already holds a run; use --resume to continue it, or --out DIR for a new run")
     return run_dir
-
-
-def load_run_spec(run_dir: Path) -> Spec:
-    """A run's ``spec.yaml``, validated: FileError when it is not a YAML mapping, SpecError
-    naming the file and the field when it is not a valid spec."""
-    path = Path(run_dir) / "spec.yaml"
-    try:
-        return parse_spec(read_spec(run_dir))
-    except SpecError as err:
-        raise SpecError(f"{path}: {err}") from None
 
 
 def resolved(raw: Any, source: Path) -> dict:

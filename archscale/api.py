@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from archscale.spec import Spec
     from archscale.space import SearchSpace
 
-__all__ = ["Check", "CheckError", "Run", "build", "check", "load_exported", "load_run", "run", "spaces"]
+__all__ = ["Check", "CheckError", "Run", "ablate", "build", "check", "load_exported", "load_run", "repeat", "run", "spaces"]
 
 SpecLike = Union[str, "os.PathLike[str]", Mapping[str, Any], "Spec"]
 ObjectivesLike = Union[str, Sequence[str], Sequence[Sequence[str]], None]
@@ -108,32 +108,62 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     if quiet and verbose:
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
-    from archscale.search.dispatch.cluster import prepare_address
-    from archscale.search.jobs.rundir import looks_complete, prepare_run_dir
-    from archscale.search.dispatch.session import cancel_early_start, require_cores, start_ray_early
+    from archscale.search.jobs.rundir import prepare_run_dir
 
-    # said before the data loads and Ray starts: a cluster that cannot be joined, a trial too big for this machine
-    prepare_address(resolved.search.address)
-    require_cores(resolved)
+    _before_ray(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
-    # Ray comes up while the driver imports torch and reads the data; on --resume, unless the run looks
-    # complete (a two-stage one, whose completeness takes its records to judge: run_staged, once it knows)
-    if not resume or (resolved.search.stages is None and not looks_complete(resolved, run_dir)):
-        start_ray_early(resolved)
-    try:
-        if resolved.search.stages is not None:
-            from archscale.search.jobs.stages import run_staged
+    if resolved.search.stages is not None:
+        from archscale.search.jobs.stages import run_staged
 
-            run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
-        else:
-            from archscale.search.jobs.run import run_search
+        run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+    else:
+        from archscale.search.jobs.run import run_search
 
-            run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
-    except BaseException:
-        cancel_early_start()  # stopped before Ray was needed (bad data, a budget nothing meets): no Ray left behind
-        raise
-    cancel_early_start()  # a resumed run found complete after all: no Ray left behind
+        run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
     return Run(run_dir, resolved)
+
+
+def _before_ray(spec: Spec) -> None:
+    """What is said before the data loads and Ray is imported: a cluster that cannot be joined
+    (its authentication mode set as Ray reads it on import), a trial too big for this machine."""
+    from archscale.search.dispatch.cluster import prepare_address
+    from archscale.search.dispatch.session import require_cores
+
+    prepare_address(spec.search.address)
+    require_cores(spec)
+
+
+def ablate(spec: SpecLike, techniques: str, seeds: int = 2, combos: bool = False,
+           out: str | os.PathLike | None = None, *, quiet: bool = False, **overrides: Any) -> Path:
+    """``archscale ablate``: the spec's base architecture trained with no technique, each
+    (``combos``: each pair) and all of ``techniques`` (``"blurpool,mixup=0.4"``) over ``seeds``
+    seeds, in ``out`` (default ``runs/<spec name>-ablation``); returns that folder, which
+    holds ``ablation.csv`` and ``ablation.png``."""
+    resolved = resolve_spec(spec, overrides)
+    if seeds < 1:
+        raise SpecError(f"--seeds: {seeds} is not allowed; give 1 or more")
+    _before_ray(resolved)
+    from archscale.search.jobs.ablate import parse_techniques, run_ablation
+
+    chosen = parse_techniques(techniques)
+    folder = Path(out) if out is not None else Path("runs") / f"{resolved.name}-ablation"
+    run_ablation(resolved, chosen, seeds, combos, folder, quiet=quiet)
+    return folder
+
+
+def repeat(path: str | os.PathLike, trial: str | None = None, seeds: int = 3, out: str | os.PathLike | None = None,
+           *, quiet: bool = False) -> Path:
+    """``archscale repeat``: retrain a run's winner (or ``trial``) with ``seeds`` seeds in
+    ``out`` (default ``RUN-repeat``); returns that folder, which holds ``repeat.csv``."""
+    if seeds < 1:
+        raise SpecError(f"--seeds: {seeds} is not allowed; give 1 or more")
+    done = load_run(path)
+    _before_ray(done.spec)
+    from archscale.search.jobs.ablate import run_repeat
+
+    folder = Path(out) if out is not None else done.path.parent / f"{done.path.name}-repeat"
+    run_repeat(done.path, trial, seeds, folder, quiet=quiet)
+    return folder
 
 
 def load_run(path: str | os.PathLike) -> Run:
@@ -143,7 +173,7 @@ def load_run(path: str | os.PathLike) -> Run:
     if not (run_dir / "spec.yaml").exists():
         what = "does not exist" if not run_dir.exists() else "is not a run directory (no spec.yaml)"
         raise SpecError(f"{run_dir} {what}")
-    from archscale.search.jobs.rundir import load_run_spec
+    from archscale.analysis.runspec import load_run_spec
 
     return Run(run_dir, load_run_spec(run_dir))
 
@@ -197,7 +227,7 @@ class Run:
     def spec(self) -> Spec:
         """The run's resolved spec (``spec.yaml``)."""
         if self._spec is None:
-            from archscale.search.jobs.rundir import load_run_spec
+            from archscale.analysis.runspec import load_run_spec
 
             self._spec = load_run_spec(self.path)
         return self._spec
@@ -469,7 +499,7 @@ def _check_text(spec: Spec, report) -> str:
 
 
 def _check_staged(spec: Spec, samples: int) -> Check:
-    from archscale.search.jobs.stages import check_staged, stage_one_rows
+    from archscale.search.jobs.compound import check_staged, stage_one_rows
 
     buffer = io.StringIO()
     try:

@@ -149,28 +149,18 @@ def cmd_check(args) -> int:
 
 
 def cmd_ablate(args) -> int:
-    from archscale.search.jobs.ablate import parse_techniques, run_ablation
+    from archscale.api import ablate
 
-    from archscale.spec import load_spec
-
-    spec = load_spec(args.spec, args.overrides)
-    techniques = parse_techniques(args.techniques)
-    if args.seeds < 1:
-        raise SpecError(f"--seeds: {args.seeds} is not allowed; give 1 or more")
-    out = Path(args.out) if args.out else Path("runs") / f"{spec.name}-ablation"
-    run_ablation(spec, techniques, args.seeds, args.combos, out, quiet=args.quiet)
+    out = ablate(args.spec, args.techniques, args.seeds, args.combos, args.out, quiet=args.quiet,
+                 **_set_overrides(args.overrides))
     print(f"wrote {out / 'ablation.csv'} and {out / 'ablation.png'}")
     return EXIT_OK
 
 
 def cmd_repeat(args) -> int:
-    from archscale.search.jobs.ablate import run_repeat
+    from archscale.api import repeat
 
-    run_dir = _run_dir(args.run_dir)
-    if args.seeds < 1:
-        raise SpecError(f"--seeds: {args.seeds} is not allowed; give 1 or more")
-    out = Path(args.out) if args.out else run_dir.parent / f"{run_dir.name}-repeat"
-    run_repeat(run_dir, args.trial, args.seeds, out, quiet=args.quiet)
+    out = repeat(_run_dir(args.run_dir), args.trial, args.seeds, args.out, quiet=args.quiet)
     print(f"wrote {out / 'repeat.csv'}")
     return EXIT_OK
 
@@ -201,7 +191,7 @@ def _run_dir(path: str) -> Path:
 
 
 def _run_spec(run_dir: Path):
-    from archscale.search.jobs.rundir import load_run_spec
+    from archscale.analysis.runspec import load_run_spec
 
     return load_run_spec(run_dir)
 
@@ -260,7 +250,7 @@ def cmd_pareto(args) -> int:
     if line:
         print(f"{line}\nhypervolume over trials: {hv_plot}")
     if spec.search.stages is not None:  # a two-stage compound-scaling run: the phi sweep and scaling.png
-        from archscale.search.jobs.stages import SCALING_PLOT, write_scaling
+        from archscale.search.jobs.compound import SCALING_PLOT, write_scaling
 
         write_scaling(run_dir, spec, path=plot.parent / SCALING_PLOT)
     return EXIT_OK
@@ -358,14 +348,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The ``archscale`` command: :func:`main`, then an exit that does not wait on Ray's
-    shutdown when this process started Ray (:func:`archscale.search.dispatch.session.leave`)."""
-    code = main()
-    if "ray" in sys.modules:
-        from archscale.search.dispatch.session import leave
-
-        leave(code)
-    sys.exit(code)
+    """The ``archscale`` command: :func:`main`'s exit status. A Ray started here is shut down by
+    Ray's own exit hook."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -98,9 +98,6 @@ def ray_session():
 
     import ray
 
-    from archscale.search.dispatch.session import cancel_early_start
-
-    cancel_early_start()  # a run earlier in the session that stopped while its own Ray was starting
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     # address="local": a fresh instance even where `ray start` left a cluster to auto-connect to.
     ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)

@@ -155,10 +155,10 @@ def test_export_command_uses_the_api(tiny_run, tmp_path, capsys):
 
 
 def test_resume_of_a_finished_run_says_so(tiny_run, capsys, monkeypatch):
-    from archscale.search.dispatch import session as start
+    from archscale.search.dispatch import launch
 
     begun = []  # a complete run is seen so before Ray is started for it
-    monkeypatch.setattr(start, "start_ray_early", lambda spec: begun.append(spec))
+    monkeypatch.setattr(launch, "init_ray", lambda *args: begun.append(args))
     before = (tiny_run.path / "trials.csv").read_text()
     again = archscale.run(tiny_run.path / "spec.yaml", tiny_run.path, resume=True)
     assert "the run is complete (3 of 3 trials); nothing to resume" in capsys.readouterr().out

@@ -117,8 +117,8 @@ def prepare(address: str, source: str = "search.address") -> None:
 
 def ray_initialized() -> bool:
     """Whether this process is on a Ray (``ray.is_initialized``), without importing ray. Ray
-    still being imported by :func:`~archscale.search.dispatch.session.start_ray_early`'s thread is not on
-    one yet: its module is in ``sys.modules`` before ``is_initialized`` is defined there."""
+    still being imported by another thread is not on one yet: its module is in ``sys.modules``
+    before ``is_initialized`` is defined there."""
     is_initialized = getattr(sys.modules.get("ray"), "is_initialized", None)
     return is_initialized is not None and is_initialized()
 

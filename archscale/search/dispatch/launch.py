@@ -3,6 +3,8 @@ resources, one stopper (Ctrl-C and the time budget) for the whole invocation, an
 :meth:`Launcher.fit` the recorder, the run directory's files and the ``Tuner``.
 
 ``archscale run`` (one stage or two), ``ablate`` and ``repeat`` all launch through it.
+Imports ray at its top: the entry points import it once the cluster's address is checked
+(:func:`archscale.search.dispatch.cluster.prepare_address`).
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, TextIO
 
+import ray
+from ray import tune
+from ray.autoscaler.sdk import request_resources
+from ray.util.queue import Queue
+
 from archscale.search.configs.context import TrialContext
 from archscale.search.configs.evaluate import Evaluator
 from archscale.search.jobs.profile import PROFILE, phase
-from archscale.search.dispatch.session import ray_ready, runtime_env, trials_on_started_workers
+from archscale.search.dispatch.session import init_ray, runtime_env
 from archscale.search.dispatch.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
 from archscale.search.dispatch.resources import TrialResources, trial_resources
 from archscale.search.dispatch.shared import share_splits
@@ -60,8 +67,6 @@ def require_resources(spec: Spec, out: TextIO | None = None) -> None:
         return
     wait = spec.search.resource_wait_s if address != "local" else 0.0
     if wait > 0:
-        from ray.autoscaler.sdk import request_resources
-
         name, amount, largest = missing[0]
         print(f"archscale: {amount:g} {name} per trial, but {where} has {largest:g}; "
               f"waiting up to {wait:g} s (search.resource_wait_s) for the autoscaler to add one",
@@ -93,8 +98,6 @@ def _allowed(name: str, largest: float) -> str:
 
 def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:
     """(resource, asked, largest node's amount) for each resource no live node has enough of."""
-    import ray
-
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     largest = {name: max((float(n.get(name, 0)) for n in nodes), default=0.0) for name in asked}
     return [(name, amount, largest[name]) for name, amount in asked.items() if amount > largest[name]]
@@ -132,9 +135,8 @@ class Launcher:
         # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
         self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
-        with phase("ray start"):  # before ray is imported here: a cluster's token must be known first
-            ray_ready(spec.search.address, self.env, spec.search.max_concurrent)
-        from ray import tune
+        with phase("ray start"):
+            init_ray(spec.search.address, self.env)
 
         tune_setup = time.perf_counter()
         require_resources(spec, out)
@@ -143,8 +145,6 @@ class Launcher:
         self.client = (spec.search.address or "").startswith("ray://")
         self.flag = None
         if self.client:  # a Ctrl-C travels to the stopper that runs on the cluster
-            from ray.util.queue import Queue
-
             self.flag = Queue(actor_options={"num_cpus": 0})
         self.stopper = make_stopper(spec.search.time_budget_s, self.flag)  # one clock for every fit
         self.resources: TrialResources = trial_resources(spec, evaluator, splits)
@@ -165,15 +165,12 @@ class Launcher:
         """Run one Tune experiment; every trial lands in ``trials.csv`` (with ``stage``), its
         files in ``trials/<id>/``, its start in ``started.jsonl``. Returns when it ends, was
         stopped by the time budget or by Ctrl-C (``self.stopper.reason`` says which)."""
-        from ray import tune
 
         files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store)
         sink, relayed, drainer = files, None, None
         if self.client:
             # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,
             # which writes the run directory.
-            from ray.util.queue import Queue
-
             queue = Queue(actor_options={"num_cpus": 0})
             sink, relayed = Relay(queue), threading.Event()
             drainer = threading.Thread(target=drain, args=(queue, files, relayed), daemon=True)
@@ -195,7 +192,7 @@ class Launcher:
         )
         PROFILE.marks.setdefault("search", time.time())
         try:
-            with ctrl_c(self.stopper, self.out), trials_on_started_workers():
+            with ctrl_c(self.stopper, self.out):
                 tuner.fit()
         finally:
             if drainer is not None:

@@ -125,7 +125,7 @@ def run_repeat(run_dir: Path, trial_id: str | None, seeds: int, out_dir: Path, q
                out: TextIO | None = None) -> pd.DataFrame:
     """Retrain one trial of a run (default: its winner) with ``seeds`` seeds."""
     from archscale.analysis.pareto import best_trial
-    from archscale.search.jobs.rundir import load_run_spec
+    from archscale.analysis.runspec import load_run_spec
     from archscale.space import CONTEXT_PARAMS, Arch
 
     spec = load_run_spec(run_dir)

@@ -28,7 +28,6 @@ from archscale.search.jobs.provenance import driver_provenance
 from archscale.search.dispatch.recorder import Progress
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, repair_records, unfinished
 from archscale.spec import Dimension, Spec
-from archscale.search.dispatch.session import start_ray_early
 from archscale.search.configs.store import RunStore
 from archscale.trainer import load_dataset, split
 
@@ -58,7 +57,6 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    start_ray_early(spec)  # Ray comes up while the data is read and the spec checked
     with phase("data"):
         data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
         splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from archscale.files import read_bytes
 from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_spec, read_trials, repair_trials, warn_line
-from archscale.analysis.runspec import load_run_spec  # noqa: F401 - moved to analysis; api, cli and ablate import it here
 from archscale.spec import Spec, SpecError, parse_spec
 
 if TYPE_CHECKING:

@@ -28,7 +28,7 @@ Before a suggestion becomes a trial (:meth:`suggest`):
 The grid is Optuna's ``enqueue_trial`` of every point in a seeded order, so a resumed grid
 runs exactly the points not yet recorded. On ``--resume`` the recorded trials are added to
 the study (``add_trial``) and those that started but never finished are enqueued first.
-Imported only when a search runs.
+Imported only when a search runs: it imports optuna and ray at its top.
 """
 
 from __future__ import annotations
@@ -39,7 +39,11 @@ import math
 from typing import Any, Callable, Sequence
 
 import numpy as np
+import optuna
 import pandas as pd
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
@@ -56,7 +60,6 @@ Serve = Callable[[str, dict], "dict | None"]  # (row id, config): record a store
 
 def optuna_space(dims: Sequence[Dimension]) -> dict:
     """Optuna distributions of the searched dimensions."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
     space = {}
     for d in dims:
@@ -99,7 +102,6 @@ SAMPLERS: dict[str, Callable[[int, int], Any]] = {
 
 
 def _optuna():
-    import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna
@@ -150,8 +152,6 @@ def recorded_trial(row: pd.Series, distributions: dict, metrics: Sequence[str], 
     """A row of trials.csv as the Optuna trial the sampler was told (an ``infeasible`` row as
     it was reported live: 0 accuracy, infinite train_seconds; see :func:`outcome`). Raises
     ValueError for a value outside ``distributions``."""
-    import optuna
-    from optuna.trial import TrialState
 
     params = {name: native(row[name]) for name in distributions}
     result = {k: native(v) for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
@@ -181,8 +181,7 @@ class AskTell:
                  recorded: pd.DataFrame | None = None, unfinished: Sequence[dict] = (),
                  evaluator: Evaluator | None = None, reject: Reject | None = None, sampler: str | None = None,
                  serve: Serve | None = None, trials: int | None = None, constraints: bool | None = None):
-        import optuna
-
+    
         self.spec, self.dims, self.objectives = spec, list(dims), list(objectives)
         self.metrics = [m for m, _ in objectives]
         self.recorded = recorded if recorded is not None else pd.DataFrame()
@@ -241,7 +240,6 @@ class AskTell:
 
     def complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         """Tell the study how ``trial_id`` ended (see the module docstring)."""
-        from optuna.trial import TrialState
 
         trial = self.live.pop(trial_id, None)
         if trial is None:
@@ -258,7 +256,6 @@ class AskTell:
 
     def _told_twin(self, trial) -> bool:
         """Tell ``trial`` the outcome of an earlier trial with the same parameters, if there is one."""
-        from optuna.trial import TrialState
 
         for done in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)):
             if done.params == trial.params:
@@ -272,7 +269,6 @@ class AskTell:
     def _served(self, trial, row_id: str) -> bool:
         """Record ``trial`` from the results store as ``row_id`` and tell its result, if the
         store holds it."""
-        from optuna.trial import TrialState
 
         reported = self.serve(row_id, dict(trial.params))
         if reported is None:
@@ -329,44 +325,58 @@ class AskTell:
         return told
 
 
-def make_searcher(spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], **kwargs):
+class OptunaSearcher(Searcher):
     """A Ray Tune ``Searcher`` over ``dims``: an :class:`AskTell` (``kwargs`` are its own)
-    behind Tune's interface. The study is ``searcher.study``."""
-    from ray.tune.search import Searcher
+    behind Tune's interface. The study is ``searcher.study``.
 
-    metrics = [m for m, _ in objectives]
-    modes = [d for _, d in objectives]
+    Tune pickles its searcher with the experiment's state when the ``Tuner`` is built (and
+    ships it to the cluster on a Ray Client); some samplers hold a lock (Optuna 5.1's NSGA-II
+    sampler), so a searcher pickles as what built it and is built anew when unpickled. Nothing
+    has been told to it by then; ``--resume`` tells a new one the trials in ``trials.csv``."""
 
-    class OptunaSearcher(Searcher):
-        def __init__(self):
-            super().__init__(metric=metrics if len(metrics) > 1 else metrics[0],
-                             mode=modes if len(modes) > 1 else modes[0])
-            self.ask_tell = AskTell(spec, dims, objectives, **kwargs)
+    def __init__(self, spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], **kwargs):
+        metrics = [m for m, _ in objectives]
+        modes = [d for _, d in objectives]
+        super().__init__(metric=metrics if len(metrics) > 1 else metrics[0],
+                         mode=modes if len(modes) > 1 else modes[0])
+        self._built_from = (spec, list(dims), list(objectives), kwargs)
+        self.ask_tell = AskTell(spec, dims, objectives, **kwargs)
 
-        def __getattr__(self, name: str):  # study, live, twins, rejected: the AskTell's
-            if name == "ask_tell":
-                raise AttributeError(name)
-            return getattr(self.ask_tell, name)
+    def __reduce__(self):
+        spec, dims, objectives, kwargs = self._built_from
+        return _rebuild, (spec, dims, objectives, kwargs)
 
-        def set_search_properties(self, metric, mode, config, **spec) -> bool:
-            return True  # metric and mode are the spec's, set above
+    def __getattr__(self, name: str):  # study, live, twins, rejected, served: the AskTell's
+        if name in ("ask_tell", "_built_from"):
+            raise AttributeError(name)
+        return getattr(self.ask_tell, name)
 
-        def suggest(self, trial_id: str):
-            config = self.ask_tell.suggest(trial_id)
-            return Searcher.FINISHED if config is None else config
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return True  # metric and mode are the spec's, set above
 
-        def on_trial_result(self, trial_id: str, result: dict) -> None:
-            self.ask_tell.result(trial_id, result)
+    def suggest(self, trial_id: str):
+        config = self.ask_tell.suggest(trial_id)
+        return Searcher.FINISHED if config is None else config
 
-        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-            self.ask_tell.complete(trial_id, result, error)
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        self.ask_tell.result(trial_id, result)
 
-        def save(self, checkpoint_path: str) -> None:
-            # trials.csv is what --resume tells a new study; this is a summary for Tune's state.
-            with open(checkpoint_path, "w") as f:
-                json.dump({"trials": len(self.study.trials), "twins": self.twins, "rejected": self.rejected}, f)
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        self.ask_tell.complete(trial_id, result, error)
 
-        def restore(self, checkpoint_path: str) -> None:
-            pass
+    def save(self, checkpoint_path: str) -> None:
+        # trials.csv is what --resume tells a new study; this is a summary for Tune's state.
+        with open(checkpoint_path, "w") as f:
+            json.dump({"trials": len(self.study.trials), "twins": self.twins, "rejected": self.rejected}, f)
 
-    return OptunaSearcher()
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+def _rebuild(spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], kwargs: dict) -> OptunaSearcher:
+    return OptunaSearcher(spec, dims, objectives, **kwargs)
+
+
+def make_searcher(spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], **kwargs) -> OptunaSearcher:
+    """A Ray Tune ``Searcher`` over ``dims`` (:class:`OptunaSearcher`)."""
+    return OptunaSearcher(spec, dims, objectives, **kwargs)

@@ -197,9 +197,9 @@ def test_something_else_listening_is_not_taken_for_ray(monkeypatch):
 
 
 def test_ray_still_being_imported_is_no_ray_yet(monkeypatch):
-    """A run checks for a Ray while the early start of an earlier run in the same process
-    (a test session, a notebook) may still be importing ray in its thread: the module is in
-    sys.modules, its ``is_initialized`` not yet. That is no Ray yet, not an AttributeError."""
+    """A run checks for a Ray while another thread of the process (a notebook's) may still be
+    importing ray: the module is in sys.modules, its ``is_initialized`` not yet. That is no Ray
+    yet, not an AttributeError."""
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     monkeypatch.setitem(sys.modules, "ray", types.ModuleType("ray"))  # as ray's __init__ is while it runs
     assert not cluster.ray_initialized()

@@ -252,26 +252,21 @@ def test_every_command_on_local_ray(tmp_path):
     run = home / "runs" / "custom"
     assert yaml.safe_load((run / "spec.yaml").read_text())["space"]["family_path"] == str(home.resolve())
     assert (run / "best" / "model.py").is_file()
-    # The first trials ran in the idle workers Ray started with the instance, which had preloaded torch:
-    # the family is on their path, not shipped as a runtime_env that only fresh workers would get.
-    profile = json.loads((run / "profile.json").read_text())
-    first = min(profile["raw_trials"].values(), key=lambda t: t["train_start"])
-    search_began = first["train_start"] - profile["time_to_first_trial"] + profile["first_trial"]["search begins"]
-    assert first["worker_start"] < search_began and first["imported"] <= first["entered"]
+    assert len(json.loads((run / "profile.json").read_text())["raw_trials"]) == 2
     assert all(str(home) in path for path in imports(home / "imports.log"))  # Ray puts the driver's folder first
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     # ablate (like repeat, through the same variants' launch) reads the run's spec.yaml here: the family
     # comes from its family_path, and the local workers, run from this folder, import the copy of it that
-    # the command put on their path when Ray started.
+    # Ray shipped with the job (runtime_env py_modules).
     for args in (["pareto", str(run)], ["report", str(run)], ["export", str(run), "--pick", "macs", "--out", "exp"],
                  ["ablate", str(run / "spec.yaml"), "--techniques", "label_smoothing", "--seeds", "1", "--out", "abl"]):
         done = cli(args, cwd=elsewhere)
         assert done.returncode == 0, f"{args}: {done.stdout}{done.stderr}"
     assert (run / "report.html").is_file() and (elsewhere / "abl" / "ablation.csv").is_file()
-    copies = [path for path in imports(home / "imports.log") if "archscale-family-" in path]
-    assert copies and all(Path(path).name == "localnet.py" and not Path(path).exists() for path in copies)  # gone
+    copies = [path for path in imports(home / "imports.log") if not path.startswith(str(home))]
+    assert copies and all(Path(path).name == "localnet.py" and "runtime_resources" in path for path in copies)
     exported = yaml.safe_load((elsewhere / "exp" / "arch.yaml").read_text())
     assert exported["family_module"] == "localnet:TinyNet" and exported["family_path"] == str(home.resolve())
 

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -123,11 +122,9 @@ def _session_members(sid: int) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
-def test_the_command_s_own_ray_gives_trials_warm_workers_and_leaves_nothing_behind(tmp_path, tiny_spec, write_spec):
-    """``archscale run`` as a user runs it, in a session of its own: the first trials run in
-    the worker processes Ray started with the instance, which had imported torch and archscale
-    before the search began (Tune's actors would otherwise get fresh workers); and once the
-    command exits, no process it started is left."""
+def test_the_command_s_own_ray_leaves_nothing_behind(tmp_path, tiny_spec, write_spec):
+    """``archscale run`` as a user runs it, in a session of its own: once the command exits
+    (Ray shut down by its own exit hook), no process it started is left."""
     tiny_spec["space"].pop("max_params")
     tiny_spec["search"].update(num_trials=4, max_concurrent=2)
     run_dir = tmp_path / "run"
@@ -136,78 +133,28 @@ def test_the_command_s_own_ray_gives_trials_warm_workers_and_leaves_nothing_behi
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     output, _ = command.communicate(timeout=600)
     assert command.returncode == 0, output[-3000:]
-    deadline = time.monotonic() + 5  # the kill is at once; the kernel reaps within moments
+    deadline = time.monotonic() + 15  # Ray's shutdown ends its processes; the kernel reaps them
     while _session_members(command.pid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _session_members(command.pid) == []
-
     profile = json.loads((run_dir / "profile.json").read_text())
-    raw = profile["raw_trials"].values()
-    first = min(raw, key=lambda t: t["train_start"])
-    process_start = first["train_start"] - profile["time_to_first_trial"]
-    search_began = process_start + profile["first_trial"]["search begins"]
-    assert first["worker_start"] < search_began  # a worker started with Ray, not one started for the trial
-    assert all(t["imported"] <= t["entered"] for t in raw)  # torch and archscale were there before the trial
-    assert len(read_trials(run_dir)) == 4
+    assert len(profile["raw_trials"]) == 4 and len(read_trials(run_dir)) == 4
 
 
-@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
-def test_the_driver_waits_for_the_early_start_s_raylet_and_no_longer(tmp_path):
-    """start_ray_early holds the driver's imports back until Ray's start has launched its
-    raylet (a new child process named so), has ended, or the limit has passed."""
-    from concurrent.futures import Future
-
-    from archscale.search.dispatch.session import _await_raylet, _raylets
-
-    pending, earlier = Future(), _raylets()  # (a Ray an earlier test started in this process has its own)
-    began = time.monotonic()
-    _await_raylet(pending, earlier, limit_s=0.6)  # no new raylet: the whole limit
-    assert 0.6 <= time.monotonic() - began < 3
-
-    ended = Future()
-    ended.set_result(None)
-    began = time.monotonic()
-    _await_raylet(ended, earlier, limit_s=30)  # the start is over (or failed): at once
-    assert time.monotonic() - began < 1
-
-    raylet = tmp_path / "raylet"  # a process whose command name is "raylet", started by this one
-    raylet.write_bytes(Path("/bin/sleep").read_bytes())
-    raylet.chmod(0o755)
-    child = subprocess.Popen([str(raylet), "30"])
-    try:
-        time.sleep(0.2)
-        assert child.pid in _raylets()
-        began = time.monotonic()
-        _await_raylet(pending, earlier, limit_s=30)
-        assert time.monotonic() - began < 3
-    finally:
-        child.kill()
-        child.wait()
-
-
-def test_idle_workers_preload_only_where_all_of_them_fit_in_memory(monkeypatch):
-    """Ray starts one idle worker per core and all of them import at once: preloading them
-    is allowed while cores x 400 MiB is at most a quarter of the memory available."""
+def test_ray_is_started_through_its_public_arguments_only(monkeypatch):
+    """A local instance: ``ray.init(address="local", ...)`` with documented arguments, no
+    ``_system_config``; the job's runtime_env is given as it is."""
     import ray
 
-    from archscale.search.dispatch import session as start
-
-    assert start.preload_fits(cores=2, available_mib=23_000)  # this project's machine
-    assert start.preload_fits(cores=16, available_mib=120_000)  # a GPU box: 6.4 GB of 120
-    assert not start.preload_fits(cores=96, available_mib=60_000)  # 38 GB of 60: no
-    assert not start.preload_fits(cores=96, available_mib=150_000)  # 38 GB of 150: more than a quarter
-    assert start.preload_fits(cores=96, available_mib=160_000)  # 38.4 of 160: a quarter at most
-    monkeypatch.setattr(start, "_available_mib", lambda: None)
-    assert start.preload_fits(cores=96)  # memory that cannot be read: allowed
+    from archscale.search.dispatch import session
 
     given = []
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
-    monkeypatch.setattr(ray, "init", lambda **kw: given.append(kw["_system_config"]))
-    monkeypatch.setattr(start, "_ENV_AT_START", {})
-    monkeypatch.setattr(start, "_STARTED_HERE", threading.Event())
+    monkeypatch.setattr(ray, "init", lambda **kw: given.append(kw))
     monkeypatch.setattr(os, "environ", dict(os.environ))  # what init_ray sets for Tune stays in this test
-    for fits in (True, False):
-        monkeypatch.setattr(start, "preload_fits", lambda fits=fits: fits)
-        start.init_ray(None, None, workers=2)
-    assert given[0] == {"preload_python_modules": list(start.PRELOAD), "num_workers_soft_limit": 2}
-    assert given[1] == {"num_workers_soft_limit": 2}  # the first trials then start fresh workers
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    session.init_ray(None, {"py_modules": ["/somewhere/pkg"]})
+    assert len(given) == 1
+    assert set(given[0]) == {"address", "include_dashboard", "logging_level", "log_to_driver", "runtime_env"}
+    assert given[0]["address"] == "local" and given[0]["runtime_env"] == {"py_modules": ["/somewhere/pkg"]}
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0" and os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"

@@ -14,7 +14,7 @@ from archscale.analysis.pareto import best_trial
 from archscale.analysis.records import read_trials
 from archscale.cli import main
 from archscale.spec import parse_spec
-from archscale.search.jobs.stages import remaining_sweep, stage_one_configs, stage_one_total
+from archscale.search.jobs.compound import remaining_sweep, stage_one_configs, stage_one_total
 from archscale.search.configs.context import TrialContext
 from archscale.search.configs.evaluate import budget_violation
 from archscale.space import build, get_space
@@ -151,11 +151,11 @@ def test_pareto_on_a_staged_run_draws_scaling_png(staged_run, capsys, tmp_path):
 
 
 def test_resume_across_the_stage_boundary(staged_run, monkeypatch):
-    from archscale.search.jobs import stages
+    from archscale.search.dispatch import launch
 
     spec, run_dir = staged_run
-    begun, real = [], stages.start_ray_early  # Ray starts early once the records show the run unfinished
-    monkeypatch.setattr(stages, "start_ray_early", lambda spec: (begun.append(spec), real(spec)))
+    begun, real = [], launch.init_ray  # Ray is started once the records show the run unfinished
+    monkeypatch.setattr(launch, "init_ray", lambda *args: (begun.append(args), real(*args)))
     before = read_trials(run_dir)
     # as if killed during stage 1: stage 2 and the last completed stage-1 trial are not recorded
     lost = before[(before["stage"] == 2)].index.union(before[(before["stage"] == 1) & (before["status"] == "completed")].index[-1:])
@@ -173,12 +173,10 @@ def test_resume_across_the_stage_boundary(staged_run, monkeypatch):
 
 
 def test_resume_of_a_finished_staged_run_changes_nothing(staged_run, capsys, monkeypatch):
-    from archscale.search.jobs import stages
-    from archscale.search.dispatch import session as start
+    from archscale.search.dispatch import launch
 
-    begun = []  # no Ray for a run found complete, neither before its records are read nor after
-    monkeypatch.setattr(start, "start_ray_early", lambda spec: begun.append(spec))
-    monkeypatch.setattr(stages, "start_ray_early", lambda spec: begun.append(spec))
+    begun = []  # no Ray for a run found complete
+    monkeypatch.setattr(launch, "init_ray", lambda *args: begun.append(args))
     spec, run_dir = staged_run
     before = (run_dir / "trials.csv").read_text()
     assert main(["run", str(spec), "--out", str(run_dir), "--resume"]) == 0

@@ -8,7 +8,7 @@ import pytest
 from optuna.trial import TrialState
 
 from archscale.analysis.records import read_trials
-from archscale.search.jobs.rundir import load_run_spec
+from archscale.analysis.runspec import load_run_spec
 from archscale.search.sampling.studydb import STUDY_FILE, study_storage, write_study
 
 LEGACY_RUN = Path(__file__).resolve().parents[2] / "data" / "legacy_run"

@@ -28,7 +28,7 @@ from archscale.search.configs.context import TrialContext
 from archscale.search.configs.evaluate import Evaluator
 from archscale.search.jobs.profile import PROFILE, phase
 from archscale.search.dispatch.session import init_ray, runtime_env
-from archscale.search.dispatch.recorder import Progress, Relay, RunFiles, drain, make_recorder, make_stopper
+from archscale.search.dispatch.recorder import Progress, Relay, RunFiles, SearchStopper, TrialRecorder, drain
 from archscale.search.dispatch.resources import TrialResources, trial_resources
 from archscale.search.dispatch.shared import share_splits
 from archscale.spec import Spec, SpecError
@@ -146,7 +146,7 @@ class Launcher:
         self.flag = None
         if self.client:  # a Ctrl-C travels to the stopper that runs on the cluster
             self.flag = Queue(actor_options={"num_cpus": 0})
-        self.stopper = make_stopper(spec.search.time_budget_s, self.flag)  # one clock for every fit
+        self.stopper = SearchStopper(spec.search.time_budget_s, self.flag)  # one clock for every fit
         self.resources: TrialResources = trial_resources(spec, evaluator, splits)
         # the data once into Ray's object store; each worker fetches it once and keeps it (reuse_actors)
         shared = share_splits(spec, splits)
@@ -175,7 +175,7 @@ class Launcher:
             sink, relayed = Relay(queue), threading.Event()
             drainer = threading.Thread(target=drain, args=(queue, files, relayed), daemon=True)
             drainer.start()
-        recorder = make_recorder(sink, self.ctx, choices, self.stopper, self.resources)
+        recorder = TrialRecorder(sink, self.ctx, choices, self.stopper, self.resources)
         failures = self.spec.search.max_failures if max_failures is None else max_failures
         tuner = tune.Tuner(
             self.trainable,

@@ -15,6 +15,8 @@ import time
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from ray.tune import Callback, Stopper
+
 from archscale.analysis.export import trial_dir, write_trial_files
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV
 from archscale.search.configs.context import TrialContext, resolve_arch
@@ -131,39 +133,35 @@ class Progress:
 # --------------------------------------------------------------------------- stopping
 
 
-def make_stopper(time_budget_s: float | None, flag=None):
+class SearchStopper(Stopper):
     """A Ray Tune Stopper that ends the whole search on Ctrl-C (:meth:`interrupt`) or when
     ``time_budget_s`` seconds have passed since it was made. Trials it stops are not recorded:
     they are unfinished, and ``--resume`` runs them again. ``flag`` (a ``ray.util.queue.Queue``)
     carries a Ctrl-C to a copy of the stopper running on a Ray Client's cluster."""
-    from ray.tune import Stopper
 
-    class SearchStopper(Stopper):
-        def __init__(self):
-            self.start = time.monotonic()
-            self.time_budget_s = time_budget_s
-            self.reason: str | None = None
-            self.flag = flag
-            self._polled = 0.0
+    def __init__(self, time_budget_s: float | None = None, flag=None):
+        self.start = time.monotonic()
+        self.time_budget_s = time_budget_s
+        self.reason: str | None = None
+        self.flag = flag
+        self._polled = 0.0
 
-        def interrupt(self) -> None:
-            self.reason = self.reason or "interrupted"
-            if self.flag is not None:  # a remote call: not from inside the signal handler
-                threading.Thread(target=self.flag.put, args=("interrupted",), daemon=True).start()
+    def interrupt(self) -> None:
+        self.reason = self.reason or "interrupted"
+        if self.flag is not None:  # a remote call: not from inside the signal handler
+            threading.Thread(target=self.flag.put, args=("interrupted",), daemon=True).start()
 
-        def __call__(self, trial_id: str, result: dict) -> bool:
-            return False
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
 
-        def stop_all(self) -> bool:
-            if self.reason is None and self.time_budget_s is not None and time.monotonic() - self.start >= self.time_budget_s:
-                self.reason = f"time budget of {self.time_budget_s:g} s reached"
-            if self.reason is None and self.flag is not None and time.monotonic() - self._polled >= 1.0:
-                self._polled = time.monotonic()  # a remote call: at most once a second
-                if self.flag.qsize() > 0:
-                    self.reason = "interrupted"
-            return self.reason is not None
-
-    return SearchStopper()
+    def stop_all(self) -> bool:
+        if self.reason is None and self.time_budget_s is not None and time.monotonic() - self.start >= self.time_budget_s:
+            self.reason = f"time budget of {self.time_budget_s:g} s reached"
+        if self.reason is None and self.flag is not None and time.monotonic() - self._polled >= 1.0:
+            self._polled = time.monotonic()  # a remote call: at most once a second
+            if self.flag.qsize() > 0:
+                self.reason = "interrupted"
+        return self.reason is not None
 
 
 # --------------------------------------------------------------------------- the callback
@@ -245,64 +243,6 @@ def drain(queue, target: RunFiles, done) -> None:
         getattr(target, name)(*args)
 
 
-def make_recorder(sink: RunFiles | Relay, ctx: TrialContext, choices: list[str], stopper=None, resources=None):
-    """A Ray Tune callback that turns Tune's events into rows of trials.csv, the trials'
-    files and progress lines, applied by ``sink``."""
-    from ray.tune import Callback
-
-    class TrialRecorder(Callback):
-        def _row(self, trial, status: str, error: str = "") -> dict:
-            result = dict(trial.last_result or {})
-            config = {k: trial.config.get(k) for k in choices}
-            error = error or result.get("error", "")
-            if "arch" not in result:
-                try:
-                    result["arch"] = resolve_arch(ctx, config).text
-                except SpaceError as err:
-                    error = error or str(err)
-            row = {"trial_id": trial.trial_id, **config, **result, "status": status, "error": error,
-                   "source": "trained"}
-            if status == "infeasible":
-                row["val_accuracy"] = row["test_accuracy"] = None
-                row["train_seconds"] = None
-            return row
-
-        def on_trial_start(self, iteration, trials, trial, **info):
-            PROFILE.trial(trial.trial_id, started=time.time())
-            config = {k: trial.config.get(k) for k in choices}
-            sink.started(trial.trial_id, config, resources.gpu_for(config) if resources else 0.0)
-
-        def on_trial_result(self, iteration, trials, trial, result, **info):
-            files = result.pop(ARTIFACTS, None)  # Tune keeps the result we leave: no bytes in its state
-            times = result.pop(TIMES, None)
-            if times:
-                PROFILE.trial(trial.trial_id, **times, result=time.time())
-            if files:
-                sink.files(trial.trial_id, files)
-            if result.get("status") == "running":
-                sink.epoch(trial.trial_id, {k: result.get(k) for k in ("epochs", "train_loss", "train_accuracy",
-                                                                         "val_accuracy")})
-                if result.get("done"):
-                    result["status"] = "pruned"  # the scheduler stopped it before its last epoch
-
-        def on_trial_complete(self, iteration, trials, trial, **info):
-            PROFILE.trial(trial.trial_id, ended=time.time())
-            status = (trial.last_result or {}).get("status", "failed")
-            sink.record(self._row(trial, "pruned" if status == "running" else status))
-
-        def on_trial_recover(self, iteration, trials, trial, **info):
-            sink.retried(trial.trial_id, trial.run_metadata.num_failures, _error_line(trial))
-
-        def on_trial_error(self, iteration, trials, trial, **info):
-            if stopper is not None and stopper.reason == "interrupted":
-                return  # killed by the Ctrl-C: unfinished, --resume runs it again
-            sink.record(self._row(trial, "failed", _error_line(trial)))
-
-    for name in ("on_trial_start", "on_trial_result", "on_trial_complete", "on_trial_error"):
-        setattr(TrialRecorder, name, _timed(getattr(TrialRecorder, name)))
-    return TrialRecorder()
-
-
 def _timed(callback):
     """``callback`` with the seconds it takes added to its trial's ``recorder_s`` (``--profile``)."""
     def timed(self, iteration, trials, trial, *args, **info):
@@ -313,3 +253,63 @@ def _timed(callback):
             PROFILE.trial(trial.trial_id, recorder_s=time.perf_counter() - start)
 
     return timed
+
+
+class TrialRecorder(Callback):
+    """A Ray Tune callback that turns Tune's events into rows of trials.csv, the trials'
+    files and progress lines, applied by ``sink``. Each event's time goes to ``--profile``."""
+
+    def __init__(self, sink: RunFiles | Relay, ctx: TrialContext, choices: list[str], stopper: SearchStopper | None = None,
+                 resources=None):
+        self.sink, self.ctx, self.choices, self.stopper, self.resources = sink, ctx, choices, stopper, resources
+
+    def _row(self, trial, status: str, error: str = "") -> dict:
+        result = dict(trial.last_result or {})
+        config = {k: trial.config.get(k) for k in self.choices}
+        error = error or result.get("error", "")
+        if "arch" not in result:
+            try:
+                result["arch"] = resolve_arch(self.ctx, config).text
+            except SpaceError as err:
+                error = error or str(err)
+        row = {"trial_id": trial.trial_id, **config, **result, "status": status, "error": error,
+               "source": "trained"}
+        if status == "infeasible":
+            row["val_accuracy"] = row["test_accuracy"] = None
+            row["train_seconds"] = None
+        return row
+
+    @_timed
+    def on_trial_start(self, iteration, trials, trial, **info):
+        PROFILE.trial(trial.trial_id, started=time.time())
+        config = {k: trial.config.get(k) for k in self.choices}
+        self.sink.started(trial.trial_id, config, self.resources.gpu_for(config) if self.resources else 0.0)
+
+    @_timed
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        files = result.pop(ARTIFACTS, None)  # Tune keeps the result we leave: no bytes in its state
+        times = result.pop(TIMES, None)
+        if times:
+            PROFILE.trial(trial.trial_id, **times, result=time.time())
+        if files:
+            self.sink.files(trial.trial_id, files)
+        if result.get("status") == "running":
+            self.sink.epoch(trial.trial_id, {k: result.get(k) for k in ("epochs", "train_loss", "train_accuracy",
+                                                                          "val_accuracy")})
+            if result.get("done"):
+                result["status"] = "pruned"  # the scheduler stopped it before its last epoch
+
+    @_timed
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        PROFILE.trial(trial.trial_id, ended=time.time())
+        status = (trial.last_result or {}).get("status", "failed")
+        self.sink.record(self._row(trial, "pruned" if status == "running" else status))
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.sink.retried(trial.trial_id, trial.run_metadata.num_failures, _error_line(trial))
+
+    @_timed
+    def on_trial_error(self, iteration, trials, trial, **info):
+        if self.stopper is not None and self.stopper.reason == "interrupted":
+            return  # killed by the Ctrl-C: unfinished, --resume runs it again
+        self.sink.record(self._row(trial, "failed", _error_line(trial)))

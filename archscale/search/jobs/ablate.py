@@ -8,22 +8,23 @@ from __future__ import annotations
 
 import itertools
 import sys
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 import pandas as pd
+import yaml
+from ray import tune
 
+from archscale.analysis.figures import pyplot, save_figure
+from archscale.analysis.pareto import best_trial
 from archscale.analysis.records import read_trials
-from archscale.search.configs.context import TRAIN_PREFIX, native, trial_context
-from archscale.search.configs.evaluate import Evaluator
-from archscale.search.dispatch.launch import Launcher, write_spec
-from archscale.search.jobs.provenance import driver_provenance
-from archscale.search.dispatch.recorder import Progress
-from archscale.spec import Spec, SpecError
+from archscale.analysis.runspec import load_run_spec
+from archscale.search.configs.context import TRAIN_PREFIX, native
 from archscale.search.dispatch.trial import run_trial
-from archscale.space import get_space
-from archscale.trainer import load_dataset, split
+from archscale.search.jobs.job import Job, read_data, verbosity
+from archscale.space import CONTEXT_PARAMS, Arch, get_space
+from archscale.spec import Spec, SpecError
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,6 @@ TECHNIQUES = {t.name: t for t in (
 
 def parse_techniques(text: str) -> list[Technique]:
     """``"blurpool,mixup=0.4"`` -> techniques, with on-values overridden where given."""
-    import yaml
-
     chosen = []
     for item in filter(None, (t.strip() for t in text.split(","))):
         name, eq, value = item.partition("=")
@@ -124,9 +123,6 @@ def run_ablation(spec: Spec, techniques: list[Technique], seeds: int, combos: bo
 def run_repeat(run_dir: Path, trial_id: str | None, seeds: int, out_dir: Path, quiet: bool = False,
                out: TextIO | None = None) -> pd.DataFrame:
     """Retrain one trial of a run (default: its winner) with ``seeds`` seeds."""
-    from archscale.analysis.pareto import best_trial
-    from archscale.analysis.runspec import load_run_spec
-    from archscale.space import CONTEXT_PARAMS, Arch
 
     spec = load_run_spec(run_dir)
     trials = read_trials(run_dir)
@@ -155,26 +151,18 @@ def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds
     out = out or sys.stdout
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SpecError(f"{run_dir} already holds a run; use --out DIR for a new one")
-    data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
-    splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec.to_yaml()), data.classes)
-    ctx = replace(ctx, fixed={**ctx.fixed, **base})
-    launcher = Launcher(spec, run_dir, ctx, splits, Evaluator(ctx, device=spec.train.device), out=out,
-                        trainable=variant_trial, table=table)
-    write_spec(run_dir, spec)  # once Ray has started and can give each trial what it asks
+    data, splits = read_data(spec)
+    job = Job(spec, run_dir, data, splits, out=out, fixed=base, trainable=variant_trial, table=table)
+    job.begin_records()
     total = len(table) * seeds
-    progress = Progress(total, [("val_accuracy", "max")], verbosity="quiet" if quiet else "normal", out=out,
-                        epochs=spec.train.epochs)
+    progress = job.progress(total, [("val_accuracy", "max")], verbosity(quiet))
     progress.note(f"archscale {kind}: {len(table)} variants x {seeds} seeds = {total} trials of "
                   f"{spec.space.family} on {spec.data.dataset} -> {run_dir}")
-    from ray import tune
-
     seed_values = [spec.seed + i for i in range(seeds)]
-    launcher.fit(choices=["variant", "seed"], progress=progress, num_samples=1, max_failures=0,
-                 param_space={"variant": tune.grid_search(list(table)), "seed": tune.grid_search(seed_values)})
-    if launcher.stopper.reason:
-        print(f"archscale {kind}: stopped ({launcher.stopper.reason}); the table covers the trials that finished",
-              file=out, flush=True)
+    job.launcher.fit(choices=["variant", "seed"], progress=progress, num_samples=1, max_failures=0,
+                     param_space={"variant": tune.grid_search(list(table)), "seed": tune.grid_search(seed_values)})
+    if job.stopped:
+        job.say_stopped("; the table covers the trials that finished")
     trials = read_trials(run_dir)
     summary = summarise(trials, list(table))
     summary.to_csv(run_dir / f"{kind}.csv", index=False)
@@ -224,12 +212,7 @@ def format_ablation(summary: pd.DataFrame, trials: pd.DataFrame) -> str:
 
 
 def plot_ablation(summary: pd.DataFrame, path: Path, title: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(max(5, 0.8 * len(summary) + 2), 4), dpi=110)
+    fig, ax = pyplot().subplots(figsize=(max(5, 0.8 * len(summary) + 2), 4), dpi=110)
     colors = ["gray" if v == "baseline" else ("tab:green" if d >= 0 else "tab:red")
               for v, d in zip(summary["variant"], summary["delta_test_pp"].fillna(0))]
     ax.bar(summary["variant"], summary["delta_test_pp"], yerr=100 * summary["test_std"].fillna(0), color=colors,
@@ -238,7 +221,4 @@ def plot_ablation(summary: pd.DataFrame, path: Path, title: str) -> Path:
     ax.set_ylabel("test accuracy vs baseline (points; bars: std over seeds)")
     ax.set_title(title)
     ax.tick_params(axis="x", rotation=30)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 from pathlib import Path
 from typing import TextIO
 
@@ -20,64 +19,10 @@ from archscale.spec import Spec
 from archscale.search.sampling.studydb import write_study
 
 
-_PREPARED: list[threading.Thread] = []  # the thread prepare() started, joined by finalize()
-
-
-def prepare() -> None:
-    """Get :func:`finalize` ready in a background thread, started while the trials train (the
-    driver waits on Tune then), so that the files at the end are written without these on the
-    critical path: the imports (matplotlib, Optuna's storage with SQLAlchemy and Alembic, the
-    standalone export), a first drawing (fonts loaded, text laid out, a PNG written: matplotlib
-    does those once per process) and a first Optuna storage (its tables and Alembic's
-    migration scripts read once)."""
-    def load() -> None:
-        import matplotlib
-
-        matplotlib.use("Agg")  # as plot_pareto and summarise choose: files, no window
-        import matplotlib.pyplot  # noqa: F401
-        import optuna
-
-        import archscale.analysis.standalone  # noqa: F401
-
-        _draw_once()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
-        # study.db's storage: SQLAlchemy and Alembic imported, the tables and migration scripts read
-        optuna.storages.RDBStorage("sqlite:///:memory:").engine.dispose()
-
-    thread = threading.Thread(target=load, name="archscale-finish-imports", daemon=True)
-    _PREPARED.append(thread)
-    thread.start()
-
-
-def _draw_once() -> None:
-    """A small figure with what the run's plots hold (points, a line, labels, a legend, a title,
-    a log axis) laid out and written as a PNG to memory. Not through pyplot, whose figures
-    are global state: this runs beside the main thread."""
-    import io
-
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(2, 1.5), dpi=110)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.scatter([1, 10], [0.5, 0.9], c="tab:red", label="front")
-    ax.step([1, 10], [0.5, 0.9], where="post")
-    ax.annotate("a1", (1, 0.5), textcoords="offset points", xytext=(4, 3), fontsize=6)
-    ax.set_xscale("log")
-    ax.set_xlabel("macs")
-    ax.set_title("front", fontsize=10)
-    ax.legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(io.BytesIO(), format="png")
-
-
 def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None, choices: list[str] | None = None) -> pd.DataFrame:
     """Write pareto.csv, pareto.png, hypervolume.png, best/ and study.db (``choices``: the
     sampled columns, by default the spec's searched dimensions); print the front."""
     out = out or sys.stdout
-    while _PREPARED:  # what prepare() began (a short search may end first); its imports are needed now anyway
-        _PREPARED.pop().join()
     with phase("finish: front"):
         trials = read_trials(run_dir)
         write_study(run_dir, spec, trials, choices if choices is not None else [d.name for d in spec.searched()])

@@ -21,15 +21,14 @@ from archscale.search.dispatch.asha import make_scheduler, replay
 from archscale.search.jobs.check import require_feasible
 from archscale.search.configs.context import REJECTED_SUFFIX, counted, trial_context
 from archscale.search.configs.evaluate import Evaluator, Verdict
-from archscale.search.jobs.finish import finalize, prepare
-from archscale.search.dispatch.launch import Launcher, spec_text, write_spec
+from archscale.search.jobs.finish import finalize
 from archscale.search.jobs.profile import PROFILE, phase
-from archscale.search.jobs.provenance import driver_provenance
 from archscale.search.dispatch.recorder import Progress
-from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, repair_records, unfinished
+from archscale.search.jobs.job import Job, read_data, verbosity
+from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
+from archscale.search.sampling.searcher import make_searcher
 from archscale.spec import Dimension, Spec
 from archscale.search.configs.store import RunStore
-from archscale.trainer import load_dataset, split
 
 
 def planned_trials(spec: Spec, dims: list[Dimension], out: TextIO | None = None) -> int:
@@ -51,55 +50,24 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     PROFILE.add("imports and spec", max(0.0, time.time() - PROFILE.start) - sum(PROFILE.phases.values()))
     PROFILE.concurrency = spec.search.max_concurrent
     out = out or sys.stdout
-    dims = spec.searched()
-    total = planned_trials(spec, dims, out)
+    total = planned_trials(spec, spec.searched(), out)
     recorded = recorded_trials(run_dir) if resume else pd.DataFrame()
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    with phase("data"):
-        data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
-        splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
+    data, splits = read_data(spec)
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
         # their own device)
         with phase("feasibility"):
             require_feasible(spec, Evaluator(trial_context(spec, run_dir, data.context), device=spec.train.device,
                                              latency=spec.space.max_latency_ms is not None))
-    ctx = trial_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)), data.classes)
-    evaluator = Evaluator(ctx, device=spec.train.device)
-    launcher = Launcher(spec, run_dir, ctx, splits, evaluator, out=out)  # Ray, and what it can give a trial
-    if not resume:
-        write_spec(run_dir, spec)
-    else:  # every input read and checked: now the damaged lines of trials.csv may move aside
-        repair_records(run_dir, out)
+    job = Job(spec, run_dir, data, splits, resume=resume, out=out)
+    job.begin_records()
     objectives = spec.search.objective_pairs()
-    verbosity = "quiet" if quiet else "verbose" if verbose else "normal"
-    progress = Progress(total, objectives, already=counted(recorded), verbosity=verbosity, out=out,
-                        epochs=spec.train.epochs, time_budget_s=spec.search.time_budget_s,
-                        best=best_recorded(recorded, objectives[0]))
-    scheduler = make_scheduler(spec)
-    if scheduler is not None and not recorded.empty:
-        replay(scheduler, run_dir, recorded)
-    choices = [d.name for d in dims]
-    rerun = unfinished(run_dir, recorded) if resume else []
-    search_alg = None
-    if dims:
-        from archscale.search.sampling.searcher import make_searcher
-
-        # Over-budget configurations are measured on the driver and recorded before they cost
-        # a trial (a grid tries every point once; over-budget points are trials). Not on a Ray
-        # Client, whose searcher runs on the cluster, away from the run directory.
-        skip = evaluator.restricts and spec.search.sampler != "grid" and not launcher.client
-        # The results store is read here, on the driver, before a configuration is dispatched:
-        # a stored one costs no Ray trial, actor or model build (not on a Ray Client either).
-        serve = (_server(run_dir, choices, progress, launcher.store)
-                 if launcher.store is not None and not launcher.client else None)
-        search_alg = make_searcher(spec, dims, objectives, recorded=recorded, unfinished=rerun,
-                                   evaluator=evaluator if skip else None,
-                                   reject=_rejecter(run_dir, choices, objectives, progress,
-                                                    launcher.store) if skip else None,
-                                   serve=serve, trials=max(0, total - counted(recorded)) if serve else None)
+    progress = job.progress(total, objectives, verbosity(quiet, verbose), already=counted(recorded),
+                            best=best_recorded(recorded, objectives[0]))
+    search_alg, scheduler, rerun = _sampling(job, recorded, progress, total)
     asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g})"
             if scheduler is not None else "")
     how = (f"resuming ({len(recorded)} trials told to the sampler, {len(rerun)} unfinished to rerun)"
@@ -107,29 +75,51 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     progress.note(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
                   f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
                   f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
-                  f"{launcher.resources.cpu:g} CPU and {launcher.gpu_text}, on "
+                  f"{job.launcher.resources.cpu:g} CPU and {job.launcher.gpu_text}, on "
                   f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
-    prepare()  # the imports of the files written at the end, while the trials train
     with phase("search"):
-        launcher.fit(choices=choices, progress=progress, num_samples=max(0, total - counted(recorded)),
-                     search_alg=search_alg, scheduler=scheduler)
-    served = getattr(search_alg, "served", 0)
-    if served:
-        progress.note(f"archscale: {served} trial(s) read from the results store {spec.search.store}, not trained")
-    twins = getattr(search_alg, "twins", 0)
-    if twins:
-        progress.note(f"archscale: the sampler proposed {twins} configuration(s) already trained; told their "
-                      "results again instead of training them")
+        job.launcher.fit(choices=[d.name for d in spec.searched()], progress=progress,
+                         num_samples=max(0, total - counted(recorded)), search_alg=search_alg, scheduler=scheduler)
+    if getattr(search_alg, "served", 0):
+        progress.note(f"archscale: {search_alg.served} trial(s) read from the results store {spec.search.store}, "
+                      "not trained")
+    if getattr(search_alg, "twins", 0):
+        progress.note(f"archscale: the sampler proposed {search_alg.twins} configuration(s) already trained; told "
+                      "their results again instead of training them")
     done = counted(read_trials(run_dir)) if (run_dir / TRIALS_FILE).is_file() else 0
-    stopper = launcher.stopper
-    if stopper.reason and done < total:
-        print(f"archscale: stopped ({stopper.reason}) with {done} of {total} trials finished; "
-              f"`archscale run SPEC --resume` runs the rest", file=out, flush=True)
+    if job.stopped and done < total:
+        job.say_stopped(f"with {done} of {total} trials finished; `archscale run SPEC --resume` runs the rest")
     if (run_dir / TRIALS_FILE).is_file():
         finalize(run_dir, spec, out=out)
-    if stopper.reason == "interrupted":
+    if job.stopped == "interrupted":
         raise KeyboardInterrupt
     return run_dir
+
+
+def _sampling(job: Job, recorded: pd.DataFrame, progress: Progress, total: int):
+    """(the searcher, ASHA's scheduler, the unfinished configurations to rerun) of a one-stage run."""
+    spec, run_dir, launcher = job.spec, job.run_dir, job.launcher
+    scheduler = make_scheduler(spec)
+    if scheduler is not None and not recorded.empty:
+        replay(scheduler, run_dir, recorded)
+    dims = spec.searched()
+    rerun = unfinished(run_dir, recorded) if job.resume else []
+    if not dims:
+        return None, scheduler, rerun
+    choices, objectives = [d.name for d in dims], spec.search.objective_pairs()
+    # Over-budget configurations are measured on the driver and recorded before they cost
+    # a trial (a grid tries every point once; over-budget points are trials). Not on a Ray
+    # Client, whose searcher runs on the cluster, away from the run directory.
+    skip = job.evaluator.restricts and spec.search.sampler != "grid" and not launcher.client
+    # The results store is read here, on the driver, before a configuration is dispatched:
+    # a stored one costs no Ray trial, actor or model build (not on a Ray Client either).
+    serve = (_server(run_dir, choices, progress, launcher.store)
+             if launcher.store is not None and not launcher.client else None)
+    searcher = make_searcher(spec, dims, objectives, recorded=recorded, unfinished=rerun,
+                             evaluator=job.evaluator if skip else None,
+                             reject=_rejecter(run_dir, choices, objectives, progress, launcher.store) if skip else None,
+                             serve=serve, trials=max(0, total - counted(recorded)) if serve else None)
+    return searcher, scheduler, rerun
 
 
 def _rejecter(run_dir: Path, choices: list[str], objectives, progress: Progress, store: RunStore | None = None):

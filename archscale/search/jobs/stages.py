@@ -29,16 +29,14 @@ from archscale.analysis.records import TRIALS_FILE, TrialsCSV, read_trials
 from archscale.analysis.scaling import best_of_stage_one, stage_rows
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
-from archscale.search.dispatch.launch import Launcher, spec_text, write_spec
-from archscale.search.dispatch.recorder import Progress
+from archscale.search.dispatch.recorder import Verbosity
 from archscale.search.jobs.compound import (STAGE_DIRS, infeasible_row, remaining_sweep, stage_context, stage_dims,
                                             stage_one_configs, stage_one_spec, stage_one_total, write_scaling)
 from archscale.search.jobs.finish import finalize
-from archscale.search.jobs.provenance import driver_provenance
-from archscale.search.jobs.rundir import best_recorded, recorded_trials, repair_records, unfinished
+from archscale.search.jobs.job import Job, read_data, verbosity
+from archscale.search.jobs.rundir import best_recorded, recorded_trials, unfinished
 from archscale.search.sampling.searcher import make_searcher
 from archscale.spec import Spec, SpecError
-from archscale.trainer import load_dataset, split
 
 
 # --------------------------------------------------------------------------- run
@@ -57,7 +55,7 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
-    data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
+    data, splits = read_data(spec)
     evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
     grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
             if spec.search.stages.coefficients.sampler == "grid" else None)
@@ -66,11 +64,9 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         if not any(v.feasible for v in candidates):
             raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
                             "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
-    staged = StagedRun(spec, run_dir, data, out, "quiet" if quiet else "verbose" if verbose else "normal", resume)
-    if not resume:
-        write_spec(run_dir, spec)  # once Ray has started and can give each trial what it asks
-    else:  # every input read and checked: now the damaged lines of trials.csv may move aside
-        repair_records(run_dir, out)
+    staged = StagedRun(Job(spec, run_dir, data, splits, resume=resume, out=out, context=stage_context),
+                       verbosity(quiet, verbose))
+    staged.job.begin_records()
     if not staged.stage_one(grid, resume) and not staged.stage_two():
         finalize_staged(run_dir, spec, out=out)
     return run_dir
@@ -80,34 +76,29 @@ class StagedRun:
     """The two stages of one invocation on one :class:`~archscale.search.dispatch.launch.Launcher`
     (one clock and one Ctrl-C for both)."""
 
-    def __init__(self, spec: Spec, run_dir: Path, data, out: TextIO, verbosity: str, resume: bool):
-        self.spec, self.run_dir, self.out, self.verbosity = spec, run_dir, out, verbosity
-        self.splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
-        ctx = stage_context(spec, run_dir, data.context, driver_provenance(spec_text(run_dir, spec, resume)), data.classes)
-        self.launcher = Launcher(spec, run_dir, ctx, self.splits, Evaluator(ctx, device=spec.train.device), out=out)
-        self.dims = stage_dims(spec)
+    def __init__(self, job: Job, verbosity: Verbosity):
+        self.job, self.verbosity = job, verbosity
+        self.spec, self.run_dir, self.out, self.splits, self.launcher = job.spec, job.run_dir, job.out, job.splits, job.launcher
+        self.dims = stage_dims(self.spec)
         self.choices = [d.name for d in self.dims]
-        self.objectives = spec.search.objective_pairs()
-        self.trials_path = run_dir / TRIALS_FILE
+        self.objectives = self.spec.search.objective_pairs()
+        self.trials_path = self.run_dir / TRIALS_FILE
 
     def fit(self, stage: int, total: int, already: int, how: str, **experiment) -> None:
         here = stage_rows(read_trials(self.run_dir), stage) if self.trials_path.is_file() else pd.DataFrame()
-        progress = Progress(total, self.objectives, already=already, verbosity=self.verbosity, out=self.out,
-                            epochs=self.spec.train.epochs, time_budget_s=self.spec.search.time_budget_s,
-                            best=best_recorded(here, self.objectives[0]))
+        progress = self.job.progress(total, self.objectives, self.verbosity, already=already,
+                                     best=best_recorded(here, self.objectives[0]))
         progress.note(how)
         self.launcher.fit(choices=self.choices, progress=progress, name=STAGE_DIRS[stage], stage=stage, **experiment)
 
     def stopped(self) -> bool:
         """After a stage: True (and the run's files written) when Ctrl-C or the time budget ended it."""
-        reason = self.launcher.stopper.reason
-        if reason is None:
+        if self.job.stopped is None:
             return False
-        print(f"archscale: stopped ({reason}) before both stages finished; "
-              "`archscale run SPEC --resume` runs the rest", file=self.out, flush=True)
+        self.job.say_stopped("before both stages finished; `archscale run SPEC --resume` runs the rest")
         if self.trials_path.is_file():
             finalize_staged(self.run_dir, self.spec, out=self.out)
-        if reason == "interrupted":
+        if self.job.stopped == "interrupted":
             raise KeyboardInterrupt
         return True
 

@@ -17,26 +17,24 @@ what was expected. Damaged lines of a run's ``trials.csv`` are left out with a w
 from __future__ import annotations
 
 import copy
-import io
-import math
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
+from archscale.runs import ObjectivesLike, Run, objective_pairs
 from archscale.spec import SpecError
 
 if TYPE_CHECKING:
-    import pandas as pd
     from torch import nn
 
-    from archscale.spec import Spec
+    from archscale.search.jobs.checked import Check, CheckError
     from archscale.space import SearchSpace
+    from archscale.spec import Spec
 
-__all__ = ["Check", "CheckError", "Run", "ablate", "build", "check", "load_exported", "load_run", "repeat", "run", "spaces"]
+__all__ = ["Check", "CheckError", "Run", "ablate", "build", "check", "compare", "describe_store", "load_exported",
+           "load_run", "repeat", "run", "spaces"]
 
 SpecLike = Union[str, "os.PathLike[str]", Mapping[str, Any], "Spec"]
-ObjectivesLike = Union[str, Sequence[str], Sequence[Sequence[str]], None]
 
 
 
@@ -108,18 +106,24 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     if quiet and verbose:
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
-    from archscale.search.jobs.rundir import prepare_run_dir
+    from archscale.search.jobs.rundir import prepare_run_dir, undo_unstarted
 
     _before_ray(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
-    if resolved.search.stages is not None:
-        from archscale.search.jobs.stages import run_staged
+    existed = run_dir.exists()
+    try:
+        if resolved.search.stages is not None:
+            from archscale.search.jobs.stages import run_staged
 
-        run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
-    else:
-        from archscale.search.jobs.run import run_search
+            run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+        else:
+            from archscale.search.jobs.run import run_search
 
-        run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+            run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+    except BaseException:
+        if not resume:  # failed before its first trial: nothing left that blocks a plain rerun
+            undo_unstarted(run_dir, existed)
+        raise
     return Run(run_dir, resolved)
 
 
@@ -178,174 +182,30 @@ def load_run(path: str | os.PathLike) -> Run:
     return Run(run_dir, load_run_spec(run_dir))
 
 
-def objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, str]],
-                    where: str = "objectives") -> list[tuple[str, str]]:
-    """``"val_accuracy:max,macs:min"``, ``["val_accuracy:max", ...]`` or ``[("val_accuracy", "max"), ...]``
-    as checked (metric, direction) pairs; ``default`` when None. ``where`` starts each error
-    message (``--objectives`` for the command line)."""
-    from archscale.analysis.pareto import METRICS
+def compare(runs: Sequence[Run | str | os.PathLike], objectives: ObjectivesLike = None,
+            reference: Mapping[str, float] | None = None, out: str | os.PathLike | None = None,
+            where: str = "objectives") -> tuple[str, list[Path]]:
+    """``archscale compare``: the runs' fronts and hypervolumes on one scale, as text, and the
+    files written (a table and a plot, in ``out``). ``objectives``: default the first run's."""
+    from archscale.analysis.compare import compare_runs, format_comparison, write_comparison
 
-    if objectives is None or (isinstance(objectives, str) and not objectives.strip()):
-        return [tuple(o) for o in default]  # type: ignore[misc]
-    items = objectives.split(",") if isinstance(objectives, str) else list(objectives)
-    pairs = []
-    for item in items:
-        if isinstance(item, str):
-            metric, _, mode = item.strip().partition(":")
-        elif isinstance(item, Sequence) and len(item) == 2:
-            metric, mode = str(item[0]), str(item[1])
-        else:
-            raise SpecError(f"{where}: {item!r} is not allowed; give 'METRIC:max' or ('METRIC', 'max')")
-        if metric not in METRICS:
-            raise SpecError(f"{where}: unknown metric {metric!r}; allowed: {', '.join(METRICS)}")
-        if mode not in ("max", "min"):
-            raise SpecError(f"{where}: {metric!r} needs the direction 'max' or 'min', not {mode!r}")
-        pairs.append((metric, mode))
-    names = [m for m, _ in pairs]
-    if len(set(names)) != len(names):
-        raise SpecError(f"{where}: {objectives!r} names a metric twice")
-    if not 1 <= len(pairs) <= 3:
-        raise SpecError(f"{where}: {objectives!r} has {len(pairs)} objectives; give 1 to 3")
-    return pairs
+    runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    pairs = objective_pairs(objectives, runs[0].spec.search.objective_pairs(), where=where)
+    try:
+        summaries, b = compare_runs([r.path for r in runs], pairs, dict(reference or {}))
+    except KeyError as err:
+        raise SpecError(f"{where}: {err.args[0]}") from None
+    except ValueError as err:
+        raise SpecError(f"compare: {err}") from None
+    files = write_comparison(summaries, pairs, b, out)
+    return format_comparison(summaries, pairs, b), list(files.values())
 
 
-class Run:
-    """A run directory: its spec, its trials (read afresh from ``trials.csv`` at each access,
-    so a run still going shows its latest rows), its front, and what can be exported from it."""
+def describe_store(path: str | os.PathLike, best: int = 10) -> str:
+    """``archscale store PATH``: what a results store holds, with its ``best`` most accurate rows."""
+    from archscale.search.configs.store import describe
 
-    def __init__(self, path: str | os.PathLike, spec: Spec | None = None):
-        self.path = Path(path)
-        self._spec = spec
-
-    def __repr__(self) -> str:
-        trials = self.trials
-        counts = trials["status"].value_counts().to_dict() if "status" in trials else {}
-        summary = ", ".join(f"{n} {s}" for s, n in counts.items()) or "no trials"
-        return f"Run({str(self.path)!r}: {summary})"
-
-    @property
-    def spec(self) -> Spec:
-        """The run's resolved spec (``spec.yaml``)."""
-        if self._spec is None:
-            from archscale.analysis.runspec import load_run_spec
-
-            self._spec = load_run_spec(self.path)
-        return self._spec
-
-    @property
-    def trials(self) -> pd.DataFrame:
-        """``trials.csv``: one row per finished trial, any status (empty before the first)."""
-        import pandas as pd
-
-        from archscale.analysis.records import TRIALS_FILE, read_trials
-
-        if not (self.path / TRIALS_FILE).exists():
-            return pd.DataFrame(columns=["trial_id", "status"])
-        return read_trials(self.path)
-
-    def _trials_with(self, objectives: list[tuple[str, str]]) -> pd.DataFrame:
-        trials = self.trials
-        missing = [m for m, _ in objectives if m not in trials.columns]
-        if missing and len(trials):
-            raise SpecError(f"objectives: {self.path}'s trials.csv has no column {missing[0]!r} "
-                            "(a run made before that metric was measured)")
-        for metric in missing:  # no trial yet: an empty front
-            trials[metric] = []
-        return trials
-
-    def front(self, objectives: ObjectivesLike = None) -> pd.DataFrame:
-        """The completed trials no other dominates, best first by the first objective.
-        ``objectives``: ``"val_accuracy:max,macs:min"`` or ``[("val_accuracy", "max"), ...]``
-        (1 to 3; default the spec's)."""
-        from archscale.analysis.pareto import pareto_front
-
-        pairs = objective_pairs(objectives, self.spec.search.objective_pairs())
-        return pareto_front(self._trials_with(pairs), pairs)
-
-    def hypervolume(self, objectives: ObjectivesLike = None, reference: Mapping[str, float] | None = None) -> float:
-        """The front's hypervolume normalised by the box between the ideal point and the
-        reference point, as ``archscale pareto`` prints it. ``reference`` (metric -> value)
-        overrides the spec's ``search.reference_point``, which overrides the worst completed
-        value of each objective. NaN when no trial completed with every objective."""
-        from archscale.analysis.hypervolume import bounds, completed, front_hypervolume
-
-        pairs = objective_pairs(objectives, self.spec.search.objective_pairs())
-        names = [m for m, _ in pairs]
-        for metric, value in (reference or {}).items():
-            if metric not in names:
-                raise SpecError(f"reference: {metric!r} is not an objective here; allowed: {', '.join(names)}")
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or math.isnan(value):
-                raise SpecError(f"reference: {metric}={value!r} is not a number")
-        trials = self._trials_with(pairs)
-        if completed(trials, pairs).empty:
-            return math.nan
-        b = bounds(trials, pairs, {**(self.spec.search.reference_point or {}), **(reference or {})})
-        return float(front_hypervolume(trials, pairs, b)[1])
-
-    @property
-    def best(self) -> pd.Series | None:
-        """The winner's row (on the front of the spec's objectives, best in the first), or
-        None when no trial completed."""
-        from archscale.analysis.pareto import best_trial
-
-        pairs = self.spec.search.objective_pairs()
-        return best_trial(self._trials_with(pairs), pairs)
-
-    def _choose(self, pick: str | None, trial: str | None) -> tuple[pd.Series, str]:
-        """The row to export and how it was chosen."""
-        from archscale.analysis.pareto import PICKS, pick_trial
-
-        trials = self.trials
-        if trial is not None and pick is not None:
-            raise SpecError(f"export: give trial ({trial!r}) or pick ({pick!r}), not both")
-        if trial is not None:
-            ids = trials["trial_id"].astype(str)
-            match = trials[ids == str(trial)]
-            if match.empty:
-                raise SpecError(f"--trial {trial!r}: no such trial in {self.path}; trials: {', '.join(ids) or 'none'}")
-            row = match.iloc[0]
-            if row["status"] != "completed":
-                raise SpecError(f"--trial {trial!r}: the trial is {row['status']}; only completed trials can be exported")
-            return row, "trial"
-        if pick is not None:
-            if pick not in PICKS:
-                raise SpecError(f"--pick {pick!r}: not allowed; allowed: {', '.join(PICKS)}")
-            row = pick_trial(trials, pick) if len(trials) else None
-            if row is None:
-                raise SpecError(f"{self.path}: no completed trial with val_accuracy and macs to pick from")
-            return row, f"--pick {pick}"
-        row = self.best
-        if row is None:
-            raise SpecError(f"{self.path}: no completed trial to export")
-        return row, "the winner"
-
-    def export(self, out: str | os.PathLike | None = None, pick: str | None = None, trial: str | None = None,
-               onnx: bool = False) -> Path:
-        """Write a trial's ``arch.yaml``, ``weights.pt``, ``metrics.json`` and standalone
-        ``model.py`` (``onnx``: ``model.onnx`` too) into ``out`` (default ``RUN/best``) and
-        return that folder. The trial: ``trial`` (an id of ``trials.csv``), else ``pick``
-        (``accuracy``, ``macs`` or ``knee``), else the winner (:attr:`best`).
-        ``metrics.json`` records the trial id and how it was picked (``picked_by``)."""
-        from archscale.analysis.export import export_trial
-
-        row, how = self._choose(pick, trial)
-        folder = Path(out) if out is not None else self.path / "best"
-        spec = self.spec
-        return export_trial(self.path, str(row["trial_id"]), folder, onnx=onnx,
-                            extra={"spec": spec.name, "objectives": spec.search.objectives, "picked_by": how})
-
-    def report(self, out: str | os.PathLike | None = None, objectives: ObjectivesLike = None) -> Path:
-        """Write the run's one-page ``report.html`` (default ``RUN/report.html``), as
-        ``archscale report`` does, and return its path. ``objectives``: the front's (default: the spec's)."""
-        from archscale.analysis.report import write_report
-        from archscale.search.sampling.importance import param_importances
-
-        spec = self.spec
-        trials = self.trials
-        importances, note = param_importances(spec, trials)
-        return write_report(self.path, out, objectives=objective_pairs(objectives, spec.search.objective_pairs()),
-                            choices=[d.name for d in spec.searched()], reference=spec.search.reference_point or {},
-                            importances=importances, importance_note=note)
+    return describe(path, best=best)
 
 
 # --------------------------------------------------------------------------- models and families
@@ -392,125 +252,24 @@ def spaces(details: bool = False) -> list[str] | dict[str, SearchSpace]:
 # --------------------------------------------------------------------------- check
 
 
-class CheckError(SpecError):
-    """``check`` found the spec unusable (no configuration fits the budgets, say); ``output``
-    holds what ``archscale check`` prints before the error."""
-
-    def __init__(self, message: str, output: str = ""):
-        super().__init__(message)
-        self.output = output
-
-
-@dataclass
-class Check:
-    """What ``archscale check`` finds: ``size`` of the space (``inf`` with continuous ranges),
-    configurations ``sampled`` (built and measured, not trained), how many are ``feasible``,
-    and ``rows`` (one dict per configuration: its choices, params, macs, feasible, why).
-    ``str(check)`` is the text ``archscale check`` prints."""
-
-    spec: Spec
-    text: str
-    _counts: Callable[[], tuple[float, list[dict]]] = field(repr=False)
-    _cache: tuple[float, list[dict]] | None = field(default=None, repr=False)
-
-    def _get(self) -> tuple[float, list[dict]]:
-        if self._cache is None:
-            self._cache = self._counts()
-        return self._cache
-
-    @property
-    def size(self) -> float:
-        return self._get()[0]
-
-    @property
-    def rows(self) -> list[dict]:
-        return self._get()[1]
-
-    @property
-    def sampled(self) -> int:
-        return len(self.rows)
-
-    @property
-    def feasible(self) -> int:
-        return sum(bool(r["feasible"]) for r in self.rows)
-
-    def __str__(self) -> str:
-        return self.text
-
-    def __repr__(self) -> str:
-        if self._cache is None:  # a staged check measures its counts only when asked
-            return f"Check({self.spec.name!r}: print() it for the report; .size, .sampled, .feasible, .rows)"
-        size = "inf" if self.size == math.inf else f"{int(self.size):,}"
-        return f"Check({self.spec.name!r}: {self.feasible} of {self.sampled} sampled feasible; size {size})"
-
-    def __format__(self, format_spec: str) -> str:
-        return format(self.text, format_spec)
-
-
 def check(spec: SpecLike, samples: int = 64, **overrides: Any) -> Check:
     """Validate ``spec`` (a path, a dict or a Spec; ``overrides`` as in :func:`run`), and build
     and measure up to ``samples`` configurations (nothing is trained) to count those within
-    the budgets. A two-stage spec: stage 1's grid and what stage 2 will run.
-    Raises SpecError for an invalid spec, :class:`CheckError` when no configuration fits."""
+    the budgets and those that cannot be built. A two-stage spec: stage 1's grid and what
+    stage 2 will run. Raises SpecError for an invalid spec, :class:`CheckError` when no
+    configuration fits."""
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise SpecError(f"samples: {samples!r} is not allowed; give a whole number of 1 or more")
     resolved = resolve_spec(spec, overrides)
-    if resolved.search.stages is not None:
-        return _check_staged(resolved, samples)
-    from archscale.search.jobs.check import feasibility
+    from archscale.search.jobs.checked import check_spec
 
-    report = feasibility(resolved, samples=samples)
-    text = _check_text(resolved, report)
-    result = Check(resolved, text, lambda: (report.size, report.rows))
-    if report.feasible == 0:
-        small = report.smallest
-        raise CheckError(f"space: no configuration meets the budgets; the smallest sampled has "
-                         f"params={small.get('params')}, macs={small.get('macs')}", output=text)
-    return result
+    return check_spec(resolved, samples)
 
 
-def _check_text(spec: Spec, report) -> str:
-    lines = [f"spec {spec.name!r}: valid",
-             f"family {spec.space.family}; dataset {spec.data.dataset}; sampler {spec.search.sampler}; "
-             f"{spec.search.num_trials} trials; objectives {', '.join(spec.search.objectives)}"]
-    for d in spec.space.dimensions() + spec.train.dimensions():
-        if d.kind == "fixed":
-            desc = f"fixed {d.values[0]!r}"
-        elif d.kind == "choice":
-            desc = "choice of " + ", ".join(map(repr, d.values))
-        else:
-            desc = (f"{d.kind} range [{d.low}, {d.high}]" + (f" step {d.step}" if d.step else "")
-                    + (" log" if d.log else ""))
-        lines.append(f"  {d.name}: {desc}")
-    size = "infinite (continuous ranges)" if report.size == math.inf else f"{int(report.size):,}"
-    lines.append(f"size of the space: {size} configurations")
-    budgets = ", ".join(f"{k}={v:,}" for k, v in (("max_params", spec.space.max_params),
-                                                   ("max_macs", spec.space.max_macs),
-                                                   ("max_latency_ms", spec.space.max_latency_ms)) if v)
-    what = "configurations" if report.sampled == report.size else "sampled configurations"
-    lines.append(f"{report.feasible} of {report.sampled} {what} fit the budgets ({budgets or 'no budgets'})")
-    measured = [r for r in report.rows if r["params"] is not None]
-    if measured:
-        params = sorted(r["params"] for r in measured)
-        macs = sorted(r["macs"] for r in measured)
-        lines.append(f"params {params[0]:,} .. {params[-1]:,}; macs (multiply-adds per image) "
-                     f"{macs[0]:,} .. {macs[-1]:,}")
-    return "\n".join(lines) + "\n"
+def __getattr__(name: str):
+    """``Check`` and ``CheckError``, imported on first use (their module builds networks with torch)."""
+    if name in ("Check", "CheckError"):
+        from archscale.search.jobs import checked as module
 
-
-def _check_staged(spec: Spec, samples: int) -> Check:
-    from archscale.search.jobs.compound import check_staged, stage_one_rows
-
-    buffer = io.StringIO()
-    try:
-        check_staged(spec, samples=samples, out=buffer)
-    except SpecError as err:
-        raise CheckError(str(err), output=buffer.getvalue()) from None
-
-    def counts() -> tuple[float, list[dict]]:
-        # Stage 1's grid (or sample) measured again: only when the counts are asked for.
-        rows, _ = stage_one_rows(spec, samples)
-        size = math.prod(d.size for d in spec.space.searched()) if spec.space.searched() else 1
-        return size, rows
-
-    return Check(spec, buffer.getvalue(), counts)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

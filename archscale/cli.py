@@ -12,7 +12,13 @@ import sys
 import time
 from pathlib import Path
 
-from archscale.spec import SpecError  # imports nothing: `archscale --help` loads no torch
+# light modules only: `archscale --help` loads no torch, pandas, pydantic, ray or optuna
+from archscale import api
+from archscale.files import FileError, read_json_object
+from archscale.search.jobs.profile import PROFILE, format_table
+from archscale.space import CONTEXT_PARAMS, SpaceError, get_space, list_spaces
+from archscale.spec import SpecError
+from archscale.trainer.config import DataError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
@@ -108,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _set_overrides(assignments: list[str]) -> dict:
     """``--set key.path=value`` items as the overrides of :func:`archscale.run`: each checked and
     its value parsed (as YAML) by :func:`~archscale.spec.apply_override`, in order."""
-    from archscale.spec import apply_override
+    from archscale.spec import apply_override  # the spec's model: pydantic, loaded once a command runs
 
     overrides: dict = {}
     for assignment in assignments:
@@ -124,52 +130,39 @@ def _set_overrides(assignments: list[str]) -> dict:
 
 
 def cmd_run(args) -> int:
-    from archscale.api import run
-
-    done = run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose,
-               **_set_overrides(args.overrides))
+    done = api.run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose,
+                   **_set_overrides(args.overrides))
     if args.profile:
-        from archscale.search.jobs.profile import PROFILE, format_table
-
         path = PROFILE.write(done.path)
         print(f"\nwhere the time went (seconds; also in {path}):\n{format_table(PROFILE.summary())}")
     return EXIT_OK
 
 
 def cmd_check(args) -> int:
-    from archscale.api import CheckError, check
-
     try:
-        result = check(args.spec, samples=args.samples, **_set_overrides(args.overrides))
-    except CheckError as err:  # what was found before the error, then the error (exit 2)
-        print(err.output, end="")
+        result = api.check(args.spec, samples=args.samples, **_set_overrides(args.overrides))
+    except SpecError as err:  # a CheckError carries what was found before it (exit 2)
+        print(getattr(err, "output", ""), end="")
         raise
     print(result, end="")
     return EXIT_OK
 
 
 def cmd_ablate(args) -> int:
-    from archscale.api import ablate
-
-    out = ablate(args.spec, args.techniques, args.seeds, args.combos, args.out, quiet=args.quiet,
-                 **_set_overrides(args.overrides))
+    out = api.ablate(args.spec, args.techniques, args.seeds, args.combos, args.out, quiet=args.quiet,
+                     **_set_overrides(args.overrides))
     print(f"wrote {out / 'ablation.csv'} and {out / 'ablation.png'}")
     return EXIT_OK
 
 
 def cmd_repeat(args) -> int:
-    from archscale.api import repeat
-
-    out = repeat(_run_dir(args.run_dir), args.trial, args.seeds, args.out, quiet=args.quiet)
+    out = api.repeat(_run(args.run_dir).path, args.trial, args.seeds, args.out, quiet=args.quiet)
     print(f"wrote {out / 'repeat.csv'}")
     return EXIT_OK
 
 
 def cmd_spaces(args) -> int:
-    from archscale.space import CONTEXT_PARAMS, get_space, list_spaces
-
-    names = [args.family] if args.family else list_spaces()
-    for name in names:
+    for name in [args.family] if args.family else list_spaces():
         family = get_space(name)
         print(f"{family.name}: {family.description}")
         width = max(14, *(len(p.name) for p in family.params))
@@ -180,101 +173,47 @@ def cmd_spaces(args) -> int:
     return EXIT_OK
 
 
-def _run_dir(path: str) -> Path:
+def _run(path: str) -> api.Run:
+    """The run directory ``path`` names (with its trials.csv), its spec read and checked."""
     run_dir = Path(path)
     if not run_dir.is_dir():
         what = "is a file" if run_dir.exists() else "does not exist"
         raise SpecError(f"{run_dir} {what}; expected a run directory (holding spec.yaml and trials.csv)")
     if not (run_dir / "trials.csv").exists():
         raise SpecError(f"{run_dir} is not a run directory (no trials.csv)")
-    return run_dir
-
-
-def _run_spec(run_dir: Path):
-    from archscale.analysis.runspec import load_run_spec
-
-    return load_run_spec(run_dir)
-
-
-def _objectives_arg(text: str | None, default, flag: str = "--objectives"):
-    from archscale.api import objective_pairs
-
-    return objective_pairs(text, default, where=flag)
+    return api.load_run(run_dir)
 
 
 def _reference_arg(text: str | None) -> dict[str, float]:
-    from archscale.analysis.pareto import METRICS
-
+    """``--reference macs=1e6,val_accuracy=0.1`` as metric -> value (metrics checked by the API)."""
     out: dict[str, float] = {}
     for item in filter(None, (text or "").split(",")):
         metric, eq, value = item.partition("=")
-        metric = metric.strip()
-        if not eq or metric not in METRICS:
-            raise SpecError(f"--reference: {item!r} must be METRIC=VALUE with METRIC one of {', '.join(METRICS)}")
+        if not eq:
+            raise SpecError(f"--reference: {item!r} must be METRIC=VALUE")
         try:
-            out[metric] = float(value)
+            out[metric.strip()] = float(value)
         except ValueError:
-            raise SpecError(f"--reference: {metric}={value!r} is not a number") from None
+            raise SpecError(f"--reference: {metric.strip()}={value!r} is not a number") from None
     return out
 
 
-def _check_columns(trials, objectives, run_dir: Path) -> None:
-    missing = [m for m, _ in objectives if m not in trials.columns]
-    if missing:
-        raise SpecError(f"--objectives: {run_dir}'s trials.csv has no column {missing[0]!r} "
-                        "(a run made before that metric was measured)")
-
-
 def cmd_pareto(args) -> int:
-    from archscale.analysis.hypervolume import summarise
-    from archscale.analysis.pareto import pareto_front, plot_pareto, short_ids
-    from archscale.analysis.records import read_trials
-    from archscale.search.jobs.finish import format_front
-
-    run_dir = _run_dir(args.run_dir)
-    spec = _run_spec(run_dir)
-    objectives = _objectives_arg(args.objectives, spec.search.objective_pairs())
-    reference = {**(spec.search.reference_point or {}), **_reference_arg(args.reference)}
-    trials = read_trials(run_dir)
-    _check_columns(trials, objectives, run_dir)
-    front = pareto_front(trials, objectives)
-    print(format_front(trials, front, objectives, [d.name for d in spec.searched()]))
-    labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
-    for _, row in front.iterrows():
-        print(f"  {labels[str(row['trial_id'])]}: {row['arch']}")
-    plot = Path(args.plot) if args.plot else run_dir / "pareto.png"
-    plot_pareto(trials, objectives, plot, title=f"{spec.name}: Pareto front")
-    print(f"plot: {plot}")
-    hv_plot = plot.with_name("hypervolume.png")
-    line = summarise(trials, objectives, reference, hv_plot, spec.name)
-    if line:
-        print(f"{line}\nhypervolume over trials: {hv_plot}")
-    if spec.search.stages is not None:  # a two-stage compound-scaling run: the phi sweep and scaling.png
-        from archscale.search.jobs.compound import SCALING_PLOT, write_scaling
-
-        write_scaling(run_dir, spec, path=plot.parent / SCALING_PLOT)
+    run = _run(args.run_dir)
+    print(run.pareto(args.objectives, _reference_arg(args.reference), args.plot, where="--objectives"))
     return EXIT_OK
 
 
 def cmd_report(args) -> int:
-    from archscale.analysis.records import read_trials
-    from archscale.api import load_run
-
-    run_dir = _run_dir(args.run_dir)
-    spec = _run_spec(run_dir)
-    objectives = _objectives_arg(args.objectives, spec.search.objective_pairs())
-    _check_columns(read_trials(run_dir), objectives, run_dir)
-    print(f"report: {load_run(run_dir).report(args.out, objectives)}")
+    run = _run(args.run_dir)
+    print(f"report: {run.report(args.out, args.objectives, where='--objectives')}")
     return EXIT_OK
 
 
 def cmd_export(args) -> int:
-    from archscale.analysis.export import read_exported
-    from archscale.files import read_json_object
-    from archscale.api import load_run
+    from archscale.analysis.export import read_exported  # torch
 
-    run = load_run(_run_dir(args.run_dir))
-    out = run.export(args.out, pick=args.pick, trial=args.trial, onnx=args.onnx)
+    out = _run(args.run_dir).export(args.out, pick=args.pick, trial=args.trial, onnx=args.onnx)
     metrics = read_json_object(out / "metrics.json", "the metrics.json export just wrote",
                                keys=("trial_id", "picked_by", "val_accuracy", "macs", "files"))
     print(f"exported trial {metrics['trial_id']} ({metrics['picked_by']}; val_accuracy {metrics['val_accuracy']:.4f}, "
@@ -285,47 +224,24 @@ def cmd_export(args) -> int:
 
 
 def cmd_compare(args) -> int:
-    from archscale.analysis.compare import compare_runs, format_comparison, write_comparison
-
-    dirs = [_run_dir(d) for d in args.run_dirs]
-    specs = [_run_spec(d) for d in dirs]  # each must hold a valid spec
-    objectives = _objectives_arg(args.objectives, specs[0].search.objective_pairs())
-    try:
-        summaries, b = compare_runs(dirs, objectives, _reference_arg(args.reference))
-    except KeyError as err:
-        raise SpecError(f"--objectives: {err.args[0]}") from None
-    except ValueError as err:
-        raise SpecError(f"compare: {err}") from None
-    print(format_comparison(summaries, objectives, b))
-    files = write_comparison(summaries, objectives, b, args.out)
-    print("wrote " + ", ".join(str(p) for p in files.values()))
+    runs = [_run(d) for d in args.run_dirs]  # each must hold a valid spec
+    text, files = api.compare(runs, args.objectives, _reference_arg(args.reference), args.out, where="--objectives")
+    print(text)
+    print("wrote " + ", ".join(str(p) for p in files))
     return EXIT_OK
 
 
 def cmd_store(args) -> int:
-    from archscale.search.configs.store import describe
-
-    print(describe(args.path, best=args.best))
+    print(api.describe_store(args.path, best=args.best))
     return EXIT_OK
 
 
-COMMANDS = {"store": cmd_store, "run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat, "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report,
-            "export": cmd_export, "compare": cmd_compare}
-
-
-def _input_errors() -> tuple[type[Exception], ...]:
-    """The errors that mean bad input (exit 2), imported once one is raised: a command that
-    needs none of their packages (``spaces`` needs no pandas) does not load them."""
-    from archscale.files import FileError
-    from archscale.space import SpaceError
-    from archscale.trainer.config import DataError  # torch-free: an input error's line comes at once
-
-    return SpecError, SpaceError, DataError, FileError
+COMMANDS = {"store": cmd_store, "run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat,
+            "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report, "export": cmd_export,
+            "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:
-    from archscale.search.jobs.profile import PROFILE  # imports nothing heavy
-
     PROFILE.reset()
     PROFILE.add("interpreter", max(0.0, time.time() - PROFILE.start))
     args = build_parser().parse_args(argv)  # --help and argument errors end here, before torch is loaded
@@ -337,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         print("archscale: interrupted", file=sys.stderr)
         return 130
     except Exception as err:
-        if isinstance(err, _input_errors()):
+        if isinstance(err, (SpecError, SpaceError, DataError, FileError)):
             print(f"archscale: error: {err}", file=sys.stderr)
             return EXIT_USAGE
         # a failure while running: one line, traceback only on request

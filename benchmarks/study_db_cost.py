@@ -34,7 +34,7 @@ def search(storage: str | None, spec, n: int) -> tuple[float, list[dict]]:
     """Seconds for ``n`` ask/tell rounds with archscale's sampler; the rows they make."""
     import optuna
 
-    from archscale.search.sampling.searcher import make_sampler, optuna_space
+    from archscale.search.sampling.asktell import make_sampler, optuna_space
 
     dists = optuna_space(spec.searched())
     study = optuna.create_study(storage=storage, directions=["maximize", "minimize"], sampler=make_sampler(spec))

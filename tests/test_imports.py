@@ -23,7 +23,6 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "archscale"
 MAX_IMPORTS_IN_FUNCTIONS = 60
-REWORKED = ("search", "api", "cli")  # search is being reworked on main
 
 
 def module_name(path: Path) -> str:
@@ -160,11 +159,9 @@ def a_circle(component: list[str], edges: dict[str, set[str]]) -> list[str]:
     return component
 
 
-def per_package(reworked: tuple[str, ...] = REWORKED):
-    """One parameter per top-level package or module of archscale; those of ``reworked`` xfail."""
-    names = sorted({top_package(m) for m in sources()})
-    return [pytest.param(n, marks=pytest.mark.xfail(strict=False, reason="search is being reworked on main"))
-            if n in reworked else n for n in names]
+def per_package() -> list[str]:
+    """One parameter per top-level package or module of archscale."""
+    return sorted({top_package(m) for m in sources()})
 
 
 # --------------------------------------------------------------------------- the tests
@@ -181,7 +178,6 @@ def test_the_graph_resolves_lazy_exports_and_submodules():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
-# search is being reworked on main: its circles, and api's and cli's, are xfail until then
 @pytest.mark.parametrize("package", per_package())
 def test_no_import_circles(package):
     edges = graph()
@@ -204,8 +200,7 @@ def classes_in_functions(module: str) -> list[str]:
     return found
 
 
-# search is being reworked on main: its classes made inside functions are xfail until then
-@pytest.mark.parametrize("package", per_package(reworked=("search",)))
+@pytest.mark.parametrize("package", per_package())
 def test_no_class_is_defined_inside_a_function(package):
     found = [line for m in sources() if top_package(m) == package for line in classes_in_functions(m)]
     assert not found, "\n".join(found)
@@ -216,7 +211,6 @@ def imports_in_functions() -> Counter:
     return Counter({m: n for m, tree in sources().items() if (n := sum(inside for _, inside in _walk(tree)))})
 
 
-@pytest.mark.xfail(strict=False, reason="search, api and cli are being reworked on main; the bound tightens then")
 def test_few_imports_inside_functions():
     counts = imports_in_functions()
     total = sum(counts.values())

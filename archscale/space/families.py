@@ -42,4 +42,16 @@ def build(arch: Arch | str) -> nn.Module:
         arch = Arch.from_text(arch)
     space = get_space(arch.family)
     arch = space.resolve(arch.params)  # validates a hand-written or stored arch
-    return space.build_model(arch)
+    model = space.build_model(arch)
+    import torch  # a family's network is torch's; declaring and resolving one needs no torch
+
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"family {space.name!r}: build_model returned {type(model).__name__}, not a torch.nn.Module")
+    if any(isinstance(p, torch.nn.parameter.UninitializedParameter) for p in model.parameters()):
+        # lazy modules (nn.LazyLinear, ...) take their shapes from a first forward pass: one image of the dataset's size
+        p = arch.params
+        training = model.training
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, int(p["in_channels"]), int(p["image_size"]), int(p["image_size"])))
+        model.train(training)
+    return model

@@ -21,8 +21,14 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any
 
+import torch
+
+from archscale.analysis.cost import activation_mb, count_macs, count_params, latency_ms
+
 from archscale.search.configs.context import TrialContext, resolve_arch, train_values
 from archscale.space import Arch, SpaceError, SearchSpace, build, get_space
+from archscale.trainer import TrainConfig, resolve_device
+from archscale.trainer.memory import step_peak_mb
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,7 @@ class Verdict:
     latency_ms: float | None = None  # batch 1, median
     latency_batch_ms: float | None = None  # one training-size batch, median
     why: str = ""
+    buildable: bool = True  # False: building or costing it raised (``why`` holds the error's line)
 
     @property
     def feasible(self) -> bool:
@@ -100,8 +107,6 @@ def is_cuda_out_of_memory(err: BaseException) -> bool:
     """Whether a GPU allocation failed: ``torch.OutOfMemoryError``, or the words cuBLAS, cuDNN
     or the CUDA runtime use for it, in ``err`` or in what it wraps (torch.compile raises its
     own error from the one its compiled code hit)."""
-    import torch
-
     seen: set[int] = set()
     while err is not None and id(err) not in seen:
         seen.add(id(err))
@@ -151,6 +156,14 @@ class Evaluator:
             arch = resolve_arch(self.ctx, config)
         except SpaceError as err:
             return Verdict(dict(config), None, why=str(err))
+        try:
+            return self._judge(arch, config, full, model)
+        except Exception as err:  # noqa: BLE001 - a family's code may fail in any way; the search goes on
+            if is_cuda_out_of_memory(err):
+                raise  # the GPU's state, not the configuration's: the trial is retried
+            return Verdict(dict(config), arch, why=f"cannot be built: {describe_error(err)}", buildable=False)
+
+    def _judge(self, arch: Arch, config: dict[str, Any], full: bool, model) -> Verdict:
         why = get_space(arch.family).constraint_violation(arch.params) or ""
         ctx = self.ctx
         if not full and (why or not ctx.has_budgets):
@@ -176,8 +189,6 @@ class Evaluator:
     def _cost(self, arch: Arch, model) -> _Cost:
         cost = _COSTS.get(arch.text)
         if cost is None:
-            from archscale.analysis.cost import activation_mb, count_macs, count_params
-
             model = model if model is not None else build(arch)
             shape = self.ctx.input_shape
             cost = _Cost(count_params(model), count_macs(model, shape), activation_mb(model, shape, 1))
@@ -187,8 +198,6 @@ class Evaluator:
         return cost
 
     def resolved_device(self):
-        from archscale.trainer import resolve_device
-
         return resolve_device(str(self.device))
 
     def _batch_memory(self, arch: Arch, model, recipe: dict[str, Any], cost: _Cost) -> tuple[float, str]:
@@ -202,9 +211,6 @@ class Evaluator:
             return round(cost.activation_mb_per_image * batch, 3), "cpu_estimate"
         key = (arch.text, str(device), batch, recipe.get("precision"), recipe.get("channels_last"))
         if key not in self._memory:
-            from archscale.trainer import TrainConfig
-            from archscale.trainer.memory import step_peak_mb
-
             cfg = TrainConfig(**recipe)
             probe = copy.deepcopy(model)
             peak = step_peak_mb(probe, tuple(self.ctx.input_shape[1:]), self.ctx.data_context["num_classes"], cfg,
@@ -216,10 +222,6 @@ class Evaluator:
     def _latency_of(self, arch: Arch, model, recipe: dict[str, Any]) -> dict[str, float]:
         """Inference latency on the evaluator's device, batch 1 and the training batch (median
         ms), under the autocast the trial trains with. Moves the model to that device."""
-        import torch
-
-        from archscale.analysis.cost import latency_ms
-
         device = self.resolved_device()
         precision = recipe.get("precision", "auto")
         dtype = torch.bfloat16 if precision == "bf16" or (precision == "auto" and device.type == "cuda") else None

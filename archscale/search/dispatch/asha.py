@@ -16,6 +16,9 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
+from ray.tune.schedulers import ASHAScheduler
+
+from archscale.analysis.export import read_history
 
 from archscale.spec import Spec
 
@@ -26,7 +29,6 @@ def make_scheduler(spec: Spec):
     """Ray Tune's ASHA on validation accuracy per epoch, or None (every trial runs its epochs)."""
     if spec.search.scheduler != "asha":
         return None
-    from ray.tune.schedulers import ASHAScheduler
 
     return ASHAScheduler(time_attr=TIME_ATTR, metric=METRIC, mode="max", max_t=spec.train.epochs,
                          grace_period=spec.search.asha.grace_period,
@@ -36,7 +38,6 @@ def make_scheduler(spec: Spec):
 def recorded_histories(run_dir: Path, recorded: pd.DataFrame) -> dict[str, list[tuple[int, float]]]:
     """Per recorded trial, the (epoch, val_accuracy) it reported: a completed trial's history
     from ``trials/<id>/result.json``; a pruned one, the accuracy it was stopped with."""
-    from archscale.analysis.export import read_history
 
     out: dict[str, list[tuple[int, float]]] = {}
     for row in recorded.itertuples():

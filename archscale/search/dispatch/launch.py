@@ -32,7 +32,7 @@ from archscale.search.dispatch.recorder import Progress, Relay, RunFiles, Search
 from archscale.search.dispatch.resources import TrialResources, trial_resources
 from archscale.search.dispatch.shared import share_splits
 from archscale.spec import Spec, SpecError
-from archscale.search.configs.store import RunStore
+from archscale.search.configs.runstore import RunStore
 from archscale.search.dispatch.trial import run_trial
 
 SPEC_FILE = "spec.yaml"

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TextIO
 
 from ray.tune import Callback, Stopper
+from ray.util.queue import Empty
 
 from archscale.analysis.export import trial_dir, write_trial_files
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV
@@ -182,12 +183,12 @@ class RunFiles:
     ``trials.csv`` (each trial once), the trials' files, ``started.jsonl``, and the progress
     lines. The recorder calls it directly, or through a :class:`Relay` from a cluster.
     ``stage`` (two-stage runs) is written into every row and ``started.jsonl`` line; ``store``
-(:class:`~archscale.search.configs.store.RunStore`) receives every row recorded."""
+(:class:`~archscale.search.configs.runstore.RunStore`) receives every row recorded."""
 
     def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None,
                  store=None):
         self.run_dir, self.choices, self.progress, self.stage = Path(run_dir), choices, progress, stage
-        self.store = store  # a search.store.RunStore: every finished trial also goes in there
+        self.store = store  # a runstore.RunStore: every finished trial also goes in there
         self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None)
 
     def started(self, trial_id: str, config: dict, gpu: float) -> None:
@@ -231,7 +232,6 @@ class Relay:
 def drain(queue, target: RunFiles, done) -> None:
     """Apply the relayed calls to ``target`` until ``done`` (a threading.Event) is set and
     the queue is empty."""
-    from ray.util.queue import Empty
 
     while True:
         try:

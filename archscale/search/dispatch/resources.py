@@ -16,9 +16,14 @@ import math
 import threading
 from typing import Callable
 
+import ray
+import torch
+from ray.tune import PlacementGroupFactory
+
 from archscale.search.configs.context import TrialContext, train_values
 from archscale.search.configs.evaluate import Evaluator
 from archscale.spec import Spec
+from archscale.trainer.memory import dataset_mb
 
 CUDA_CONTEXT_MB = 600.0  # CUDA context + cuBLAS/cuDNN workspaces of one process: not in max_memory_allocated
 HEADROOM = 1.2  # allocator fragmentation, evaluation batches and the test split
@@ -90,7 +95,6 @@ class TrialResources:
             return self.shares[key]
 
     def __call__(self, config: dict):
-        from ray.tune.execution.placement_groups import PlacementGroupFactory
 
         bundle = {"CPU": self.cpu}
         gpu = self.gpu_for(config)
@@ -114,8 +118,6 @@ def _peak_here(ctx: TrialContext, config: dict) -> float:
 
 
 def _gpu_total_here() -> float:
-    import torch
-
     return torch.cuda.get_device_properties(0).total_memory / 2**20
 
 
@@ -141,28 +143,19 @@ def gpu_measurer(ctx: TrialContext, *, peak: Callable[[TrialContext, dict], floa
     inside its controller loop: a probe that asked for its GPU sliver only then would wait
     forever behind trials whose shares fill the GPU (and which need that loop to finish), so
     the probe holds its sliver from the start and the shares leave it room (:func:`gpu_share`)."""
-    import torch
-
     if torch.cuda.is_available():
         return total(), lambda config: peak(ctx, config)
-
-    import ray
-
     probe = ray.remote(num_cpus=0, num_gpus=RAY_STEP)(_Probe).remote(peak, total)
     return ray.get(probe.total.remote()), lambda config: ray.get(probe.peak.remote(ctx, config))
 
 
 def trial_resources(spec: Spec, evaluator: Evaluator, splits) -> TrialResources:
     """What each trial of ``spec`` asks Ray for; ``gpu: auto`` means no GPU where the cluster has none."""
-    import ray
-
     r = spec.search.resources_per_trial
     if r.gpu != "auto":
         return TrialResources(evaluator, r.cpu, r.gpu)
     if ray.cluster_resources().get("GPU", 0) == 0 or spec.train.device == "cpu":
         return TrialResources(evaluator, r.cpu, 0.0)
-    from archscale.trainer.memory import dataset_mb
-
     images = len(splits.y_train) + len(splits.y_val) + len(splits.y_test)
     total_mb, measure = gpu_measurer(evaluator.ctx)
     data_mb = dataset_mb(images, tuple(splits.x_train.shape[1:]))

@@ -16,9 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import ray
+
 from archscale.trainer import Splits
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the workers read no spec: they get plain data
     from archscale.spec import Spec
 
 _CACHE: dict[tuple, Splits] = {}  # this process's: one dataset at a time
@@ -44,7 +46,6 @@ def share_splits(spec: Spec, splits: Splits) -> SharedSplits:
     process's cache too (a trial that runs in the driver's process fetches nothing). The key
     ends with the object's id: a later search in the same Ray session (a notebook), even of the
     same dataset whose files changed, is fetched anew, never served a worker's old copy."""
-    import ray
 
     ref = ray.put(splits)
     key = (*data_key(spec), ref.hex())
@@ -60,7 +61,6 @@ def local_splits(splits: Splits | SharedSplits) -> Splits:
         return splits
     held = _CACHE.get(splits.key)
     if held is None:
-        import ray
 
         held = ray.get(splits.ref)
         _LOADS += 1

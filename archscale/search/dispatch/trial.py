@@ -13,16 +13,18 @@ import os
 import time
 from typing import Any
 
+import ray
 import torch
+from ray import tune
 
 from archscale.analysis.export import trial_files
 from archscale.search.configs.context import TrialContext, resolve_arch, train_values
 from archscale.search.jobs.profile import TIMES, process_start
 from archscale.search.dispatch.shared import SharedSplits, loads, local_splits
-from archscale.search.configs.evaluate import Evaluator, describe_error, is_cuda_out_of_memory
+from archscale.search.configs.evaluate import Evaluator, Verdict, describe_error, is_cuda_out_of_memory
 from archscale.search.jobs.provenance import trial_provenance
 from archscale.space import build
-from archscale.trainer import Splits, TrainConfig, train
+from archscale.trainer import Splits, TrainConfig, resolve_device, train
 
 ARTIFACTS = "artifacts"  # key of the last result that carries the trial's files to the driver
 _IMPORTED = time.time()  # when this process had imported what a trial needs (preloaded: before any trial)
@@ -41,7 +43,6 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits | Shared
     ``splits``: the data, or (as the launcher sends them) a :class:`SharedSplits` handle,
     fetched from Ray's object store once per worker process and kept for its later trials.
     """
-    from ray import tune
 
     entered = time.time()
     reached: dict[str, Any] = {"epochs": 0}  # what the trial got to before a failure
@@ -61,7 +62,6 @@ def _claim_resources() -> dict[str, Any]:
     """Hold the trial to what Ray gave it: torch threads = its CPUs (no other worker threads
     or processes: the trainer loads no data in the background), and, on a shared GPU, a cap
     of its share of the GPU's memory."""
-    import ray
 
     assigned = ray.get_runtime_context().get_assigned_resources()
     cpus, gpus = assigned.get("CPU", 1.0), assigned.get("GPU", 0.0)
@@ -74,7 +74,6 @@ def _claim_resources() -> dict[str, Any]:
 
 def device_name(device: str) -> str:
     """The device as a person reads it: ``cpu``, or ``cuda:0 (NVIDIA H200)``."""
-    from archscale.trainer import resolve_device
 
     dev = resolve_device(device)
     if dev.type == "cuda":
@@ -98,11 +97,18 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
     # configuration names its seed (repeats over seeds, as `archscale ablate` runs them).
     seed = int(config.get("seed", ctx.seed))
     torch.manual_seed(seed)
-    model = build(arch)
     device = recipe.get("device", "auto")
     if device == "auto" and not host["gpus"]:
         device = "cpu"  # a trial uses only the GPU share Ray gave it, whatever CUDA_VISIBLE_DEVICES says
-    verdict = Evaluator(ctx, device=device, latency=True)(config, full=True, model=model)
+    try:
+        model = build(arch)
+    except Exception as err:  # noqa: BLE001 - a family's code may fail in any way: the configuration is infeasible
+        if is_cuda_out_of_memory(err):
+            raise
+        model, verdict = None, Verdict(dict(config), arch, why=f"cannot be built: {describe_error(err)}",
+                                       buildable=False)
+    if model is not None:  # measured on the trial's device; a forward pass that fails is "cannot be built" too
+        verdict = Evaluator(ctx, device=device, latency=True)(config, full=True, model=model)
     base = verdict.metrics()
     reached.update(base)
     if verdict.why:

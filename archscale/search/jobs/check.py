@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from archscale.search.configs.context import trial_context
-from archscale.search.configs.evaluate import Evaluator, describe_error
+from archscale.search.configs.evaluate import Evaluator
 from archscale.spec import Dimension, Spec, SpecError
 from archscale.trainer import dataset_context
 
@@ -24,6 +24,21 @@ class Feasibility:
     feasible: int
     smallest: dict  # params/macs of the cheapest sampled configuration
     rows: list[dict] = field(default_factory=list)
+
+    @property
+    def unbuildable(self) -> list[dict]:
+        """The rows of configurations that could not be built or measured (``why`` says why)."""
+        return [r for r in self.rows if not r.get("buildable", True)]
+
+    def cause(self) -> str:
+        """Why nothing is feasible, for an error message: that nothing could be built (the first
+        reason), or the smallest configuration and the budget it misses."""
+        if self.sampled and len(self.unbuildable) == self.sampled:
+            return (f"none of the {self.sampled} sampled configurations can be built; the first: "
+                    f"{self.unbuildable[0]['why']}")
+        small = self.smallest
+        return (f"the smallest of {self.sampled} has params={small.get('params')}, macs={small.get('macs')}"
+                + (f": {small['why']}" if small.get("why") else ""))
 
 
 def grid_configs(dims: list[Dimension]) -> list[dict]:
@@ -73,13 +88,9 @@ def feasibility(spec: Spec, samples: int = 64, until_feasible: bool = False,
     configs = grid_configs(dims) if size <= samples else sample_configs(dims, n, spec.seed)
     rows = []
     for config in configs:
-        try:
-            verdict = evaluator(config, full=True)
-        except (RuntimeError, ValueError) as err:  # e.g. memory the host refuses: the trial would fail too
-            rows.append({**config, "params": None, "macs": None, "feasible": False, "why": describe_error(err)})
-            continue
+        verdict = evaluator(config, full=True)  # a configuration that cannot be built: its reason, not an error
         rows.append({**config, "params": verdict.params, "macs": verdict.macs, "latency_ms": verdict.latency_ms,
-                     "feasible": verdict.feasible, "why": verdict.why})
+                     "feasible": verdict.feasible, "buildable": verdict.buildable, "why": verdict.why})
         if until_feasible and verdict.feasible:
             break
     measured = [r for r in rows if r["params"] is not None]
@@ -91,9 +102,8 @@ def require_feasible(spec: Spec, evaluator: Evaluator) -> None:
     """Raise SpecError when no sampled configuration fits the budgets (a run would train nothing)."""
     check = feasibility(spec, samples=32, until_feasible=True, evaluator=evaluator)
     if check.feasible == 0:
-        small = check.smallest
         budgets = ", ".join(f"{k}={v:g}" for k in ("max_params", "max_macs", "max_memory_mb", "max_latency_ms")
                             if (v := getattr(spec.space, k)) is not None) or "the family's constraint"
-        raise SpecError(f"space: no sampled configuration meets the budgets ({budgets}); the smallest of "
-                        f"{check.sampled} has params={small.get('params')}, macs={small.get('macs')}"
-                        + (f": {small['why']}" if small.get("why") else ""))
+        if check.sampled and len(check.unbuildable) == check.sampled:
+            raise SpecError(f"space: {check.cause()}")
+        raise SpecError(f"space: no sampled configuration meets the budgets ({budgets}); {check.cause()}")

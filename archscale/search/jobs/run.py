@@ -28,7 +28,7 @@ from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
 from archscale.search.sampling.searcher import make_searcher
 from archscale.spec import Dimension, Spec
-from archscale.search.configs.store import RunStore
+from archscale.search.configs.runstore import RunStore
 
 
 def planned_trials(spec: Spec, dims: list[Dimension], out: TextIO | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
@@ -167,3 +168,19 @@ def best_recorded(recorded: pd.DataFrame, objective: tuple[str, str]) -> float |
     if values.empty:
         return None
     return float(values.max() if mode == "max" else values.min())
+
+
+def undo_unstarted(run_dir: Path, existed: bool) -> None:
+    """After a new run failed before any trial started (no ``trials.csv``, no ``started.jsonl``):
+    remove what it wrote (``spec.yaml``, Tune's state), so that a plain rerun is not refused
+    as "already holds a run". ``existed``: the folder was there (empty) before the run."""
+    if (run_dir / "trials.csv").exists() or (run_dir / STARTED_FILE).exists() or not run_dir.is_dir():
+        return
+    if not existed:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for entry in run_dir.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import math
 
+import optuna
 import pandas as pd
 
 from archscale.search.configs.context import native
+from archscale.search.sampling.asktell import optuna_space
 from archscale.spec import Spec
 
 
@@ -20,7 +22,6 @@ def param_importances(spec: Spec, trials: pd.DataFrame, metric: str = "val_accur
                       seed: int = 0) -> tuple[dict[str, float] | None, str]:
     """(importances, note): choice -> importance for ``metric`` over the completed trials, or
     None and the reason they cannot be computed."""
-    import optuna
 
     dims = spec.searched()
     if not dims:
@@ -30,7 +31,6 @@ def param_importances(spec: Spec, trials: pd.DataFrame, metric: str = "val_accur
         return None, f"{len(done)} completed trial(s); at least 2 are needed"
     if done[metric].nunique() < 2:
         return None, f"every completed trial has the same {metric}"
-    from archscale.search.sampling.searcher import optuna_space
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = optuna_space(dims)

@@ -3,7 +3,7 @@ configuration's result looked up in a table instead of trained.
 
 The table is the ``trials.csv`` of an exhaustive (``sampler: grid``) run: one row per
 configuration, ``completed``, ``failed`` or ``infeasible``. :func:`replay` drives an
-:class:`~archscale.search.sampling.searcher.AskTell` as a run does:
+:class:`~archscale.search.sampling.asktell.AskTell` as a run does:
 
 - up to ``search.max_concurrent`` trials in flight; the oldest finishes first;
 - a configuration the table records ``infeasible`` is refused before it becomes a trial
@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import pandas as pd
 
 from archscale.search.configs.context import native
+from archscale.search.sampling.asktell import AskTell
 from archscale.spec import Dimension, Spec
 
 COSTS = ("params", "macs", "memory_mb", "latency_ms")
@@ -90,8 +91,7 @@ def _points(dims: Sequence[Dimension]) -> list[dict]:
 def replay(spec: Spec, table: Table, dims: Sequence[Dimension], *, sampler: str | None = None,
            constraints: bool | None = None) -> pd.DataFrame:
     """Replay ``spec``'s search (its seed, ``num_trials`` and ``max_concurrent``) with results
-    from ``table``; ``sampler`` and ``constraints`` as :class:`~archscale.search.sampling.searcher.AskTell`'s."""
-    from archscale.search.sampling.searcher import AskTell
+    from ``table``; ``sampler`` and ``constraints`` as :class:`~archscale.search.sampling.asktell.AskTell`'s."""
 
     rows: list[dict] = []
 

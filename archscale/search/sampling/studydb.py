@@ -22,9 +22,12 @@ import logging
 import math
 from pathlib import Path
 
+import optuna
 import pandas as pd
+from optuna.distributions import CategoricalDistribution
 
 from archscale.search.configs.context import native
+from archscale.search.sampling.asktell import optuna_space, recorded_trial
 from archscale.spec import Spec
 
 STUDY_FILE = "study.db"
@@ -41,10 +44,6 @@ def study_storage(run_dir: str | Path) -> str:
 def write_study(run_dir: str | Path, spec: Spec, trials: pd.DataFrame, choices: list[str]) -> Path:
     """Write ``RUN/study.db`` anew from ``trials`` (trials.csv); ``choices``: the sampled
     columns. Returns its path."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution
-
-    from archscale.search.sampling.searcher import optuna_space, recorded_trial
 
     path = Path(run_dir) / STUDY_FILE
     tmp = path.with_name(f".{STUDY_FILE}.tmp")

@@ -69,12 +69,11 @@ def test_a_value_the_family_refuses_is_a_verdict_not_an_exception():
 
 def test_memory_on_cuda_is_measured_on_a_copy(monkeypatch):
     """The measured step changes weights and BatchNorm statistics: never those of the model trained."""
-    import archscale.trainer
-    import archscale.trainer.memory
+    from archscale.search.configs import evaluate
 
     measured = []
-    monkeypatch.setattr(archscale.trainer, "resolve_device", lambda device: torch.device("cuda"))
-    monkeypatch.setattr(archscale.trainer.memory, "step_peak_mb", lambda model, *args: measured.append(model) or 12.5)
+    monkeypatch.setattr(evaluate, "resolve_device", lambda device: torch.device("cuda"))
+    monkeypatch.setattr(evaluate, "step_peak_mb", lambda model, *args: measured.append(model) or 12.5)
     ctx = ctx_for(max_memory_mb=100.0)
     ev = Evaluator(ctx, device="cuda")
     model = build(resolve_arch(ctx, {"c1_width": 8}))

@@ -8,7 +8,7 @@ import pytest
 
 from archscale.analysis.records import read_trials
 from archscale.cli import main
-from archscale.search.sampling.searcher import grid_points
+from archscale.search.sampling.asktell import grid_points
 from archscale.spec import Dimension
 
 @pytest.mark.usefixtures("ray_session")

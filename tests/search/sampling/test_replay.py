@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from archscale.search.sampling.replay import Table, config_key, replay
-from archscale.search.sampling.searcher import AskTell, budget_excess
+from archscale.search.sampling.asktell import AskTell, budget_excess
 from archscale.spec import parse_spec
 
 PARAMS = {"c1_width": [4, 8, 12], "c2_width": [8, 16], "c3_width": [8, 16, 24], "downsample": ["stride", "maxpool"]}
@@ -130,7 +130,7 @@ def test_every_named_sampler_is_built_with_its_settings(name):
     """The variants the benchmark compares, as Optuna builds them (gp and nsga2: a third of the budget)."""
     import optuna
 
-    from archscale.search.sampling.searcher import SAMPLERS
+    from archscale.search.sampling.asktell import SAMPLERS
 
     made = SAMPLERS[name](0, 30)
     kind = {"random": optuna.samplers.RandomSampler, "nsga2": optuna.samplers.NSGAIISampler,

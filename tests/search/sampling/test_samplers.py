@@ -6,7 +6,7 @@ import pytest
 
 from archscale.cli import main
 from archscale.search.jobs.check import sample_configs
-from archscale.search.sampling.searcher import make_sampler, optuna_space
+from archscale.search.sampling.asktell import make_sampler, optuna_space
 from archscale.spec import parse_spec
 from archscale.analysis.records import read_trials
 

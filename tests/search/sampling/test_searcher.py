@@ -9,7 +9,8 @@ from ray.tune.search import Searcher
 
 from archscale.search.configs.context import TrialContext
 from archscale.search.configs.evaluate import Evaluator
-from archscale.search.sampling.searcher import MAX_TWIN_DRAWS, grid_points, make_sampler, make_searcher, optuna_space
+from archscale.search.sampling.asktell import MAX_TWIN_DRAWS, grid_points, make_sampler, optuna_space
+from archscale.search.sampling.searcher import make_searcher
 from archscale.spec import parse_spec
 
 PARAMS = {"c1_width": [4, 8, 12], "c4_width": [8, 16]}

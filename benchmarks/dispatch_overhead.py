@@ -1,19 +1,21 @@
-"""Dispatch overhead: N trials of one fixed small training job through ``archscale run``
+"""Dispatch cost per trial: N trials of one fixed small training job through ``archscale run``
 (Ray Tune, the recorder, the trials' files, the front and the export) against the same N
 jobs in a plain loop of worker processes, with the same parallelism and threads per job.
 
-Both sides are timed as whole commands from a fresh interpreter (imports, data loading and,
-for archscale, starting Ray included), alternately, ``--reps`` times each; the ratio is of
-the medians. ``archscale run`` runs with ``--profile``: a second table splits its time
-(median over the reps) into start-up, time to the first trial, each trial's dispatch and
-finishing, and ``exit`` (the command's wall time after its own last figure: Ray's shutdown
-and the interpreter's). A third gives each side's CPU seconds by process (the command, Ray's
-own processes, the workers; read from ``/proc`` while it runs) before its first trial trains
-and after, and what the start-up's extra CPU alone makes of the ratio where every core is
-busy. Prints the tables and ends with ``dispatch_overhead_ratio: VALUE``.
+Both sides are timed as whole commands from a fresh interpreter, alternately, ``--reps``
+times each, at two numbers of trials (``--sizes``, default 12 and 36). From the medians:
 
-    python benchmarks/dispatch_overhead.py [--trials 12] [--parallel 2] [--epochs 3] [--reps 2]
-    ARCHSCALE_DATA=/root/data python benchmarks/dispatch_overhead.py --job airbench --device cuda
+- the marginal cost of a trial on each side, ``(wall(36) - wall(12)) / 24``: what one more
+  trial costs once the command runs; their ratio is what a long search pays for archscale;
+- the fixed cost, ``wall(12) - 12 x marginal``: imports, data, Ray's start, the finish.
+
+``archscale run`` runs with ``--profile``; a second table splits its time (median over the
+reps of the largest size) into phases and per-trial parts. Prints the tables and ends with
+``dispatch_marginal_ratio: VALUE``.
+
+    python benchmarks/dispatch_overhead.py [--sizes 12,36] [--parallel 2] [--epochs 3] [--reps 2]
+    python benchmarks/dispatch_overhead.py --trials 12 --reps 2   # one size: the whole-command ratio only
+    ARCHSCALE_DATA=/root/data python benchmarks/dispatch_overhead.py --job airbench --device cuda --trials 8
 
 Jobs (``--job``):
 
@@ -35,7 +37,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -118,100 +119,19 @@ def plain_loop(job_spec: dict) -> None:
     print(f"job seconds: mean {statistics.mean(seconds):.1f}, min {min(seconds):.1f}, max {max(seconds):.1f}")
 
 
-# --------------------------------------------------------------------------- the CPU of each process
-
 FIRST_JOB = "first job began at"  # the plain side's line: when its first job began (time.time())
-RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # Ray's own, though named like its workers
-RAY_WORKER = "default_worker.py"  # the script a Ray worker process runs
-
-
-class CpuSampler:
-    """CPU seconds (user and system, all threads) of a command and of every process under it,
-    read from ``/proc`` every ``interval`` seconds while it runs, by role: the command itself,
-    its workers (every process under a plain loop; under a command that starts Ray (``ray``),
-    Ray's ``ray::`` worker processes) and Ray's own processes (GCS, raylet, agents,
-    monitors). A process's CPU after its last sample is not seen (at most ``interval`` of
-    it). Without ``/proc`` it records nothing."""
-
-    def __init__(self, root: int, ray: bool, interval: float = 0.2):
-        self.root, self.ray, self.interval = root, ray, interval
-        self.samples: list[tuple[float, dict[int, float]]] = []  # (time.time(), pid -> CPU seconds)
-        self.args: dict[int, list[str]] = {}  # pid -> its command line when last seen (a process renames itself)
-        self._tick = os.sysconf("SC_CLK_TCK")
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            at, table = time.time(), {}
-            for entry in os.scandir("/proc") if os.path.isdir("/proc") else ():
-                if entry.name.isdigit():
-                    try:
-                        fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()  # after the name
-                        table[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / self._tick)
-                    except (OSError, IndexError, ValueError):  # gone since the folder was listed
-                        continue
-            tree, grew = {self.root}, True
-            while grew:
-                below = {pid for pid, (parent, _) in table.items() if parent in tree} - tree
-                tree |= below
-                grew = bool(below)
-            for pid in tree - {self.root}:
-                try:
-                    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-                except OSError:
-                    continue
-                if args != [""]:  # empty once a process has exited
-                    self.args[pid] = args
-            if self.root in table:
-                self.samples.append((at, {pid: table[pid][1] for pid in tree if pid in table}))
-            self._stop.wait(self.interval)
-
-    def role(self, pid: int) -> str:
-        """``command``, ``workers`` or ``Ray``, by the process's last command line seen (a
-        process forked by the raylet holds the raylet's until it runs its own program)."""
-        if pid == self.root:
-            return "command"
-        args = self.args.get(pid, [""])
-        if not self.ray or args[0].startswith("ray::") and not args[0].startswith(RAY_AGENTS):
-            return "workers"
-        # a Ray worker runs default_worker.py until it names itself ray::IDLE
-        return "workers" if any(arg.endswith(RAY_WORKER) for arg in args) else "Ray"
-
-    def by_role(self, split: float) -> dict[str, tuple[float, float]]:
-        """CPU seconds of each role before ``split`` (``time.time()``) and after it."""
-        last: dict[int, float] = {}  # pid -> its CPU at its last sample
-        before: dict[int, float] = {}
-        for at, cpu in self.samples:
-            last.update(cpu)
-            if at <= split:
-                before.update(cpu)
-        out: dict[str, list[float]] = {}
-        for pid, total in last.items():
-            row = out.setdefault(self.role(pid), [0.0, 0.0])
-            row[0] += before.get(pid, 0.0)
-            row[1] += total - before.get(pid, 0.0)
-        return {role: (b, a) for role, (b, a) in out.items()}
 
 
 # --------------------------------------------------------------------------- timing both
 
 
-def timed(cmd: list[str], env: dict, ray: bool) -> tuple[float, str, CpuSampler]:
+def timed(cmd: list[str], env: dict) -> tuple[float, str]:
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    sampler = CpuSampler(proc.pid, ray)
-    out, err = proc.communicate()
+    done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
-    sampler.stop()
-    if proc.returncode != 0:
-        sys.exit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out}\n{err}")
-    return wall, out, sampler
+    if done.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    return wall, done.stdout
 
 
 def load() -> str:
@@ -242,33 +162,10 @@ def print_breakdown(profiles: list[dict]) -> None:
     print(f"    {'overhead (slot - training)':<28} {median(lambda p: p.get('overhead_per_trial')):>8.3f}")
 
 
-def print_cpu(cpu: dict[str, list[dict]], plain_wall: float) -> None:
-    """CPU seconds of each side's processes before its first trial (job) trained and after,
-    median over the reps, and what the start-up's extra CPU alone costs where every core is
-    busy (as on a machine with no more cores than trials at once)."""
-    if not all(cpu.values()) or not any(r for side in cpu.values() for r in side):
-        print("CPU by process: not measured (no /proc)")
-        return
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-    def median(side: str, role: str | None, when: int) -> float:
-        return statistics.median(sum(v[when] for r, v in rep.items() if role in (None, r)) for rep in cpu[side])
-
-    print("CPU seconds by process (all threads, /proc every 0.2 s), median: before the first trial trains | after")
-    print(f"  {'':<22} {'plain loop':>17} {'archscale run':>17}")
-    for role, name in (("command", "the command itself"), ("Ray", "Ray's own processes"),
-                       ("workers", "workers"), (None, "all")):
-        cells = [f"{median(side, role, 0):>7.1f} | {median(side, role, 1):>5.1f}" for side in cpu]
-        print(f"  {name:<22} {cells[0]:>17} {cells[1]:>17}")
-    extra = median("archscale run", None, 0) - median("plain loop", None, 0)
-    print(f"start-up: {extra:.1f} CPU-s more than the plain loop's before the first trial trains, "
-          f"{extra / cores:.1f} s of wall with all {cores} cores busy; that alone would make the ratio "
-          f"{(plain_wall + extra / cores) / plain_wall:.2f}")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12)
+    parser.add_argument("--sizes", default="12,36", help="two numbers of trials (default 12,36)")
+    parser.add_argument("--trials", type=int, help="one number of trials instead of --sizes")
     parser.add_argument("--parallel", type=int, default=2)
     parser.add_argument("--epochs", type=int, help="epochs per trial (default: the job's, 3 or 10)")
     parser.add_argument("--reps", type=int, default=2)
@@ -281,40 +178,54 @@ def main() -> None:
         plain_loop(yaml.safe_load(Path(args.plain).read_text()))
         return
     epochs = args.epochs if args.epochs is not None else JOBS[args.job][4]
+    sizes = [args.trials] if args.trials else sorted({int(n) for n in args.sizes.split(",")})
 
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    rows, profiles, cpu = [], [], {"plain loop": [], "archscale run": []}
+    rows, profiles = [], []
     with tempfile.TemporaryDirectory() as tmp:
-        spec_file = Path(tmp) / "dispatch.yaml"
-        spec_file.write_text(yaml.safe_dump(spec(args.trials, args.parallel, epochs, args.job, args.device,
-                                                 args.subset)))
         for rep in range(args.reps):
-            before = load()
-            wall, out, sampler = timed([sys.executable, __file__, "--plain", str(spec_file)], env, ray=False)
-            rows.append(("plain loop", rep, wall, before, out.strip().splitlines()[-1]))
-            first = float(next(line for line in out.splitlines() if line.startswith(FIRST_JOB)).split()[-1])
-            cpu["plain loop"].append(sampler.by_role(first))
-            before = load()
-            wall, out, sampler = timed([sys.executable, "-m", "archscale", "run", str(spec_file), "--quiet",
-                                        "--profile", "--out", str(Path(tmp) / f"run{rep}")], env, ray=True)
-            trials = (Path(tmp) / f"run{rep}" / "trials.csv").read_text().strip().splitlines()[1:]
-            rows.append(("archscale run", rep, wall, before, f"{len(trials)} trials recorded"))
-            profile = json.loads((Path(tmp) / f"run{rep}" / "profile.json").read_text())
-            profiles.append({**profile, "exit": wall - profile["total"]})
-            first = min(t["train_start"] for t in profile["raw_trials"].values() if "train_start" in t)
-            cpu["archscale run"].append(sampler.by_role(first))
+            for n in sizes:
+                spec_file = Path(tmp) / f"dispatch{n}.yaml"
+                spec_file.write_text(yaml.safe_dump(spec(n, args.parallel, epochs, args.job, args.device,
+                                                         args.subset)))
+                before = load()
+                wall, out = timed([sys.executable, __file__, "--plain", str(spec_file)], env)
+                rows.append(("plain loop", n, rep, wall, before, out.strip().splitlines()[-1]))
+                before = load()
+                run_dir = Path(tmp) / f"run{n}-{rep}"
+                wall, out = timed([sys.executable, "-m", "archscale", "run", str(spec_file), "--quiet", "--profile",
+                                   "--out", str(run_dir)], env)
+                trials = (run_dir / "trials.csv").read_text().strip().splitlines()[1:]
+                rows.append(("archscale run", n, rep, wall, before, f"{len(trials)} trials recorded"))
+                if n == sizes[-1]:
+                    profile = json.loads((run_dir / "profile.json").read_text())
+                    profiles.append({**profile, "exit": wall - profile["total"]})
 
-    print(f"job {args.job} on {args.device}: {args.trials} trials x {epochs} epochs, {args.parallel} at once, "
-          f"1 thread each; load average (1/5 min) before each command shown")
-    print(f"{'command':<14} {'rep':>3} {'wall s':>8} {'load':>10}  note")
-    for name, rep, wall, before, note in rows:
-        print(f"{name:<14} {rep:>3} {wall:>8.1f} {before:>10}  {note}")
+    print(f"job {args.job} on {args.device}: {' and '.join(map(str, sizes))} trials x {epochs} epochs, "
+          f"{args.parallel} at once, 1 thread each; load average (1/5 min) before each command shown")
+    print(f"{'command':<14} {'trials':>6} {'rep':>3} {'wall s':>8} {'load':>10}  note")
+    for name, n, rep, wall, before, note in rows:
+        print(f"{name:<14} {n:>6} {rep:>3} {wall:>8.1f} {before:>10}  {note}")
     print_breakdown(profiles)
-    plain = statistics.median(w for n, _, w, _, _ in rows if n == "plain loop")
-    ours = statistics.median(w for n, _, w, _, _ in rows if n == "archscale run")
-    print_cpu(cpu, plain)
-    print(f"median wall: plain loop {plain:.1f} s, archscale run {ours:.1f} s")
-    print(f"dispatch_overhead_ratio: {ours / plain:.3f}")
+
+    def median(side: str, n: int) -> float:
+        return statistics.median(w for name, m, _, w, _, _ in rows if name == side and m == n)
+
+    big = sizes[-1]
+    plain, ours = median("plain loop", big), median("archscale run", big)
+    print(f"median wall: plain loop {plain:.1f} s, archscale run {ours:.1f} s ({big} trials)")
+    if len(sizes) == 1:
+        print(f"dispatch_overhead_ratio: {ours / plain:.3f}")
+        return
+    small = sizes[0]
+    marginal = {side: (median(side, big) - median(side, small)) / (big - small)
+                for side in ("plain loop", "archscale run")}
+    fixed = {side: median(side, small) - small * marginal[side] for side in marginal}
+    print(f"{'':<14} {'per trial s':>12} {'fixed s':>9}   (marginal from {small} to {big} trials; "
+          f"{args.parallel} trials at once)")
+    for side in marginal:
+        print(f"{side:<14} {marginal[side]:>12.3f} {fixed[side]:>9.1f}")
+    print(f"dispatch_marginal_ratio: {marginal['archscale run'] / marginal['plain loop']:.3f}")
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ archscale's modules (or of a user's family module), reads each one's source with
 - a module or an object of any other module (torch, typing, dataclasses, ...): an import line.
 
 Definitions come before their users; two different objects under one name raise
-:class:`ClosureError`, as does a name that cannot be found. Names used only in annotations
-may stay undefined (the module starts with ``from __future__ import annotations``).
+:class:`ClosureError`, as does a name that cannot be found. Annotations count as uses: the
+written module evaluates them (without ``from __future__ import annotations`` a dataclass
+needs no entry in ``sys.modules``, so a file loaded by path still defines one).
 """
 
 from __future__ import annotations
@@ -122,20 +123,13 @@ def _add_uses(out: Closure, source: str, module: types.ModuleType | None, owned:
     if module is None:
         raise ClosureError(f"the module of {source.splitlines()[0]!r} is not imported")
     names = vars(module)
-    code, annotation_only = _free_names(source)
-    for name in sorted(code | annotation_only):
+    for name in sorted(_free_names(source)):
         if name not in names:
-            if hasattr(builtins, name) or name == "__class__" or name in annotation_only:
-                continue  # a builtin, or a TYPE_CHECKING import (annotations are not evaluated)
-            raise ClosureError(f"{name!r}, used by {module.__name__}, is not one of its globals")
-        value = names[name]
-        if name in annotation_only and isinstance(value, (type, types.FunctionType)) and owned(value.__module__):
-            continue  # a class of ours named only in annotations: not needed to run
-        try:
-            _add_name(out, name, value, module, owned)
-        except ClosureError:
-            if name not in annotation_only:
-                raise
+            if hasattr(builtins, name) or name == "__class__":
+                continue
+            raise ClosureError(f"{name!r}, used by {module.__name__}, is not one of its globals (an import "
+                               "under TYPE_CHECKING? model.py evaluates annotations)")
+        _add_name(out, name, names[name], module, owned)
 
 
 PUBLIC = ("typing", "collections", "dataclasses", "math", "pathlib", "torch", "torch.nn", "torch.nn.functional")
@@ -246,12 +240,11 @@ class _Names(ast.NodeVisitor):
         self.generic_visit(node)
 
 
-def _free_names(source: str) -> tuple[set[str], set[str]]:
-    """(global names the code reads, global names only its annotations read)."""
+def _free_names(source: str) -> set[str]:
+    """The global names a source reads, its annotations included (they are evaluated)."""
     names = _Names()
     names.visit(ast.parse(source))
-    code = names.read - names.bound
-    return code, names.annotation - names.bound - code
+    return (names.read | names.annotation) - names.bound
 
 
 def archscale_module(module_name: str) -> bool:

@@ -275,8 +275,15 @@ def _fx_section(model: nn.Module, other: nn.Module | None, k: int, arch: str) ->
     for line in ("import base64", "import torch", "from torch import nn",
                  *(line for name, value in used.items() if (line := _global_line(name, value)))):
         out.imports[line] = None
-    forward = textwrap.indent(_plain_names(gm, code.src.strip("\n")), "    ")
+    forward = "\n".join(line.rstrip() for line in textwrap.indent(_plain_names(gm, code.src.strip("\n")), "    ").splitlines())
     init = textwrap.indent("\n".join(layers), " " * 12)
+    extra = ""
+    if tensors:
+        extra += ("        for name, shape, dtype, kind in TENSORS:  # loaded from weights.pt\n"
+                  "            _put(self, name, torch.zeros(shape, dtype=getattr(torch, dtype)), kind)\n")
+    if constants:
+        extra += ("        for name, (shape, dtype, data) in CONSTANTS.items():\n"
+                  "            _put(self, name, _decode(shape, dtype, data), \"constant\")\n")
     net = (f"class Net(nn.Module):\n"
            f"    \"\"\"The searched network as torch.fx traced it: the standard torch.nn layers below at its\n"
            f"    own names, the rest of its forward written out.\"\"\"\n\n"
@@ -284,17 +291,17 @@ def _fx_section(model: nn.Module, other: nn.Module | None, k: int, arch: str) ->
            f"        super().__init__()\n"
            f"        layers = {{\n{init}\n        }}\n"
            f"        for name, layer in layers.items():\n"
-           f"            _put(self, name, layer)\n"
-           f"        for name, shape, dtype, kind in TENSORS:  # loaded from weights.pt\n"
-           f"            _put(self, name, torch.zeros(shape, dtype=getattr(torch, dtype)), kind)\n"
-           f"        for name, (shape, dtype, data) in CONSTANTS.items():\n"
-           f"            _put(self, name, _decode(shape, dtype, data), \"constant\")\n\n"
+           f"            _put(self, name, layer)\n{extra}\n"
            f"{forward}\n")
-    tables = ("# Tensors of the network's own layers, loaded from weights.pt: dotted name, shape, dtype, kind.\n"
-              "TENSORS = [\n" + "\n".join(tensors) + ("\n" if tensors else "") + "]\n\n"
-              "# Tensors the state dict does not hold (non-persistent buffers, constants): exact bytes.\n"
-              "CONSTANTS = {\n" + "\n".join(constants) + ("\n" if constants else "") + "}")
-    out.definitions += [tables, _PUT, _DECODE, net.rstrip("\n")]
+    if tensors:
+        out.definitions.append("# Tensors of the network's own layers, loaded from weights.pt: dotted name, shape, "
+                               "dtype, kind.\nTENSORS = [\n" + "\n".join(tensors) + "\n]")
+    if constants:
+        out.definitions.append("# Tensors the state dict does not hold (non-persistent buffers, constants): exact "
+                               "bytes.\nCONSTANTS = {\n" + "\n".join(constants) + "\n}")
+    else:
+        out.imports.pop("import base64", None)
+    out.definitions += [_PUT] + ([_DECODE] if constants else []) + [net.rstrip("\n")]
     build = (f"def build(num_classes: int = {k}) -> nn.Module:\n"
              f"    \"\"\"The searched network, untrained.\"\"\"\n"
              f"    return Net(num_classes)\n")
@@ -571,7 +578,7 @@ def _import_block(lines: list[str]) -> str:
         return module.split(".")[0] in third or module.split(".")[0] not in _STDLIB, module
     ordered = sorted(dict.fromkeys(lines), key=key)
     groups = [[l for l in ordered if not key(l)[0]], [l for l in ordered if key(l)[0]]]
-    return "from __future__ import annotations\n\n" + "\n\n".join("\n".join(g) for g in groups if g)
+    return "\n\n".join("\n".join(g) for g in groups if g)
 
 
 _STDLIB = {"base64", "builtins", "collections", "dataclasses", "math", "operator", "pathlib", "re", "typing",

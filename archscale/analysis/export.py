@@ -31,7 +31,7 @@ from archscale.files import FileError, fit_state_dict, load_state_dict, read_jso
 from archscale.analysis.records import TRIALS_DIR, warn_line
 from archscale.analysis.standalone import write_model_py, write_onnx
 from archscale.space import Arch, SpaceError, build, get_space, user
-from archscale.trainer.pixels import loading
+from archscale.pixels import loading
 
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"

@@ -4,7 +4,7 @@ Every ``model.py`` has the same shell: ``ARCH``, ``INPUT_SHAPE`` (C, H, W), ``CL
 label), ``INPUT`` (how the search brought an image to the network), ``CLASSIFIER`` (the layer
 ``load(num_classes=N)`` makes anew), ``build(num_classes)``, ``preprocess(image)`` and
 ``load(weights=None, device="cpu", num_classes=None)``. ``preprocess`` is the source of
-:mod:`archscale.trainer.pixels`, the functions the search's own loading calls. The network
+:mod:`archscale.pixels`, the functions the search's own loading calls. The network
 section is written by the first of three writers that works; each one's text is run here and
 checked against the model (the same state-dict names and shapes, the same eval logits within
 1e-5, a ``build(N)`` of N outputs) before the file is written:
@@ -43,7 +43,7 @@ from torch.export import Dim, export
 from archscale.analysis.closure import Closure, ClosureError, archscale_module, closure
 from archscale.space import Arch, SearchSpace, get_space
 from archscale.space.registry import Network
-from archscale.trainer import pixels
+from archscale import pixels
 
 _ALLOWED_OP_NAMESPACES = ("aten", "prims")
 

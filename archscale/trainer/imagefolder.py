@@ -40,7 +40,7 @@ from tqdm import tqdm
 
 from archscale.trainer.arrays import Dataset
 from archscale.trainer.config import DataError
-from archscale.trainer.pixels import fit_side, read_image
+from archscale.pixels import fit_side, read_image
 
 SPLITS = ("train", "val", "test")
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP")  # what torchvision.io.decode_image reads
@@ -170,7 +170,7 @@ def folder_context(path: str | Path, image_size: int, data_root: str | Path = "d
 
 def _decode(files: list[tuple[Path, int]], image_size: int, channels: int, bar):
     """uint8 (N, C, S, S) images and int64 (N,) labels of ``files``, each decoded with
-    torchvision, its short side resized to S, centre-cropped (:mod:`archscale.trainer.pixels`,
+    torchvision, its short side resized to S, centre-cropped (:mod:`archscale.pixels`,
     which an export's ``preprocess`` repeats)."""
     x = torch.empty((len(files), channels, image_size, image_size), dtype=torch.uint8)
     for i, (f, _) in enumerate(files):

@@ -17,7 +17,7 @@ from archscale.analysis.standalone import StandaloneError, write_model_py
 from archscale.space import get_space, list_spaces
 from archscale.space.davidnet import AIRBENCH94
 from archscale.space.registry import Network
-from archscale.trainer.pixels import loading
+from archscale.pixels import loading
 
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 16}  # small images keep the tests fast on 2 cores
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}

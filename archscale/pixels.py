@@ -1,8 +1,9 @@
 """One image, from its file (or a PIL image, or a uint8 tensor) to what the network takes.
 
-The search's loading, one image at a time: :mod:`archscale.trainer.imagefolder` decodes each
-file of an image folder with :func:`read_image` and brings it to its side with
-:func:`fit_side`; every dataset's uint8 images are then normalised as
+A leaf module (it imports nothing of archscale), beside :mod:`archscale.files`, so that the
+loader and the export share it. The search's loading, one image at a time:
+:mod:`archscale.trainer.imagefolder` decodes each file of an image folder with
+:func:`read_image` and brings it to its side with :func:`fit_side`; every dataset's uint8 images are then normalised as
 :func:`~archscale.trainer.batches.normalise` does. :func:`to_input` chains the three for one
 image; an export's ``model.py`` carries these functions' own source as its ``preprocess``
 (:mod:`archscale.analysis.standalone`), so that raw files give the network what the search

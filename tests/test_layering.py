@@ -11,12 +11,13 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "archscale"
-ALLOWED = {  # archscale.files (reading a user's file) is a leaf every layer may use
+ALLOWED = {  # archscale.files (reading a user's file) and archscale.pixels (one image to the network's
+    # input: the loader's and an export's preprocess) are leaves every layer may use
     "space": {"space"},
-    "trainer": {"space", "trainer", "files"},
-    "spec": {"space", "trainer", "spec", "files"},
-    "analysis": {"space", "spec", "analysis", "files"},
-    "search": {"space", "trainer", "spec", "analysis", "search", "files"},
+    "trainer": {"space", "trainer", "files", "pixels"},
+    "spec": {"space", "trainer", "spec", "files", "pixels"},
+    "analysis": {"space", "spec", "analysis", "files", "pixels"},
+    "search": {"space", "trainer", "spec", "analysis", "search", "files", "pixels"},
 }
 HEAVY = {"ray", "optuna"}
 

@@ -2,12 +2,14 @@
 
 An export directory holds:
 
-- ``arch.yaml``: the family, its parameters and text form, and the input
-  normalisation (``(x / 255 - mean) / std``) — enough to rebuild with no other file;
+- ``arch.yaml``: the family, its parameters and text form, and how the search brought an image
+  to the network (``input``: channels, side, whether it resized and centre-cropped, mean and
+  std of ``(x / 255 - mean) / std``) — enough to rebuild with no other file;
 - ``weights.pt``: the trained state dict;
 - ``metrics.json``: the trial's measured metrics and their provenance;
 - ``model.py`` (unless ``standalone=False``): the network as plain PyTorch source that imports
   nothing from archscale, whose ``load()`` returns it with the ``weights.pt`` beside it loaded
+  and whose ``preprocess(image)`` repeats the search's decoding, resizing and normalisation
   (:mod:`analysis.standalone`);
 - ``model.onnx`` (with ``onnx=True``): the same inference graph for ONNX runtimes.
 """
@@ -29,6 +31,7 @@ from archscale.files import FileError, fit_state_dict, load_state_dict, read_jso
 from archscale.analysis.records import TRIALS_DIR, warn_line
 from archscale.analysis.standalone import write_model_py, write_onnx
 from archscale.space import Arch, SpaceError, build, get_space, user
+from archscale.pixels import loading
 
 RESULT_FILE = "result.json"
 WEIGHTS_FILE = "weights.pt"
@@ -80,6 +83,9 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
     fit_state_dict(model, load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
     model.eval()
     classes = _classes_of(result, arch, src / RESULT_FILE)
+    data = result.get("data", {})
+    chw = (int(arch.params["in_channels"]), int(arch.params["image_size"]), int(arch.params["image_size"]))
+    how = loading(data.get("dataset"), chw[0], chw[1], result["mean"], result["std"])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -87,9 +93,10 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         **family_origin(arch.family),
         "text": arch.text,
         "params": dict(arch.params),
-        "input": {"mean": result["mean"], "std": result["std"],
-                  "note": "inputs are (x / 255 - mean) / std per channel, shape (B, in_channels, image_size, image_size)"},
-        "data": result.get("data", {}),
+        "input": {**how, "note": "each image decoded to channels, its short side resized to side and centre-"
+                                 "cropped when resize (an image folder), then (x / 255 - mean) / std per channel: "
+                                 "(B, channels, side, side); model.py's preprocess does it"},
+        "data": data,
         "classes": classes,  # class names by label (an image folder's), or null
     }
     (out / "arch.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -107,24 +114,27 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         warn(f"trial {trial_id} of {run_dir} recorded no provenance when it trained (a run made before archscale "
              "recorded it): metrics.json has \"provenance\": null")
     written = ["arch.yaml", WEIGHTS_FILE, "metrics.json"]
-    if standalone or onnx:
-        chw = (int(arch.params["in_channels"]), int(arch.params["image_size"]), int(arch.params["image_size"]))
-        if standalone:
-            try:
-                write_model_py(model, chw, out / "model.py", arch=arch.text, mean=result["mean"], std=result["std"],
-                               classes=classes)
-                written.append("model.py")
-            except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
-                if strict and not family_origin(arch.family):
-                    raise
-                metrics["standalone_error"] = f"{type(err).__name__}: {err}"[:500]
-                if strict:  # a user's family: the export stands on arch.yaml and the family's module
-                    warn(f"model.py was not written: {arch.family}'s model could not be captured as a graph "
-                         f"({metrics['standalone_error'][:200]}); arch.yaml, weights.pt and metrics.json were; "
-                         "archscale.load_exported rebuilds it with the family's module")
-        if onnx:
-            write_onnx(model, chw, out / "model.onnx")
-            written.append("model.onnx")
+    if standalone:
+        try:
+            _, writer, why = write_model_py(model, chw, out / "model.py", arch=arch.text, loading=how, classes=classes)
+            written.append("model.py")
+            metrics["model_py"] = writer
+            if writer != "source":
+                metrics["model_py_notes"] = why
+            if writer == "graph":
+                warn(f"model.py holds {arch.family}'s inference graph (ATen operators, eval mode, a fixed number of "
+                     f"classes): it could not be written as torch.nn code ({'; '.join(why)[:300]})")
+        except Exception as err:  # noqa: BLE001 - torch.export failures come in many types
+            if strict and not family_origin(arch.family):
+                raise
+            metrics["standalone_error"] = f"{type(err).__name__}: {err}"[:500]
+            if strict:  # a user's family: the export stands on arch.yaml and the family's module
+                warn(f"model.py was not written: {arch.family}'s model could not be written as PyTorch source "
+                     f"({metrics['standalone_error'][:300]}); arch.yaml, weights.pt and metrics.json were; "
+                     "archscale.load_exported rebuilds it with the family's module")
+    if onnx:
+        write_onnx(model, chw, out / "model.onnx")
+        written.append("model.onnx")
     metrics["files"] = written
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1, default=str))
     return out

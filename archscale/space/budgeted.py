@@ -24,17 +24,12 @@ export, are :mod:`space.nets.budgeted`, imported when a model is built or export
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from archscale.space.arch import Arch, Scalar
 from archscale.space.choices import ACTIVATION_LAYERS, NORMS
 from archscale.space.layouts import BLOCKS, spatial_sizes
-from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from archscale.space.source import ModelSource
+from archscale.space.registry import Network, Param, SearchSpace, SpaceError, register_space
 
 CONV_TYPES = ("regular", "depthwise", "dilated")
 DOWNSAMPLES = ("stride", "maxpool", "dilation")
@@ -79,12 +74,7 @@ class Budgeted(SearchSpace):
                 f"(sizes per block: {sizes}); use smaller dilations or another downsampling",
             )
 
-    def build_model(self, arch: Arch) -> nn.Module:
+    def network(self, arch: Arch) -> Network:
         from archscale.space.nets.budgeted import BudgetedNet  # torch: only when a model is built
 
-        return BudgetedNet(arch.params)
-
-    def model_source(self, arch: Arch) -> ModelSource:
-        from archscale.space.nets.budgeted import model_source  # torch: only when a model is exported
-
-        return model_source(arch.params)
+        return Network(BudgetedNet, {"p": dict(arch.params)})

@@ -2,7 +2,7 @@
 
 Declaring and validating a family (``archscale spaces``, ``archscale check``, a spec's
 ``space`` section) needs the names only; :mod:`space.blocks` makes the layers they name
-when a model is built, and :mod:`space.source` writes them into a ``model.py``.
+when a model is built (and an export copies their source into its ``model.py``).
 """
 
 # activation name -> the torch.nn class it makes

@@ -25,17 +25,10 @@ are :mod:`space.nets.davidnet`, imported when a model is built or exported.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from archscale.space.arch import Arch
 from archscale.space.choices import ACTIVATION_LAYERS
 from archscale.space.layouts import DAVIDNET_WIDTHS, LAYERS
-from archscale.space.registry import Param, SearchSpace, register_space
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from archscale.space.source import ModelSource
+from archscale.space.registry import Network, Param, SearchSpace, register_space
 
 PLACEMENTS = ("none", "extra", "residual", "extra+residual")
 ORDERS = ("conv-bn-pool", "conv-pool-bn")
@@ -63,15 +56,10 @@ class DavidNetSpace(SearchSpace):
         Param("head_scale", 0.125, "multiplier of the logits", low=0.0, high=10.0),
     )
 
-    def build_model(self, arch: Arch) -> nn.Module:
+    def network(self, arch: Arch) -> Network:
         from archscale.space.nets.davidnet import DavidNet  # torch: only when a model is built
 
-        return DavidNet(arch.params)
-
-    def model_source(self, arch: Arch) -> ModelSource:
-        from archscale.space.nets.davidnet import model_source  # torch: only when a model is exported
-
-        return model_source(arch.params)
+        return Network(DavidNet, {"p": dict(arch.params)})
 
 
 AIRBENCH94 = {

@@ -29,16 +29,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
 from archscale.space.arch import Arch, Scalar
-from archscale.space.registry import Param, SearchSpace, SpaceError, register_space
+from archscale.space.registry import Network, Param, SearchSpace, SpaceError, register_space
 from archscale.space.scaling import BASES, DEPTH_ROUNDING, NetConfig, compound, design_side, flops_factor, scale
-
-if TYPE_CHECKING:
-    from torch import nn
-
-    from archscale.space.source import ModelSource
 
 MISMATCH_RATIO = 2.0  # a dataset side more than this factor from the base's design side is refused
 
@@ -111,14 +106,11 @@ class EfficientNet(SearchSpace):
     def describe(self, arch: Arch) -> str:
         return net_config(arch.params).text
 
-    def model_source(self, arch: Arch) -> ModelSource:
-        from archscale.space.nets.efficientnet import model_source  # torch: only when a model is exported
-
-        return model_source(net_config(arch.params), arch.params)
-
-    def build_model(self, arch: Arch) -> nn.Module:
+    def network(self, arch: Arch) -> Network:
         from archscale.space.nets.efficientnet import CompoundNet  # torch: only when a model is built
 
         p = arch.params
-        return CompoundNet(net_config(p), int(p["in_channels"]), int(p["num_classes"]), int(p["image_size"]),
-                           float(p["stochastic_depth"]), float(p["dropout"]))
+        return Network(CompoundNet, {"net": net_config(p), "in_channels": int(p["in_channels"]),
+                                     "num_classes": int(p["num_classes"]), "input_size": int(p["image_size"]),
+                                     "stochastic_depth": float(p["stochastic_depth"]),
+                                     "dropout": float(p["dropout"])})

@@ -7,14 +7,26 @@ family, an installed package's) and ``build`` are :mod:`space.families`, above t
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Mapping, TypeVar
 
 from archscale.space.arch import Arch, Scalar
 
 if TYPE_CHECKING:  # torch only names the type of a built model: declaring a family imports none
     from torch import nn
 
-    from archscale.space.source import ModelSource
+
+@dataclass(frozen=True)
+class Network:
+    """How a family builds a model: ``factory(**kwargs)``, a network class (or function) and
+    its arguments, plain values (numbers, strings, mappings, tuples, frozen dataclasses).
+    :meth:`SearchSpace.build_model` calls it, and an export writes the factory's own source
+    and this call into ``model.py`` (:mod:`analysis.standalone`)."""
+
+    factory: Callable[..., Any]
+    kwargs: Mapping[str, Any]
+
+    def build(self) -> "nn.Module":
+        return self.factory(**self.kwargs)
 
 
 class SpaceError(ValueError):
@@ -135,15 +147,19 @@ class SearchSpace:
         """A one-line description of the built network (default: the text form)."""
         return arch.text
 
-    def build_model(self, arch: Arch) -> nn.Module:
-        """The PyTorch model of a resolved ``arch``. A built-in family imports its network
-        module (and torch) here, so that declaring and validating it loads no torch."""
-        raise NotImplementedError
-
-    def model_source(self, arch: Arch) -> "ModelSource | None":
-        """The built model as plain PyTorch source (:mod:`space.source`), or None: then an
-        export writes the model's inference graph instead. Override where the family can."""
+    def network(self, arch: Arch) -> Network | None:
+        """The network class of a resolved ``arch`` and its constructor's arguments (a
+        built-in family imports its network module, and torch, here), or None. A family that
+        gives one needs no ``build_model``, and its export's ``model.py`` is its classes' own
+        source; without one, ``build_model`` builds and torch.fx writes ``model.py``."""
         return None
+
+    def build_model(self, arch: Arch) -> nn.Module:
+        """The PyTorch model of a resolved ``arch``: :meth:`network`'s, by default."""
+        network = self.network(arch)
+        if network is None:
+            raise NotImplementedError(f"family {self.name!r} defines neither network() nor build_model()")
+        return network.build()
 
 
 _REGISTRY: dict[str, SearchSpace] = {}  # written by register_space only

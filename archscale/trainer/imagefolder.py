@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from archscale.trainer.arrays import Dataset
 from archscale.trainer.config import DataError
+from archscale.pixels import fit_side, read_image
 
 SPLITS = ("train", "val", "test")
 FORMATS = ("JPEG", "PNG", "GIF", "WEBP")  # what torchvision.io.decode_image reads
@@ -169,24 +170,17 @@ def folder_context(path: str | Path, image_size: int, data_root: str | Path = "d
 
 def _decode(files: list[tuple[Path, int]], image_size: int, channels: int, bar):
     """uint8 (N, C, S, S) images and int64 (N,) labels of ``files``, each decoded with
-    torchvision, its short side resized to S, centre-cropped."""
-    # torchvision here, not at the top: checking a folder (folder_context) decodes nothing and needs none
-    from torchvision.io import ImageReadMode, decode_image
-    from torchvision.transforms.v2 import functional as F
-
-    mode = ImageReadMode.RGB if channels == 3 else ImageReadMode.GRAY
+    torchvision, its short side resized to S, centre-cropped (:mod:`archscale.pixels`,
+    which an export's ``preprocess`` repeats)."""
     x = torch.empty((len(files), channels, image_size, image_size), dtype=torch.uint8)
     for i, (f, _) in enumerate(files):
         try:
-            image = decode_image(str(f), mode=mode, apply_exif_orientation=True)
+            image = read_image(f, channels)  # (C, H, W)
         except (RuntimeError, ValueError) as err:
             reason = " ".join(str(err).split())[:120]
             raise DataError(f"{f}: torchvision cannot decode it ({reason}); expected a readable "
                          f"{', '.join(FORMATS)} image") from None
-        if image.ndim == 4:  # (frames, C, H, W): an animated GIF, its first frame
-            image = image[0]
-        image = F.resize(image, [image_size], antialias=True)  # short side -> image_size
-        x[i] = F.center_crop(image, [image_size, image_size])  # (C, S, S)
+        x[i] = fit_side(image, image_size)  # (C, S, S)
         bar.update(1)
     y = torch.tensor([label for _, label in files], dtype=torch.int64)
     return x, y

@@ -1,21 +1,23 @@
 """The standalone model.py of every registered family, run in a fresh interpreter where
 archscale cannot be imported: the built model's state-dict keys, its eval logits (< 1e-6), the
 same weights and BatchNorm statistics after one SGD step in train mode (< 1e-5), a new
-classifier with ``load(num_classes=N)``; and the graph writer a family without source falls
-back to."""
+classifier with ``load(num_classes=N)``; its classes are archscale's own source; and the fx and
+graph writers a family without ``network()`` falls back to."""
 
 import importlib.util
-import itertools
+import inspect
 import json
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
-from archscale.analysis.standalone import family_source, readable_text, write_model_py
+from archscale.analysis.standalone import StandaloneError, write_model_py
 from archscale.space import get_space, list_spaces
 from archscale.space.davidnet import AIRBENCH94
+from archscale.space.registry import Network
+from archscale.pixels import loading
 
 CIFAR = {"in_channels": 3, "num_classes": 10, "image_size": 16}  # small images keep the tests fast on 2 cores
 MNIST = {"in_channels": 1, "num_classes": 10, "image_size": 28}
@@ -143,7 +145,9 @@ def export_case(root: Path, case: str, family: str, values: dict, context: dict)
     folder.mkdir()
     torch.save(model.state_dict(), folder / "weights.pt")
     chw = (context["in_channels"], context["image_size"], context["image_size"])
-    write_model_py(model, chw, folder / "model.py", arch=arch.text, mean=[0.5] * chw[0], std=[0.25] * chw[0])
+    _, writer, why = write_model_py(model, chw, folder / "model.py", arch=arch.text,
+                                    loading=loading(None, chw[0], chw[1], [0.5] * chw[0], [0.25] * chw[0]))
+    assert writer == "source", why
     torch.save(reference(model, chw, context["num_classes"]), folder / "reference.pt")
     return folder
 
@@ -180,81 +184,77 @@ def test_model_py_is_the_same_model_without_archscale(exported, case):
     assert r["kept_equal"]
     source = Path(folders[case], "model.py").read_text()
     imports = [ln for ln in source.splitlines() if ln.startswith(("import ", "from "))]
-    assert all(ln.split()[1].split(".")[0] in ("torch", "math", "pathlib", "collections") for ln in imports), imports
-    assert "torch.ops" not in source and "get_parameter" not in source  # written, not traced
+    allowed = ("__future__", "torch", "math", "pathlib", "collections", "typing", "dataclasses", "re")
+    assert all(ln.split()[1].split(".")[0] in allowed for ln in imports), imports
+    assert "aten" not in source and "get_parameter" not in source  # the network's source, not a trace
     assert f"num_classes: int = {context['num_classes']}" in source
 
 
-def test_model_py_reads_as_torch_nn_layers(exported):
-    """The numbers are in the file: the first budgeted conv is written as nn.Conv2d(3, 16, ...)."""
+def test_model_py_is_the_networks_own_source(exported):
+    """One definition: every class and function of a model.py's network section is archscale's
+    own, character for character, and build() writes the architecture's numbers."""
+    import ast
+
+    from archscale.space import blocks, layouts, scaling
+    from archscale.space.nets import budgeted, davidnet, efficientnet
+
     _, folders = exported
+    modules = (budgeted, davidnet, efficientnet, blocks, layouts, scaling)
+    for case, folder in folders.items():
+        source = Path(folder, "model.py").read_text()
+        network = source.split("# " + "-" * 75 + " the network", 1)[1].split("\ndef build(", 1)[0]
+        defined = [node.name for node in ast.parse(network).body if hasattr(node, "name")]
+        assert defined, case
+        for name in defined:
+            theirs = [m for m in modules if hasattr(m, name)]
+            assert textwrap.dedent(inspect.getsource(getattr(theirs[0], name))).strip() in network, (case, name)
     source = Path(folders["budgeted-default"], "model.py").read_text()
-    assert "nn.Conv2d(3, 16, 3, padding=1, bias=False)" in source
-    assert "self.head = GlobalPoolHead(64, num_classes)" in source
-    assert "class SqueezeExcite" not in source  # custom layers only where the architecture uses them
-    source = Path(folders["budgeted-blurpool-se"], "model.py").read_text()
-    assert source.count("class SqueezeExcite(") == 1 and source.count("class BlurPool2d(") == 1
-    source = Path(folders["efficientnet-b0"], "model.py").read_text()
-    assert "self.resize = nn.Identity()" in source and "class Resize(" not in source
-    assert source.count("class MBConv(") == 1 and "class BasicBlock(" not in source
-    for case, size in (("efficientnet-b0-phi1", 32), ("efficientnet-b0-phi2-stage", 20), ("efficientnet-resnet18-phi1", 32),
-                       ("efficientnet-resnet18_224-phi1", 128)):
-        source = Path(folders[case], "model.py").read_text()
-        assert f"self.resize = Resize({size})" in source and source.count("class Resize(") == 1, case
-    assert "self.pool = nn.Identity()" in Path(folders["efficientnet-resnet18-phi1"], "model.py").read_text()
+    assert "return BudgetedNet(" in source and "'c1_width': 16," in source and "'num_classes': num_classes," in source
     source = Path(folders["efficientnet-resnet18_224-phi1"], "model.py").read_text()
-    assert "self.pool = nn.MaxPool2d(3, 2, 1)" in source and "_conv_bn(3, 8, 7, 2" in source
+    assert "return CompoundNet(" in source and "resolution=128," in source and "stem_pool=3," in source
 
 
-def test_model_py_of_the_quickstart_space_is_under_90_lines():
-    """Every architecture of examples/quickstart.yaml's space (its grid of choices) writes a
-    model.py of under 90 lines."""
-    spec = yaml.safe_load(Path(__file__).resolve().parents[2].joinpath("examples", "quickstart.yaml").read_text())
-    params = spec["space"]["params"]
-    searched = {k: v for k, v in params.items() if isinstance(v, list)}
-    fixed = {k: v for k, v in params.items() if not isinstance(v, list)}
-    space = get_space(spec["space"]["family"])
-    lengths = []
-    for values in itertools.product(*searched.values()):
-        arch = space.resolve({**fixed, **dict(zip(searched, values))}, MNIST)
-        text = readable_text(family_source(arch.text), arch.text, (1, 28, 28), [0.13], [0.31], None)
-        lengths.append(len(text.splitlines()))
-    assert len(lengths) == len(list(itertools.product(*searched.values()))) > 100
-    assert max(lengths) < 90, max(lengths)
-
-
-def test_a_family_without_source_falls_back_to_the_graph(tmp_path, monkeypatch):
-    """A family whose model_source is None (the default of SearchSpace) gets the torch.export
-    graph: an inference graph whose logits are still the model's."""
-    space = get_space("budgeted")
-    monkeypatch.setattr(type(space), "model_source", lambda self, arch: None)
-    arch = space.resolve({**TINY, "blurpool": True}, MNIST)
+def test_a_family_without_network_gets_fx_then_the_graph(tmp_path):
+    """The fx writer (standard torch.nn layers, the rest of forward traced) and, when nothing
+    else works, the ATen graph, with a note in the file; both give the model's logits."""
+    space = get_space("davidnet")
+    arch = space.resolve({"width_mult": 0.1}, CIFAR)
     torch.manual_seed(0)
     model = space.build_model(arch)
     randomise_running_stats(model)
     model.eval()
-    path = write_model_py(model, (1, 28, 28), tmp_path / "model.py", arch=arch.text)
-    assert "torch.ops.aten" in path.read_text()
     torch.save(model.state_dict(), tmp_path / "weights.pt")
-    spec = importlib.util.spec_from_file_location("graph_model", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    x = torch.randn(3, 1, 28, 28)
-    with torch.no_grad():
-        assert (module.load()(x) - model(x)).abs().max() < 1e-5
+    x = torch.randn(3, 3, 16, 16)
+    for writer in ("fx", "graph"):
+        path, used, _ = write_model_py(model, (3, 16, 16), tmp_path / f"{writer}.py", arch=arch.text,
+                                       loading=loading(None, 3, 16, [0.5] * 3, [0.25] * 3), writers=(writer,))
+        text = path.read_text()
+        assert used == writer and ("torch.ops.aten" in text) == (writer == "graph")
+        assert ("NOTE: archscale could not write this network as torch.nn code" in text) == (writer == "graph")
+        spec = importlib.util.spec_from_file_location(f"{writer}_model", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        with torch.no_grad():
+            assert (module.load(tmp_path / "weights.pt")(x) - model(x)).abs().max() < 1e-5
+        if writer == "fx":
+            assert "out_features=num_classes" in text and "self.get_submodule('body.prep.conv')" in text
+            assert module.load(tmp_path / "weights.pt", num_classes=4)(x).shape == (3, 4)
+        else:
+            with pytest.raises(ValueError, match="cannot be changed"):
+                module.load(tmp_path / "weights.pt", num_classes=4)
 
 
 def test_a_source_that_differs_from_the_model_is_refused(tmp_path, monkeypatch):
-    """write_model_py checks the written Net against the model before writing it."""
-    from archscale.analysis.standalone import StandaloneError
-    from archscale.space import source
-
+    """write_model_py checks the written network against the model before writing it."""
     space = get_space("budgeted")
     arch = space.resolve(TINY, MNIST)
-    wrong = space.model_source(space.resolve({**TINY, "c2_width": 5}, MNIST))
-    monkeypatch.setattr(type(space), "model_source", lambda self, a: source.ModelSource(wrong.code, wrong.classifier))
+    model = space.build_model(arch)
+    wrong = space.network(space.resolve({**TINY, "c2_width": 5}, MNIST))
+    monkeypatch.setattr(type(space), "network",
+                        lambda self, a: Network(wrong.factory, {"p": {**wrong.kwargs["p"], "num_classes": a.params["num_classes"]}}))
     with pytest.raises(StandaloneError, match="state dict differs"):
-        write_model_py(space.build_model(arch), (1, 28, 28), tmp_path / "model.py", arch=arch.text)
+        write_model_py(model, (1, 28, 28), tmp_path / "model.py", arch=arch.text,
+                       loading=loading(None, 1, 28, [0.5], [0.25]), writers=("source",))
     assert not (tmp_path / "model.py").exists()
 
 

@@ -8,7 +8,6 @@ from typing import Mapping
 
 from torch import nn
 
-from archscale.space import source
 from archscale.space.arch import Scalar
 from archscale.space.blocks import activation, norm2d
 from archscale.space.layouts import LAYERS, widths
@@ -76,49 +75,3 @@ class DavidNet(nn.Module):
     def forward(self, x):  # (B, C, H, W) -> (B, classes)
         x = self.pool(self.body(x)).flatten(1)  # (B, layer3 width)
         return self.linear(x) * self.head_scale
-
-
-def model_source(p: Mapping[str, Scalar]) -> source.ModelSource:
-    """``DavidNet(p)`` as plain PyTorch: ``conv_bn`` and ``layer`` helpers, one line per node."""
-    width, k = widths(p), int(p["prep_kernel"])
-    norm, act = source.norm(str(p["norm"]), "cout", ghost_batch=int(p["ghost_batch"])).text, source.act(str(p["activation"])).text
-    pool = "nn.MaxPool2d(2)" if p["pool"] == "max" else "nn.AvgPool2d(2)"
-    names = norm.split("(")[0].removeprefix("nn."), act[3:-2]
-    steps = ([("conv", "nn.Conv2d(cin, cout, 3, padding=1, bias=False)"), ("pool", pool), ("bn", norm), ("act", act)]
-             if p["order"] == "conv-pool-bn" else
-             [("conv", "nn.Conv2d(cin, cout, 3, padding=1, bias=False)"), ("bn", norm), ("act", act), ("pool", pool)])
-    helpers = (
-        f"def conv_bn(cin: int, cout: int) -> nn.Sequential:\n"
-        f"    \"\"\"conv 3x3 -> {names[0]} -> {names[1]}.\"\"\"\n"
-        f"    return nn.Sequential(OrderedDict(conv=nn.Conv2d(cin, cout, 3, padding=1, bias=False), bn={norm}, act={act}))\n\n\n"
-        f"def layer(cin: int, cout: int, **after: nn.Module) -> nn.Sequential:\n"
-        f"    \"\"\"{' -> '.join(n for n, _ in steps)}, then what follows it (extra, residual).\"\"\"\n"
-        f"    return nn.Sequential(OrderedDict(\n"
-        f"        {', '.join(f'{n}={src}' for n, src in steps)}, **after))\n")
-    prep = [f"conv={source.call('nn.Conv2d', int(p['in_channels']), width['prep'], k, padding=k // 2 if k % 2 else 0, bias=not p['prep_norm']).text}"]
-    if p["prep_norm"]:
-        prep.append(f"bn={norm.replace('cout', str(width['prep']))}")
-    prep.append(f"act={act}")
-    nodes = [f"prep=nn.Sequential(OrderedDict({', '.join(prep)})),"]
-    cin = width["prep"]
-    for name in LAYERS:
-        add, c = str(p[f"{name}_add"]), width[name]
-        after = ([f"extra=conv_bn({c}, {c})"] if add in ("extra", "extra+residual") else []) + \
-                ([f"residual=Residual(conv_bn({c}, {c}), conv_bn({c}, {c}))"] if add in ("residual", "extra+residual") else [])
-        nodes.append(f"{name}=layer({', '.join([str(cin), str(c), *after])}),")
-        cin = c
-    final = "nn.AdaptiveMaxPool2d(1)" if p["final_pool"] == "max" else "nn.AdaptiveAvgPool2d(1)"
-    init = ["self.body = nn.Sequential(OrderedDict(", *("    " + n for n in nodes), "))",
-            f"self.pool = {final}",
-            f"self.linear = nn.Linear({cin}, num_classes, bias=False)",
-            f"self.head_scale = {float(p['head_scale'])!r}  # multiplier of the logits"]
-    if p["bn_weight"] == "frozen":
-        init += ["for m in self.modules():  # BatchNorm scales frozen at 1; the biases still learn",
-                 "    if isinstance(m, nn.BatchNorm2d):",
-                 "        m.weight.requires_grad_(False)"]
-    net = source.net_class("prep, layer1..3, global pooling, a linear classifier, scaled logits.", init,
-                           DavidNet.forward, int(p["num_classes"]))
-    needed = [*source.norm_classes(str(p["norm"])), helpers]
-    if any(str(p[f"{n}_add"]).endswith("residual") for n in LAYERS):
-        needed.append(Residual)
-    return source.ModelSource(source.definitions(*needed, net), "linear")

@@ -3,14 +3,10 @@
 
 from __future__ import annotations
 
-from typing import Mapping
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from archscale.space import source
-from archscale.space.arch import Scalar
 from archscale.space.blocks import SqueezeExcite, activation
 from archscale.space.scaling import NetConfig
 
@@ -135,39 +131,3 @@ class CompoundNet(nn.Module):
         x = self.head(self.blocks(self.pool(self.stem(x))))  # (B, C', r/s, r/s)
         x = x.mean((2, 3))  # (B, C')
         return self.classifier(self.dropout(x))  # (B, num_classes)
-
-
-def model_source(net: NetConfig, p: Mapping[str, Scalar]) -> source.ModelSource:
-    """``CompoundNet`` of ``net`` (the scaled table of the parameters ``p``) as plain PyTorch:
-    the blocks it uses, one line per block."""
-    plan = block_plan(net, float(p["stochastic_depth"]))
-    kinds = {block for _, block, _ in plan}
-    items, notes, rate = [], [], float(p["stochastic_depth"])
-    for index, (s, block, args) in enumerate(plan):
-        drop = source.Code(f"{rate!r} * {index} / {net.blocks}")  # the builder's own expression: the same float
-        kwargs = {k: v for k, v in args.items() if k not in ("cin", "cout", "kernel", "stride", "drop")}
-        items.append(source.call(block.__name__, *(args[k] for k in ("cin", "cout", "kernel", "stride")),
-                                 **kwargs, drop=drop if args["drop"] else 0.0).text)
-        notes.append(f"stage {s + 1}: {net.stages[s].text}" if not notes or plan[len(notes) - 1][0] != s else "")
-    resize = source.call("Resize", net.resolution).text if net.resolution != int(p["image_size"]) else "nn.Identity()"
-    cin = net.stages[-1].out
-    head = source.call("_conv_bn", cin, net.head, 1, act=net.act).text if net.head else "nn.Identity()"
-    dropout = f"nn.Dropout({float(p['dropout'])!r})" if float(p["dropout"]) > 0 else "nn.Identity()"
-    init = [f"self.resize = {resize}" + (f"  # to {net.resolution}x{net.resolution}" if "Resize" in resize else ""),
-            f"self.stem = {source.call('_conv_bn', int(p['in_channels']), net.stem, net.stem_kernel, net.stem_stride, act=net.act).text}",
-            f"self.pool = {source.call('nn.MaxPool2d', net.stem_pool, 2, net.stem_pool // 2).text if net.stem_pool else 'nn.Identity()'}",
-            f"self.blocks = {source.sequential(items, notes)}",
-            f"self.head = {head}",
-            f"self.dropout = {dropout}",
-            f"self.classifier = nn.Linear({net.head or cin}, num_classes)"]
-    needed: list = [Resize] if net.resolution != int(p["image_size"]) else []
-    needed += [source.ACTIVATIONS_SOURCE, _conv_bn]
-    if any(block is BasicBlock or (args["stride"] == 1 and args["cin"] == args["cout"]) for _, block, args in plan):
-        needed.append(StochasticDepth)
-    if MBConv in kinds and any(args.get("se", 0) > 0 for _, _, args in plan):
-        needed.append(SqueezeExcite)
-    needed += [b for b in (MBConv, BasicBlock) if b in kinds]
-    doc = (f"{p['base']} compound-scaled (phi={float(p['phi'])!r}): resize, stem, blocks, head, global average "
-           "pooling,\n    dropout and a linear classifier.")
-    net_src = source.net_class(doc, init, CompoundNet.forward, int(p["num_classes"]))
-    return source.ModelSource(source.definitions(*needed, net_src), "classifier")

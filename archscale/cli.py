@@ -124,10 +124,11 @@ def _set_overrides(assignments: list[str]) -> dict:
 
 
 def cmd_run(args) -> int:
-    from archscale.api import run
+    from archscale.api import run_with_output
 
-    done = run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose,
-               **_set_overrides(args.overrides))
+    # not archscale.run, whose quiet prints nothing: --quiet prints errors and the final front
+    done = run_with_output(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose, stream=None,
+                           overrides=_set_overrides(args.overrides))
     if args.profile:
         from archscale.search.jobs.profile import PROFILE, format_table
 
@@ -190,6 +191,13 @@ def _run_dir(path: str) -> Path:
     return run_dir
 
 
+def _writable(path, what: str, kind: str) -> None:
+    """Before anything is written: ``path`` can be written as a ``kind`` (FileError: exit 2)."""
+    from archscale.files import require_writable
+
+    require_writable(path, what, kind)
+
+
 def _run_spec(run_dir: Path):
     from archscale.analysis.runspec import load_run_spec
 
@@ -233,6 +241,9 @@ def cmd_pareto(args) -> int:
 
     run_dir = _run_dir(args.run_dir)
     spec = _run_spec(run_dir)
+    plot = Path(args.plot) if args.plot else run_dir / "pareto.png"
+    _writable(plot, "--plot", "file")
+    _writable(plot.with_name("hypervolume.png"), "--plot", "file")
     objectives = _objectives_arg(args.objectives, spec.search.objective_pairs())
     reference = {**(spec.search.reference_point or {}), **_reference_arg(args.reference)}
     trials = read_trials(run_dir)
@@ -242,7 +253,6 @@ def cmd_pareto(args) -> int:
     labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
     for _, row in front.iterrows():
         print(f"  {labels[str(row['trial_id'])]}: {row['arch']}")
-    plot = Path(args.plot) if args.plot else run_dir / "pareto.png"
     plot_pareto(trials, objectives, plot, title=f"{spec.name}: Pareto front")
     print(f"plot: {plot}")
     hv_plot = plot.with_name("hypervolume.png")
@@ -289,6 +299,7 @@ def cmd_compare(args) -> int:
 
     dirs = [_run_dir(d) for d in args.run_dirs]
     specs = [_run_spec(d) for d in dirs]  # each must hold a valid spec
+    _writable(args.out, "--out", "folder")
     objectives = _objectives_arg(args.objectives, specs[0].search.objective_pairs())
     try:
         summaries, b = compare_runs(dirs, objectives, _reference_arg(args.reference))

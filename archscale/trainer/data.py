@@ -177,11 +177,13 @@ def _folder_side(name: str, image_size: int | None) -> int:
     return int(image_size)
 
 
-def load_dataset(name: str, root: str | Path = "data", image_size: int | None = None) -> Dataset:
+def load_dataset(name: str, root: str | Path = "data", image_size: int | None = None,
+                 progress: bool = True) -> Dataset:
     """Load a dataset by name (see the module docstring for where it is looked for);
-    ``image_size``: the side the images of an ``imagefolder:`` dataset are brought to."""
+    ``image_size``: the side the images of an ``imagefolder:`` dataset are brought to;
+    ``progress``: a bar on stderr while an image folder is decoded."""
     if name.startswith("imagefolder:"):
-        return load_folder(name[len("imagefolder:"):], _folder_side(name, image_size), root)
+        return load_folder(name[len("imagefolder:"):], _folder_side(name, image_size), root, progress=progress)
     if name.startswith("npz:"):
         path = Path(name[4:]).expanduser()
         if path.is_dir():

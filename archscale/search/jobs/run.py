@@ -58,7 +58,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
     with phase("data"):
-        data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
+        data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size, progress=not quiet)
         splits = split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on

@@ -316,8 +316,9 @@ class Run:
     def hypervolume(self, objectives: ObjectivesLike = None, reference: Mapping[str, float] | None = None) -> float:
         """The front's hypervolume normalised by the box between the ideal point and the
         reference point, as ``archscale pareto`` prints it. ``reference`` (metric -> value)
-        overrides the spec's ``search.reference_point``, which overrides the worst completed
-        value of each objective. NaN when no trial completed with every objective."""
+        overrides what the spec implies (:mod:`archscale.analysis.reference`: its
+        ``search.reference_point``, chance accuracy, a budget, the largest cost in the space),
+        which overrides the worst completed value of each objective. NaN when no trial completed with every objective."""
         from archscale.analysis.hypervolume import bounds, completed, front_hypervolume
 
         pairs = objective_pairs(objectives, self.spec.search.objective_pairs())
@@ -330,7 +331,9 @@ class Run:
         trials = self._trials_with(pairs)
         if completed(trials, pairs).empty:
             return math.nan
-        b = bounds(trials, pairs, {**(self.spec.search.reference_point or {}), **(reference or {})})
+        from archscale.analysis.reference import reference_point
+
+        b = bounds(trials, pairs, {**reference_point(self.spec, pairs), **(reference or {})})
         return float(front_hypervolume(trials, pairs, b)[1])
 
     @property
@@ -398,7 +401,7 @@ class Run:
         trials = self.trials
         importances, note = param_importances(spec, trials)
         return write_report(self.path, out, objectives=objective_pairs(objectives, spec.search.objective_pairs()),
-                            choices=[d.name for d in spec.searched()], reference=spec.search.reference_point or {},
+                            choices=[d.name for d in spec.searched()], reference=None,
                             importances=importances, importance_note=note)
 
 

@@ -71,7 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--objectives", help="e.g. val_accuracy:max,macs:min (default: the spec's)")
     pareto.add_argument("--plot", help="where to write the plot (default RUN_DIR/pareto.png)")
     pareto.add_argument("--reference", metavar="METRIC=VALUE,...",
-                        help="hypervolume reference point (default: the spec's, else the worst completed values)")
+                        help="hypervolume reference point (default: what the spec implies: search.reference_point, "
+                              "chance accuracy, a budget, the largest cost in the space; else the worst completed)")
 
     report = sub.add_parser("report", help="write RUN_DIR/report.html, one self-contained page about the run")
     report.add_argument("run_dir")
@@ -92,8 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     compare.add_argument("--objectives", help="e.g. val_accuracy:max,macs:min (default: the first run's)")
     compare.add_argument("--reference", metavar="METRIC=VALUE,...",
-                         help="hypervolume reference point (default: what the specs agree on, else the worst "
-                              "completed values over all runs)")
+                         help="hypervolume reference point (default: what the specs imply and agree on, as for "
+                              "pareto, so runs of one spec need none; else the worst completed values over all runs)")
     compare.add_argument("--out", default=".", help="directory for compare_fronts.png, compare_hypervolume.png "
                                                     "and compare.csv (default: the current directory)")
     store = sub.add_parser("store", help="print what a results store (search.store) holds")
@@ -245,7 +246,10 @@ def cmd_pareto(args) -> int:
     _writable(plot, "--plot", "file")
     _writable(plot.with_name("hypervolume.png"), "--plot", "file")
     objectives = _objectives_arg(args.objectives, spec.search.objective_pairs())
-    reference = {**(spec.search.reference_point or {}), **_reference_arg(args.reference)}
+    from archscale.analysis.reference import reference_point
+
+    reference = {**reference_point(spec, objectives),
+                 **{m: (v, "--reference") for m, v in _reference_arg(args.reference).items()}}
     trials = read_trials(run_dir)
     _check_columns(trials, objectives, run_dir)
     front = pareto_front(trials, objectives)

@@ -51,11 +51,9 @@ def reference_point(spec: Spec, objectives: Sequence[tuple[str, str]]) -> dict[s
 
 
 def _context(spec: Spec) -> dict | None:
-    from archscale.trainer import DataError, dataset_context
-
     try:
-        return dataset_context(spec.data.dataset, spec.data.root, spec.data.image_size)
-    except (DataError, OSError):
+        return spec.data.context()
+    except (ValueError, OSError):  # DataError: the dataset is gone; no chance level, no corner
         return None
 
 

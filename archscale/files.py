@@ -159,7 +159,7 @@ def require_writable(path: str | Path, what: str, kind: str = "folder", existing
         if kind == "folder" and not path.is_dir():
             raise FileError(f"{what} {path}: is a file; {expected}")
         if kind == "file" and path.is_dir():
-            raise FileError(f"{what} {path}: is a folder; {expected}")
+            raise FileError(f"{what} {path}: is a directory; {expected}")
         if not existing_may_be_read_only and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
             raise FileError(f"{what} {path}: permission denied; {expected}")
         return path
@@ -178,7 +178,7 @@ def require_existing(path: str | Path, what: str, kind: str = "file") -> Path:
     if not path.exists():
         raise FileError(f"{what} {path}: does not exist; {expected}")
     if kind == "file" and path.is_dir():
-        raise FileError(f"{what} {path}: is a folder; {expected}")
+        raise FileError(f"{what} {path}: is a directory; {expected}")
     if kind == "folder" and not path.is_dir():
         raise FileError(f"{what} {path}: is a file; {expected}")
     if not os.access(path, os.R_OK):

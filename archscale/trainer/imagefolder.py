@@ -239,7 +239,7 @@ def _decode(files: list[tuple[Path, int]], image_size: int, channels: int, bar, 
 def load_folder(path: str | Path, image_size: int, data_root: str | Path = "data", progress: bool = True) -> Dataset:
     """The :class:`~archscale.trainer.arrays.Dataset` of an image folder: read from the cache
     when the same files were decoded to the same side before, else checked, decoded (a
-    progress bar on stderr) and cached. Every bad file is found in one pass (headers, then
+    progress bar on a terminal's stderr) and cached. Every bad file is found in one pass (headers, then
     decoding) and listed in one DataError; nothing is cached then. A cache that cannot be
     written is said and skipped."""
     scan = list_folder(path, image_size)
@@ -251,7 +251,8 @@ def load_folder(path: str | Path, image_size: int, data_root: str | Path = "data
         todo = {name: [item for item in files if item[0] not in bad] for name, files in scan.files.items()}
         tv = _torchvision()
         with tqdm(total=sum(len(v) for v in todo.values()), desc=f"decoding {scan.root.name} to {image_size} px",
-                  unit="img", file=sys.stderr, disable=not progress, mininterval=0.5, smoothing=0.1) as bar:
+                  unit="img", file=sys.stderr, disable=None if progress else True, mininterval=0.5,
+                  smoothing=0.1) as bar:  # None: shown on a terminal, not in a pipe or a log file
             arrays = {}
             for name, files in todo.items():
                 x, y = _decode(files, image_size, channels, bar, problems, tv)

@@ -81,10 +81,10 @@ def _blocked(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("args, said", [
     (lambda t, s: ["run", str(s), "--out", str(_blocked(t))], lambda t: f"--out {t / 'file' / 'below'}: cannot be "
                                                                           f"created, {t / 'file'} is a file"),
-    (lambda t, s: ["run", str(s), "--set", f"search.store={t}"], lambda t: f"search.store {t}: is a folder"),
+    (lambda t, s: ["run", str(s), "--set", f"search.store={t}"], lambda t: f"search.store {t}: is a directory"),
     (lambda t, s: ["run", str(s), "--set", "data.dataset=cifar10", "--set", f"data.root={_blocked(t)}"],
      lambda t: f"data.root {t / 'file' / 'below'}: cannot be created, {t / 'file'} is a file"),
-    (lambda t, s: ["run", str(s), "--set", f"data.dataset=npz:{t}"], lambda t: f"data.dataset npz: {t}: is a folder"),
+    (lambda t, s: ["run", str(s), "--set", f"data.dataset=npz:{t}"], lambda t: f"data.dataset npz: {t}: is a directory"),
 ])
 def test_a_bad_path_exits_2_naming_it_before_anything_is_written(tmp_path, monkeypatch, capsys, args, said):
     _npz(tmp_path / "d.npz")
@@ -116,5 +116,5 @@ def test_outputs_of_the_analysis_commands_are_checked(tmp_path, capsys):
     assert f"--plot {tmp_path / 'file' / 'below' / 'p.png'}: cannot be created" in capsys.readouterr().err
     assert main(["compare", str(run_dir), "--out", str(tmp_path / "file")]) == 2
     assert f"--out {tmp_path / 'file'}: is a file" in capsys.readouterr().err
-    with pytest.raises(SpecError, match="--out .*: is a folder"):
+    with pytest.raises(SpecError, match="--out .*: is a directory"):
         archscale.load_run(run_dir).report(tmp_path)

@@ -17,14 +17,15 @@ what was expected. Damaged lines of a run's ``trials.csv`` are left out with a w
 from __future__ import annotations
 
 import copy
+import io
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO, Union
 
-from archscale.runs import ObjectivesLike, Run, objective_pairs
 from archscale.spec import SpecError
 
 if TYPE_CHECKING:
+    from archscale.runs import ObjectivesLike, Run
     from torch import nn
 
     from archscale.search.jobs.checked import Check, CheckError
@@ -70,6 +71,8 @@ def resolve_spec(spec: SpecLike, overrides: Mapping[str, Any] | None = None) -> 
     """A validated :class:`~archscale.spec.Spec` from a YAML path, a dict or a Spec,
     with ``overrides`` (``{"search.num_trials": 4}``) applied."""
     from archscale.spec import Spec, parse_spec, read_yaml
+    from archscale.spec.load import DEFAULT_PATHS
+    from archscale.spec.paths import anchor_defaults, anchor_paths, anchor_spec_file, overridden_paths
 
     overrides = overrides or {}
     if isinstance(spec, Spec):
@@ -77,13 +80,15 @@ def resolve_spec(spec: SpecLike, overrides: Mapping[str, Any] | None = None) -> 
             return spec
         raw = spec.to_dict()
     elif isinstance(spec, (str, os.PathLike)):
-        raw = read_yaml(spec)
+        raw = anchor_spec_file(read_yaml(spec), spec)  # relative paths: against the spec file's folder
     elif isinstance(spec, Mapping):
-        raw = copy.deepcopy(dict(spec))
+        raw = anchor_paths(copy.deepcopy(dict(spec)), Path.cwd())  # a dict: against the current folder
     else:
         raise SpecError(f"spec: a {type(spec).__name__} is not allowed; give a path to a YAML file, a dict "
                         "or an archscale.spec.Spec")
-    return parse_spec(apply_overrides(raw, overrides))
+    raw = apply_overrides(raw, overrides)
+    anchor_paths(raw, Path.cwd(), overridden_paths(_override_key(str(k)) for k in overrides))  # the current folder
+    return parse_spec(anchor_defaults(raw, DEFAULT_PATHS))
 
 
 # --------------------------------------------------------------------------- run
@@ -97,17 +102,27 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     :class:`~archscale.spec.Spec`. ``out``: the run directory (default
     ``runs/<spec name>``); it must be empty unless ``resume``. ``overrides`` set spec fields,
     as ``--set`` does: ``run("s.yaml", **{"search.num_trials": 4})`` or
-    ``run("s.yaml", search__num_trials=4)``. ``quiet``: only the final front is printed;
+    ``run("s.yaml", search__num_trials=4)``. ``quiet``: nothing is printed (the front, the
+    notes and the decoding bar included: the returned Run and the run directory hold it all);
     ``verbose``: a line per trial start, epoch and retry too.
 
     Raises SpecError for invalid input (nothing is written), KeyboardInterrupt after a
     Ctrl-C (what finished is kept: ``resume=True`` runs the rest).
     """
+    return run_with_output(spec, out, resume, quiet=quiet, verbose=verbose,
+                           stream=io.StringIO() if quiet else None, overrides=overrides)
+
+
+def run_with_output(spec: SpecLike, out: str | os.PathLike | None, resume: bool, *, quiet: bool, verbose: bool,
+                    stream: TextIO | None, overrides: Mapping[str, Any]) -> Run:
+    """:func:`run`, its printed lines written to ``stream`` (default stdout). ``archscale run
+    --quiet`` gives stdout: its quiet prints the final front still."""
     if quiet and verbose:
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
-    from archscale.search.jobs.rundir import prepare_run_dir, undo_unstarted
+    from archscale.search.jobs.rundir import default_run_dir, prepare_run_dir, undo_unstarted
 
+    require_paths(resolved, {"--out": (out if out is not None else default_run_dir(resolved), "folder")})
     _before_ray(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
     existed = run_dir.exists()
@@ -115,16 +130,43 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
         if resolved.search.stages is not None:
             from archscale.search.jobs.stages import run_staged
 
-            run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+            run_staged(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose, out=stream)
         else:
             from archscale.search.jobs.run import run_search
 
-            run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose)
+            run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose, out=stream)
     except BaseException:
         if not resume:  # failed before its first trial: nothing left that blocks a plain rerun
             undo_unstarted(run_dir, existed)
         raise
+    from archscale.runs import Run
+
     return Run(run_dir, resolved)
+
+
+def require_paths(spec: Spec, outputs: Mapping[str, tuple[Any, str]] | None = None) -> None:
+    """Every path of ``spec`` and of ``outputs`` (input name -> (path, "folder" | "file") that a
+    command will write) checked before anything is written: the dataset's file or folder
+    exists, ``data.root`` is a folder (or can be created), ``search.store`` is a file that can
+    be written or created, each output can be written. Raises SpecError naming the input and
+    the absolute path."""
+    from archscale.files import FileError, require_existing, require_writable
+    from archscale.trainer.config import TORCHVISION
+
+    dataset, root = spec.data.dataset, spec.data.root
+    try:
+        if dataset.startswith("npz:"):
+            require_existing(dataset[len("npz:"):], "data.dataset npz:", "file")
+        elif dataset.startswith("imagefolder:"):
+            require_existing(dataset[len("imagefolder:"):], "data.dataset imagefolder:", "folder")
+        if dataset.startswith("imagefolder:") or dataset in TORCHVISION:  # the decoded cache, the download
+            require_writable(root, "data.root", "folder", existing_may_be_read_only=True)
+        if spec.search.store:
+            require_writable(spec.search.store, "search.store", "file")
+        for what, (path, kind) in (outputs or {}).items():
+            require_writable(path, what, kind)
+    except FileError as err:
+        raise SpecError(str(err)) from None
 
 
 def _before_ray(spec: Spec) -> None:
@@ -146,11 +188,12 @@ def ablate(spec: SpecLike, techniques: str, seeds: int = 2, combos: bool = False
     resolved = resolve_spec(spec, overrides)
     if seeds < 1:
         raise SpecError(f"--seeds: {seeds} is not allowed; give 1 or more")
+    folder = Path(out) if out is not None else Path("runs") / f"{resolved.name}-ablation"
+    require_paths(resolved, {"--out": (folder, "folder")})
     _before_ray(resolved)
     from archscale.search.jobs.ablate import parse_techniques, run_ablation
 
     chosen = parse_techniques(techniques)
-    folder = Path(out) if out is not None else Path("runs") / f"{resolved.name}-ablation"
     run_ablation(resolved, chosen, seeds, combos, folder, quiet=quiet)
     return folder
 
@@ -162,10 +205,11 @@ def repeat(path: str | os.PathLike, trial: str | None = None, seeds: int = 3, ou
     if seeds < 1:
         raise SpecError(f"--seeds: {seeds} is not allowed; give 1 or more")
     done = load_run(path)
+    folder = Path(out) if out is not None else done.path.parent / f"{done.path.name}-repeat"
+    require_paths(done.spec, {"--out": (folder, "folder")})
     _before_ray(done.spec)
     from archscale.search.jobs.ablate import run_repeat
 
-    folder = Path(out) if out is not None else done.path.parent / f"{done.path.name}-repeat"
     run_repeat(done.path, trial, seeds, folder, quiet=quiet)
     return folder
 
@@ -177,7 +221,7 @@ def load_run(path: str | os.PathLike) -> Run:
     if not (run_dir / "spec.yaml").exists():
         what = "does not exist" if not run_dir.exists() else "is not a run directory (no spec.yaml)"
         raise SpecError(f"{run_dir} {what}")
-    from archscale.analysis.runspec import load_run_spec
+    from archscale.runs import Run, load_run_spec
 
     return Run(run_dir, load_run_spec(run_dir))
 
@@ -188,7 +232,10 @@ def compare(runs: Sequence[Run | str | os.PathLike], objectives: ObjectivesLike 
     """``archscale compare``: the runs' fronts and hypervolumes on one scale, as text, and the
     files written (a table and a plot, in ``out``). ``objectives``: default the first run's."""
     from archscale.analysis.compare import compare_runs, format_comparison, write_comparison
+    from archscale.runs import Run, objective_pairs, require_output
 
+    if out is not None:
+        require_output(out, "--out", "folder")
     runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
     pairs = objective_pairs(objectives, runs[0].spec.search.objective_pairs(), where=where)
     try:
@@ -261,15 +308,21 @@ def check(spec: SpecLike, samples: int = 64, **overrides: Any) -> Check:
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 1:
         raise SpecError(f"samples: {samples!r} is not allowed; give a whole number of 1 or more")
     resolved = resolve_spec(spec, overrides)
+    require_paths(resolved)
     from archscale.search.jobs.checked import check_spec
 
     return check_spec(resolved, samples)
 
 
 def __getattr__(name: str):
-    """``Check`` and ``CheckError``, imported on first use (their module builds networks with torch)."""
+    """``Check`` and ``CheckError`` (their module builds networks with torch), ``Run`` and
+    ``objective_pairs`` (pandas and the analysis), imported on first use."""
     if name in ("Check", "CheckError"):
         from archscale.search.jobs import checked as module
 
         return getattr(module, name)
+    if name in ("Run", "objective_pairs"):
+        from archscale import runs
+
+        return getattr(runs, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -77,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     pareto.add_argument("--objectives", help="e.g. val_accuracy:max,macs:min (default: the spec's)")
     pareto.add_argument("--plot", help="where to write the plot (default RUN_DIR/pareto.png)")
     pareto.add_argument("--reference", metavar="METRIC=VALUE,...",
-                        help="hypervolume reference point (default: the spec's, else the worst completed values)")
+                        help="hypervolume reference point (default: what the spec implies: search.reference_point, "
+                              "chance accuracy, a budget, the largest cost in the space; else the worst completed)")
 
     report = sub.add_parser("report", help="write RUN_DIR/report.html, one self-contained page about the run")
     report.add_argument("run_dir")
@@ -98,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     compare.add_argument("--objectives", help="e.g. val_accuracy:max,macs:min (default: the first run's)")
     compare.add_argument("--reference", metavar="METRIC=VALUE,...",
-                         help="hypervolume reference point (default: what the specs agree on, else the worst "
-                              "completed values over all runs)")
+                         help="hypervolume reference point (default: what the specs imply and agree on, as for "
+                              "pareto, so runs of one spec need none; else the worst completed values over all runs)")
     compare.add_argument("--out", default=".", help="directory for compare_fronts.png, compare_hypervolume.png "
                                                     "and compare.csv (default: the current directory)")
     store = sub.add_parser("store", help="print what a results store (search.store) holds")
@@ -130,8 +131,9 @@ def _set_overrides(assignments: list[str]) -> dict:
 
 
 def cmd_run(args) -> int:
-    done = api.run(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose,
-                   **_set_overrides(args.overrides))
+    # not archscale.run, whose quiet prints nothing: --quiet prints errors and the final front
+    done = api.run_with_output(args.spec, args.out, args.resume, quiet=args.quiet, verbose=args.verbose, stream=None,
+                               overrides=_set_overrides(args.overrides))
     if args.profile:
         path = PROFILE.write(done.path)
         print(f"\nwhere the time went (seconds; also in {path}):\n{format_table(PROFILE.summary())}")

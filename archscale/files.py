@@ -10,6 +10,7 @@ One helper per kind: :func:`read_bytes` (exists, is a file, can be read), :func:
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import zipfile
 from pathlib import Path
@@ -134,3 +135,52 @@ def fit_state_dict(model: Any, state: dict, path: str | Path, arch_from: str = "
             raise FileError(f"{path}: {key!r} has shape {tuple(state[key].shape)}; expected {tuple(value.shape)} "
                             f"for the architecture in {arch_from}")
     model.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------- paths to be written
+
+
+def _nearest_existing(path: Path) -> Path:
+    for parent in (path, *path.parents):
+        if parent.exists():
+            return parent
+    return Path(path.anchor or ".")
+
+
+def require_writable(path: str | Path, what: str, kind: str = "folder", existing_may_be_read_only: bool = False) -> Path:
+    """``path`` (absolute) where archscale will write a ``kind`` ("folder" or "file"), checked
+    before anything is written: an existing one is of that kind and writable (unless
+    ``existing_may_be_read_only``: a data folder that is only read when it holds the data), a
+    new one can be created (its nearest existing parent is a writable folder). ``what`` names
+    the input (``--out``, ``data.root``, ...); FileError says which path fails and why."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    expected = f"expected a {kind} this user can write" + (" (or one that can be created)" if kind == "folder" else "")
+    if path.exists():
+        if kind == "folder" and not path.is_dir():
+            raise FileError(f"{what} {path}: is a file; {expected}")
+        if kind == "file" and path.is_dir():
+            raise FileError(f"{what} {path}: is a directory; {expected}")
+        if not existing_may_be_read_only and not os.access(path, os.W_OK | (os.X_OK if path.is_dir() else 0)):
+            raise FileError(f"{what} {path}: permission denied; {expected}")
+        return path
+    parent = _nearest_existing(path.parent)
+    if not parent.is_dir():
+        raise FileError(f"{what} {path}: cannot be created, {parent} is a file; {expected}")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise FileError(f"{what} {path}: cannot be created, {parent} is not writable (permission denied); {expected}")
+    return path
+
+
+def require_existing(path: str | Path, what: str, kind: str = "file") -> Path:
+    """``path`` (absolute), which must exist as a ``kind`` ("file" or "folder") this user can read."""
+    path = Path(os.path.abspath(Path(path).expanduser()))
+    expected = f"expected an existing {kind}"
+    if not path.exists():
+        raise FileError(f"{what} {path}: does not exist; {expected}")
+    if kind == "file" and path.is_dir():
+        raise FileError(f"{what} {path}: is a directory; {expected}")
+    if kind == "folder" and not path.is_dir():
+        raise FileError(f"{what} {path}: is a file; {expected}")
+    if not os.access(path, os.R_OK):
+        raise FileError(f"{what} {path}: permission denied; {expected} this user can read")
+    return path

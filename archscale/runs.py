@@ -1,6 +1,7 @@
 """A run directory from Python: :class:`Run` (its spec, trials, front, hypervolume, the
-``pareto`` text, report and export) and :func:`objective_pairs`. Light to import, as
-:mod:`archscale.api` is: pandas and the analysis are imported by the methods that use them.
+``pareto`` text, report and export) and :func:`objective_pairs`. Imports pandas and the
+analysis; :mod:`archscale.api` imports it when a run is opened, so that ``import archscale``
+stays light.
 """
 
 from __future__ import annotations
@@ -9,13 +10,21 @@ import io
 import math
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping, Sequence, Union
+from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
+import pandas as pd
+
+from archscale.analysis.export import export_trial
+from archscale.analysis.hypervolume import bounds, completed, front_hypervolume, summarise
+from archscale.analysis.pareto import METRICS, PICKS, best_trial, pareto_front, pick_trial, plot_pareto, short_ids
+from archscale.analysis.records import TRIALS_FILE, read_trials
+from archscale.analysis.reference import reference_point
+from archscale.analysis.report import write_report
+from archscale.analysis.runspec import load_run_spec
+from archscale.files import FileError, require_writable
 from archscale.spec import SpecError
 
 if TYPE_CHECKING:
-    import pandas as pd
-
     from archscale.spec import Spec
 
 ObjectivesLike = Union[str, Sequence[str], Sequence[Sequence[str]], None]
@@ -26,8 +35,6 @@ def objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, str
     """``"val_accuracy:max,macs:min"``, ``["val_accuracy:max", ...]`` or ``[("val_accuracy", "max"), ...]``
     as checked (metric, direction) pairs; ``default`` when None. ``where`` starts each error
     message (``--objectives`` for the command line)."""
-    from archscale.analysis.pareto import METRICS
-
     if objectives is None or (isinstance(objectives, str) and not objectives.strip()):
         return [tuple(o) for o in default]  # type: ignore[misc]
     items = objectives.split(",") if isinstance(objectives, str) else list(objectives)
@@ -55,7 +62,6 @@ def objective_pairs(objectives: ObjectivesLike, default: Sequence[tuple[str, str
 class Run:
     """A run directory: its spec, its trials (read afresh from ``trials.csv`` at each access,
     so a run still going shows its latest rows), its front, and what can be exported from it."""
-
     def __init__(self, path: str | os.PathLike, spec: Spec | None = None):
         self.path = Path(path)
         self._spec = spec
@@ -70,7 +76,6 @@ class Run:
     def spec(self) -> Spec:
         """The run's resolved spec (``spec.yaml``)."""
         if self._spec is None:
-            from archscale.analysis.runspec import load_run_spec
 
             self._spec = load_run_spec(self.path)
         return self._spec
@@ -78,9 +83,7 @@ class Run:
     @property
     def trials(self) -> pd.DataFrame:
         """``trials.csv``: one row per finished trial, any status (empty before the first)."""
-        import pandas as pd
 
-        from archscale.analysis.records import TRIALS_FILE, read_trials
 
         if not (self.path / TRIALS_FILE).exists():
             return pd.DataFrame(columns=["trial_id", "status"])
@@ -100,18 +103,15 @@ class Run:
         """The completed trials no other dominates, best first by the first objective.
         ``objectives``: ``"val_accuracy:max,macs:min"`` or ``[("val_accuracy", "max"), ...]``
         (1 to 3; default the spec's)."""
-        from archscale.analysis.pareto import pareto_front
-
         pairs = objective_pairs(objectives, self.spec.search.objective_pairs())
         return pareto_front(self._trials_with(pairs), pairs)
 
     def hypervolume(self, objectives: ObjectivesLike = None, reference: Mapping[str, float] | None = None) -> float:
         """The front's hypervolume normalised by the box between the ideal point and the
         reference point, as ``archscale pareto`` prints it. ``reference`` (metric -> value)
-        overrides the spec's ``search.reference_point``, which overrides the worst completed
-        value of each objective. NaN when no trial completed with every objective."""
-        from archscale.analysis.hypervolume import bounds, completed, front_hypervolume
-
+        overrides what the spec implies (:mod:`archscale.analysis.reference`: its
+        ``search.reference_point``, chance accuracy, a budget, the largest cost in the space),
+        which overrides the worst completed value of each objective. NaN when no trial completed with every objective."""
         pairs = objective_pairs(objectives, self.spec.search.objective_pairs())
         names = [m for m, _ in pairs]
         for metric, value in (reference or {}).items():
@@ -122,7 +122,7 @@ class Run:
         trials = self._trials_with(pairs)
         if completed(trials, pairs).empty:
             return math.nan
-        b = bounds(trials, pairs, {**(self.spec.search.reference_point or {}), **(reference or {})})
+        b = bounds(trials, pairs, {**reference_point(self.spec, pairs), **(reference or {})})
         return float(front_hypervolume(trials, pairs, b)[1])
 
     def pareto(self, objectives: ObjectivesLike = None, reference: Mapping[str, float] | None = None,
@@ -131,12 +131,13 @@ class Run:
         the front (:meth:`front`), ``pareto.png`` (or ``plot``), ``hypervolume.png`` beside it
         (the reference as in :meth:`hypervolume`), and for a two-stage run the phi sweep and
         ``scaling.png``. ``where`` starts each error message (``--objectives`` for the command line)."""
-        from archscale.analysis.hypervolume import summarise
-        from archscale.analysis.pareto import METRICS, plot_pareto, short_ids
         from archscale.search.jobs.compound import SCALING_PLOT, write_scaling
         from archscale.search.jobs.finish import format_front
 
         spec = self.spec
+        path = Path(plot) if plot else self.path / "pareto.png"
+        require_output(path, "--plot", "file")
+        require_output(path.with_name("hypervolume.png"), "--plot", "file")
         pairs = objective_pairs(objectives, spec.search.objective_pairs(), where=where)
         for metric in reference or {}:
             if metric not in METRICS:
@@ -146,12 +147,12 @@ class Run:
         labels = dict(zip(trials["trial_id"].astype(str), short_ids(trials["trial_id"].tolist())))
         lines = [format_front(trials, front, pairs, [d.name for d in spec.searched()])]
         lines += [f"  {labels[str(row['trial_id'])]}: {row['arch']}" for _, row in front.iterrows()]
-        path = Path(plot) if plot else self.path / "pareto.png"
         plot_pareto(trials, pairs, path, title=f"{spec.name}: Pareto front")
         lines.append(f"plot: {path}")
         hv_plot = path.with_name("hypervolume.png")
-        line = summarise(trials, pairs, {**(spec.search.reference_point or {}), **(reference or {})}, hv_plot,
-                         spec.name)
+        line = summarise(trials, pairs, {**reference_point(spec, pairs),
+                                         **{m: (v, "--reference") for m, v in (reference or {}).items()}},
+                         hv_plot, spec.name)
         if line:
             lines.append(f"{line}\nhypervolume over trials: {hv_plot}")
         if spec.search.stages is not None:  # a two-stage compound-scaling run: the phi sweep and scaling.png
@@ -164,15 +165,11 @@ class Run:
     def best(self) -> pd.Series | None:
         """The winner's row (on the front of the spec's objectives, best in the first), or
         None when no trial completed."""
-        from archscale.analysis.pareto import best_trial
-
         pairs = self.spec.search.objective_pairs()
         return best_trial(self._trials_with(pairs), pairs)
 
     def _choose(self, pick: str | None, trial: str | None) -> tuple[pd.Series, str]:
         """The row to export and how it was chosen."""
-        from archscale.analysis.pareto import PICKS, pick_trial
-
         trials = self.trials
         if trial is not None and pick is not None:
             raise SpecError(f"export: give trial ({trial!r}) or pick ({pick!r}), not both")
@@ -204,10 +201,9 @@ class Run:
         return that folder. The trial: ``trial`` (an id of ``trials.csv``), else ``pick``
         (``accuracy``, ``macs`` or ``knee``), else the winner (:attr:`best`).
         ``metrics.json`` records the trial id and how it was picked (``picked_by``)."""
-        from archscale.analysis.export import export_trial
-
         row, how = self._choose(pick, trial)
         folder = Path(out) if out is not None else self.path / "best"
+        require_output(folder, "--out", "folder")
         spec = self.spec
         return export_trial(self.path, str(row["trial_id"]), folder, onnx=onnx,
                             extra={"spec": spec.name, "objectives": spec.search.objectives, "picked_by": how})
@@ -216,13 +212,22 @@ class Run:
                where: str = "objectives") -> Path:
         """Write the run's one-page ``report.html`` (default ``RUN/report.html``), as
         ``archscale report`` does, and return its path. ``objectives``: the front's (default: the spec's)."""
-        from archscale.analysis.report import write_report
         from archscale.search.sampling.importance import param_importances
 
         spec = self.spec
+        if out is not None:
+            require_output(out, "--out", "file")
         pairs = objective_pairs(objectives, spec.search.objective_pairs(), where=where)
         trials = self._trials_with(pairs, where)
         importances, note = param_importances(spec, trials)
         return write_report(self.path, out, objectives=pairs,
-                            choices=[d.name for d in spec.searched()], reference=spec.search.reference_point or {},
+                            choices=[d.name for d in spec.searched()], reference=None,
                             importances=importances, importance_note=note)
+
+
+def require_output(path: Any, what: str, kind: str) -> None:
+    """SpecError naming ``what`` and the absolute path when ``path`` cannot be written as a ``kind``."""
+    try:
+        require_writable(path, what, kind)
+    except FileError as err:
+        raise SpecError(str(err)) from None

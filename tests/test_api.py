@@ -298,3 +298,12 @@ def test_the_readme_python_example_runs(tmp_path, monkeypatch, ray_session, caps
     assert "hypervolume" in out and "predicted" in out
     assert (tmp_path / "runs" / "notebook" / "knee" / "model.py").is_file()
     assert len(namespace["predicted"]) == 8
+
+
+def test_run_quiet_prints_nothing_at_all(tmp_path, ray_session, capfd):
+    spec = copy.deepcopy(TINY_SPEC)
+    capfd.readouterr()
+    done = archscale.run(spec, tmp_path / "run", quiet=True, **{"search.num_trials": 1}, train__epochs=1,
+                         data__subset=0.1)
+    assert capfd.readouterr() == ("", "")
+    assert len(done.trials) == 1 and (done.path / "pareto.csv").is_file()

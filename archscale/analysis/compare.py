@@ -1,8 +1,8 @@
 """Several runs side by side: their fronts on one plot, their hypervolumes in one table.
 
-Hypervolumes are comparable only under one reference point and one ideal point, so both are
-computed over the completed trials of all the runs together (the reference point's values
-that the runs' specs give, when they agree, take precedence).
+Hypervolumes are comparable only under one reference point and one ideal point: the reference
+is what the runs' specs imply and agree on (:mod:`.reference`; runs of one spec always agree),
+else the worst completed value over all the runs; the ideal point is the best over all the runs.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hy
 from archscale.analysis.figures import pyplot, save_figure
 from archscale.analysis.pareto import Objective, axis_label, log_x_if_wide, pareto_front
 from archscale.analysis.records import read_trials
+from archscale.analysis.reference import reference_point
 from archscale.analysis.runspec import load_run_spec
 from archscale.spec import Spec
 
@@ -42,12 +43,13 @@ def _label(run_dir: Path, spec: Spec, taken: set[str]) -> str:
     return label
 
 
-def common_reference(specs: Sequence[Spec]) -> dict[str, float]:
-    """The reference-point values every spec agrees on (metric -> value)."""
-    refs = [dict(s.search.reference_point or {}) for s in specs]
+def common_reference(specs: Sequence[Spec], objectives: Sequence[Objective]) -> dict[str, tuple[float, str]]:
+    """The reference-point values every spec implies alike (metric -> (value, where from)):
+    all of them for runs of one spec (:func:`~archscale.analysis.reference.reference_point`)."""
+    refs = [reference_point(s, objectives) for s in specs]
     if not refs:
         return {}
-    return {m: v for m, v in refs[0].items() if all(r.get(m) == v for r in refs[1:])}
+    return {m: v for m, v in refs[0].items() if all(m in r and r[m][0] == v[0] for r in refs[1:])}
 
 
 def compare_runs(run_dirs: Sequence[str | Path], objectives: Sequence[Objective],
@@ -65,7 +67,7 @@ def compare_runs(run_dirs: Sequence[str | Path], objectives: Sequence[Objective]
         missing = [m for m, _ in objectives if m not in t.columns]
         if missing:
             raise KeyError(f"{d}: trials.csv has no column {missing[0]!r}")
-    ref = {**common_reference(specs), **dict(reference or {})}
+    ref = {**common_reference(specs, objectives), **{m: (v, "--reference") for m, v in (reference or {}).items()}}
     b = bounds(trials, objectives, ref)
     summaries, taken = [], set()
     for d, spec, t in zip(dirs, specs, trials):

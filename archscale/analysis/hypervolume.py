@@ -1,8 +1,9 @@
 """Hypervolume of a Pareto front and its growth over trials.
 
 The hypervolume is the volume of objective space that the front dominates, bounded by a
-reference point (the spec's ``search.reference_point``, else the worst value of every
-objective over the completed trials). Raw hypervolumes multiply units (accuracy x MACs), so
+reference point: what the spec implies (:mod:`archscale.analysis.reference`: its
+``search.reference_point``, chance accuracy, a budget, the largest cost in the space), else
+the worst value of an objective over the completed trials. Raw hypervolumes multiply units (accuracy x MACs), so
 we also report it normalised: divided by the volume of the box between the ideal point (the
 best value of every objective) and the reference point, a number in [0, 1] that two runs can
 be compared on when they share the reference and ideal points (``archscale compare`` sees to
@@ -82,7 +83,7 @@ class Bounds:
     objectives: tuple[Objective, ...]
     reference: tuple[float, ...]
     ideal: tuple[float, ...]
-    reference_source: tuple[str, ...]
+    reference_source: tuple[str, ...]  # per objective: "search.reference_point", "space.max_macs", ...
 
     @property
     def box_volume(self) -> float:
@@ -105,9 +106,11 @@ def completed(trials: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataF
 
 
 def bounds(trials: pd.DataFrame | Sequence[pd.DataFrame], objectives: Sequence[Objective],
-           reference: Mapping[str, float] | None = None) -> Bounds:
+           reference: Mapping[str, float | tuple[float, str]] | None = None) -> Bounds:
     """Reference and ideal points over the completed trials of one run or of several.
-    ``reference`` (metric -> value) overrides the worst completed value per objective."""
+    ``reference`` (metric -> value, or (value, where it comes from): what
+    :func:`~archscale.analysis.reference.reference_point` gives) overrides the worst completed
+    value per objective."""
     frames = [trials] if isinstance(trials, pd.DataFrame) else list(trials)
     done = pd.concat([completed(t, objectives) for t in frames], ignore_index=True)
     if done.empty:
@@ -118,8 +121,10 @@ def bounds(trials: pd.DataFrame | Sequence[pd.DataFrame], objectives: Sequence[O
         values = done[metric].astype(float)
         worst, best = (values.min(), values.max()) if mode == "max" else (values.max(), values.min())
         if metric in reference:
-            ref.append(float(reference[metric]))
-            source.append("spec")
+            given = reference[metric]
+            value, src = given if isinstance(given, tuple) else (given, "given")
+            ref.append(float(value))
+            source.append(src)
         else:
             ref.append(float(worst))
             source.append("worst completed")

@@ -248,7 +248,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectiv
     ``objectives`` are (metric, "max" | "min") pairs and ``choices`` the trials.csv columns of
     the searched choices (``train.*`` ones included), both as the validated spec gives them
     (``spec.search.objective_pairs()``, ``[d.name for d in spec.searched()]``);
-    ``reference`` (metric -> value) defaults to the spec's ``search.reference_point``;
+    ``reference`` (metric -> value) defaults to what the spec implies (:mod:`.reference`);
     ``importances`` (choice -> importance, e.g. Optuna's) are drawn when given, else
     ``importance_note`` says why there are none. The run's ``spec.yaml`` is read as the typed
     spec (:func:`~archscale.analysis.runspec.load_run_spec`).
@@ -257,7 +257,11 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectiv
     spec = load_run_spec(run_dir)
     trials = read_trials(run_dir)
     objectives, choices = list(objectives), list(choices)
-    reference = dict(reference if reference is not None else (spec.search.reference_point or {}))
+    if reference is None:
+        from archscale.analysis.reference import reference_point
+
+        reference = reference_point(spec, objectives)
+    reference = dict(reference)
     front = pareto_front(trials, objectives)
     sections = [
         _summary_section(run_dir, spec, trials, objectives),

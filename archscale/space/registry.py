@@ -86,6 +86,15 @@ class Param:
             raise SpaceError(self.name, f"value {_show(value)} is out of range; allowed: {self.allowed()}")
         return value
 
+    def default_problem(self) -> str | None:
+        """Why ``default`` is not one of this parameter's own allowed values, or None."""
+        try:
+            self.coerce(self.default)
+        except SpaceError:
+            return f"default {_show(self.default)} is outside its own {'choices' if self.choices else 'range'}; " \
+                   f"allowed: {self.allowed()}"
+        return None
+
 
 def _show(value: Any) -> str:
     if isinstance(value, bool):
@@ -173,8 +182,18 @@ def register_space(cls: S, *, replace: bool = False) -> S:
     name = cls.name
     if name in _REGISTRY and not replace:
         raise ValueError(f"search space {name!r} is already registered")
+    require_defaults(cls)
     _REGISTRY[name] = cls()
     return cls
+
+
+def require_defaults(cls: type[SearchSpace]) -> None:
+    """Raise SpaceError naming the family and the first parameter whose default lies outside
+    its own choices or range (every configuration that leaves it unset would be invalid)."""
+    for p in cls.params:
+        problem = p.default_problem()
+        if problem:
+            raise SpaceError("", f"family {cls.name!r}: parameter {p.name!r}: {problem}")
 
 
 def registered(name: str) -> SearchSpace | None:

@@ -149,6 +149,10 @@ def _check_class(cls: type, reference: str) -> None:
     bad = [p for p in cls.params if not isinstance(p, Param)]
     if bad:
         raise SpaceError("family", f"{reference}: params holds {bad[0]!r}; expected a tuple of archscale.space.Param")
+    for p in cls.params:
+        problem = p.default_problem()
+        if problem:
+            raise SpaceError("family", f"{reference}: family {cls.name!r}, parameter {p.name!r}: {problem}")
     if cls.build_model is SearchSpace.build_model:
         raise SpaceError("family", f"{reference}: build_model is not defined; {API}")
 

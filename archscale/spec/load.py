@@ -15,6 +15,7 @@ from archscale.files import FileError, read_text, yaml_error
 from archscale.space import SpaceError
 from archscale.spec.errors import SpecError
 from archscale.spec.model import Spec
+from archscale.spec.paths import anchor_defaults, anchor_paths, anchor_spec_file, overridden_paths
 from archscale.spec.sections import _clean
 
 def _unwrap(annotation: Any) -> Any:
@@ -128,7 +129,11 @@ def parse_spec(raw: dict, source: str = "spec") -> Spec:
 
 def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Spec:
     """Read, override and validate a spec file; raise SpecError with one clear line."""
-    raw = read_yaml(path)
+    raw = anchor_spec_file(read_yaml(path), path)  # relative paths: against the spec file's folder
     for assignment in overrides:
         apply_override(raw, assignment)
-    return parse_spec(raw, str(path))
+    anchor_paths(raw, Path.cwd(), overridden_paths(a.partition("=")[0] for a in overrides))  # --set: the current folder
+    return parse_spec(anchor_defaults(raw, DEFAULT_PATHS), str(path))
+
+
+DEFAULT_PATHS = {"data.root": "data"}  # path fields with a default, resolved against the current folder

@@ -98,8 +98,9 @@ class SearchSpec(_Strict):
     resource_wait_s: float = Field(0.0, ge=0, description="a cluster that grows (Ray's autoscaler): seconds to "
                                    "wait at start for a node that can hold one trial; 0 takes the cluster as it is "
                                    "(a trial no node can hold is refused at once)")
-    store: str | None = Field(None, description="results store: a SQLite file shared between runs; a configuration "
-                                                "already trained under the same key is read from it, not trained")
+    store: str | None = Field(None, description="results store: a SQLite file shared between runs (relative: to the "
+                                                "spec file's folder); a configuration already trained under the same "
+                                                "key is read from it, not trained")
 
     @field_validator("address")
     @classmethod
@@ -110,7 +111,8 @@ class SearchSpec(_Strict):
         return value
 
     reference_point: dict[str, float] | None = Field(
-        None, description="hypervolume reference point, metric -> value (default: the worst completed value)")
+        None, description="hypervolume reference point, metric -> value (default: chance accuracy, a cost's budget "
+                         "or the largest in the space, else the worst completed value)")
 
     @field_validator("reference_point")
     @classmethod

@@ -95,7 +95,8 @@ class DataSpec(_Strict):
     dataset: str = Field("mnist-5k", description="mnist-5k | mnist | fashion-mnist | cifar10 | cifar100 | npz:PATH "
                          "| imagefolder:PATH")
     root: str = Field("data", description="where torchvision datasets are stored / downloaded, and where decoded "
-                      "image folders are cached (ROOT/imagefolder-cache/)")
+                      "image folders are cached (ROOT/imagefolder-cache/); a relative path is relative to the spec "
+                      "file's folder (the default: to the current folder)")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="fraction of the training set held out for validation "
                                 "(not used when an image folder has val/)")
     subset: float = Field(1.0, gt=0, le=1, description="fraction of the remaining training set used for training")
@@ -111,6 +112,14 @@ class DataSpec(_Strict):
                 "npz:PATH", "imagefolder:PATH", "npz:", "imagefolder:"):
             raise ValueError(f"unknown dataset {value!r}; allowed: {', '.join(DATASETS)}")
         return value
+
+    def context(self) -> dict[str, int]:
+        """``in_channels``, ``num_classes`` and ``image_size`` of the dataset
+        (:func:`archscale.trainer.dataset_context`: an npz file is loaded, an image folder
+        decoded into its cache when it was not before); raises DataError."""
+        from archscale.trainer import dataset_context  # torch: only when asked
+
+        return dataset_context(self.dataset, self.root, self.image_size)
 
     @model_validator(mode="after")
     def _side(self) -> "DataSpec":

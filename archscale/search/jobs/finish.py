@@ -13,6 +13,7 @@ import pandas as pd
 from archscale.analysis.export import export_trial
 from archscale.analysis.hypervolume import summarise
 from archscale.analysis.pareto import best_trial, pareto_front, plot_pareto
+from archscale.analysis.reference import reference_point
 from archscale.analysis.records import read_trials
 from archscale.search.jobs.profile import phase
 from archscale.spec import Spec
@@ -32,7 +33,8 @@ def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None, choices: list
         best = best_trial(trials, objectives)
     with phase("finish: plots"):
         plot_pareto(trials, objectives, run_dir / "pareto.png", title=f"{spec.name}: Pareto front")
-        hv_line = summarise(trials, objectives, spec.search.reference_point, run_dir / "hypervolume.png", spec.name)
+        hv_line = summarise(trials, objectives, reference_point(spec, objectives), run_dir / "hypervolume.png",
+                            spec.name)
     if best is not None:
         with phase("finish: export"):
             export_trial(run_dir, best["trial_id"], run_dir / "best",

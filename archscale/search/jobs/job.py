@@ -25,10 +25,11 @@ from archscale.trainer import Dataset, load_dataset, split
 Context = Callable[..., TrialContext]  # (spec, run_dir, data context, provenance, classes) -> the trials' context
 
 
-def read_data(spec: Spec) -> tuple[Dataset, Any]:
-    """The spec's dataset and its train / val / test split (seeded by ``spec.seed``)."""
+def read_data(spec: Spec, progress: bool = True) -> tuple[Dataset, Any]:
+    """The spec's dataset and its train / val / test split (seeded by ``spec.seed``);
+    ``progress``: a bar while an image folder is decoded the first time."""
     with phase("data"):
-        data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size)
+        data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size, progress=progress)
         return data, split(data, spec.data.val_fraction, spec.data.subset, seed=spec.seed)
 
 

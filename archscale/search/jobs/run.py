@@ -55,7 +55,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    data, splits = read_data(spec)
+    data, splits = read_data(spec, progress=not quiet)
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
         # their own device)

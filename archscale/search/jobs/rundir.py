@@ -23,6 +23,7 @@ STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "conf
 # another cluster, more trials at once, a results store).
 EXECUTION_FIELDS = ("time_budget_s", "address", "resource_wait_s", "max_concurrent", "resources_per_trial",
                     "max_failures", "store")
+DATA_EXECUTION_FIELDS = ("root",)  # where data is downloaded and cached: may change on --resume too
 
 
 def planned_total(spec: Spec) -> int:
@@ -88,7 +89,9 @@ def resolved(raw: Any, source: Path) -> dict:
 def _without_execution(raw: Any) -> Any:
     if not isinstance(raw, dict) or not isinstance(raw.get("search"), dict):
         return raw
-    return {**raw, "search": {k: v for k, v in raw["search"].items() if k not in EXECUTION_FIELDS}}
+    data = {k: v for k, v in raw["data"].items() if k not in DATA_EXECUTION_FIELDS} if isinstance(
+        raw.get("data"), dict) else raw.get("data")
+    return {**raw, "data": data, "search": {k: v for k, v in raw["search"].items() if k not in EXECUTION_FIELDS}}
 
 
 def first_difference(a: Any, b: Any, prefix: str = "") -> str:

@@ -55,7 +55,7 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
-    data, splits = read_data(spec)
+    data, splits = read_data(spec, progress=not quiet)
     evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
     grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
             if spec.search.stages.coefficients.sampler == "grid" else None)

@@ -40,7 +40,9 @@ def test_a_bad_folder_is_exit_2_naming_the_path_and_nothing_is_written(tmp_path,
     assert main([command, str(spec), "--out", str(out)] if command == "run" else [command, str(spec)]) == 2
     err = capsys.readouterr().err
     assert said in err and str(folder) in err and "Traceback" not in err
-    assert len(err.strip().splitlines()) == 1
+    lines = err.strip().splitlines()
+    assert lines[0].startswith("archscale: error: ")  # then, for bad files, one line per file
+    assert len(lines) == 1 or all(line.startswith(f"  {folder}") for line in lines[1:]), err
     assert not out.exists() and not (tmp_path / "data").exists()
 
 

@@ -41,7 +41,7 @@ def lazy_exports(package: str, module_of: dict[str, str],
 
 # name -> module that defines it (PEP 562: imported when the name is first used)
 _LAZY = {name: "archscale.api" for name in
-         ("run", "ablate", "repeat", "load_run", "Run", "load_exported", "build", "spaces", "check", "Check",
+         ("run", "ablate", "repeat", "compare", "load_run", "Run", "load_exported", "build", "spaces", "check", "Check",
           "CheckError")}
 
 __all__ = ["__version__", *_LAZY]

@@ -123,7 +123,7 @@ def test_the_site_builds_strictly(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     spec_page = (tmp_path / "site" / "spec" / "index.html").read_text()
     assert "search.stages.phi_sweep.compare_single_dimension" in spec_page
-    assert "archscale.api.Run" in (tmp_path / "site" / "api" / "index.html").read_text()
+    assert "archscale.runs.Run" in (tmp_path / "site" / "api" / "index.html").read_text()
 
 
 @pytest.mark.parametrize("page", ["README.md", *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "docs").glob("*.md"))])

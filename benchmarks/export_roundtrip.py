@@ -48,6 +48,7 @@ SCORE = '''
 import json, sys
 from pathlib import Path
 import torch
+sys.path.insert(0, str(Path(__file__).parent))  # python -I adds no folder to the path: model.py's, by hand
 import model
 net = model.load()
 right = total = 0
@@ -127,8 +128,9 @@ def main() -> None:
             if scored.returncode != 0:
                 sys.exit(f"scoring {export} failed:\n{scored.stderr[-3000:]}")
             result = json.loads(scored.stdout.strip().splitlines()[-1])
-            head = subprocess.run([sys.executable, "-I", "-c", "import model; print(model.load(num_classes=2)"
-                                   "(__import__('torch').zeros(1, *model.INPUT_SHAPE)).shape[-1])"],
+            head = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.path.insert(0, '.'); import model; "
+                                   "print(model.load(num_classes=2)(__import__('torch').zeros(1, *model.INPUT_SHAPE))"
+                                   ".shape[-1])"],
                                   cwd=export, capture_output=True, text=True)
             rows.append((name, recorded, result["accuracy"], result["images"], result["archscale"],
                          "aten" in text, head.stdout.strip() or head.stderr.strip()[-200:], len(text.splitlines())))

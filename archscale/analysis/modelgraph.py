@@ -13,7 +13,7 @@ import operator
 import re
 import textwrap
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
@@ -133,6 +133,18 @@ def _plain_names(gm: torch.fx.GraphModule, src: str) -> str:
     return text
 
 
+def _constants(gm: torch.fx.GraphModule, state: Mapping[str, torch.Tensor], what: str) -> list[str]:
+    """The lines of the tensors ``gm`` reads that are neither parameters nor buffers (``state``)."""
+    constants = []
+    for node in gm.graph.nodes:
+        if node.op == "get_attr" and node.target not in state:
+            value = operator.attrgetter(node.target)(gm)
+            if not isinstance(value, torch.Tensor):
+                raise StandaloneError(f"{what} reads {node.target!r}, a {type(value).__name__}, not a tensor")
+            constants.append(f"    {node.target!r}: {_tensor_literal(value)!r},")
+    return constants
+
+
 def fx_section(model: nn.Module, other: nn.Module | None, k: int, arch: str) -> Section:
     """``Net`` of standard layers at the model's names, with the forward torch.fx traces."""
     was_training = model.training
@@ -164,13 +176,7 @@ def fx_section(model: nn.Module, other: nn.Module | None, k: int, arch: str) -> 
                 raise StandaloneError(f"tensor {name} of a custom layer changes shape with the number of classes")
             kind = "parameter" if name in params else "buffer"
             tensors.append(f"    ({name!r}, {tuple(t.shape)!r}, {str(t.dtype).removeprefix('torch.')!r}, {kind!r}),")
-    constants = []
-    for node in gm.graph.nodes:
-        if node.op == "get_attr" and node.target not in state:
-            value = operator.attrgetter(node.target)(gm)
-            if not isinstance(value, torch.Tensor):
-                raise StandaloneError(f"the traced forward reads {node.target!r}, a {type(value).__name__}, not a tensor")
-            constants.append(f"    {node.target!r}: {_tensor_literal(value)!r},")
+    constants = _constants(gm, state, "the traced forward")
     for node in gm.graph.nodes:
         node.type = None  # no annotations: fx would name torch.Tensor by an alias of its own
     code = gm.graph.python_code(root_module="self")
@@ -358,13 +364,7 @@ def graph_section(model: nn.Module, input_shape: tuple[int, int, int], k: int, w
     tensors = [f"    ({name!r}, {tuple(t.shape)!r}, {str(t.dtype).removeprefix('torch.')!r}, "
                f"{'parameter' if name in param_names else 'buffer'!r}),"
                for name, t in state.items()]
-    constants = []
-    for node in gm.graph.nodes:
-        if node.op == "get_attr" and node.target not in state:
-            value = operator.attrgetter(node.target)(gm)
-            if not isinstance(value, torch.Tensor):
-                raise StandaloneError(f"the graph reads {node.target!r}, a {type(value).__name__}, not a tensor")
-            constants.append(f"    {node.target!r}: {_tensor_literal(value)!r},")
+    constants = _constants(gm, state, "the graph")
     out = Closure()
     for line in ("import base64", "import math", "import torch", "from torch import nn", *globals_needed):
         out.imports[line] = None

@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import copy
 import os
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from archscale.space import registry, user
 
 TINY_SPEC = {
     "name": "tiny",
@@ -166,3 +169,14 @@ def _optuna_hypervolume(points, reference, modes) -> float:
 def optuna_hypervolume():
     """``hv(points, reference, modes) -> float`` by Optuna, an outside reference for archscale's."""
     return _optuna_hypervolume
+
+
+@pytest.fixture
+def isolated(monkeypatch):
+    """A user's family loaded by the test is forgotten after it (sys.path too)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    families, loaded = dict(registry._REGISTRY), dict(user._LOADED)
+    yield
+    for table, before in ((registry._REGISTRY, families), (user._LOADED, loaded)):
+        table.clear()
+        table.update(before)

@@ -6,16 +6,14 @@ files (PNG, JPEG, grey, RGBA, of varied sizes) into exactly what archscale's loa
 network. An array dataset's export (npz, mnist-5k) takes its images as stored."""
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from archscale.analysis.export import export_trial, trial_files, write_trial_files
-from archscale.space import get_space, registry, user
+from archscale.space import get_space
 from archscale.trainer.batches import channel_stats, normalise
 from archscale.trainer.imagefolder import list_folder, load_folder
 
@@ -79,17 +77,6 @@ def write_folder(root: Path) -> Path:
                 pixels[..., label] //= 2  # a little class signal
                 Image.fromarray(pixels).convert(mode).save(root / split / cls / name, fmt, quality=90)
     return root
-
-
-@pytest.fixture
-def isolated(monkeypatch):
-    """A user's family loaded by the test is forgotten after it (sys.path too)."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    families, loaded = dict(registry._REGISTRY), dict(user._LOADED)
-    yield
-    for table, before in ((registry._REGISTRY, families), (user._LOADED, loaded)):
-        table.clear()
-        table.update(before)
 
 
 def export_case(root: Path, family: str, values: dict, dataset: str, files: list[Path], images: torch.Tensor,

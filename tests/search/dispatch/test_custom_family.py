@@ -19,7 +19,7 @@ import yaml
 import archscale
 from archscale.analysis.records import read_trials
 from archscale.cli import main
-from archscale.space import get_space, list_spaces, registry, user
+from archscale.space import get_space, list_spaces, user
 
 ROOT = Path(archscale.__file__).resolve().parents[1]  # the checkout: PYTHONPATH of the subprocesses
 
@@ -79,17 +79,6 @@ def cli(args: list[str], cwd: Path, prefix: tuple[str, ...] = (), timeout: int =
 
 def imports(log: Path) -> list[str]:
     return [line.split(" ", 1)[1] for line in log.read_text().splitlines()] if log.exists() else []
-
-
-@pytest.fixture
-def isolated(monkeypatch):
-    """Families loaded in this process by a test are forgotten after it (sys.path too)."""
-    monkeypatch.setattr(sys, "path", list(sys.path))
-    families, loaded = dict(registry._REGISTRY), dict(user._LOADED)
-    yield
-    for table, before in ((registry._REGISTRY, families), (user._LOADED, loaded)):
-        table.clear()
-        table.update(before)
 
 
 # --------------------------------------------------------------------------- in this process

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 
 from archscale.analysis.records import read_trials
@@ -85,6 +86,8 @@ def test_sigkill_mid_trial_then_ctrl_c_then_resume(tmp_path, write_spec, tiny_sp
     kept = after.set_index("trial_id").loc[second["trial_id"]]
     assert (kept["val_accuracy"].fillna(-1).values == second["val_accuracy"].fillna(-1).values).all()
     assert (run_dir / "best" / "weights.pt").is_file()
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert [t.user_attrs["trial_id"] for t in study.trials] == list(after["trial_id"])  # each once, as recorded
 
     assert main(["run", str(spec), "--out", str(run_dir), "--resume"]) == 0  # finished: changes nothing
     assert read_trials(run_dir).equals(after)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO, Union
 from archscale.spec import SpecError
 
 if TYPE_CHECKING:
+    from archscale.analysis.status import Status
     from archscale.runs import ObjectivesLike, Run
     from torch import nn
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from archscale.spec import Spec
 
 __all__ = ["Check", "CheckError", "Run", "ablate", "build", "check", "compare", "describe_store", "load_exported",
-           "load_run", "repeat", "run", "spaces"]
+           "load_run", "repeat", "run", "spaces", "status"]
 
 SpecLike = Union[str, "os.PathLike[str]", Mapping[str, Any], "Spec"]
 
@@ -126,6 +127,10 @@ def run_with_output(spec: SpecLike, out: str | os.PathLike | None, resume: bool,
     _before_ray(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
     existed = run_dir.exists()
+    from archscale.analysis.status import ended_how, mark_ended, mark_running
+
+    mark_running(run_dir)  # RUN/process.json: `archscale status` tells a live run from a killed one
+    how = "failed"
     try:
         if resolved.search.stages is not None:
             from archscale.search.jobs.stages import run_staged
@@ -135,10 +140,14 @@ def run_with_output(spec: SpecLike, out: str | os.PathLike | None, resume: bool,
             from archscale.search.jobs.run import run_search
 
             run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose, out=stream)
-    except BaseException:
+        how = ended_how(run_dir, resolved)
+    except BaseException as err:
+        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
         if not resume:  # failed before its first trial: nothing left that blocks a plain rerun
             undo_unstarted(run_dir, existed)
         raise
+    finally:
+        mark_ended(run_dir, how)
     from archscale.runs import Run
 
     return Run(run_dir, resolved)
@@ -224,6 +233,14 @@ def load_run(path: str | os.PathLike) -> Run:
     from archscale.runs import Run, load_run_spec
 
     return Run(run_dir, load_run_spec(run_dir))
+
+
+def status(path: str | os.PathLike) -> Status:
+    """``archscale status``: where the run in ``path`` stands, read from its directory alone
+    (finished, running or killed): its trials finished, running and left, the best so far and
+    the front, the time and an estimate, and whether it is alive. ``str()`` of it is what the
+    command prints. Raises SpecError naming ``path`` when it holds no run."""
+    return load_run(path).status()
 
 
 def compare(runs: Sequence[Run | str | os.PathLike], objectives: ObjectivesLike = None,

@@ -1,5 +1,5 @@
 """Watching a run from another process while it runs: ``RUN/study.db`` read by Optuna and
-served by a real optuna-dashboard as trials finish."""
+served by a real optuna-dashboard as trials finish, and ``archscale status``."""
 
 import json
 import shutil
@@ -12,6 +12,7 @@ import optuna
 import pytest
 from optuna.trial import TrialState
 
+import archscale
 from archscale.analysis.records import read_trials
 from tests.search.conftest import free_port
 
@@ -77,6 +78,9 @@ def test_study_db_fills_as_trials_finish_and_optuna_dashboard_serves_it(tmp_path
             assert proc.poll() is None, f"the search ended before study.db held 2 trials:\n{proc.stdout.read()}"
             assert time.monotonic() < deadline, "study.db held fewer than 2 trials after 300 s"
             time.sleep(0.2)
+        now = _archscale("status", run_dir)  # from another terminal, while it runs
+        said, _ = now.communicate(timeout=120)
+        assert now.returncode == 0 and f"alive (pid {proc.pid}" in said and "running" in said, said
         if shutil.which("optuna-dashboard"):
             dashboard = Dashboard(f"sqlite:///{run_dir / 'study.db'}")
             served = dashboard.trials()
@@ -84,6 +88,8 @@ def test_study_db_fills_as_trials_finish_and_optuna_dashboard_serves_it(tmp_path
         out, _ = proc.communicate(timeout=300)
         assert proc.returncode == 0, out
         rows = read_trials(run_dir)
+        status = archscale.status(run_dir)
+        assert status.state == "finished" and status.finished == 5 and status.left == 0 and not status.running
         trials = _study_trials(run_dir)
         assert [t.user_attrs["trial_id"] for t in trials] == list(rows["trial_id"])
         for t, (_, row) in zip(trials, rows.iterrows()):

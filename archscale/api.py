@@ -127,10 +127,6 @@ def run_with_output(spec: SpecLike, out: str | os.PathLike | None, resume: bool,
     _before_ray(resolved)
     run_dir = prepare_run_dir(resolved, out, resume)
     existed = run_dir.exists()
-    from archscale.analysis.status import ended_how, mark_ended, mark_running
-
-    mark_running(run_dir)  # RUN/process.json: `archscale status` tells a live run from a killed one
-    how = "failed"
     try:
         if resolved.search.stages is not None:
             from archscale.search.jobs.stages import run_staged
@@ -140,14 +136,10 @@ def run_with_output(spec: SpecLike, out: str | os.PathLike | None, resume: bool,
             from archscale.search.jobs.run import run_search
 
             run_search(resolved, run_dir, resume=resume, quiet=quiet, verbose=verbose, out=stream)
-        how = ended_how(run_dir, resolved)
-    except BaseException as err:
-        how = "interrupted" if isinstance(err, KeyboardInterrupt) else "failed"
+    except BaseException:
         if not resume:  # failed before its first trial: nothing left that blocks a plain rerun
             undo_unstarted(run_dir, existed)
         raise
-    finally:
-        mark_ended(run_dir, how)
     from archscale.runs import Run
 
     return Run(run_dir, resolved)

@@ -2,9 +2,10 @@
 another terminal): trials finished, running and left, the best so far and the front, the time
 spent and an estimate of what is left, and whether the run is still alive.
 
-Liveness: an invocation of ``archscale run`` writes ``RUN/process.json`` when it starts
-(:func:`mark_running`: its pid, host, start time and how far the run was then) and writes its
-end into it when it returns or raises (:func:`mark_ended`). A run whose file has no end is
+Liveness: an invocation of ``archscale run`` with trials to run writes ``RUN/process.json``
+when it starts (:func:`mark_running`: its pid, host, start time and how far the run was then)
+and writes its end into it when it returns or raises (:func:`mark_ended`; both through
+:func:`running`). A run whose file has no end is
 alive when its pid exists on this host (``os.kill(pid, 0)``), killed when it does not; on
 another host it cannot be told from here, and says so. A run written before this file existed
 is ``unknown``.
@@ -18,9 +19,10 @@ import math
 import os
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 from archscale.analysis.records import REJECTED_SUFFIX, STARTED_FILE, TRIALS_FILE
 
@@ -43,22 +45,42 @@ def _lines(path: Path) -> int:
         return 0
 
 
-def mark_running(run_dir: str | Path) -> None:
-    """``RUN/process.json`` for this process, now (the folder created when missing)."""
+def mark_running(run_dir: str | Path) -> float:
+    """``RUN/process.json`` for this process, now (the folder created when missing); returns
+    its start time, which :func:`mark_ended` takes."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     info = {"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
             "finished_before": max(0, _lines(run_dir / TRIALS_FILE) - 1),
             "started_before": _lines(run_dir / STARTED_FILE), "ended": None, "how": None}
     _write(run_dir, info)
+    return info["started"]
 
 
-def mark_ended(run_dir: str | Path, how: str) -> None:
-    """Write this process's end (``how``: finished, stopped, interrupted, failed) into ``RUN/process.json``."""
+def mark_ended(run_dir: str | Path, how: str, started: float) -> None:
+    """Write the end (``how``: finished, stopped, interrupted, failed) of the invocation that
+    :func:`mark_running` marked at ``started`` into ``RUN/process.json``, unless another has
+    marked it since (or the folder is gone)."""
     info = read_process(run_dir)
-    if info is None or info.get("pid") != os.getpid() or not Path(run_dir).is_dir():
+    if info is None or info.get("pid") != os.getpid() or info.get("started") != started:
         return
     _write(Path(run_dir), {**info, "ended": time.time(), "how": how})
+
+
+@contextmanager
+def running(run_dir: str | Path, spec: Spec) -> Iterator[None]:
+    """``RUN/process.json`` names this process while the block runs, and says how it ended
+    (:func:`ended_how`, ``interrupted`` on Ctrl-C, ``failed`` on an error)."""
+    started = mark_running(run_dir)
+    how = "failed"
+    try:
+        yield
+        how = ended_how(run_dir, spec)
+    except KeyboardInterrupt:
+        how = "interrupted"
+        raise
+    finally:
+        mark_ended(run_dir, how, started)
 
 
 def ended_how(run_dir: str | Path, spec: Spec) -> str:

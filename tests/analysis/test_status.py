@@ -75,10 +75,13 @@ def test_a_resumed_invocation_counts_only_its_own_starts_and_pace(write_run):
 
 
 def test_mark_running_then_ended_in_the_run_directory(tmp_path):
-    mark_running(tmp_path / "run")
+    first = mark_running(tmp_path / "run")
+    second = mark_running(tmp_path / "run")  # a later invocation of the same process (the API, twice)
     info = read_process(tmp_path / "run")
-    assert info["pid"] == os.getpid() and info["ended"] is None
-    mark_ended(tmp_path / "run", "stopped")
+    assert info["pid"] == os.getpid() and info["ended"] is None and info["started"] == second
+    mark_ended(tmp_path / "run", "finished", first)  # not the one marked now: left alone
+    assert read_process(tmp_path / "run")["ended"] is None
+    mark_ended(tmp_path / "run", "stopped", second)
     assert read_process(tmp_path / "run")["how"] == "stopped"
 
 

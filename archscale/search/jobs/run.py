@@ -23,7 +23,8 @@ from archscale.search.configs.context import REJECTED_SUFFIX, counted, trial_con
 from archscale.search.configs.evaluate import Evaluator, Verdict
 from archscale.search.jobs.finish import finalize
 from archscale.search.jobs.profile import PROFILE, phase
-from archscale.search.dispatch.recorder import Progress
+from archscale.analysis.status import running
+from archscale.search.dispatch.recorder import Progress, Verbosity
 from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
 from archscale.search.sampling.searcher import make_searcher
@@ -56,7 +57,14 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    data, splits = read_data(spec, progress=not quiet)
+    with running(run_dir, spec):  # RUN/process.json: `archscale status` tells a live run from a killed one
+        return _search(spec, run_dir, recorded, total, resume, verbosity(quiet, verbose), out)
+
+
+def _search(spec: Spec, run_dir: Path, recorded: pd.DataFrame, total: int, resume: bool, loudness: Verbosity,
+            out: TextIO) -> Path:
+    """:func:`run_search` once it has trials to run (``recorded``: the rows a resumed run holds)."""
+    data, splits = read_data(spec, progress=loudness != "quiet")
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
         # their own device)
@@ -66,7 +74,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     job = Job(spec, run_dir, data, splits, resume=resume, out=out)
     job.begin_records()
     objectives = spec.search.objective_pairs()
-    progress = job.progress(total, objectives, verbosity(quiet, verbose), already=counted(recorded),
+    progress = job.progress(total, objectives, loudness, already=counted(recorded),
                             best=best_recorded(recorded, objectives[0]))
     with job.live_study(spec.searched()):  # RUN/study.db as trials finish
         search_alg, scheduler, rerun = _sampling(job, recorded, progress, total)

@@ -26,6 +26,7 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV, read_trials
+from archscale.analysis.status import running
 from archscale.analysis.scaling import best_of_stage_one, stage_rows
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
@@ -56,22 +57,23 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
-    data, splits = read_data(spec, progress=not quiet)
-    evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
-    grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
-            if spec.search.stages.coefficients.sampler == "grid" else None)
-    if not resume:
-        candidates = grid if grid is not None else [evaluator(c, full=True) for c in stage_one_configs(spec, 32)]
-        if not any(v.feasible for v in candidates):
-            raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
-                            "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
-    staged = StagedRun(Job(spec, run_dir, data, splits, resume=resume, out=out, context=stage_context),
-                       verbosity(quiet, verbose))
-    staged.job.begin_records()
-    with staged.job.live_study(study_dims(spec)):  # RUN/study.db as trials finish
-        stopped = staged.stage_one(grid, resume) or staged.stage_two()
-    if not stopped:
-        finalize_staged(run_dir, spec, out=out)
+    with running(run_dir, spec):  # RUN/process.json: `archscale status` tells a live run from a killed one
+        data, splits = read_data(spec, progress=not quiet)
+        evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
+        grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
+                if spec.search.stages.coefficients.sampler == "grid" else None)
+        if not resume:
+            candidates = grid if grid is not None else [evaluator(c, full=True) for c in stage_one_configs(spec, 32)]
+            if not any(v.feasible for v in candidates):
+                raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
+                                "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
+        staged = StagedRun(Job(spec, run_dir, data, splits, resume=resume, out=out, context=stage_context),
+                           verbosity(quiet, verbose))
+        staged.job.begin_records()
+        with staged.job.live_study(study_dims(spec)):  # RUN/study.db as trials finish
+            stopped = staged.stage_one(grid, resume) or staged.stage_two()
+        if not stopped:
+            finalize_staged(run_dir, spec, out=out)
     return run_dir
 
 

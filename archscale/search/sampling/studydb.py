@@ -101,7 +101,6 @@ class LiveStudy:
         self.written = 0  # trials added by this writer
         self.seconds = 0.0  # spent adding them (the writer thread's time, not the search's)
         self._queue: queue.Queue = queue.Queue()
-        self._failed = False
         self._thread = threading.Thread(target=self._loop, name="archscale-study.db", daemon=True)
         self._thread.start()
 

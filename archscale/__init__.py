@@ -6,6 +6,7 @@ The Python API (what the ``archscale`` command calls too), loaded on first use s
 - ``run(spec, out=None, resume=False, *, quiet=False, verbose=False, **overrides) -> Run``
 - ``load_run(path) -> Run``: ``.path``, ``.spec``, ``.trials``, ``.front()``, ``.hypervolume()``,
   ``.best``, ``.export()``, ``.report()``
+- ``status(path)``: where a run stands (finished, running or killed), from its directory alone
 - ``load_exported(path)``, ``build(arch_text)``, ``spaces()``, ``check(spec, samples=64)``
 
 See :mod:`archscale.api`.
@@ -42,11 +43,11 @@ def lazy_exports(package: str, module_of: dict[str, str],
 # name -> module that defines it (PEP 562: imported when the name is first used)
 _LAZY = {name: "archscale.api" for name in
          ("run", "ablate", "repeat", "compare", "load_run", "Run", "load_exported", "build", "spaces", "check", "Check",
-          "CheckError")}
+          "CheckError", "status")}
 
 __all__ = ["__version__", *_LAZY]
 
 if TYPE_CHECKING:
-    from archscale.api import Check, CheckError, Run, build, check, load_exported, load_run, run, spaces
+    from archscale.api import Check, CheckError, Run, build, check, load_exported, load_run, run, spaces, status
 
 __getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence, TextIO, Union
 from archscale.spec import SpecError
 
 if TYPE_CHECKING:
+    from archscale.analysis.status import Status
     from archscale.runs import ObjectivesLike, Run
     from torch import nn
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from archscale.spec import Spec
 
 __all__ = ["Check", "CheckError", "Run", "ablate", "build", "check", "compare", "describe_store", "load_exported",
-           "load_run", "repeat", "run", "spaces"]
+           "load_run", "repeat", "run", "spaces", "status"]
 
 SpecLike = Union[str, "os.PathLike[str]", Mapping[str, Any], "Spec"]
 
@@ -224,6 +225,14 @@ def load_run(path: str | os.PathLike) -> Run:
     from archscale.runs import Run, load_run_spec
 
     return Run(run_dir, load_run_spec(run_dir))
+
+
+def status(path: str | os.PathLike) -> Status:
+    """``archscale status``: where the run in ``path`` stands, read from its directory alone
+    (finished, running or killed): its trials finished, running and left, the best so far and
+    the front, the time and an estimate, and whether it is alive. ``str()`` of it is what the
+    command prints. Raises SpecError naming ``path`` when it holds no run."""
+    return load_run(path).status()
 
 
 def compare(runs: Sequence[Run | str | os.PathLike], objectives: ObjectivesLike = None,

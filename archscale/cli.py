@@ -1,4 +1,4 @@
-"""``archscale`` command line: run | check | spaces | pareto | report | export | compare | store.
+"""``archscale`` command line: run | check | spaces | pareto | report | export | compare | store | status.
 
 Exit status: 0 success, 2 invalid input (spec, arguments, paths, a file that is not what it should
 be), 1 a failure while running.
@@ -103,6 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "pareto, so runs of one spec need none; else the worst completed values over all runs)")
     compare.add_argument("--out", default=".", help="directory for compare_fronts.png, compare_hypervolume.png "
                                                     "and compare.csv (default: the current directory)")
+    sub.add_parser("status", help="where a run stands (finished, running or killed): trials finished, running and "
+                                  "left, the best and the front, time, whether it is alive").add_argument("run_dir")
     store = sub.add_parser("store", help="print what a results store (search.store) holds")
     store.add_argument("path", help="the store's SQLite file")
     store.add_argument("--best", type=int, default=10, help="completed rows to list, most accurate first (default 10)")
@@ -233,6 +235,11 @@ def cmd_compare(args) -> int:
     return EXIT_OK
 
 
+def cmd_status(args) -> int:
+    print(api.status(args.run_dir))
+    return EXIT_OK
+
+
 def cmd_store(args) -> int:
     print(api.describe_store(args.path, best=args.best))
     return EXIT_OK
@@ -240,7 +247,7 @@ def cmd_store(args) -> int:
 
 COMMANDS = {"store": cmd_store, "run": cmd_run, "check": cmd_check, "ablate": cmd_ablate, "repeat": cmd_repeat,
             "spaces": cmd_spaces, "pareto": cmd_pareto, "report": cmd_report, "export": cmd_export,
-            "compare": cmd_compare}
+            "compare": cmd_compare, "status": cmd_status}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from archscale.analysis.records import TRIALS_FILE, read_trials
 from archscale.analysis.reference import reference_point
 from archscale.analysis.report import write_report
 from archscale.analysis.runspec import load_run_spec
+from archscale.analysis.status import Status, run_status
 from archscale.files import FileError, require_writable
 from archscale.spec import SpecError
 
@@ -160,6 +161,15 @@ class Run:
             write_scaling(self.path, spec, out=sweep, path=path.parent / SCALING_PLOT)
             lines.append(sweep.getvalue().rstrip())
         return "\n".join(lines)
+
+    def status(self) -> Status:
+        """Where the run stands now, from its directory alone (``archscale status``; see
+        :mod:`archscale.analysis.status`): trials finished, running and left, the best so far and
+        the front under the spec's objectives, the time and an estimate, and whether its
+        process is alive (``RUN/process.json``). ``str()`` of it is what the command prints."""
+        pairs = self.spec.search.objective_pairs()
+        trials = self._trials_with(pairs)
+        return run_status(self.path, self.spec, trials, pareto_front(trials, pairs), best_trial(trials, pairs))
 
     @property
     def best(self) -> pd.Series | None:

@@ -29,6 +29,8 @@ METRIC_COLUMNS = ("params", "macs", "memory_mb", "memory_source", "latency_ms", 
                   "val_accuracy", "test_accuracy", "train_seconds", "epochs")
 TRIALS_FILE = "trials.csv"
 TRIALS_DIR = "trials"  # trials/<trial_id>/{weights.pt,result.json}
+STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "config"}; --resume reruns the unfinished
+REJECTED_SUFFIX = "_infeasible"  # trial ids of configurations rejected over budget before dispatch
 
 if TYPE_CHECKING:
     import pandas as pd  # imported where a DataFrame is made: writing rows and checking a run directory need none

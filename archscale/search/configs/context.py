@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from archscale.analysis.records import REJECTED_SUFFIX  # noqa: F401 (its home before the records')
 from archscale.spec import SpecError
 from archscale.space import Arch, get_space
 
@@ -16,7 +17,6 @@ if TYPE_CHECKING:
 
 TRAIN_PREFIX = "train."  # sampled training fields: train.lr, train.mixup, ...
 META_KEYS = ("seed", "variant")  # configuration keys that are neither architecture nor recipe
-REJECTED_SUFFIX = "_infeasible"  # trial ids of configurations rejected over budget before dispatch
 
 
 @dataclass(frozen=True)

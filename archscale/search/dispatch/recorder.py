@@ -183,12 +183,16 @@ class RunFiles:
     ``trials.csv`` (each trial once), the trials' files, ``started.jsonl``, and the progress
     lines. The recorder calls it directly, or through a :class:`Relay` from a cluster.
     ``stage`` (two-stage runs) is written into every row and ``started.jsonl`` line; ``store``
-(:class:`~archscale.search.configs.runstore.RunStore`) receives every row recorded."""
+    (:class:`~archscale.search.configs.runstore.RunStore`) receives every row recorded, and
+    ``study`` (:class:`~archscale.search.sampling.studydb.LiveStudy`) every row with the
+    validation accuracy of each epoch relayed while the trial ran."""
 
     def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None,
-                 store=None):
+                 store=None, study=None):
         self.run_dir, self.choices, self.progress, self.stage = Path(run_dir), choices, progress, stage
         self.store = store  # a runstore.RunStore: every finished trial also goes in there
+        self.study = study  # a studydb.LiveStudy: RUN/study.db as trials finish
+        self.curves: dict[str, dict[int, float]] = {}  # trial id -> epoch -> val_accuracy, until recorded
         self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None)
 
     def started(self, trial_id: str, config: dict, gpu: float) -> None:
@@ -201,6 +205,9 @@ class RunFiles:
         write_trial_files(trial_dir(self.run_dir, trial_id), files)
 
     def epoch(self, trial_id: str, result: dict) -> None:
+        epoch, value = result.get("epochs"), result.get("val_accuracy")
+        if isinstance(epoch, int) and isinstance(value, (int, float)):
+            self.curves.setdefault(trial_id, {})[epoch] = float(value)
         self.progress.epoch(trial_id, result)
 
     def retried(self, trial_id: str, attempt: int, error: str) -> None:
@@ -209,10 +216,13 @@ class RunFiles:
     def record(self, row: dict) -> None:
         if self.stage is not None:
             row = {**row, "stage": self.stage}  # two-stage runs (search.stages)
+        curve = self.curves.pop(str(row["trial_id"]), None)
         if self.csv.append(row):
             self.progress.finished(row)
             if self.store is not None:
                 self.store.record(row, {k: row.get(k) for k in self.choices}, self.run_dir)
+            if self.study is not None:
+                self.study.add(row, curve)
 
 
 class Relay:

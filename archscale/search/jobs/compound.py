@@ -68,6 +68,14 @@ def stage_dims(spec: Spec) -> list[Dimension]:
     return [*dims, Dimension("phi", "choice", (float(spec.search.stages.coefficients.phi),))]
 
 
+def study_dims(spec: Spec) -> list[Dimension]:
+    """:func:`stage_dims` with every value a trial of either stage may hold (phi: stage 1's and
+    the sweep's; stage 2 takes alpha, beta and gamma from stage 1): the study's distributions."""
+    stages = spec.search.stages
+    phis = tuple(sorted({float(stages.coefficients.phi), *(float(p) for p in stages.phi_sweep.phi)}))
+    return [d if d.name != "phi" else Dimension("phi", "choice", phis) for d in stage_dims(spec)]
+
+
 def stage_context(spec: Spec, run_dir: Path, data_context: dict, provenance: dict | None = None,
                   classes: tuple[str, ...] | None = None) -> TrialContext:
     """The trials' context: stage 1's, with alpha, beta, gamma and phi left to each config."""

@@ -1,6 +1,6 @@
 """What a search leaves once its trials are done: ``pareto.csv``, ``pareto.png``,
-``hypervolume.png``, the winner in ``best/``, the Optuna study in ``study.db``
-(:mod:`.studydb`), and the front printed."""
+``hypervolume.png``, the winner in ``best/``, and the front printed. (``study.db`` is
+written as trials finish: :mod:`archscale.search.sampling.studydb`.)"""
 
 from __future__ import annotations
 
@@ -17,16 +17,13 @@ from archscale.analysis.reference import reference_point
 from archscale.analysis.records import read_trials
 from archscale.search.jobs.profile import phase
 from archscale.spec import Spec
-from archscale.search.sampling.studydb import write_study
 
 
-def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None, choices: list[str] | None = None) -> pd.DataFrame:
-    """Write pareto.csv, pareto.png, hypervolume.png, best/ and study.db (``choices``: the
-    sampled columns, by default the spec's searched dimensions); print the front."""
+def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
+    """Write pareto.csv, pareto.png, hypervolume.png and best/; print the front."""
     out = out or sys.stdout
     with phase("finish: front"):
         trials = read_trials(run_dir)
-        write_study(run_dir, spec, trials, choices if choices is not None else [d.name for d in spec.searched()])
         objectives = spec.search.objective_pairs()
         front = pareto_front(trials, objectives)
         front.to_csv(run_dir / "pareto.csv", index=False)

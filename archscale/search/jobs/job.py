@@ -7,9 +7,10 @@ the line said when the search stopped early. Each job adds only what is its own.
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Iterator, Sequence, TextIO
 
 from archscale.search.configs.context import TrialContext, trial_context
 from archscale.search.configs.evaluate import Evaluator
@@ -19,7 +20,8 @@ from archscale.search.dispatch.trial import run_trial
 from archscale.search.jobs.profile import phase
 from archscale.search.jobs.provenance import driver_provenance
 from archscale.search.jobs.rundir import repair_records
-from archscale.spec import Spec
+from archscale.search.sampling.studydb import LiveStudy
+from archscale.spec import Dimension, Spec
 from archscale.trainer import Dataset, load_dataset, split
 
 Context = Callable[..., TrialContext]  # (spec, run_dir, data context, provenance, classes) -> the trials' context
@@ -63,6 +65,18 @@ class Job:
             repair_records(self.run_dir, self.out)
         else:
             write_spec(self.run_dir, self.spec)
+
+    @contextmanager
+    def live_study(self, dims: Sequence[Dimension]) -> Iterator[LiveStudy]:
+        """``RUN/study.db`` written as trials are recorded while the block runs (``dims``: the
+        sampled dimensions); every queued row is written when it ends, however it ends."""
+        study = LiveStudy(self.run_dir, self.spec, dims)
+        self.launcher.study = study
+        try:
+            yield study
+        finally:
+            self.launcher.study = None
+            study.close()
 
     def progress(self, total: int, objectives: list[tuple[str, str]], verbosity: Verbosity, already: int = 0,
                  best: float | None = None) -> Progress:

@@ -23,10 +23,12 @@ from archscale.search.configs.context import REJECTED_SUFFIX, counted, trial_con
 from archscale.search.configs.evaluate import Evaluator, Verdict
 from archscale.search.jobs.finish import finalize
 from archscale.search.jobs.profile import PROFILE, phase
-from archscale.search.dispatch.recorder import Progress
+from archscale.analysis.status import running
+from archscale.search.dispatch.recorder import Progress, Verbosity
 from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
 from archscale.search.sampling.searcher import make_searcher
+from archscale.search.sampling.studydb import LiveStudy
 from archscale.spec import Dimension, Spec
 from archscale.search.configs.runstore import RunStore
 
@@ -55,7 +57,14 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    data, splits = read_data(spec, progress=not quiet)
+    with running(run_dir, spec):  # RUN/process.json: `archscale status` tells a live run from a killed one
+        return _search(spec, run_dir, recorded, total, resume, verbosity(quiet, verbose), out)
+
+
+def _search(spec: Spec, run_dir: Path, recorded: pd.DataFrame, total: int, resume: bool, loudness: Verbosity,
+            out: TextIO) -> Path:
+    """:func:`run_search` once it has trials to run (``recorded``: the rows a resumed run holds)."""
+    data, splits = read_data(spec, progress=loudness != "quiet")
     if not resume:
         # as `archscale check` judges: a latency budget is measured here too (the trials measure it again on
         # their own device)
@@ -65,21 +74,22 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     job = Job(spec, run_dir, data, splits, resume=resume, out=out)
     job.begin_records()
     objectives = spec.search.objective_pairs()
-    progress = job.progress(total, objectives, verbosity(quiet, verbose), already=counted(recorded),
+    progress = job.progress(total, objectives, loudness, already=counted(recorded),
                             best=best_recorded(recorded, objectives[0]))
-    search_alg, scheduler, rerun = _sampling(job, recorded, progress, total)
-    asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g})"
-            if scheduler is not None else "")
-    how = (f"resuming ({len(recorded)} trials told to the sampler, {len(rerun)} unfinished to rerun)"
-           if resume else "starting")
-    progress.note(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
-                  f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
-                  f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
-                  f"{job.launcher.resources.cpu:g} CPU and {job.launcher.gpu_text}, on "
-                  f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
-    with phase("search"):
-        job.launcher.fit(choices=[d.name for d in spec.searched()], progress=progress,
-                         num_samples=max(0, total - counted(recorded)), search_alg=search_alg, scheduler=scheduler)
+    with job.live_study(spec.searched()):  # RUN/study.db as trials finish
+        search_alg, scheduler, rerun = _sampling(job, recorded, progress, total)
+        asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g})"
+                if scheduler is not None else "")
+        how = (f"resuming ({len(recorded)} trials told to the sampler, {len(rerun)} unfinished to rerun)"
+               if resume else "starting")
+        progress.note(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
+                      f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
+                      f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
+                      f"{job.launcher.resources.cpu:g} CPU and {job.launcher.gpu_text}, on "
+                      f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
+        with phase("search"):
+            job.launcher.fit(choices=[d.name for d in spec.searched()], progress=progress,
+                             num_samples=max(0, total - counted(recorded)), search_alg=search_alg, scheduler=scheduler)
     if getattr(search_alg, "served", 0):
         progress.note(f"archscale: {search_alg.served} trial(s) read from the results store {spec.search.store}, "
                       "not trained")
@@ -113,34 +123,38 @@ def _sampling(job: Job, recorded: pd.DataFrame, progress: Progress, total: int):
     skip = job.evaluator.restricts and spec.search.sampler != "grid" and not launcher.client
     # The results store is read here, on the driver, before a configuration is dispatched:
     # a stored one costs no Ray trial, actor or model build (not on a Ray Client either).
-    serve = (_server(run_dir, choices, progress, launcher.store)
+    serve = (_server(run_dir, choices, progress, launcher.store, launcher.study)
              if launcher.store is not None and not launcher.client else None)
     searcher = make_searcher(spec, dims, objectives, recorded=recorded, unfinished=rerun,
                              evaluator=job.evaluator if skip else None,
-                             reject=_rejecter(run_dir, choices, objectives, progress, launcher.store) if skip else None,
+                             reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.study) if skip else None,
                              serve=serve, trials=max(0, total - counted(recorded)) if serve else None)
     return searcher, scheduler, rerun
 
 
-def _rejecter(run_dir: Path, choices: list[str], objectives, progress: Progress, store: RunStore | None = None):
+def _rejecter(run_dir: Path, choices: list[str], progress: Progress, store: RunStore | None = None,
+              study: LiveStudy | None = None):
     """What the searcher calls for a configuration refused before dispatch: its
-    ``infeasible`` row in trials.csv (and in the results store) and a progress line."""
+    ``infeasible`` row in trials.csv (and in the results store and study.db) and a progress line."""
     csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
 
     def reject(row_id: str, config: dict, verdict: Verdict) -> None:
         row = {"trial_id": f"{row_id}{REJECTED_SUFFIX}", "status": "infeasible", **{k: config.get(k) for k in choices},
                **verdict.metrics(), "epochs": 0, "error": verdict.why, "source": "trained"}
-        if csv.append(row) and store is not None:
-            store.record(row, {k: config.get(k) for k in choices}, run_dir)
+        if csv.append(row):
+            if store is not None:
+                store.record(row, {k: config.get(k) for k in choices}, run_dir)
+            if study is not None:
+                study.add(row)
         progress.note(f"[skipped] infeasible configuration, not trained: {verdict.why}")
 
     return reject
 
 
-def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunStore):
+def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunStore, study: LiveStudy | None = None):
     """What the searcher calls for each configuration before it is dispatched: when the
-    results store holds it, its row (``source`` = ``store``) in trials.csv, its files in
-    ``trials/<id>/`` and a progress line; returns the result the trial would have reported
+    results store holds it, its row (``source`` = ``store``) in trials.csv and study.db, its
+    files in ``trials/<id>/`` and a progress line; returns the result the trial would have reported
     (None: not stored, train it)."""
     csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
 
@@ -151,6 +165,8 @@ def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunSto
         row, reported = store.serve(stored, {k: config.get(k) for k in choices}, row_id, run_dir)
         if csv.append(row):
             progress.finished(row)
+            if study is not None:
+                study.add(row)
         return reported
 
     return serve

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TextIO
 
 from archscale.files import read_bytes
-from archscale.analysis.records import TRIALS_FILE, drop_partial_row, read_spec, read_trials, repair_trials, warn_line
+from archscale.analysis.records import (REJECTED_SUFFIX, STARTED_FILE, TRIALS_FILE, drop_partial_row, read_spec,
+                                        read_trials, repair_trials, warn_line)
 from archscale.spec import Spec, SpecError, parse_spec
 
 if TYPE_CHECKING:
     import pandas as pd  # imported by the functions that make a DataFrame: checking a run directory needs none
 
-STARTED_FILE = "started.jsonl"  # one line per trial started: {"trial_id", "config"}; --resume reruns the unfinished
 
 # How a search runs, not what it searches: these may change on --resume (a new time budget,
 # another cluster, more trials at once, a results store).
@@ -42,8 +42,6 @@ def looks_complete(spec: Spec, run_dir: str | Path) -> bool:
     run, and for a file it cannot read."""
     if spec.search.stages is not None:
         return False
-    from archscale.search.configs.context import REJECTED_SUFFIX
-
     try:
         with open(Path(run_dir) / TRIALS_FILE, newline="") as f:
             done = sum(1 for row in csv.DictReader(f) if not str(row.get("trial_id") or "").endswith(REJECTED_SUFFIX))

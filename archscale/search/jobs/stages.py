@@ -26,12 +26,14 @@ from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV, read_trials
+from archscale.analysis.status import running
 from archscale.analysis.scaling import best_of_stage_one, stage_rows
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
 from archscale.search.dispatch.recorder import Verbosity
 from archscale.search.jobs.compound import (STAGE_DIRS, infeasible_row, remaining_sweep, stage_context, stage_dims,
-                                            stage_one_configs, stage_one_spec, stage_one_total, write_scaling)
+                                            stage_one_configs, stage_one_spec, stage_one_total, study_dims,
+                                            write_scaling)
 from archscale.search.jobs.finish import finalize
 from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, recorded_trials, unfinished
@@ -55,20 +57,23 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
-    data, splits = read_data(spec, progress=not quiet)
-    evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
-    grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
-            if spec.search.stages.coefficients.sampler == "grid" else None)
-    if not resume:
-        candidates = grid if grid is not None else [evaluator(c, full=True) for c in stage_one_configs(spec, 32)]
-        if not any(v.feasible for v in candidates):
-            raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
-                            "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
-    staged = StagedRun(Job(spec, run_dir, data, splits, resume=resume, out=out, context=stage_context),
-                       verbosity(quiet, verbose))
-    staged.job.begin_records()
-    if not staged.stage_one(grid, resume) and not staged.stage_two():
-        finalize_staged(run_dir, spec, out=out)
+    with running(run_dir, spec):  # RUN/process.json: `archscale status` tells a live run from a killed one
+        data, splits = read_data(spec, progress=not quiet)
+        evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
+        grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]
+                if spec.search.stages.coefficients.sampler == "grid" else None)
+        if not resume:
+            candidates = grid if grid is not None else [evaluator(c, full=True) for c in stage_one_configs(spec, 32)]
+            if not any(v.feasible for v in candidates):
+                raise SpecError("space: no stage-1 configuration is feasible (see `archscale check`): widen "
+                                "space.params.alpha/beta/gamma, space.params.tolerance or the budgets")
+        staged = StagedRun(Job(spec, run_dir, data, splits, resume=resume, out=out, context=stage_context),
+                           verbosity(quiet, verbose))
+        staged.job.begin_records()
+        with staged.job.live_study(study_dims(spec)):  # RUN/study.db as trials finish
+            stopped = staged.stage_one(grid, resume) or staged.stage_two()
+        if not stopped:
+            finalize_staged(run_dir, spec, out=out)
     return run_dir
 
 
@@ -120,7 +125,9 @@ class StagedRun:
             seen = set(done1["arch"]) if len(done1) else set()
             infeasible = [v for v in grid if not v.feasible]
             for v in infeasible:
-                csv.append(infeasible_row(v))
+                row = infeasible_row(v)
+                if csv.append(row) and self.launcher.study is not None:
+                    self.launcher.study.add(row)
             todo = [v.config for v in grid if v.feasible and v.arch.text not in seen]
             if todo:
                 self.fit(1, n1, len(stage_rows(read_trials(self.run_dir), 1)),
@@ -162,7 +169,7 @@ def listed(configs: list[dict]) -> dict:
 def finalize_staged(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFrame:
     """The files of :func:`archscale.search.jobs.finish.finalize`, then the phi sweep's table and ``scaling.png``."""
     out = out or sys.stdout
-    finalize(run_dir, spec, out=out, choices=[d.name for d in stage_dims(spec)])
+    finalize(run_dir, spec, out=out)
     return write_scaling(run_dir, spec, out=out)
 
 

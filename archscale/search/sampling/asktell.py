@@ -145,18 +145,20 @@ def outcome(result: dict | None, error: bool, metrics: Sequence[str]) -> tuple[s
     return "COMPLETE", values
 
 
-def recorded_trial(row: pd.Series, distributions: dict, metrics: Sequence[str], user_attrs: dict | None = None):
+def recorded_trial(row: pd.Series, distributions: dict, metrics: Sequence[str], user_attrs: dict | None = None,
+                   intermediate: dict[int, float] | None = None):
     """A row of trials.csv as the Optuna trial the sampler was told (an ``infeasible`` row as
-    it was reported live: 0 accuracy, infinite train_seconds; see :func:`outcome`). Raises
-    ValueError for a value outside ``distributions``."""
+    it was reported live: 0 accuracy, infinite train_seconds; see :func:`outcome`), with
+    ``intermediate`` (step -> value) as its intermediate values. Raises ValueError for a value
+    outside ``distributions``."""
     params = {name: native(row[name]) for name in distributions}
     result = {k: native(v) for k, v in row.items() if not (isinstance(v, float) and math.isnan(v))}
     if row["status"] == "infeasible":  # as the trial reported it live
         result.update(val_accuracy=0.0, train_seconds=math.inf, status="completed")
     state, values = outcome(result, False, metrics)
-    intermediate = None
+    intermediate = dict(intermediate or {})
     if state == "PRUNED" and len(metrics) == 1 and "epochs" in result and metrics[0] in result:
-        intermediate = {int(result["epochs"]): float(result[metrics[0]])}
+        intermediate.setdefault(int(result["epochs"]), float(result[metrics[0]]))
     return optuna.trial.create_trial(state=TrialState[state], params=params, distributions=distributions,
                                      values=values, intermediate_values=intermediate, user_attrs=user_attrs)
 

@@ -1,39 +1,50 @@
 """The run's Optuna study in Optuna's own storage: ``RUN/study.db``, an
 ``optuna.storages.RDBStorage`` on SQLite that ``optuna-dashboard sqlite:///RUN/study.db``
-opens, or ``optuna.load_study(study_name=None, storage="sqlite:///RUN/study.db")``.
+opens, or ``optuna.load_study(study_name=None, storage="sqlite:///RUN/study.db")``, while
+the search runs and after.
 
-It is written from ``trials.csv`` (the run's record, which ``--resume`` reads) when a run
-ends, and written anew by every invocation, a resumed one included: one study named after
-the spec, one trial per row of ``trials.csv``, in its order, as the sampler was told it
-(:func:`~archscale.search.sampling.searcher.recorded_trial`: ``completed`` COMPLETE with the
+:class:`LiveStudy` writes it as trials are recorded: every row of ``trials.csv`` (trained,
+pruned, infeasible, failed, served from the results store) is queued by the driver and added
+by one writer thread, so no trial waits on SQLite. One study named after the spec; each trial
+once, keyed by its ``trial_id`` user attribute, so a resumed run appends only the rows it has
+not written (and first the rows of ``trials.csv`` that a kill, or an older archscale that wrote
+the study only at the end, left out). Each trial as the sampler was told it
+(:func:`~archscale.search.sampling.asktell.recorded_trial`: ``completed`` COMPLETE with the
 objectives' values, ``infeasible`` COMPLETE with 0 accuracy, ``pruned`` PRUNED, ``failed``
-FAIL), with user attributes ``trial_id``, ``status``, ``params`` and ``macs`` (and
-``source``, ``stage`` where recorded).
+FAIL), with its validation accuracy per epoch as intermediate values (``result.json``'s
+history, else the epochs the recorder saw) and the user attributes of :data:`USER_ATTRS`.
 
 Why not the sampler's own study on this storage: every ``ask`` and ``tell`` would then be a
 SQLite transaction on the search's critical path, the study would also hold the twins the
 sampler is told again and a grid's enqueued points, and a resumed run would have to reconcile
-two records. Writing it once at the end costs one transaction per trial, off that path.
+two records.
 """
 
 from __future__ import annotations
 
-import logging
+import json
 import math
+import queue
+import threading
+import time
 from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
 
 import optuna
 import pandas as pd
-from optuna.distributions import CategoricalDistribution
 
+from archscale.analysis.export import trial_dir
+from archscale.analysis.records import TRIALS_FILE, read_trials, warn_line
 from archscale.search.configs.context import native
 from archscale.search.sampling.asktell import optuna_space, recorded_trial
-from archscale.spec import Spec
+from archscale.spec import Dimension, Spec
 
 STUDY_FILE = "study.db"
-USER_ATTRS = ("trial_id", "status", "params", "macs", "source", "stage")
+USER_ATTRS = ("trial_id", "status", "params", "macs", "memory_mb", "latency_ms", "val_accuracy", "test_accuracy",
+              "train_seconds", "epochs", "arch", "error", "source", "stage")
+CURVE = "val_accuracy"  # the metric drawn per epoch (Optuna's intermediate values)
 
-logger = logging.getLogger(__name__)
+Curve = dict[int, float]  # epoch -> validation accuracy
 
 
 def study_storage(run_dir: str | Path) -> str:
@@ -41,35 +52,135 @@ def study_storage(run_dir: str | Path) -> str:
     return f"sqlite:///{(Path(run_dir) / STUDY_FILE).resolve()}"
 
 
-def write_study(run_dir: str | Path, spec: Spec, trials: pd.DataFrame, choices: list[str]) -> Path:
-    """Write ``RUN/study.db`` anew from ``trials`` (trials.csv); ``choices``: the sampled
-    columns. Returns its path."""
-
-    path = Path(run_dir) / STUDY_FILE
-    tmp = path.with_name(f".{STUDY_FILE}.tmp")
-    tmp.unlink(missing_ok=True)
-    searched = {d.name: d for d in spec.searched()}
-    distributions = optuna_space([searched[c] for c in choices if c in searched])
-    for c in choices:  # a staged run's alpha, beta, gamma and phi: the values it ran
-        if c not in distributions and c in trials:
-            distributions[c] = CategoricalDistribution(sorted({native(v) for v in trials[c].dropna()}, key=repr))
-    metrics = [m for m, _ in spec.search.objective_pairs()]
+def open_study(storage: optuna.storages.BaseStorage, spec: Spec) -> optuna.Study:
+    """The run's study (named after the spec) on ``storage``, created when missing."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp.resolve()}")
-    study = optuna.create_study(storage=storage, study_name=spec.name, directions=[
-        "maximize" if d == "max" else "minimize" for _, d in spec.search.objective_pairs()])
-    frozen = []
-    for _, row in trials.iterrows():
-        attrs = {k: native(row[k]) for k in USER_ATTRS if k in row and not _missing(row[k])}
+    return optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
+                               directions=["maximize" if d == "max" else "minimize"
+                                           for _, d in spec.search.objective_pairs()])
+
+
+def written_ids(study: optuna.Study) -> set[str]:
+    """The ``trial_id`` user attributes of the trials a study holds."""
+    return {str(t.user_attrs["trial_id"]) for t in study.get_trials(deepcopy=False) if "trial_id" in t.user_attrs}
+
+
+def result_curve(run_dir: str | Path, trial_id: str) -> Curve:
+    """``val_accuracy`` by epoch from ``trials/<id>/result.json``'s history (empty without one)."""
+    path = trial_dir(run_dir, trial_id) / "result.json"
+    try:
+        history = json.loads(path.read_text()).get("history") or []
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return {int(h.get("epoch", i)): float(h[CURVE]) for i, h in enumerate(history, start=1)
+            if isinstance(h, dict) and _number(h.get(CURVE))}
+
+
+def study_trial(row: Mapping[str, Any], distributions: dict, metrics: Sequence[str], curve: Curve | None = None):
+    """The FrozenTrial of one row of trials.csv: its state and values as the sampler was told,
+    ``curve`` as intermediate values, :data:`USER_ATTRS` as user attributes. Raises ValueError
+    for a value outside ``distributions``."""
+    attrs = {k: native(row[k]) for k in USER_ATTRS if k in row and not _missing(row[k])}
+    attrs = {k: (str(v) if k == "trial_id" else v) for k, v in attrs.items()}
+    return recorded_trial(pd.Series(dict(row)), distributions, metrics, user_attrs=attrs,
+                          intermediate={int(e): float(v) for e, v in (curve or {}).items()})
+
+
+class LiveStudy:
+    """``RUN/study.db`` written as trials are recorded. :meth:`add` queues a row of trials.csv
+    (and the epochs' accuracies the recorder relayed) and returns at once; one thread adds
+    each to the study; :meth:`close` writes what is queued and ends it. A write that fails
+    is a warning (``warn``), never the end of the search. ``dims``: the sampled dimensions
+    (a staged run's alpha, beta, gamma and phi with every value they may take)."""
+
+    def __init__(self, run_dir: str | Path, spec: Spec, dims: Sequence[Dimension],
+                 warn: Callable[[str], None] = warn_line):
+        self.run_dir, self.spec, self.warn = Path(run_dir), spec, warn
+        self.distributions = optuna_space(dims)
+        self.metrics = [m for m, _ in spec.search.objective_pairs()]
+        self.written = 0  # trials added by this writer
+        self.seconds = 0.0  # spent adding them (the writer thread's time, not the search's)
+        self._queue: queue.Queue = queue.Queue()
+        self._thread = threading.Thread(target=self._loop, name="archscale-study.db", daemon=True)
+        self._thread.start()
+
+    def add(self, row: Mapping[str, Any], curve: Curve | None = None) -> None:
+        """Queue one recorded row (``curve``: epoch -> val_accuracy seen while it ran)."""
+        if self._queue is not None:
+            self._queue.put((dict(row), dict(curve or {})))
+
+    def close(self) -> None:
+        """Write every queued row, then end the writer thread."""
+        if self._thread is not None and self._thread.is_alive():
+            self._queue.put(None)
+            self._thread.join()
+
+    def __getstate__(self) -> dict:  # Ray Tune pickles its callbacks and searcher into its experiment state
+        return {**self.__dict__, "_queue": None, "_thread": None}  # a copy that writes nothing
+
+    def __enter__(self) -> LiveStudy:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _loop(self) -> None:
+        storage, study, seen = None, None, set()
         try:
-            frozen.append(recorded_trial(row, distributions, metrics, user_attrs=attrs))
-        except ValueError as err:
-            logger.warning("trial %s not written to %s: %s", row["trial_id"], path, err)
-    study.add_trials(frozen)
-    storage.engine.dispose()  # the file is whole and closed before it takes the name
-    tmp.replace(path)
-    return path
+            storage = optuna.storages.RDBStorage(study_storage(self.run_dir))
+            study = open_study(storage, self.spec)
+            seen = written_ids(study)
+            self._backfill(study, seen)
+        except Exception as err:  # noqa: BLE001: the study is a view of the run, never a reason to stop it
+            self._warn(f"{self.run_dir / STUDY_FILE} cannot be written ({type(err).__name__}: {err}); "
+                       "the search goes on without it")
+            study = None
+        while (item := self._queue.get()) is not None:
+            if study is not None:
+                self._write(study, seen, *item)
+        if storage is not None:
+            storage.engine.dispose()  # the file closed before the run ends
+
+    def _backfill(self, study: optuna.Study, seen: set[str]) -> None:
+        """The rows of trials.csv the study lacks (a resumed run's, an older archscale's)."""
+        if not (self.run_dir / TRIALS_FILE).is_file():
+            return
+        for _, row in read_trials(self.run_dir, warn=lambda message: None).iterrows():
+            self._write(study, seen, row.to_dict(), {})
+
+    def _write(self, study: optuna.Study, seen: set[str], row: dict, curve: Curve) -> None:
+        trial_id = str(row["trial_id"])
+        if trial_id in seen:
+            return
+        start = time.perf_counter()
+        try:
+            frozen = study_trial(row, self.distributions, self.metrics,
+                                 {**curve, **result_curve(self.run_dir, trial_id)})
+            study.add_trial(frozen)
+        except Exception as err:  # noqa: BLE001: one trial left out, said once each
+            self._warn(f"trial {trial_id} not written to {self.run_dir / STUDY_FILE}: {type(err).__name__}: {err}")
+            return
+        seen.add(trial_id)
+        self.written += 1
+        self.seconds += time.perf_counter() - start
+
+    def _warn(self, message: str) -> None:
+        try:
+            self.warn(message)
+        except Exception:  # noqa: BLE001: a closed stream must not end the writer
+            pass
+
+
+def write_study(run_dir: str | Path, spec: Spec, dims: Sequence[Dimension]) -> Path:
+    """Bring ``RUN/study.db`` up to date with trials.csv (the rows it lacks, each once); returns its path."""
+    with LiveStudy(run_dir, spec, dims):
+        pass
+    return Path(run_dir) / STUDY_FILE
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

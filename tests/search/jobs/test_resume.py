@@ -9,8 +9,10 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 
+import archscale
 from archscale.analysis.records import read_trials
 from archscale.cli import main
 
@@ -60,6 +62,8 @@ def test_sigkill_mid_trial_then_ctrl_c_then_resume(tmp_path, write_spec, tiny_sp
     done = set(first["trial_id"]) if first is not None else set()
     unfinished = [config for trial_id, config in _started(run_dir).items() if trial_id not in done]
     assert unfinished, "the first trial finished before the kill"
+    status = archscale.status(run_dir)  # as `archscale status` reads it from another terminal
+    assert status.state == "killed" and set(status.running) == {t for t in _started(run_dir) if t not in done}
 
     # 2. Resume, then Ctrl-C (SIGINT to the whole process group, as a terminal sends it)
     #    once a trial has finished: it stops cleanly, exit status 130, what finished is kept.
@@ -69,6 +73,7 @@ def test_sigkill_mid_trial_then_ctrl_c_then_resume(tmp_path, write_spec, tiny_sp
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130, out
     assert "1 unfinished to rerun" in out and "stopped (interrupted)" in out, out
+    assert archscale.status(run_dir).process["how"] == "interrupted"
     second = read_trials(run_dir)
     assert second["trial_id"].is_unique and 1 <= len(second) < 4
     assert set(second["status"]) <= {"completed", "infeasible"}  # nothing recorded failed by the interruption
@@ -85,6 +90,9 @@ def test_sigkill_mid_trial_then_ctrl_c_then_resume(tmp_path, write_spec, tiny_sp
     kept = after.set_index("trial_id").loc[second["trial_id"]]
     assert (kept["val_accuracy"].fillna(-1).values == second["val_accuracy"].fillna(-1).values).all()
     assert (run_dir / "best" / "weights.pt").is_file()
+    study = optuna.load_study(study_name=None, storage=f"sqlite:///{run_dir / 'study.db'}")
+    assert [t.user_attrs["trial_id"] for t in study.trials] == list(after["trial_id"])  # each once, as recorded
+    assert archscale.status(run_dir).state == "finished"
 
     assert main(["run", str(spec), "--out", str(run_dir), "--resume"]) == 0  # finished: changes nothing
     assert read_trials(run_dir).equals(after)

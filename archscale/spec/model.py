@@ -102,6 +102,18 @@ class SearchSpec(_Strict):
                                                 "spec file's folder); a configuration already trained under the same "
                                                 "key is read from it, not trained")
 
+    track: list[Literal["tensorboard", "mlflow"]] = Field(
+        default_factory=list, description="where each trial's curves also go while the search runs (RUN/study.db "
+        "always does): tensorboard (RUN/tensorboard/<trial id>/), mlflow (one run per trial under one run for the "
+        "search); needs pip install \"archscale[track]\"")
+    mlflow_uri: str | None = Field(None, description="MLflow tracking URI for track: [mlflow]; null: a SQLite store "
+                                   "in the run directory (RUN/mlflow.db), written into the run's spec.yaml")
+
+    @field_validator("track")
+    @classmethod
+    def _track(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))  # each tracker once, in the order given
+
     @field_validator("address")
     @classmethod
     def _address(cls, value: str | None) -> str | None:

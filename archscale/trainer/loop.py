@@ -178,7 +178,8 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     one way (True: stream, False: keep on the device).
 
     ``callback(epoch, metrics)`` is called after every epoch with ``epoch`` (1-based),
-    ``train_loss``, ``train_accuracy``, ``val_accuracy``, ``lr`` and ``train_seconds``;
+    ``train_loss``, ``train_accuracy``, ``val_accuracy``, ``lr``, ``train_seconds`` (so far) and
+    ``epoch_seconds`` (this epoch's training);
     on the last epoch ``test_accuracy`` is added (the test split is never used to choose).
     With SWA or EMA, validation and test use the averaged weights, which are then copied
     into ``model``.
@@ -203,10 +204,12 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     for epoch in range(1, cfg.epochs + 1):
         timer.start()
         mean_loss, correct = _train_epoch(epoch, model, step_model, data, optim, cfg, gen)
-        train_seconds += timer.stop()
+        epoch_seconds = timer.stop()
+        train_seconds += epoch_seconds
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}")
         metrics = _evaluate_epoch(epoch, mean_loss, correct, train_seconds, model, data, optim, cfg)
+        metrics["epoch_seconds"] = epoch_seconds
         history.append(metrics)
         if callback is not None:
             callback(epoch, dict(metrics))

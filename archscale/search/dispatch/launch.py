@@ -134,7 +134,7 @@ class Launcher:
                  out: TextIO | None = None, trainable: Callable = run_trial, **trainable_kwargs: Any):
         # the results store first: a bad one is the user's to fix, before Ray starts or anything is written
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
-        self.study = None  # a studydb.LiveStudy while the job writes RUN/study.db (Job.live_study)
+        self.watchers = None  # a track.writer.Watchers while the job writes study.db and trackers (Job.watching)
         self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
         with phase("ray start"):
             init_ray(spec.search.address, self.env)
@@ -167,7 +167,7 @@ class Launcher:
         files in ``trials/<id>/``, its start in ``started.jsonl``. Returns when it ends, was
         stopped by the time budget or by Ctrl-C (``self.stopper.reason`` says which)."""
 
-        files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store, study=self.study)
+        files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store, watchers=self.watchers)
         sink, relayed, drainer = files, None, None
         if self.client:
             # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,

@@ -27,6 +27,7 @@ from archscale.search.dispatch.trial import ARTIFACTS
 from archscale.space import SpaceError
 
 Verbosity = Literal["quiet", "normal", "verbose"]
+EPOCH_METRICS = ("epochs", "train_loss", "train_accuracy", "val_accuracy", "lr", "train_seconds", "epoch_seconds")
 
 
 # --------------------------------------------------------------------------- progress lines
@@ -184,14 +185,14 @@ class RunFiles:
     lines. The recorder calls it directly, or through a :class:`Relay` from a cluster.
     ``stage`` (two-stage runs) is written into every row and ``started.jsonl`` line; ``store``
     (:class:`~archscale.search.configs.runstore.RunStore`) receives every row recorded, and
-    ``study`` (:class:`~archscale.search.sampling.studydb.LiveStudy`) every row with the
-    validation accuracy of each epoch relayed while the trial ran."""
+    ``watchers`` (:class:`~archscale.search.track.writer.Watchers`: study.db and the trackers)
+    every epoch relayed while a trial runs and every row with its validation accuracy per epoch."""
 
     def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None,
-                 store=None, study=None):
+                 store=None, watchers=None):
         self.run_dir, self.choices, self.progress, self.stage = Path(run_dir), choices, progress, stage
         self.store = store  # a runstore.RunStore: every finished trial also goes in there
-        self.study = study  # a studydb.LiveStudy: RUN/study.db as trials finish
+        self.watchers = watchers  # a track.writer.Watchers: study.db and the trackers as trials run
         self.curves: dict[str, dict[int, float]] = {}  # trial id -> epoch -> val_accuracy, until recorded
         self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None)
 
@@ -208,6 +209,8 @@ class RunFiles:
         epoch, value = result.get("epochs"), result.get("val_accuracy")
         if isinstance(epoch, int) and isinstance(value, (int, float)):
             self.curves.setdefault(trial_id, {})[epoch] = float(value)
+        if self.watchers is not None:
+            self.watchers.epoch(trial_id, result)
         self.progress.epoch(trial_id, result)
 
     def retried(self, trial_id: str, attempt: int, error: str) -> None:
@@ -221,8 +224,8 @@ class RunFiles:
             self.progress.finished(row)
             if self.store is not None:
                 self.store.record(row, {k: row.get(k) for k in self.choices}, self.run_dir)
-            if self.study is not None:
-                self.study.add(row, curve)
+            if self.watchers is not None:
+                self.watchers.add(row, curve)
 
 
 class Relay:
@@ -304,8 +307,7 @@ class TrialRecorder(Callback):
         if files:
             self.sink.files(trial.trial_id, files)
         if result.get("status") == "running":
-            self.sink.epoch(trial.trial_id, {k: result.get(k) for k in ("epochs", "train_loss", "train_accuracy",
-                                                                          "val_accuracy")})
+            self.sink.epoch(trial.trial_id, {k: result.get(k) for k in EPOCH_METRICS})
             if result.get("done"):
                 result["status"] = "pruned"  # the scheduler stopped it before its last epoch
 

@@ -12,6 +12,7 @@ from typing import Callable
 from archscale.search.jobs.check import feasibility
 from archscale.search.jobs.compound import check_staged, stage_one_rows
 from archscale.spec import Spec, SpecError
+from archscale.search.track.options import require_trackers
 
 
 class CheckError(SpecError):
@@ -71,6 +72,7 @@ class Check:
 
 def check_spec(spec: Spec, samples: int = 64) -> Check:
     """:func:`archscale.check` of a resolved spec."""
+    require_trackers(spec)  # a tracker asked for whose package is missing
     if spec.search.stages is not None:
         return _check_staged(spec, samples)
     report = feasibility(spec, samples=samples)

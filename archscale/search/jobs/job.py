@@ -20,7 +20,9 @@ from archscale.search.dispatch.trial import run_trial
 from archscale.search.jobs.profile import phase
 from archscale.search.jobs.provenance import driver_provenance
 from archscale.search.jobs.rundir import repair_records
-from archscale.search.sampling.studydb import LiveStudy
+from archscale.search.track.options import resolve_tracking
+from archscale.search.track.watch import open_watchers
+from archscale.search.track.writer import Watchers
 from archscale.spec import Dimension, Spec
 from archscale.trainer import Dataset, load_dataset, split
 
@@ -48,6 +50,7 @@ class Job:
     def __init__(self, spec: Spec, run_dir: Path, data: Dataset, splits, *, resume: bool = False,
                  out: TextIO | None = None, context: Context = trial_context, fixed: dict | None = None,
                  trainable: Callable = run_trial, **trainable_kwargs: Any):
+        spec = resolve_tracking(spec, run_dir)  # the MLflow store named, as spec.yaml records it
         self.spec, self.run_dir, self.data, self.splits, self.resume = spec, Path(run_dir), data, splits, resume
         self.out = out or sys.stdout
         provenance = driver_provenance(spec_text(self.run_dir, spec, resume))
@@ -67,16 +70,17 @@ class Job:
             write_spec(self.run_dir, self.spec)
 
     @contextmanager
-    def live_study(self, dims: Sequence[Dimension]) -> Iterator[LiveStudy]:
-        """``RUN/study.db`` written as trials are recorded while the block runs (``dims``: the
-        sampled dimensions); every queued row is written when it ends, however it ends."""
-        study = LiveStudy(self.run_dir, self.spec, dims)
-        self.launcher.study = study
+    def watching(self, dims: Sequence[Dimension]) -> Iterator[Watchers]:
+        """``RUN/study.db`` and the trackers of ``search.track`` written as trials run and are
+        recorded while the block runs (``dims``: the sampled dimensions); every queued item
+        is written when it ends, however it ends."""
+        watchers = open_watchers(self.spec, self.run_dir, dims)
+        self.launcher.watchers = watchers
         try:
-            yield study
+            yield watchers
         finally:
-            self.launcher.study = None
-            study.close()
+            self.launcher.watchers = None
+            watchers.close()
 
     def progress(self, total: int, objectives: list[tuple[str, str]], verbosity: Verbosity, already: int = 0,
                  best: float | None = None) -> Progress:

@@ -28,7 +28,7 @@ from archscale.search.dispatch.recorder import Progress, Verbosity
 from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
 from archscale.search.sampling.searcher import make_searcher
-from archscale.search.sampling.studydb import LiveStudy
+from archscale.search.track.writer import Watchers
 from archscale.spec import Dimension, Spec
 from archscale.search.configs.runstore import RunStore
 
@@ -76,7 +76,7 @@ def _search(spec: Spec, run_dir: Path, recorded: pd.DataFrame, total: int, resum
     objectives = spec.search.objective_pairs()
     progress = job.progress(total, objectives, loudness, already=counted(recorded),
                             best=best_recorded(recorded, objectives[0]))
-    with job.live_study(spec.searched()):  # RUN/study.db as trials finish
+    with job.watching(spec.searched()):  # RUN/study.db and search.track's trackers as trials run
         search_alg, scheduler, rerun = _sampling(job, recorded, progress, total)
         asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g})"
                 if scheduler is not None else "")
@@ -123,17 +123,17 @@ def _sampling(job: Job, recorded: pd.DataFrame, progress: Progress, total: int):
     skip = job.evaluator.restricts and spec.search.sampler != "grid" and not launcher.client
     # The results store is read here, on the driver, before a configuration is dispatched:
     # a stored one costs no Ray trial, actor or model build (not on a Ray Client either).
-    serve = (_server(run_dir, choices, progress, launcher.store, launcher.study)
+    serve = (_server(run_dir, choices, progress, launcher.store, launcher.watchers)
              if launcher.store is not None and not launcher.client else None)
     searcher = make_searcher(spec, dims, objectives, recorded=recorded, unfinished=rerun,
                              evaluator=job.evaluator if skip else None,
-                             reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.study) if skip else None,
+                             reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.watchers) if skip else None,
                              serve=serve, trials=max(0, total - counted(recorded)) if serve else None)
     return searcher, scheduler, rerun
 
 
 def _rejecter(run_dir: Path, choices: list[str], progress: Progress, store: RunStore | None = None,
-              study: LiveStudy | None = None):
+              watchers: Watchers | None = None):
     """What the searcher calls for a configuration refused before dispatch: its
     ``infeasible`` row in trials.csv (and in the results store and study.db) and a progress line."""
     csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
@@ -144,14 +144,14 @@ def _rejecter(run_dir: Path, choices: list[str], progress: Progress, store: RunS
         if csv.append(row):
             if store is not None:
                 store.record(row, {k: config.get(k) for k in choices}, run_dir)
-            if study is not None:
-                study.add(row)
+            if watchers is not None:
+                watchers.add(row)
         progress.note(f"[skipped] infeasible configuration, not trained: {verdict.why}")
 
     return reject
 
 
-def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunStore, study: LiveStudy | None = None):
+def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunStore, watchers: Watchers | None = None):
     """What the searcher calls for each configuration before it is dispatched: when the
     results store holds it, its row (``source`` = ``store``) in trials.csv and study.db, its
     files in ``trials/<id>/`` and a progress line; returns the result the trial would have reported
@@ -165,8 +165,8 @@ def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunSto
         row, reported = store.serve(stored, {k: config.get(k) for k in choices}, row_id, run_dir)
         if csv.append(row):
             progress.finished(row)
-            if study is not None:
-                study.add(row)
+            if watchers is not None:
+                watchers.add(row)
         return reported
 
     return serve

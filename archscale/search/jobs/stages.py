@@ -70,7 +70,7 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         staged = StagedRun(Job(spec, run_dir, data, splits, resume=resume, out=out, context=stage_context),
                            verbosity(quiet, verbose))
         staged.job.begin_records()
-        with staged.job.live_study(study_dims(spec)):  # RUN/study.db as trials finish
+        with staged.job.watching(study_dims(spec)):  # RUN/study.db and the trackers as trials run
             stopped = staged.stage_one(grid, resume) or staged.stage_two()
         if not stopped:
             finalize_staged(run_dir, spec, out=out)
@@ -126,8 +126,8 @@ class StagedRun:
             infeasible = [v for v in grid if not v.feasible]
             for v in infeasible:
                 row = infeasible_row(v)
-                if csv.append(row) and self.launcher.study is not None:
-                    self.launcher.study.add(row)
+                if csv.append(row) and self.launcher.watchers is not None:
+                    self.launcher.watchers.add(row)
             todo = [v.config for v in grid if v.feasible and v.arch.text not in seen]
             if todo:
                 self.fit(1, n1, len(stage_rows(read_trials(self.run_dir), 1)),

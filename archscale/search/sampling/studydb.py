@@ -22,10 +22,7 @@ two records.
 
 from __future__ import annotations
 
-import json
 import math
-import queue
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -33,10 +30,10 @@ from typing import Any, Callable, Mapping, Sequence
 import optuna
 import pandas as pd
 
-from archscale.analysis.export import trial_dir
 from archscale.analysis.records import TRIALS_FILE, read_trials, warn_line
 from archscale.search.configs.context import native
 from archscale.search.sampling.asktell import optuna_space, recorded_trial
+from archscale.search.track.writer import Curve, QueuedWriter, trial_history
 from archscale.spec import Dimension, Spec
 
 STUDY_FILE = "study.db"
@@ -44,7 +41,6 @@ USER_ATTRS = ("trial_id", "status", "params", "macs", "memory_mb", "latency_ms",
               "train_seconds", "epochs", "arch", "error", "source", "stage")
 CURVE = "val_accuracy"  # the metric drawn per epoch (Optuna's intermediate values)
 
-Curve = dict[int, float]  # epoch -> validation accuracy
 
 
 def study_storage(run_dir: str | Path) -> str:
@@ -67,13 +63,7 @@ def written_ids(study: optuna.Study) -> set[str]:
 
 def result_curve(run_dir: str | Path, trial_id: str) -> Curve:
     """``val_accuracy`` by epoch from ``trials/<id>/result.json``'s history (empty without one)."""
-    path = trial_dir(run_dir, trial_id) / "result.json"
-    try:
-        history = json.loads(path.read_text()).get("history") or []
-    except (OSError, ValueError, AttributeError):
-        return {}
-    return {int(h.get("epoch", i)): float(h[CURVE]) for i, h in enumerate(history, start=1)
-            if isinstance(h, dict) and _number(h.get(CURVE))}
+    return {h["epoch"]: float(h[CURVE]) for h in trial_history(run_dir, trial_id) if _number(h.get(CURVE))}
 
 
 def study_trial(row: Mapping[str, Any], distributions: dict, metrics: Sequence[str], curve: Curve | None = None):
@@ -86,89 +76,63 @@ def study_trial(row: Mapping[str, Any], distributions: dict, metrics: Sequence[s
                           intermediate={int(e): float(v) for e, v in (curve or {}).items()})
 
 
-class LiveStudy:
-    """``RUN/study.db`` written as trials are recorded. :meth:`add` queues a row of trials.csv
-    (and the epochs' accuracies the recorder relayed) and returns at once; one thread adds
-    each to the study; :meth:`close` writes what is queued and ends it. A write that fails
-    is a warning (``warn``), never the end of the search. ``dims``: the sampled dimensions
-    (a staged run's alpha, beta, gamma and phi with every value they may take)."""
+class LiveStudy(QueuedWriter):
+    """``RUN/study.db`` written as trials are recorded: :meth:`add` queues a row of trials.csv
+    (and the epochs' accuracies the recorder relayed) and returns at once; the writer thread
+    adds each to the study; :meth:`close` writes what is queued and ends it. A write that
+    fails is a warning (``warn``), never the end of the search. ``dims``: the sampled
+    dimensions (a staged run's alpha, beta, gamma and phi with every value they may take)."""
 
     def __init__(self, run_dir: str | Path, spec: Spec, dims: Sequence[Dimension],
                  warn: Callable[[str], None] = warn_line):
-        self.run_dir, self.spec, self.warn = Path(run_dir), spec, warn
+        self.where = str(Path(run_dir) / STUDY_FILE)
+        self.spec = spec
         self.distributions = optuna_space(dims)
         self.metrics = [m for m, _ in spec.search.objective_pairs()]
-        self.written = 0  # trials added by this writer
-        self.seconds = 0.0  # spent adding them (the writer thread's time, not the search's)
-        self._queue: queue.Queue = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name="archscale-study.db", daemon=True)
-        self._thread.start()
+        self.storage = self.study = self._failed = None
+        self.seen: set[str] = set()
+        try:  # made before the search starts, so a dashboard opened at once finds it made
+            self.storage, self.study = _made(run_dir, spec)
+        except Exception as err:  # noqa: BLE001: said by the writer thread, which then writes nothing
+            self._failed = err
+        super().__init__(run_dir, warn)
 
-    def add(self, row: Mapping[str, Any], curve: Curve | None = None) -> None:
-        """Queue one recorded row (``curve``: epoch -> val_accuracy seen while it ran)."""
-        if self._queue is not None:
-            self._queue.put((dict(row), dict(curve or {})))
+    def open(self) -> None:
+        if self._failed is not None:
+            raise self._failed
+        self.seen = written_ids(self.study)
+        if (self.run_dir / TRIALS_FILE).is_file():  # the rows a resumed run's study lacks (an older archscale's)
+            for _, row in read_trials(self.run_dir, warn=lambda message: None).iterrows():
+                self.on_add(row.to_dict(), {})
 
-    def close(self) -> None:
-        """Write every queued row, then end the writer thread."""
-        if self._thread is not None and self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
-
-    def __getstate__(self) -> dict:  # Ray Tune pickles its callbacks and searcher into its experiment state
-        return {**self.__dict__, "_queue": None, "_thread": None}  # a copy that writes nothing
-
-    def __enter__(self) -> LiveStudy:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    def _loop(self) -> None:
-        storage, study, seen = None, None, set()
-        try:
-            storage = optuna.storages.RDBStorage(study_storage(self.run_dir))
-            study = open_study(storage, self.spec)
-            seen = written_ids(study)
-            self._backfill(study, seen)
-        except Exception as err:  # noqa: BLE001: the study is a view of the run, never a reason to stop it
-            self._warn(f"{self.run_dir / STUDY_FILE} cannot be written ({type(err).__name__}: {err}); "
-                       "the search goes on without it")
-            study = None
-        while (item := self._queue.get()) is not None:
-            if study is not None:
-                self._write(study, seen, *item)
-        if storage is not None:
-            storage.engine.dispose()  # the file closed before the run ends
-
-    def _backfill(self, study: optuna.Study, seen: set[str]) -> None:
-        """The rows of trials.csv the study lacks (a resumed run's, an older archscale's)."""
-        if not (self.run_dir / TRIALS_FILE).is_file():
-            return
-        for _, row in read_trials(self.run_dir, warn=lambda message: None).iterrows():
-            self._write(study, seen, row.to_dict(), {})
-
-    def _write(self, study: optuna.Study, seen: set[str], row: dict, curve: Curve) -> None:
+    def on_add(self, row: dict, curve: Curve) -> None:
         trial_id = str(row["trial_id"])
-        if trial_id in seen:
+        if trial_id in self.seen:
             return
-        start = time.perf_counter()
-        try:
-            frozen = study_trial(row, self.distributions, self.metrics,
-                                 {**curve, **result_curve(self.run_dir, trial_id)})
-            study.add_trial(frozen)
-        except Exception as err:  # noqa: BLE001: one trial left out, said once each
-            self._warn(f"trial {trial_id} not written to {self.run_dir / STUDY_FILE}: {type(err).__name__}: {err}")
-            return
-        seen.add(trial_id)
+        self.study.add_trial(study_trial(row, self.distributions, self.metrics,
+                                         {**curve, **result_curve(self.run_dir, trial_id)}))
+        self.seen.add(trial_id)
         self.written += 1
-        self.seconds += time.perf_counter() - start
 
-    def _warn(self, message: str) -> None:
+    def shut(self) -> None:
+        if self.storage is not None:
+            self.storage.engine.dispose()  # the file closed before the run ends
+
+
+def _made(run_dir: str | Path, spec: Spec, tries: int = 5) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
+    """The run's storage and study, made if missing. A reader that opens the file while it is
+    being made (optuna-dashboard started with the run) makes its tables too: one of the two
+    loses with an IntegrityError or a locked database, and tries again."""
+    for attempt in range(1, tries):
         try:
-            self.warn(message)
-        except Exception:  # noqa: BLE001: a closed stream must not end the writer
-            pass
+            storage = optuna.storages.RDBStorage(study_storage(run_dir))
+            return storage, open_study(storage, spec)
+        except Exception as err:  # noqa: BLE001: sqlalchemy's IntegrityError or OperationalError
+            if type(err).__name__ not in ("IntegrityError", "OperationalError"):
+                raise
+            time.sleep(0.2 * attempt)
+    storage = optuna.storages.RDBStorage(study_storage(run_dir))
+    return storage, open_study(storage, spec)
 
 
 def write_study(run_dir: str | Path, spec: Spec, dims: Sequence[Dimension]) -> Path:

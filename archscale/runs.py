@@ -230,9 +230,11 @@ class Run:
         pairs = objective_pairs(objectives, spec.search.objective_pairs(), where=where)
         trials = self._trials_with(pairs, where)
         importances, note = param_importances(spec, trials)
+        winner = self.best
         return write_report(self.path, out, objectives=pairs,
                             choices=[d.name for d in spec.searched()], reference=None,
-                            importances=importances, importance_note=note)
+                            importances=importances, importance_note=note,
+                            winner=str(winner["trial_id"]) if winner is not None else None)
 
 
 def require_output(path: Any, what: str, kind: str) -> None:

@@ -77,7 +77,7 @@ def export_trial(run_dir: str | Path, trial_id: str, out: str | Path, extra: Map
         raise FileError(f"{src}: does not exist; expected the folder of trial {trial_id} with its {RESULT_FILE} "
                         f"and {WEIGHTS_FILE} (only completed trials can be exported)")
     result = read_result(src / RESULT_FILE)
-    arch = _arch_of(result["arch"], src / RESULT_FILE, "arch")
+    arch = arch_of(result["arch"], src / RESULT_FILE, "arch")
     # Every file read and checked before anything is written: the weights fit the architecture.
     model = build(arch)
     fit_state_dict(model, load_state_dict(src / WEIGHTS_FILE), src / WEIGHTS_FILE, arch_from=RESULT_FILE)
@@ -185,7 +185,7 @@ def read_history(path: str | Path, keys: tuple[str, ...] = ()) -> list[dict]:
     return history
 
 
-def _arch_of(value: Any, path: Path, key: str) -> Arch:
+def arch_of(value: Any, path: Path, key: str) -> Arch:
     """The architecture text a file holds at ``key``, parsed and checked by its family."""
     try:
         if not isinstance(value, str):

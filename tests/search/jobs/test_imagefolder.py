@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -71,6 +72,12 @@ def test_class_names_travel_from_the_folder_to_the_exported_model(tmp_path, writ
     spec.loader.exec_module(module)
     assert module.CLASSES == list(FOLDER_CLASSES)
     sys.modules.pop("exported_pets", None)
+    # the report names the folder's classes in what the winner gets wrong
+    assert main(["report", str(out)]) == 0
+    page = (out / "report.html").read_text()
+    section = page[page.index("<h2 id='mistakes'>"):]
+    table = section[section.index("<table"):section.index("</table>")]
+    assert sorted(re.findall(r"<tr><td[^>]*>([^<]*)</td>", table)) == sorted(FOLDER_CLASSES)
     # the decoded folder is cached beside the data root, not in the run
     assert list((tmp_path / "data" / "imagefolder-cache").glob("pets-16px-*.npz"))
     assert not list(out.rglob("*.npz"))

@@ -12,9 +12,12 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence, Union
 
+import numpy as np
 import pandas as pd
+import torch
 
-from archscale.analysis.export import export_trial
+from archscale.analysis.export import RESULT_FILE, WEIGHTS_FILE, arch_of, export_trial, read_result, trial_dir
+from archscale.analysis.mistakes import Mistakes
 from archscale.analysis.hypervolume import bounds, completed, front_hypervolume, summarise
 from archscale.analysis.pareto import METRICS, PICKS, best_trial, pareto_front, pick_trial, plot_pareto, short_ids
 from archscale.analysis.records import TRIALS_FILE, read_trials
@@ -22,12 +25,16 @@ from archscale.analysis.reference import reference_point
 from archscale.analysis.report import write_report
 from archscale.analysis.runspec import load_run_spec
 from archscale.analysis.status import Status, run_status
-from archscale.files import FileError, require_writable
+from archscale.files import FileError, fit_state_dict, load_state_dict, require_writable
+from archscale.space import build
 from archscale.spec import SpecError
+from archscale.trainer import load_dataset
+from archscale.trainer.batches import normalise
 
 if TYPE_CHECKING:
     from archscale.spec import Spec
 
+PREDICT_BATCH = 256  # test images a forward pass of Run.mistakes takes
 ObjectivesLike = Union[str, Sequence[str], Sequence[Sequence[str]], None]
 
 
@@ -231,10 +238,45 @@ class Run:
         trials = self._trials_with(pairs, where)
         importances, note = param_importances(spec, trials)
         winner = self.best
+        mistakes = None
+        if winner is not None:
+            try:
+                mistakes = self.mistakes(str(winner["trial_id"]))
+            except Exception as err:  # noqa: BLE001: weights or data gone, a family's module missing: said in the page
+                mistakes = f"trial {winner['trial_id']}: {type(err).__name__}: {err}"
         return write_report(self.path, out, objectives=pairs,
                             choices=[d.name for d in spec.searched()], reference=None,
-                            importances=importances, importance_note=note,
-                            winner=str(winner["trial_id"]) if winner is not None else None)
+                            importances=importances, importance_note=note, mistakes=mistakes)
+
+    def mistakes(self, trial: str | None = None, device: str = "cpu") -> Mistakes:
+        """What a trial (default: the winner) gets wrong on the run's test split: its weights
+        run on the test images of the spec's dataset, normalised as it trained
+        (:class:`~archscale.analysis.mistakes.Mistakes`: per-class accuracy, the confusion
+        matrix, the most confident mistakes)."""
+        if trial is None:
+            row = self.best
+            if row is None:
+                raise SpecError(f"{self.path}: no completed trial to judge")
+            trial = str(row["trial_id"])
+        folder = trial_dir(self.path, trial)
+        result = read_result(folder / RESULT_FILE)
+        model = build(arch_of(result["arch"], folder / RESULT_FILE, "arch"))
+        fit_state_dict(model, load_state_dict(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE, arch_from=RESULT_FILE)
+        dev = torch.device(device)
+        model.eval().to(dev)
+        spec = self.spec
+        data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size, progress=False)
+        logits = []
+        with torch.no_grad():
+            for start in range(0, len(data.y_test), PREDICT_BATCH):
+                x = normalise(data.x_test[start:start + PREDICT_BATCH], result["mean"], result["std"], dev)
+                logits.append(model(x).float().cpu())
+        probs = torch.cat(logits).softmax(1) if logits else torch.zeros(0, data.num_classes)
+        confidence, predicted = probs.max(1)
+        names = list(data.classes or result.get("classes") or [str(i) for i in range(data.num_classes)])
+        recorded = (result.get("metrics") or {}).get("test_accuracy")
+        return Mistakes(str(trial), names, data.y_test.numpy().astype(np.int64), predicted.numpy().astype(np.int64),
+                        confidence.numpy(), data.x_test, float(recorded) if recorded is not None else None)
 
 
 def require_output(path: Any, what: str, kind: str) -> None:

@@ -3,29 +3,20 @@ matrix, and the test images it is most confident about and wrong on. Users of th
 photos look at these first (a class that is never learnt, two that are confused, labels
 that are wrong in the folder).
 
-The trial's weights (``trials/<id>/weights.pt``) are loaded into its architecture and run on
-the run's test split, read again from the spec's dataset and normalised with the mean and
-std the trial trained with, as the trainer did.
+:meth:`archscale.runs.Run.mistakes` makes a :class:`Mistakes`: the trial's weights loaded into
+its architecture and run on the run's test split, read again from the spec's dataset and
+normalised with the mean and std the trial trained with, as the trainer did (this layer reads
+no dataset).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
 
-from archscale.analysis.export import RESULT_FILE, WEIGHTS_FILE, arch_of, read_result, trial_dir
 from archscale.analysis.figures import pyplot
-from archscale.files import fit_state_dict, load_state_dict
-from archscale.space import build
-from archscale.spec import Spec
-from archscale.trainer import load_dataset
-from archscale.trainer.batches import normalise
-
-BATCH = 256
-
 
 @dataclass
 class Mistakes:
@@ -38,7 +29,7 @@ class Mistakes:
     labels: np.ndarray
     predicted: np.ndarray
     confidence: np.ndarray
-    images: torch.Tensor
+    images: Any  # a torch.Tensor
     recorded_accuracy: float | None = None  # test_accuracy as the trial recorded it
 
     @property
@@ -61,29 +52,6 @@ class Mistakes:
         """Indices of the wrong predictions, most confident first."""
         wrong = np.flatnonzero(self.labels != self.predicted)
         return wrong[np.argsort(-self.confidence[wrong], kind="stable")][:count]
-
-
-def trial_mistakes(run_dir: str | Path, spec: Spec, trial_id: str, device: str = "cpu") -> Mistakes:
-    """Run trial ``trial_id`` of ``run_dir`` on the test split of ``spec``'s dataset. Raises
-    what reading the files or the data raises (FileError, DataError, OSError)."""
-    folder = trial_dir(run_dir, trial_id)
-    result = read_result(folder / RESULT_FILE)
-    model = build(arch_of(result["arch"], folder / RESULT_FILE, "arch"))
-    fit_state_dict(model, load_state_dict(folder / WEIGHTS_FILE), folder / WEIGHTS_FILE, arch_from=RESULT_FILE)
-    model.eval().to(device)
-    data = load_dataset(spec.data.dataset, spec.data.root, spec.data.image_size, progress=False)
-    dev = torch.device(device)
-    logits = []
-    with torch.no_grad():
-        for start in range(0, len(data.y_test), BATCH):
-            x = normalise(data.x_test[start:start + BATCH], result["mean"], result["std"], dev)
-            logits.append(model(x).float().cpu())
-    probs = torch.cat(logits).softmax(1) if logits else torch.zeros(0, data.num_classes)
-    confidence, predicted = probs.max(1)
-    names = list(data.classes or result.get("classes") or [str(i) for i in range(data.num_classes)])
-    recorded = (result.get("metrics") or {}).get("test_accuracy")
-    return Mistakes(str(trial_id), names, data.y_test.numpy().astype(np.int64), predicted.numpy().astype(np.int64),
-                    confidence.numpy(), data.x_test, float(recorded) if recorded is not None else None)
 
 
 def plot_confusion(m: Mistakes):

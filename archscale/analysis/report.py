@@ -25,7 +25,7 @@ import yaml
 
 from archscale.analysis.export import RESULT_FILE, read_history, trial_dir
 from archscale.analysis.figures import pyplot
-from archscale.analysis.mistakes import plot_confusion, plot_wrong, trial_mistakes
+from archscale.analysis.mistakes import Mistakes, plot_confusion, plot_wrong
 from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
 from archscale.analysis.records import read_trials
@@ -245,7 +245,7 @@ def _table(df: pd.DataFrame) -> str:
 def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectives: Sequence[Objective],
                  choices: Sequence[str], reference: Mapping[str, float] | None = None,
                  importances: Mapping[str, float] | None = None, importance_note: str = "",
-                 winner: str | None = None) -> Path:
+                 mistakes: Mistakes | str | None = None) -> Path:
     """Write the run's ``report.html`` (default ``RUN_DIR/report.html``) and return its path.
 
     ``objectives`` are (metric, "max" | "min") pairs and ``choices`` the trials.csv columns of
@@ -253,8 +253,8 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectiv
     (``spec.search.objective_pairs()``, ``[d.name for d in spec.searched()]``);
     ``reference`` (metric -> value) defaults to what the spec implies (:mod:`.reference`);
     ``importances`` (choice -> importance, e.g. Optuna's) are drawn when given, else
-    ``importance_note`` says why there are none; ``winner`` (a trial id) gets a section on what
-    it gets wrong on the test split (:mod:`.mistakes`). The run's ``spec.yaml`` is read as the
+    ``importance_note`` says why there are none; ``mistakes`` (the winner's, from
+    :meth:`archscale.runs.Run.mistakes`, or why there are none) gets a section. The run's ``spec.yaml`` is read as the
     typed spec (:func:`~archscale.analysis.runspec.load_run_spec`).
     """
     run_dir = Path(run_dir)
@@ -274,7 +274,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectiv
         *_front_section(trials, front, objectives, spec.name),
         *_hypervolume_section(trials, objectives, reference, spec.name),
         *_curves_section(run_dir, trials, front),
-        *(_mistakes_section(run_dir, spec, winner) if winner is not None else []),
+        *(_mistakes_section(mistakes) if mistakes is not None else []),
         *_choices_section(trials, choices, importances, importance_note),
         *_scaling_section(trials),
         _trials_section(trials, choices),
@@ -345,13 +345,11 @@ def _curves_section(run_dir: Path, trials: pd.DataFrame, front: pd.DataFrame) ->
             else "<p class='note'>No per-epoch history saved for the front's trials.</p>"]
 
 
-def _mistakes_section(run_dir: Path, spec: Spec, winner: str) -> list[str]:
+def _mistakes_section(m: Mistakes | str) -> list[str]:
     """Per-class test accuracy, the confusion matrix and the most confident mistakes of the winner."""
-    head = f"<h2 id='mistakes'>What the winner gets wrong (trial {html.escape(winner)})</h2>"
-    try:
-        m = trial_mistakes(run_dir, spec, winner)
-    except Exception as err:  # noqa: BLE001: weights or data gone, a family's module missing: said, not fatal
-        return [head, f"<p class='note'>Not shown: {html.escape(f'{type(err).__name__}: {err}'[:500])}</p>"]
+    if isinstance(m, str):
+        return ["<h2 id='mistakes'>What the winner gets wrong</h2>", f"<p class='note'>Not shown: {html.escape(m[:500])}</p>"]
+    head = f"<h2 id='mistakes'>What the winner gets wrong (trial {html.escape(m.trial_id)})</h2>"
     recorded = (f" (recorded when it trained: {m.recorded_accuracy:.4f})" if m.recorded_accuracy is not None else "")
     table = pd.DataFrame(m.per_class(), columns=["class", "test images", "right", "accuracy"])
     wrong = plot_wrong(m)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import archscale
-from archscale.analysis.mistakes import Mistakes, trial_mistakes
+from archscale.analysis.mistakes import Mistakes
 from archscale.cli import main
 from tests.analysis.test_report import chromium_args
 
@@ -47,7 +47,7 @@ def test_most_confident_wrong_first_and_a_class_without_test_images_left_out():
 def test_the_winner_recomputed_gets_the_test_accuracy_it_recorded(finished_run):
     run = archscale.load_run(finished_run)
     winner = str(run.best["trial_id"])
-    m = trial_mistakes(finished_run, run.spec, winner)
+    m = run.mistakes(winner)
     assert len(m.labels) == 1000 and m.classes == [str(i) for i in range(10)]  # mnist-5k's held-out test split
     assert m.accuracy == pytest.approx(m.recorded_accuracy, abs=1e-9)
     assert sum(r[1] for r in m.per_class()) == 1000

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -51,9 +52,14 @@ def study_storage(run_dir: str | Path) -> str:
 def open_study(storage: optuna.storages.BaseStorage, spec: Spec) -> optuna.Study:
     """The run's study (named after the spec) on ``storage``, created when missing."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    return optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
-                               directions=["maximize" if d == "max" else "minimize"
-                                           for _, d in spec.search.objective_pairs()])
+    pairs = spec.search.objective_pairs()
+    study = optuna.create_study(storage=storage, study_name=spec.name, load_if_exists=True,
+                                directions=["maximize" if d == "max" else "minimize" for _, d in pairs])
+    if study.metric_names is None:  # the dashboard's axes named val_accuracy, macs, not 0, 1
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([m for m, _ in pairs])
+    return study
 
 
 def written_ids(study: optuna.Study) -> set[str]:

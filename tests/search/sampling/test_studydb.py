@@ -48,6 +48,7 @@ def test_a_study_brought_up_to_date_has_one_trial_per_row_with_its_values(legacy
     assert len(optuna.get_all_study_names(study_storage(run))) == 1
     assert len(study.trials) == len(trials) > 0
     metrics = [m for m, _ in spec.search.objective_pairs()]
+    assert study.metric_names == metrics  # what optuna-dashboard names its axes with
     choices = [d.name for d in dims]
     for t, (_, row) in zip(study.trials, trials.iterrows()):
         assert t.user_attrs["trial_id"] == row["trial_id"] and t.user_attrs["status"] == row["status"]

@@ -23,7 +23,7 @@ two records.
 from __future__ import annotations
 
 import math
-import time
+import os
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -125,18 +125,19 @@ class LiveStudy(QueuedWriter):
             self.storage.engine.dispose()  # the file closed before the run ends
 
 
-def _made(run_dir: str | Path, spec: Spec, tries: int = 5) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
-    """The run's storage and study, made if missing. A reader that opens the file while it is
-    being made (optuna-dashboard started with the run) makes its tables too: one of the two
-    loses with an IntegrityError or a locked database, and tries again."""
-    for attempt in range(1, tries):
-        try:
-            storage = optuna.storages.RDBStorage(study_storage(run_dir))
-            return storage, open_study(storage, spec)
-        except Exception as err:  # noqa: BLE001: sqlalchemy's IntegrityError or OperationalError
-            if type(err).__name__ not in ("IntegrityError", "OperationalError"):
-                raise
-            time.sleep(0.2 * attempt)
+def _made(run_dir: str | Path, spec: Spec) -> tuple[optuna.storages.RDBStorage, optuna.Study]:
+    """The run's storage and study. A new ``study.db`` is made whole under another name and
+    then renamed into place, so that a reader (optuna-dashboard started with the run) never
+    meets a half-made file: a reader that opened one would make its tables too, and one of
+    the two would fail."""
+    path = Path(run_dir) / STUDY_FILE
+    if not path.exists():
+        partial = path.with_name(f".{STUDY_FILE}.{os.getpid()}.partial")
+        partial.unlink(missing_ok=True)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{partial.resolve()}")
+        open_study(storage, spec)
+        storage.engine.dispose()
+        os.replace(partial, path)
     storage = optuna.storages.RDBStorage(study_storage(run_dir))
     return storage, open_study(storage, spec)
 

@@ -65,8 +65,9 @@ class Dashboard:
         self.proc.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_study_db_fills_as_trials_finish_and_optuna_dashboard_serves_it(tmp_path, write_spec, tiny_spec):
-    tiny_spec["search"].update(num_trials=5, max_concurrent=1)
+    tiny_spec["search"].update(num_trials=8, max_concurrent=1)  # long enough to be read, on a loaded machine too
     tiny_spec["data"]["subset"] = 0.3
     tiny_spec["train"]["epochs"] = 2
     run_dir = tmp_path / "run"
@@ -89,7 +90,7 @@ def test_study_db_fills_as_trials_finish_and_optuna_dashboard_serves_it(tmp_path
         assert proc.returncode == 0, out
         rows = read_trials(run_dir)
         status = archscale.status(run_dir)
-        assert status.state == "finished" and status.finished == 5 and status.left == 0 and not status.running
+        assert status.state == "finished" and status.finished == 8 and status.left == 0 and not status.running
         trials = _study_trials(run_dir)
         assert [t.user_attrs["trial_id"] for t in trials] == list(rows["trial_id"])
         for t, (_, row) in zip(trials, rows.iterrows()):

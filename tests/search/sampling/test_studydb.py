@@ -2,6 +2,7 @@
 Optuna itself."""
 
 import json
+import threading
 import pickle
 import shutil
 from pathlib import Path
@@ -125,3 +126,32 @@ def test_a_pickled_writer_as_ray_tune_keeps_it_writes_nothing(legacy):
         copy.close()
         live.add(row_of("live", "completed", val_accuracy=0.5))
     assert [t.user_attrs["trial_id"] for t in loaded(run, spec).trials] == ["live"]
+
+
+def test_a_reader_polling_from_the_start_never_meets_a_half_made_file(tmp_path, legacy):
+    """optuna-dashboard started with the run: every read of study.db, from the moment it exists,
+    finds the study (a half-made file would make the reader create its tables too, and fail)."""
+    _, spec = legacy
+    failures = []
+    for attempt in range(4):
+        run = tmp_path / f"run{attempt}"
+        run.mkdir()
+        done = threading.Event()
+
+        def read():
+            while not done.is_set():
+                if (run / STUDY_FILE).exists():
+                    try:
+                        optuna.load_study(study_name=spec.name, storage=study_storage(run))
+                    except Exception as err:  # noqa: BLE001
+                        failures.append(repr(err))
+                        return
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        with LiveStudy(run, spec, spec.searched()):
+            pass
+        done.set()
+        reader.join()
+        assert not list(run.glob(".*partial"))
+    assert failures == []

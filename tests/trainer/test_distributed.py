@@ -48,7 +48,7 @@ def _rank_main(rank: int, world: int, port: int, job: dict, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     try:
         model = job["model"](0)
-        result = train(model, job["splits"](), TrainConfig(**job["cfg"]), device="cpu")
+        result = train(model, job["splits"](), TrainConfig(**job["cfg"]), device="cpu", stream=job.get("stream"))
         weights = {k: v.clone() for k, v in model.state_dict().items()}
         Path(out, f"rank{rank}.pkl").write_bytes(pickle.dumps((result.history, weights)))
     finally:
@@ -93,6 +93,16 @@ def test_two_workers_follow_one_worker_step_for_step_without_batchnorm(tmp_path)
     for key, value in one[0][1].items():
         torch.testing.assert_close(two[0][1][key], value, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(two[1][1][key], two[0][1][key])  # the ranks hold one model
+
+
+@pytest.mark.slow
+def test_each_rank_streams_its_shard_from_host_memory_with_the_same_batches(tmp_path):
+    cfg = {**FULL_BATCH, "batch_size": 16, "epochs": 2, "crop_padding": 1, "flip": True}  # 2 steps a rank, augmented
+    resident = run_ranks(2, {"model": mlp, "splits": separable, "cfg": cfg, "stream": False}, tmp_path / "resident")
+    streamed = run_ranks(2, {"model": mlp, "splits": separable, "cfg": cfg, "stream": True}, tmp_path / "streamed")
+    assert [h["train_loss"] for h in streamed[0][0]] == [h["train_loss"] for h in resident[0][0]]
+    for key, value in resident[0][1].items():
+        torch.testing.assert_close(streamed[0][1][key], value)
 
 
 @pytest.mark.slow

@@ -69,9 +69,20 @@ def run_workers_trial(config: dict[str, Any], ctx: TrialContext, splits: SharedS
         )
         trainer.fit()
     except Exception as err:
-        if is_cuda_out_of_memory(err):
+        first = first_worker_error(err)
+        if is_cuda_out_of_memory(first) or is_cuda_out_of_memory(err):
             raise
-        tune.report({"epochs": 0, "status": "failed", "error": describe_error(err)})
+        tune.report({"epochs": 0, "status": "failed", "error": describe_error(first)})
+
+
+def first_worker_error(err: Exception) -> BaseException:
+    """The error of the lowest failed rank (a worker's own exception, e.g. the trainer's
+    ``TrainingDiverged``), out of Ray Train's ``WorkerGroupError``; ``err`` itself otherwise."""
+    failures = getattr(err, "worker_failures", None) or {}
+    if not failures:
+        return err
+    failure = failures[min(failures)]
+    return getattr(failure, "cause", None) or failure  # a RayTaskError holds the worker's exception as cause
 
 
 def _trial_dir() -> str:

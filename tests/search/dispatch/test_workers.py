@@ -19,7 +19,7 @@ from archscale.analysis.records import read_trials
 from archscale.cli import main
 from archscale.search.dispatch import launch, session
 from archscale.search.dispatch.resources import DRIVER_BUNDLE, TrialResources, gpu_need_mb, gpu_share
-from archscale.search.dispatch.workers import backend
+from archscale.search.dispatch.workers import backend, first_worker_error
 from archscale.spec import SpecError, parse_spec
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -101,6 +101,15 @@ def test_gpu_auto_sizes_each_worker_from_its_share_of_the_batch():
     assert got == {"CPU": 1.0, "GPU": gpu_share(2136.0, 80_000.0)} and got["GPU"] == pytest.approx(0.027, abs=1e-4)
     one = cloudpickle.loads(cloudpickle.dumps(TrialResources(None, 1, "auto", gpu_total_mb=1.0, measure=measure)))
     assert one.measure is None  # a trial of one worker is sized on Tune's side only
+
+
+def test_a_failed_run_is_told_by_its_lowest_failed_rank_s_own_error():
+    from ray.train import WorkerGroupError
+
+    own = ValueError("rank 1's")
+    assert first_worker_error(WorkerGroupError("...", {3: RuntimeError("rank 3's"), 1: own})) is own
+    plain = RuntimeError("the controller's")
+    assert first_worker_error(plain) is plain
 
 
 def test_nccl_on_whole_gpus_gloo_on_cpus_and_gpu_shares():
@@ -234,7 +243,7 @@ def test_a_failing_trial_of_workers_is_recorded_failed(tmp_path, write_spec, ray
     main(["run", str(write_spec(spec)), "--out", str(run_dir), "--quiet"])
     trials = read_trials(run_dir)
     assert len(trials) == 1 and trials["status"].iloc[0] == "failed", trials
-    assert "loss became" in str(trials["error"].iloc[0])
+    assert str(trials["error"].iloc[0]).startswith("TrainingDiverged: loss became"), trials["error"].iloc[0]
 
 
 @pytest.mark.cluster

@@ -159,10 +159,10 @@ compound() {
 
 workers() {
   if ! have_ray; then echo "workers: skipped, ray/optuna/pydantic/fvcore not importable" | tee -a "$LOG" >>"$FIG"; return; fi
-  local gpu=0.5; [ $SMOKE = 1 ] && gpu=0
+  local gpu=0.5 cpu=2; [ $SMOKE = 1 ] && gpu=0 cpu=1   # smoke: two CPU workers (gloo)
   TAIL=6 step workers 240 "$PY" -m archscale run examples/quickstart.yaml --out "$WORK/workers" \
     --set search.num_trials=2 --set search.max_concurrent=1 --set train.epochs=2 \
-    --set search.resources_per_trial.workers=2 --set search.resources_per_trial.cpu=2 \
+    --set search.resources_per_trial.workers=2 --set search.resources_per_trial.cpu=$cpu \
     --set search.resources_per_trial.gpu=$gpu
   "$PY" - "$WORK/workers" <<'PYEOF' 2>&1 | tee -a "$LOG" >>"$FIG"
 import json, pathlib, sys

@@ -57,6 +57,17 @@ def test_a_global_batch_that_does_not_split_among_the_workers_is_refused(tiny_sp
     assert parse_spec(spec).search.resources_per_trial.workers == 3
 
 
+def test_asha_with_several_workers_is_refused_with_its_reason(tiny_spec):
+    spec = spec_with(tiny_spec, workers=2)
+    spec["search"]["scheduler"] = "asha"
+    spec["train"]["epochs"] = 3
+    with pytest.raises(SpecError, match="search.scheduler: 'asha' with search.resources_per_trial.workers 2 is not "
+                                        "supported yet: a trial ASHA stops leaves its Ray Train workers running"):
+        parse_spec(spec)
+    spec["search"]["resources_per_trial"]["workers"] = 1
+    assert parse_spec(spec).search.scheduler == "asha"
+
+
 def test_sync_bn_on_cpu_workers_is_refused_with_its_reason(tiny_spec):
     spec = spec_with(tiny_spec, workers=2)
     spec["train"]["sync_bn"] = True

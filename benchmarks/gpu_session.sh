@@ -17,6 +17,9 @@
 #   dispatch    benchmarks/dispatch_overhead.py --job airbench: archscale   } see "Bringing Ray" below
 #               run against a plain loop, airbench-size trials, 2 per GPU   }
 #   compound    stage 1 of CIFAR-10 compound scaling (the 27-point grid)   }
+#   workers     a search whose trials are 2 data-parallel workers (Ray Train) }
+#               on the one GPU, 0.5 GPU each: one GPU cannot hold two NCCL     }
+#               ranks, so archscale uses gloo on GPU shares (host.backend says) }
 #
 # Data: ARCHSCALE_DATA/cifar10.npz, else .gpudata/cifar10.npz, else unpacked here from
 # .gpudata/cifar10.part-{a,b}.npz with cifar_pack.py (in .gpudata/ or ../shared/data/).
@@ -51,7 +54,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$PWD"
-mode="${1:?usage: gpu_session.sh all|smoke|davidnet|public|airbench|gputests|throughput|search|dispatch|compound}"
+mode="${1:?usage: gpu_session.sh all|smoke|davidnet|public|airbench|gputests|throughput|search|dispatch|compound|workers}"
 PY="$(command -v python3 || command -v python)" || { echo "no python3 on PATH" >&2; exit 2; }
 OUT="${OUT:-$ROOT/.gpudata/out}"
 mkdir -p "$OUT"
@@ -154,6 +157,21 @@ compound() {
     --set search.resources_per_trial.gpu=auto --set search.resources_per_trial.cpu=2 --set search.max_concurrent=6 "${size[@]}"
 }
 
+workers() {
+  if ! have_ray; then echo "workers: skipped, ray/optuna/pydantic/fvcore not importable" | tee -a "$LOG" >>"$FIG"; return; fi
+  local gpu=0.5 cpu=2; [ $SMOKE = 1 ] && gpu=0 cpu=1   # smoke: two CPU workers (gloo)
+  TAIL=6 step workers 240 "$PY" -m archscale run examples/quickstart.yaml --out "$WORK/workers" \
+    --set search.num_trials=2 --set search.max_concurrent=1 --set train.epochs=2 \
+    --set search.resources_per_trial.workers=2 --set search.resources_per_trial.cpu=$cpu \
+    --set search.resources_per_trial.gpu=$gpu
+  "$PY" - "$WORK/workers" <<'PYEOF' 2>&1 | tee -a "$LOG" >>"$FIG"
+import json, pathlib, sys
+hosts = [json.loads(p.read_text()).get("host", {}) for p in pathlib.Path(sys.argv[1]).glob("trials/*/result.json")]
+print("    workers: per trial (backend, devices):",
+      [(h.get("backend"), [w.get("device") for w in h.get("worker_hosts", [])]) for h in hosts])
+PYEOF
+}
+
 dispatch() {
   if ! have_ray; then echo "dispatch: skipped, ray/optuna/pydantic/fvcore not importable" | tee -a "$LOG" >>"$FIG"; return; fi
   if [ $SMOKE = 1 ]; then TAIL=30 step dispatch 600 "$PY" benchmarks/dispatch_overhead.py --job airbench --device cpu --epochs 1 --subset 0.02 --trials 2 --reps 1
@@ -164,10 +182,10 @@ case "$mode" in
   smoke)
     "$PY" benchmarks/toy_data.py "$WORK/data" >/dev/null
     export ARCHSCALE_DATA="$WORK/data"
-    header; davidnet; public; airbench; gputests; throughput; search; dispatch; compound ;;
+    header; davidnet; public; airbench; gputests; throughput; search; dispatch; compound; workers ;;
   all)
-    find_data; header; davidnet; public; airbench; gputests; throughput; search; dispatch; compound ;;
-  davidnet|public|airbench|gputests|throughput|search|dispatch|compound)
+    find_data; header; davidnet; public; airbench; gputests; throughput; search; dispatch; compound; workers ;;
+  davidnet|public|airbench|gputests|throughput|search|dispatch|compound|workers)
     find_data; header; "$mode" ;;
   *)
     echo "unknown step '$mode'" >&2; exit 2 ;;

@@ -25,4 +25,5 @@ def test_smoke_session_runs_every_step_with_the_gpu_images_packages(tmp_path):
     assert "davidnet_94_mean_test_accuracy:" in figures and "trainer_throughput_ratio:" in figures
     assert "search: skipped, ray" in figures  # refused, as on the GPU image without carried wheels
     assert "dispatch: skipped, ray" in figures
+    assert "workers: skipped, ray" in figures
     assert "### done" in (tmp_path / "out" / "session.log").read_text()

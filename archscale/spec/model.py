@@ -20,6 +20,10 @@ class Resources(_Strict):
         "auto", description="GPUs per trial: a fraction below 1 shares one GPU, 'auto' sizes the fraction from "
                             "the measured peak memory of one training step (0 where the cluster has no GPU)")
 
+    workers: int = Field(1, ge=1, description="data-parallel workers per trial (Ray Train's TorchTrainer, DDP: gloo on "
+                         "CPU, NCCL on CUDA), each with the cpu and gpu above; train.batch_size is the global batch "
+                         "(batch_size / workers per worker); 1 trains in the trial's own process")
+
     @field_validator("gpu", mode="before")
     @classmethod
     def _gpu(cls, value: Any) -> float | str:
@@ -209,6 +213,28 @@ class Spec(_Strict):
         if self.search.asha.grace_period >= self.train.epochs:
             raise ValueError(f"search.asha.grace_period: {self.search.asha.grace_period} is not below train.epochs "
                              f"({self.train.epochs}), so ASHA could stop no trial; allowed: 1 to {self.train.epochs - 1}")
+        return self
+
+    @model_validator(mode="after")
+    def _workers(self) -> "Spec":
+        r = self.search.resources_per_trial
+        if r.workers == 1:
+            return self
+        searched = [d.grid() for d in self.train.dimensions() if d.name == "train.batch_size"]
+        batches = searched[0] if searched else [self.train.batch_size]
+        for batch in batches:
+            if int(batch) % r.workers:
+                raise ValueError(f"train.batch_size: {batch} is the global batch of {r.workers} workers "
+                                 f"(search.resources_per_trial.workers) and must split evenly among them; allowed: "
+                                 f"a multiple of {r.workers}")
+        if self.search.scheduler == "asha":
+            raise ValueError(f"search.scheduler: 'asha' with search.resources_per_trial.workers {r.workers} is not "
+                             "supported yet: such a search stalled after its first trial (a trial ASHA stops likely keeps "
+                             "its Ray Train workers and their CPUs); allowed: none (or workers: 1)")
+        if self.train.sync_bn and (self.train.device == "cpu" or r.gpu == 0):
+            why = "train.device is 'cpu'" if self.train.device == "cpu" else "search.resources_per_trial.gpu is 0"
+            raise ValueError(f"train.sync_bn: true needs CUDA workers (torch's SyncBatchNorm runs on GPUs only), but "
+                             f"{why}; allowed: false, or GPU workers")
         return self
 
     def searched(self) -> list[Dimension]:

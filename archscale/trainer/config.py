@@ -78,6 +78,8 @@ class TrainConfig:
     channels_last: bool = _field(False, "NHWC memory format for model and data (faster convs on GPUs)")
     compile: bool = _field(False, "torch.compile the model (compilation is excluded from train_seconds)")
     device: str = _field("auto", "auto | cpu | cuda | cuda:N (auto: cuda when there is one)")
+    sync_bn: bool = _field(False, "with several workers (search.resources_per_trial.workers), BatchNorm statistics "
+                           "over the global batch (SyncBatchNorm, CUDA only); else each worker's own")
     eval_batch_size: int = _field(1024, "images per evaluation batch", ge=1)
     seed: int = _field(0, "seeds the weights' initialisation, the shuffling and the augmentation")
 

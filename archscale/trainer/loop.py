@@ -46,6 +46,7 @@ from torch.optim.swa_utils import SWALR, AveragedModel, get_ema_multi_avg_fn, up
 from archscale.trainer.arrays import Splits
 from archscale.trainer.batches import DeviceImages, augment, channel_stats, keeps_on_device
 from archscale.trainer.config import TrainConfig
+from archscale.trainer.distributed import Ranks, all_sum, average_bn_stats, from_rank0, local_batch, shard, wrap
 from archscale.trainer.optim import autocast, configure_backends, make_optimizer, make_scheduler, uses_bf16
 from archscale.trainer.steps import step
 
@@ -183,19 +184,31 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     on the last epoch ``test_accuracy`` is added (the test split is never used to choose).
     With SWA or EMA, validation and test use the averaged weights, which are then copied
     into ``model``.
+
+    Data-parallel, where a ``torch.distributed`` process group is started (Ray Train's, one
+    process per rank): each rank keeps only its shard of the training split
+    (:func:`~archscale.trainer.distributed.shard`) and steps on ``batch_size / world``
+    images of it; the model is under DDP (SyncBatchNorm first with ``cfg.sync_bn``). Each
+    epoch's permutation of the shard comes from a generator seeded alike on every rank, the
+    augmentation from one seeded per rank. The training loss and accuracy are summed over the
+    ranks; rank 0 alone evaluates (validation, test), and every rank gets its metrics. Every
+    rank must call this with the same ``cfg``.
     """
     start = time.perf_counter()
+    ranks = Ranks.current()
     device = cfg.device if device is None else device
     dev = resolve_device(device) if isinstance(device, str) else device
     if dev.type == "cpu":
         keep_freed_memory()
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator(device=dev).manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP broadcasts rank 0's too)
+    gen = torch.Generator(device=dev).manual_seed(cfg.seed)  # the data order: alike on every rank
+    # the augmentation: one stream per rank (the same as the order's with one process)
+    aug_gen = torch.Generator(device=dev).manual_seed(cfg.seed + 7919 * ranks.rank) if ranks.distributed else gen
     configure_backends(dev)
-    data = _place_splits(splits, cfg, dev, max_device_mb, stream)
+    data = _place_splits(splits, cfg, dev, max_device_mb, stream, ranks)
     model = _place_model(model, cfg, dev)
-    optim = _optimisation(model, cfg, len(data.train))
-    step_model, compile_seconds = _compiled(model, data.train, cfg, dev)
+    optim = _optimisation(model, cfg, len(data.train), data.batch)
+    step_model, compile_seconds = _compiled(model, data, cfg, dev)
 
     history: list[dict] = []
     train_seconds = 0.0
@@ -203,7 +216,7 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
     model.train()
     for epoch in range(1, cfg.epochs + 1):
         timer.start()
-        mean_loss, correct = _train_epoch(epoch, model, step_model, data, optim, cfg, gen)
+        mean_loss, correct = _train_epoch(epoch, model, step_model, data, optim, cfg, gen, aug_gen)
         epoch_seconds = timer.stop()
         train_seconds += epoch_seconds
         if not math.isfinite(mean_loss):
@@ -226,34 +239,42 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
 @dataclass
 class _Data:
     """The splits as one training run reads them: train and validation on the device (or
-    streamed to it), the test split placed the same way when the last epoch needs it."""
+    streamed to it), the test split placed the same way when the last epoch needs it. With
+    several ranks: this rank's shard of the training split, steps of ``batch`` images of it;
+    validation and test on rank 0 only (``val`` None elsewhere)."""
 
     splits: Splits
     dev: torch.device
+    ranks: Ranks
+    batch: int  # images per step on this rank
     mean: list[float]  # per-channel normalisation, from the training images
     std: list[float]
     placement: dict  # DeviceImages' dtype, channels_last and resident
     streamed: bool
     train: DeviceImages
-    val: DeviceImages
+    val: DeviceImages | None
 
     def test(self) -> DeviceImages:
         return DeviceImages(self.splits.x_test, self.splits.y_test, self.mean, self.std, self.dev, **self.placement)
 
 
 def _place_splits(splits: Splits, cfg: TrainConfig, dev: torch.device, max_device_mb: float | None,
-                  stream: bool | None) -> _Data:
+                  stream: bool | None, ranks: Ranks = Ranks()) -> _Data:
     """Normalise the training and validation splits onto ``dev`` in the dtype the steps read
-    (bf16 under bf16 autocast), or keep them on the host to stream from when they do not fit."""
+    (bf16 under bf16 autocast), or keep them on the host to stream from when they do not fit
+    (this rank's part only: its shard of the training split, and on rank 0 the validation and
+    test splits). The normalisation is the whole training split's on every rank."""
     data_dtype = torch.bfloat16 if uses_bf16(dev, cfg.precision) else torch.float32
     mean, std = channel_stats(splits.x_train)
+    x_train, y_train = shard(splits.x_train, splits.y_train, ranks)
     if stream is None:
-        values = sum(x.numel() for x in (splits.x_train, splits.x_val, splits.x_test))
+        values = x_train.numel() + (splits.x_val.numel() + splits.x_test.numel() if ranks.leader else 0)
         stream = not keeps_on_device(values * data_dtype.itemsize, dev, max_device_mb)
     placement = dict(dtype=data_dtype, channels_last=cfg.channels_last, resident=not stream)
-    train_data = DeviceImages(splits.x_train, splits.y_train, mean, std, dev, **placement)
-    val_data = DeviceImages(splits.x_val, splits.y_val, mean, std, dev, **placement)
-    return _Data(splits, dev, mean, std, placement, stream, train_data, val_data)
+    train_data = DeviceImages(x_train, y_train, mean, std, dev, **placement)
+    val_data = DeviceImages(splits.x_val, splits.y_val, mean, std, dev, **placement) if ranks.leader else None
+    return _Data(splits, dev, ranks, local_batch(cfg.batch_size, ranks), mean, std, placement, stream, train_data,
+                 val_data)
 
 
 def _place_model(model: nn.Module, cfg: TrainConfig, dev: torch.device) -> nn.Module:
@@ -291,10 +312,11 @@ class _Optimisation:
             self.swa_sched.step()
 
 
-def _optimisation(model: nn.Module, cfg: TrainConfig, n: int) -> _Optimisation:
+def _optimisation(model: nn.Module, cfg: TrainConfig, n: int, batch: int | None = None) -> _Optimisation:
     """The optimizer of ``model``, a schedule over the steps before SWA starts (all of them
-    without SWA), and the SWA and EMA averages ``cfg`` asks for; ``n`` training images."""
-    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch
+    without SWA), and the SWA and EMA averages ``cfg`` asks for; ``n`` training images
+    (this rank's), ``batch`` images a step (default ``cfg.batch_size``)."""
+    steps_per_epoch = max(1, n // (batch or cfg.batch_size))  # drop the last partial batch
     opt = make_optimizer(model, cfg)
     swa_epoch = min(cfg.epochs, max(1, math.ceil(cfg.swa_start * cfg.epochs))) if cfg.swa else None
     main_steps = (swa_epoch if swa_epoch else cfg.epochs) * steps_per_epoch
@@ -304,37 +326,43 @@ def _optimisation(model: nn.Module, cfg: TrainConfig, n: int) -> _Optimisation:
     return _Optimisation(opt, sched, steps_per_epoch, swa_epoch, swa_model, ema_model)
 
 
-def _compiled(model: nn.Module, train_data: DeviceImages, cfg: TrainConfig, dev: torch.device
-              ) -> tuple[nn.Module, float]:
-    """The model the steps call (``torch.compile``'d with ``cfg.compile``) and the seconds
-    compiling took; compilation and cuDNN's autotuning happen in one step outside the timed loop."""
+def _compiled(model: nn.Module, data: _Data, cfg: TrainConfig, dev: torch.device) -> tuple[nn.Module, float]:
+    """The model the steps call (under DDP with several ranks, ``torch.compile``'d with
+    ``cfg.compile``) and the seconds compiling took; compilation and cuDNN's autotuning
+    happen in one step outside the timed loop."""
     if cfg.compile:
         # Dynamo's caches are per process: a reused worker's earlier models would count against
         # its recompile limit, past which this one would run eagerly while reported compiled.
         torch.compiler.reset()
-    step_model = torch.compile(model) if cfg.compile else model
-    warm_up = (_warm_up(step_model, next(train_data.batches(None, cfg.batch_size, 1))[0], cfg, dev)
+    step_model = wrap(model, dev, cfg.sync_bn) if data.ranks.distributed else model
+    step_model = torch.compile(step_model) if cfg.compile else step_model
+    warm_up = (_warm_up(step_model, next(data.train.batches(None, data.batch, 1))[0], cfg, dev)
                if cfg.compile or dev.type == "cuda" else 0.0)
     return step_model, (warm_up if cfg.compile else 0.0)
 
 
 def _train_epoch(epoch: int, model: nn.Module, step_model: nn.Module, data: _Data, optim: _Optimisation,
-                 cfg: TrainConfig, gen: torch.Generator) -> tuple[float, torch.Tensor]:
-    """One epoch over a new permutation of the training split: augment each batch, step,
-    schedule, average. Returns the mean loss (one sync) and the correct predictions (on the device)."""
-    dev = data.dev
+                 cfg: TrainConfig, gen: torch.Generator, aug_gen: torch.Generator | None = None
+                 ) -> tuple[float, torch.Tensor]:
+    """One epoch over a new permutation (drawn from ``gen``) of the training split (this rank's
+    shard): augment each batch (drawing from ``aug_gen``, default ``gen``), step, schedule,
+    average. Returns the mean loss over every rank (one sync) and the correct predictions of
+    every rank (on the device)."""
+    dev, aug_gen = data.dev, aug_gen or gen
     order = torch.randperm(len(data.train), device=dev, generator=gen)
     loss_sum = torch.zeros((), device=dev)
     correct = torch.zeros((), device=dev, dtype=torch.int64)
     in_swa = optim.swa_epoch is not None and epoch > optim.swa_epoch
-    for xb, yb in data.train.batches(order, cfg.batch_size, optim.steps_per_epoch):
-        xb, yb, yb2, lam = augment(xb, yb, cfg, gen)
+    for xb, yb in data.train.batches(order, data.batch, optim.steps_per_epoch):
+        xb, yb, yb2, lam = augment(xb, yb, cfg, aug_gen)
         loss, logits = step(step_model, optim.opt, xb, yb, yb2, lam, cfg, dev)
         optim.after_step(model, in_swa)
         loss_sum += loss.detach()
         correct += (logits.argmax(1) == yb).sum()
     optim.after_epoch(model, epoch, cfg)
-    return loss_sum.item() / optim.steps_per_epoch, correct
+    all_sum(loss_sum, data.ranks)
+    all_sum(correct, data.ranks)
+    return loss_sum.item() / (optim.steps_per_epoch * data.ranks.world), correct
 
 
 def _evaluate_epoch(epoch: int, mean_loss: float, correct: torch.Tensor, train_seconds: float, model: nn.Module,
@@ -342,13 +370,20 @@ def _evaluate_epoch(epoch: int, mean_loss: float, correct: torch.Tensor, train_s
     """The epoch's metrics: the training loss and accuracy, and the validation accuracy (and
     on the last epoch the test accuracy) of the weights judged: SWA's average on the last
     epoch (its BatchNorm statistics recomputed first), else EMA's, else the model's. On the
-    last epoch the weights judged are copied into ``model``."""
+    last epoch the weights judged are copied into ``model``. With several ranks, each
+    recomputes SWA's statistics on its shard and they are averaged; rank 0 alone evaluates,
+    and its metrics are every rank's."""
     dev, last = data.dev, epoch == cfg.epochs
     swa_model, ema_model = optim.swa_model, optim.ema_model
     if last and swa_model is not None:
         with autocast(dev, cfg.precision):  # the data may be bf16, the averaged model is fp32
             update_bn((xb for xb, _ in data.train.batches(None, cfg.eval_batch_size)), swa_model, device=dev)
+        average_bn_stats(swa_model.module, data.ranks)
     judged = swa_model.module if (last and swa_model is not None) else (ema_model.module if ema_model else model)
+    if last and judged is not model:
+        model.load_state_dict(judged.state_dict())  # the weights that were judged are the ones kept
+    if not data.ranks.leader:
+        return from_rank0(None, data.ranks)
     metrics = {
         "epoch": epoch,
         "train_loss": mean_loss,
@@ -362,9 +397,7 @@ def _evaluate_epoch(epoch: int, mean_loss: float, correct: torch.Tensor, train_s
         test_data = data.test()
         metrics["test_accuracy"] = accuracy(judged, test_data.batches(None, cfg.eval_batch_size), len(test_data),
                                             dev, cfg.precision, cfg.tta)
-        if judged is not model:
-            model.load_state_dict(judged.state_dict())  # the weights that were judged are the ones kept
-    return metrics
+    return from_rank0(metrics, data.ranks)
 
 
 def _warm_up(model: nn.Module, xb: torch.Tensor, cfg: TrainConfig, dev: torch.device) -> float:

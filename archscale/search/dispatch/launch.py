@@ -9,6 +9,7 @@ Imports ray at its top: the entry points import it once the cluster's address is
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sys
@@ -34,6 +35,7 @@ from archscale.search.dispatch.shared import share_splits
 from archscale.spec import Spec, SpecError
 from archscale.search.configs.runstore import RunStore
 from archscale.search.dispatch.trial import run_trial
+from archscale.search.dispatch.workers import run_workers_trial
 
 SPEC_FILE = "spec.yaml"
 RESOURCE_POLL_S = 5.0  # seconds between looks at a growing cluster's nodes
@@ -57,13 +59,17 @@ def require_resources(spec: Spec, out: TextIO | None = None) -> None:
     it would wait for ever. Ray started here, or a cluster taken as it is
     (``search.resource_wait_s`` 0): at once. A cluster that grows (Ray's autoscaler adds
     nodes): after a waiting line, once ``resource_wait_s`` has passed with no node big enough
-    (meanwhile the bundle is asked of the autoscaler with ``request_resources``)."""
+    (meanwhile the bundle is asked of the autoscaler with ``request_resources``).
+
+    A trial of several workers asks that per worker, and the live nodes together must hold
+    ``workers`` such bundles (Ray Train places them with a placement group)."""
     address = spec.search.address or os.environ.get("RAY_ADDRESS") or "local"
     r = spec.search.resources_per_trial
     asked = {"CPU": float(r.cpu), **({"GPU": float(r.gpu)} if r.gpu != "auto" and float(r.gpu) > 0 else {})}
     where = "this machine's Ray" if address == "local" else f"the largest node of the Ray cluster at {address}"
     missing = _missing(asked)
     if not missing:
+        _require_workers(spec, asked, address)
         return
     wait = spec.search.resource_wait_s if address != "local" else 0.0
     if wait > 0:
@@ -71,19 +77,50 @@ def require_resources(spec: Spec, out: TextIO | None = None) -> None:
         print(f"archscale: {amount:g} {name} per trial, but {where} has {largest:g}; "
               f"waiting up to {wait:g} s (search.resource_wait_s) for the autoscaler to add one",
               file=out or sys.stdout, flush=True)
-        request_resources(bundles=[asked])
+        request_resources(bundles=[asked] * r.workers)
         deadline = time.monotonic() + wait
         while missing and time.monotonic() < deadline:
             time.sleep(min(RESOURCE_POLL_S, max(0.0, deadline - time.monotonic())))
             missing = _missing(asked)
         request_resources(bundles=[])  # Tune asks for what its trials need from here on
         if not missing:
+            _require_workers(spec, asked, address)
             return
     name, amount, largest = missing[0]
     grow = (f" (after waiting {wait:g} s for a node)" if wait > 0 else
             "; on a cluster that grows, search.resource_wait_s waits for a node" if address != "local" else "")
     raise SpecError(f"search.resources_per_trial.{name.lower()}: {amount:g} {name} per trial, but {where} "
                     f"has {largest:g}, so no trial could ever start{grow}; allowed: {_allowed(name, largest)}")
+
+
+def _require_workers(spec: Spec, asked: dict[str, float], address: str) -> None:
+    """Refuse a trial of more workers than the live nodes can hold at once (each holds
+    ``asked`` of every worker); a cluster that grows is given its ``resource_wait_s`` first."""
+    workers = spec.search.resources_per_trial.workers
+    if workers == 1:
+        return
+    wait = spec.search.resource_wait_s if address != "local" else 0.0
+    held, deadline = worker_capacity(asked), time.monotonic() + wait
+    if held < workers and wait > 0:
+        request_resources(bundles=[asked] * workers)
+        while held < workers and time.monotonic() < deadline:
+            time.sleep(min(RESOURCE_POLL_S, max(0.0, deadline - time.monotonic())))
+            held = worker_capacity(asked)
+        request_resources(bundles=[])
+    if held >= workers:
+        return
+    where = "this machine's Ray" if address == "local" else f"the Ray cluster at {address}"
+    each = ", ".join(f"{amount:g} {name}" for name, amount in asked.items())
+    raise SpecError(f"search.resources_per_trial.workers: {workers} workers of {each} each per trial, but the nodes "
+                    f"of {where} hold at most {held} such workers at once, so no trial could ever start; allowed: "
+                    f"at most {held}" + (f" (after waiting {wait:g} s for nodes)" if wait > 0 else ""))
+
+
+def worker_capacity(asked: dict[str, float]) -> int:
+    """How many workers of ``asked`` the live nodes hold at once, each node as many as fit in it."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    return sum(min(math.floor(float(node.get(name, 0)) / amount + 1e-9) for name, amount in asked.items() if amount > 0)
+               for node in nodes) if nodes else 0
 
 
 def _allowed(name: str, largest: float) -> str:
@@ -149,11 +186,19 @@ class Launcher:
             self.flag = Queue(actor_options={"num_cpus": 0})
         self.stopper = SearchStopper(spec.search.time_budget_s, self.flag)  # one clock for every fit
         self.resources: TrialResources = trial_resources(spec, evaluator, splits)
+        if self.resources.workers > 1 and trainable is run_trial:  # a driver of Ray Train's workers
+            trainable, trainable_kwargs = run_workers_trial, {**trainable_kwargs, "resources": self.resources}
         # the data once into Ray's object store; each worker fetches it once and keeps it (reuse_actors)
         shared = share_splits(spec, splits)
         self.trainable = tune.with_resources(
             tune.with_parameters(trainable, ctx=ctx, splits=shared, **trainable_kwargs), self.resources)
         PROFILE.add("tune setup", time.perf_counter() - tune_setup)
+
+    @property
+    def worker_text(self) -> str:
+        """``"2 workers (Ray Train, DDP) of "`` for a trial of several workers, else nothing."""
+        n = self.resources.workers
+        return f"{n} workers (Ray Train, DDP) of " if n > 1 else ""
 
     @property
     def gpu_text(self) -> str:
@@ -183,7 +228,8 @@ class Launcher:
             param_space=param_space,
             tune_config=tune.TuneConfig(search_alg=search_alg, scheduler=scheduler, num_samples=num_samples,
                                         max_concurrent_trials=self.spec.search.max_concurrent,
-                                        reuse_actors=self.resources.gpu != "auto"),
+                                        # a trial's driver is never reused: its Train run ends with it
+                                        reuse_actors=self.resources.gpu != "auto" and self.resources.workers == 1),
             # Tune's own state: in the run directory; on a Ray Client, in Ray's default place on the cluster
             run_config=tune.RunConfig(
                 name=f"archscale-{self.spec.name}-{uuid.uuid4().hex[:8]}" if self.client else name,

@@ -50,10 +50,14 @@ def require_cores(spec: Spec) -> None:
     checked once it runs (:func:`archscale.search.dispatch.launch.require_resources`), is never higher."""
     if spec.search.address or os.environ.get("RAY_ADDRESS", "local") not in ("", "local"):
         return
-    asked, cores = spec.search.resources_per_trial.cpu, len(os.sched_getaffinity(0))
-    if asked > cores:
-        raise SpecError(f"search.resources_per_trial.cpu: {asked:g} CPU per trial, but this machine has {cores} "
+    r, cores = spec.search.resources_per_trial, len(os.sched_getaffinity(0))
+    if r.cpu > cores:
+        raise SpecError(f"search.resources_per_trial.cpu: {r.cpu:g} CPU per trial, but this machine has {cores} "
                         f"cores, so no trial could ever start; allowed: at most {cores}")
+    if r.cpu * r.workers > cores:
+        raise SpecError(f"search.resources_per_trial.workers: {r.workers} workers of {r.cpu:g} CPU per trial, but "
+                        f"this machine has {cores} cores, so no trial could ever start; allowed: at most "
+                        f"{int(cores // r.cpu)}")
 
 
 def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:

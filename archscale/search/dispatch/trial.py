@@ -25,6 +25,7 @@ from archscale.search.configs.evaluate import Evaluator, Verdict, describe_error
 from archscale.search.jobs.provenance import trial_provenance
 from archscale.space import build
 from archscale.trainer import Splits, TrainConfig, resolve_device, train
+from archscale.trainer.distributed import Ranks, from_rank0
 
 ARTIFACTS = "artifacts"  # key of the last result that carries the trial's files to the driver
 _IMPORTED = time.time()  # when this process had imported what a trial needs (preloaded: before any trial)
@@ -47,7 +48,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits | Shared
     entered = time.time()
     reached: dict[str, Any] = {"epochs": 0}  # what the trial got to before a failure
     try:
-        host = _claim_resources()
+        host = {**claim_resources(), "workers": 1}
         splits = local_splits(splits)
         host["data_loads"] = loads()  # fetches of the dataset by this worker process, this trial's included
         train_trial(config, ctx, splits, tune.report, host, reached,
@@ -58,7 +59,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits | Shared
         tune.report({**reached, "status": "failed", "error": describe_error(err)})
 
 
-def _claim_resources() -> dict[str, Any]:
+def claim_resources() -> dict[str, Any]:
     """Hold the trial to what Ray gave it: torch threads = its CPUs (no other worker threads
     or processes: the trainer loads no data in the background), and, on a shared GPU, a cap
     of its share of the GPU's memory."""
@@ -88,7 +89,12 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
     the final one (Ray Tune's ``tune.report`` in a worker). ``host``: the CPUs and GPU share
     the trial was given; ``reached`` collects what it got to, for the record of a failure;
     ``times``: wall-clock stamps of the trial, sent with its last result
-    (:data:`~archscale.search.jobs.profile.TIMES`, for ``--profile``)."""
+    (:data:`~archscale.search.jobs.profile.TIMES`, for ``--profile``).
+
+    In a process group of several ranks (a trial's Ray Train workers) every rank calls this:
+    rank 0's verdict decides for all, every rank reports each epoch (the same metrics), and
+    rank 0 alone sends the trial's files."""
+    ranks = Ranks.current()
     times = dict(times or {})
     reached = reached if reached is not None else {}
     arch = resolve_arch(ctx, config)
@@ -111,7 +117,7 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
         verdict = Evaluator(ctx, device=device, latency=True)(config, full=True, model=model)
     base = verdict.metrics()
     reached.update(base)
-    if verdict.why:
+    if from_rank0(bool(verdict.why), ranks):  # each rank measured its own latency: rank 0's counts
         # Optuna still needs every objective: an infeasible point scores worst on accuracy.
         report({**base, "status": "infeasible", "error": verdict.why, "val_accuracy": 0.0, "epochs": 0,
                 "train_seconds": float("inf")})
@@ -128,6 +134,9 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
     result = train(model, splits, cfg, device=device, callback=on_epoch,
                    max_device_mb=ctx.data_info.get("max_device_mb"))
     times["train_end"] = time.time()
+    if not ranks.leader:  # the same final result, without the files: rank 0 sends them
+        report({**base, **result.history[-1], "epochs": result.epochs, "status": "completed"})
+        return
     final = {**base, **result.history[-1], "epochs": result.epochs, "status": "completed",
              "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds}
     if result.peak_memory_mb is not None:

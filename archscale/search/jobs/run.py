@@ -85,7 +85,7 @@ def _search(spec: Spec, run_dir: Path, recorded: pd.DataFrame, total: int, resum
         progress.note(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "
                       f"({len(splits.y_train)} train / {len(splits.y_val)} val / {len(splits.y_test)} test images), "
                       f"sampler {spec.search.sampler}{asha}, up to {spec.search.max_concurrent} at once, each "
-                      f"{job.launcher.resources.cpu:g} CPU and {job.launcher.gpu_text}, on "
+                      f"{job.launcher.worker_text}{job.launcher.resources.cpu:g} CPU and {job.launcher.gpu_text}, on "
                       f"{'Ray at ' + spec.search.address if spec.search.address else 'local Ray'} -> {run_dir}")
         with phase("search"):
             job.launcher.fit(choices=[d.name for d in spec.searched()], progress=progress,

@@ -46,7 +46,7 @@ def run_failing(monkeypatch):
 
     reports: list[dict] = []
     monkeypatch.setattr(ray.tune, "report", reports.append)
-    monkeypatch.setattr(trial_module, "_claim_resources", lambda: {"cpus": 1, "gpus": 0.25})
+    monkeypatch.setattr(trial_module, "claim_resources", lambda: {"cpus": 1, "gpus": 0.25})
 
     def run(err: BaseException) -> list[dict]:
         def train_trial(config, ctx, splits, report, host, reached, **timing):

@@ -61,7 +61,9 @@ from archscale.spec import SearchSpec, load_spec  # noqa: E402
 
 STORE = ROOT / "benchmarks" / ".store"
 SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_grid.yaml",
-          "davidnet": ROOT / "benchmarks" / "sampler_spaces" / "davidnet_grid.yaml"}
+          "davidnet": ROOT / "benchmarks" / "sampler_spaces" / "davidnet_grid.yaml",
+          "efficientnet": ROOT / "benchmarks" / "sampler_spaces" / "efficientnet_grid.yaml"}
+TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
 SAMPLERS = ("random", "tpe", "tpe_independent", "tpe_optuna", "nsga2", "gp")
 PREFIX = {"random", "tpe_optuna"}  # settings independent of num_trials: shorter budgets are prefixes
 UNCONSTRAINED = {"random"}  # ignores Optuna constraints
@@ -74,24 +76,48 @@ CODE = ("archscale/search/sampling/searcher.py", "archscale/search/sampling/repl
 
 # ----------------------------------------------------------------------------- exhaustive runs
 
-def exhaustive(name: str, out=sys.stdout) -> Path:
-    """The grid run of space ``name``, through the results store ``STORE/store.db``: a fresh run
-    directory each time; configurations already in the store are served from it (``source`` =
-    ``store`` in trials.csv), the others trained (so an interrupted invocation resumes)."""
+def grid_key(name: str) -> str:
+    """What decides a grid run's results: the grid spec's text and the code hash the results
+    store keys its trials by (archscale's ``space/`` and ``trainer/`` and the family's module)."""
+    from archscale.search.configs.runstore import family_code_hash
+
     spec = load_spec(SPACES[name])
-    run_dir = STORE / f"sq_{name}"
+    text = SPACES[name].read_bytes() + family_code_hash(spec.space.family).encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def run_dir_of(name: str, seed: int, store: Path) -> Path:
+    return store / f"sq_{name}_s{seed}"
+
+
+def exhaustive(name: str, seed: int, store: Path = STORE, out=sys.stdout) -> Path:
+    """The grid run of space ``name`` under training seed ``seed``, through the results store
+    ``store/store.db``. A run directory whose ``grid_done.json`` holds this grid's
+    :func:`grid_key` is reused as it is; otherwise a fresh run directory is made, configurations
+    already in the store are served from it (``source`` = ``store`` in trials.csv) and the others
+    trained (so an interrupted invocation resumes from the last stored trial)."""
+    spec = load_spec(SPACES[name])
+    run_dir = run_dir_of(name, seed, store)
+    key = grid_key(name)
+    done = run_dir / "grid_done.json"
+    if done.is_file() and json.loads(done.read_text()).get("key") == key:
+        return run_dir
     size = int(np.prod([d.size for d in spec.searched()]))
     shutil.rmtree(run_dir, ignore_errors=True)
     cmd = [sys.executable, "-m", "archscale", "run", str(SPACES[name]), "--out", str(run_dir), "--quiet",
-           "--set", f"search.store={STORE / 'store.db'}"]
+           "--set", f"search.store={store / 'store.db'}", "--set", f"seed={seed}"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     start = time.perf_counter()
-    print(f"{name}: all {size} configurations: {' '.join(cmd[1:])}", file=out, flush=True)
+    print(f"{name} seed {seed}: all {size} configurations, {spec.train.epochs} epochs: {' '.join(cmd[1:])} "
+          f"(load average {load()})", file=out, flush=True)
     subprocess.run(cmd, check=True, env=env, cwd=ROOT)
     trials = read_trials(run_dir)
     sources = trials["source"].value_counts().to_dict() if "source" in trials else {}
-    print(f"{name}: {len(trials)} rows ({sources}), {time.perf_counter() - start:.0f}s wall, load average {load()}",
+    wall = time.perf_counter() - start
+    print(f"{name} seed {seed}: {len(trials)} rows ({sources}), {wall:.0f}s wall, load average {load()}",
           file=out, flush=True)
+    done.write_text(json.dumps({"key": key, "wall_s": round(wall, 1), "load": load(), "rows": len(trials),
+                                "sources": sources}))
     return run_dir
 
 
@@ -221,13 +247,26 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, default=30)
     parser.add_argument("--spaces", default=",".join(SPACES))
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--train-seeds", default=",".join(map(str, TRAIN_SEEDS)),
+                        help="training seeds of the exhaustive grids (comma-separated)")
+    parser.add_argument("--store", type=Path, default=STORE, help="folder of the grid runs, store.db and caches")
+    parser.add_argument("--train-only", action="store_true", help="train (or check) the grids, then stop")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    STORE.mkdir(parents=True, exist_ok=True)
+    args.store.mkdir(parents=True, exist_ok=True)
     names = args.spaces.split(",")
-    run_dirs = {name: exhaustive(name) for name in names}
+    train_seeds = [int(x) for x in args.train_seeds.split(",")]
+    grids = {}
+    for seed in train_seeds:  # seed-major: every space has its first seed before any has its second
+        for name in names:
+            grids[(name, seed)] = exhaustive(name, seed, args.store)
+    if args.train_only:
+        print(f"grids: {len(grids)} runs ready in {args.store}, {time.perf_counter() - start:.0f}s wall, "
+              f"load average {load()}")
+        return 0
+    run_dirs = {name: grids[(name, train_seeds[0])] for name in names}
     spaces = {name: Space(name, d) for name, d in run_dirs.items()}
-    cache = STORE / f"replays_{cache_key(spaces)}.jsonl"
+    cache = args.store / f"replays_{cache_key(spaces)}.jsonl"
     known = {}
     if cache.is_file():
         for line in cache.read_text().splitlines():

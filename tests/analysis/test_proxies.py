@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from archscale.analysis import proxies
+from archscale.analysis.records import columns_for, proxy_columns
 
 
 def tiny(w1, w2) -> nn.Module:
@@ -99,3 +100,11 @@ def test_minibatch_is_seeded_and_standardised():
     c, _ = proxies.minibatch(x, y, 8, seed=4)
     assert torch.equal(a, b) and torch.equal(ya, yb) and not torch.equal(a, c)
     assert a.shape == (8, 1, 4, 4) and abs(float(a.mean())) < 1e-5
+
+
+def test_trials_csv_has_a_value_and_a_time_column_per_proxy():
+    assert proxy_columns(["params", "macs"]) == []
+    assert proxy_columns(["macs", "naswot", "zico"]) == ["proxy_naswot", "proxy_naswot_s", "proxy_zico",
+                                                         "proxy_zico_s", "proxy_errors"]
+    header = columns_for(["c1_width"], extra=proxy_columns(["synflow"]))
+    assert header.index("proxy_synflow") > header.index("epochs") and header[-3:] == ["error", "arch", "source"]

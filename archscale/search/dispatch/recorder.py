@@ -188,12 +188,12 @@ class RunFiles:
     validation accuracy of each epoch relayed while the trial ran."""
 
     def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None,
-                 store=None, study=None):
+                 store=None, study=None, extra: tuple[str, ...] = ()):
         self.run_dir, self.choices, self.progress, self.stage = Path(run_dir), choices, progress, stage
         self.store = store  # a runstore.RunStore: every finished trial also goes in there
         self.study = study  # a studydb.LiveStudy: RUN/study.db as trials finish
         self.curves: dict[str, dict[int, float]] = {}  # trial id -> epoch -> val_accuracy, until recorded
-        self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None)
+        self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None, extra=extra)
 
     def started(self, trial_id: str, config: dict, gpu: float) -> None:
         item = {"trial_id": trial_id, "config": config, **({"stage": self.stage} if self.stage is not None else {})}

@@ -124,3 +124,16 @@ def test_sampler_quality_replays_each_sampler_at_its_budgets_and_settings():
     assert cells == ({("random", False, bench.BUDGETS)} | {("tpe", c, (b,)) for c in (False, True) for b in bench.BUDGETS}
                      | {("gp", c, (b,)) for c in gp_modes for b in gp_budgets})
     assert len(jobs) == 2 * len(cells)
+
+
+def test_proxy_correlation_ranks_each_proxy_against_accuracy():
+    bench = _load("proxy_correlation")
+    frame = pd.DataFrame({"val_accuracy": [0.1, 0.5, 0.3, 0.9],
+                          "params": [1, 3, 2, 4],  # same order as the accuracy
+                          "macs": [4, 2, 3, 1],  # the reverse
+                          "synflow": [1, 2, 3, np.nan],  # one without a value
+                          "naswot": [1, 1, 1, 1], "grad_norm": [1, 2, 4, 3], "zico": [1, 3, 2, 4]})
+    out = bench.correlations(frame)
+    assert out["params"][:2] == pytest.approx((1.0, 1.0)) and out["macs"][:2] == pytest.approx((-1.0, -1.0))
+    assert out["synflow"][2] == 3 and np.isnan(out["naswot"][0])
+    assert out["grad_norm"][0] == pytest.approx(0.4)  # ranks 1 2 4 3 vs 1 3 2 4: 1 - 6*6/(4*15)

@@ -16,7 +16,7 @@ Per space: the mean over training seeds of each seed's correlation (its proxy va
 its accuracies), with the smallest and largest seed's value. ``params`` and ``macs`` are the
 baselines (ZiCo, ICLR 2023: most proxies do no better than the parameter count). Proxy values
 are cached in ``benchmarks/.store/proxies_<hash>.jsonl``, keyed by proxies.py, the minibatch
-size and archscale's model code (a rerun computes only what is new).
+size and torch's version, each row by its family's model code (a rerun computes only what is new).
 
 The last line is ``best_proxy_minus_params_spearman: X``: over the spaces present, the smallest
 (worst space) of the best proxy's feasible Spearman minus that of params.
@@ -69,12 +69,12 @@ def runs(store: Path, spaces) -> list[tuple[str, int, Path]]:
     return out
 
 
-def cache_key(batch: int, families) -> str:
+def cache_key(batch: int) -> str:
+    """The cache file's key: the proxies' code, the minibatch size and torch's version (each row
+    also carries the code hash of its family's model code, :func:`family_code_hash`, and is
+    used only while that matches; not this file: its tables do not change a proxy's value)."""
     h = hashlib.sha256((ROOT / "archscale" / "analysis" / "proxies.py").read_bytes())
-    h.update(Path(__file__).read_bytes())
     h.update(f"{batch} {torch.__version__}".encode())
-    for family in sorted(families):
-        h.update(family_code_hash(family).encode())
     return h.hexdigest()[:12]
 
 
@@ -99,6 +99,47 @@ def proxy_row(arch_text: str, seed: int, data, batch: int) -> dict:
     scores = proxies.score(model, x, y)
     return {**scores.values, **{f"{k}_s": v for k, v in scores.seconds.items()},
             **({"errors": scores.errors} if scores.errors else {})}
+
+
+def compute(found: list[tuple[str, int, Path]], batch: int = 64):
+    """(proxy rows by (arch, training seed), how many were computed now, space -> per-seed
+    frames of trials.csv with a column per proxy and its seconds) for the grid runs ``found``,
+    through the cache file next to them."""
+    specs = {d: load_spec(d / "spec.yaml") for _, _, d in found}
+    codes = {d: family_code_hash(spec.space.family) for d, spec in specs.items()}
+    store = found[0][2].parent
+    cache = store / f"proxies_{cache_key(batch)}.jsonl"
+    known: dict[tuple[str, int, str], dict] = {}
+    if cache.is_file():
+        for line in cache.read_text().splitlines():
+            r = json.loads(line)
+            known[(r["arch"], r["seed"], r["code"])] = r
+    frames: dict[str, list[pd.DataFrame]] = {}
+    computed = 0
+    with cache.open("a") as f:
+        for name, seed, run_dir in found:
+            spec = specs[run_dir]
+            trials = read_trials(run_dir)
+            trials = trials[trials["status"].isin(["completed", "infeasible"]) & trials["arch"].notna()].copy()
+            rows = []
+            for arch_text in trials["arch"]:
+                key = (arch_text, seed, codes[run_dir])
+                if key not in known:
+                    r = {"arch": arch_text, "seed": seed, "code": codes[run_dir],
+                         **proxy_row(arch_text, seed, train_split(spec), batch)}
+                    known[key] = r
+                    f.write(json.dumps(r) + "\n")
+                    f.flush()
+                    computed += 1
+                rows.append(known[key])
+            p = pd.DataFrame(rows).drop(columns=["arch", "seed", "code"])
+            trials = trials.reset_index(drop=True)
+            for col in proxies.PROXIES:
+                trials[col] = p[col] if col in p else np.nan
+                trials[f"{col}_s"] = p[f"{col}_s"] if f"{col}_s" in p else np.nan
+            trials["train_seed"] = seed
+            frames.setdefault(name, []).append(trials)
+    return known, computed, frames
 
 
 def correlations(frame: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
@@ -128,37 +169,8 @@ def main(argv=None) -> int:
         print(f"no grid runs in {args.store}: run python benchmarks/sampler_quality.py --train-only first",
               file=sys.stderr)
         return 2
-    specs = {d: load_spec(d / "spec.yaml") for _, _, d in found}
-    cache = args.store / f"proxies_{cache_key(args.batch, {s.space.family for s in specs.values()})}.jsonl"
-    known: dict[tuple[str, int], dict] = {}
-    if cache.is_file():
-        for line in cache.read_text().splitlines():
-            r = json.loads(line)
-            known[(r["arch"], r["seed"])] = r
-    frames: dict[str, list[pd.DataFrame]] = {}
-    computed = 0
-    with cache.open("a") as f:
-        for name, seed, run_dir in found:
-            spec = specs[run_dir]
-            trials = read_trials(run_dir)
-            trials = trials[trials["status"].isin(["completed", "infeasible"]) & trials["arch"].notna()].copy()
-            rows = []
-            for arch_text in trials["arch"]:
-                if (arch_text, seed) not in known:
-                    r = {"arch": arch_text, "seed": seed, **proxy_row(arch_text, seed, train_split(spec), args.batch)}
-                    known[(arch_text, seed)] = r
-                    f.write(json.dumps(r) + "\n")
-                    f.flush()
-                    computed += 1
-                rows.append(known[(arch_text, seed)])
-            p = pd.DataFrame(rows).drop(columns=["arch", "seed"])
-            trials = trials.reset_index(drop=True)
-            for col in proxies.PROXIES:
-                trials[col] = p[col] if col in p else np.nan
-                trials[f"{col}_s"] = p[f"{col}_s"] if f"{col}_s" in p else np.nan
-            trials["train_seed"] = seed
-            frames.setdefault(name, []).append(trials)
-    print(f"proxies: {computed} computed, {len(known) - computed} from {cache.name}; "
+    known, computed, frames = compute(found, args.batch)
+    print(f"proxies: {computed} computed, {len(known) - computed} from the cache; "
           f"{time.perf_counter() - start:.0f}s wall, load average {load()}")
     worst_gain = float("inf")
     for name, per_seed in frames.items():

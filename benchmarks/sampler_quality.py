@@ -63,6 +63,9 @@ from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume  # 
 from archscale.analysis.records import read_trials  # noqa: E402
 from archscale.spec import SearchSpec, load_spec  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+import proxy_correlation  # noqa: E402
+
 STORE = ROOT / "benchmarks" / ".store"
 SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_grid.yaml",
           "davidnet": ROOT / "benchmarks" / "sampler_spaces" / "davidnet_grid.yaml",
@@ -74,6 +77,8 @@ READ_AT = (10, 20, 40)
 CHOICE_SEEDS = tuple(range(0, 30))  # the seeds defaults are chosen on
 FRESH_SEEDS = tuple(range(100, 130))  # the seeds the headline is reported on
 HELD_OUT = ("efficientnet",)  # spaces no default was chosen on
+PRESCREEN = "prescreen:"  # strategy prescreen:PROXY: a random pool of POOL feasible points, the best KEEP trained
+POOL, KEEP = 80, BUDGET
 # What a replay's outcome depends on (with the grid tables, Optuna's version and this file).
 CODE = ("archscale/search/sampling/searcher.py", "archscale/search/sampling/replay.py",
         "archscale/search/sampling/asktell.py", "archscale/analysis/hypervolume.py")
@@ -151,6 +156,16 @@ class Space:
         self.true_hv = {seed: front_hypervolume(t, self.objectives, self.bounds)[0] for seed, t in self.trials.items()}
         done = every[every["status"] == "completed"]
         self.trial_seconds = float(done["train_seconds"].median()) if "train_seconds" in done else float("nan")
+        self._proxies: dict[int, pd.DataFrame] = {}
+
+    def proxied(self, train_seed: int) -> pd.DataFrame:
+        """The trained rows of ``train_seed``'s grid with a column per proxy and its seconds
+        (``benchmarks/proxy_correlation.py``'s values, computed there once and cached)."""
+        if train_seed not in self._proxies:
+            _, _, frames = proxy_correlation.compute([(self.name, train_seed, self.run_dirs[train_seed])])
+            frame = frames[self.name][0]
+            self._proxies[train_seed] = frame[frame["status"] == "completed"].reset_index(drop=True)
+        return self._proxies[train_seed]
 
     @property
     def seeds(self) -> list[int]:
@@ -189,6 +204,8 @@ def _job(args: tuple) -> dict:
         _SPACES[name] = Space(name, {int(k): Path(v) for k, v in run_dirs})
     space = _SPACES[name]
     train_seed = space.train_seed(seed)
+    if sampler.startswith(PRESCREEN):
+        return prescreen(space, sampler[len(PRESCREEN):], seed)
     start = time.perf_counter()
     rows = replay(space.spec_for(seed, BUDGET), space.tables[train_seed], space.dims, sampler=sampler,
                   constraints=False)
@@ -196,6 +213,45 @@ def _job(args: tuple) -> dict:
     handed = max(1, int((rows["suggested"] >= 0).sum()))
     return {"space": name, "sampler": sampler, "seed": seed, "train_seed": train_seed,
             "sampler_s": round(wall / handed, 5), "trace": space.trace(rows, train_seed)}
+
+
+def pareto_levels(points: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting of ``points`` (every column to be maximised): 0 for the front, 1 for
+    the front of the rest, and so on."""
+    level = np.full(len(points), -1)
+    rank = 0
+    while (level < 0).any():
+        left = np.flatnonzero(level < 0)
+        for i in left:
+            others = points[left]
+            dominated = ((others >= points[i]).all(axis=1) & (others > points[i]).any(axis=1)).any()
+            if not dominated:
+                level[i] = rank
+        rank += 1
+    return level
+
+
+def prescreen(space: Space, proxy: str, seed: int) -> dict:
+    """A prescreened search replayed: :data:`POOL` feasible configurations drawn at random
+    (without replacement; over-budget ones are refused before any cost, as a run's budget check
+    does), ranked by non-dominated sorting of (the proxy, every cost objective), the proxy
+    breaking ties within a level, and the best :data:`KEEP` trained in that order. The proxies'
+    time for the whole pool is charged up front (``upfront_s``); params and macs cost nothing
+    extra (measured for the budget check anyway)."""
+    train_seed = space.train_seed(seed)
+    frame = space.proxied(train_seed)
+    rng = np.random.default_rng(seed)
+    pool = frame.iloc[rng.permutation(len(frame))[:POOL]].reset_index(drop=True)
+    score = pool[proxy].to_numpy(dtype=float)
+    score = np.where(np.isfinite(score), score, -np.inf)  # no value: ranked last
+    columns = [score] + [(-1 if mode == "min" else 1) * pool[m].to_numpy(dtype=float)
+                         for m, mode in space.objectives if m != "val_accuracy"]
+    levels = pareto_levels(np.column_stack(columns))
+    order = np.lexsort((-score, levels))[:KEEP]
+    rows = pool.iloc[order].assign(suggested=range(len(order)))
+    upfront = float(pool[f"{proxy}_s"].sum()) if f"{proxy}_s" in pool else 0.0
+    return {"space": space.name, "sampler": f"{PRESCREEN}{proxy}", "seed": seed, "train_seed": train_seed,
+            "sampler_s": 0.0, "upfront_s": round(upfront, 4), "trace": space.trace(rows, train_seed)}
 
 
 def jobs(spaces: dict[str, Space], samplers, seeds) -> list[tuple]:
@@ -214,13 +270,14 @@ def interval(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n))
 
 
-def costs(trace: list[float], target: float, per_trial: float) -> float:
-    """Full-training equivalents spent until the trace first reaches ``target``: each trial one
-    full training plus the sampler's time as a fraction of a trial's (``per_trial`` = 1 + that);
-    inf when 40 trials do not reach it."""
+def costs(trace: list[float], target: float, per_trial: float, upfront: float = 0.0) -> float:
+    """Full-training equivalents spent until the trace first reaches ``target``: ``upfront``
+    (a prescreen's proxies, in full trials), then each trial one full training plus the
+    sampler's time as a fraction of a trial's (``per_trial`` = 1 + that); inf when 40 trials do
+    not reach it."""
     for i, hv in enumerate(trace, start=1):
         if hv >= target - 1e-12:
-            return i * per_trial
+            return upfront + i * per_trial
     return float("inf")
 
 
@@ -243,7 +300,9 @@ def summary(results: pd.DataFrame, spaces: dict[str, Space]) -> pd.DataFrame:
             row["sampler_s"] = float(h["sampler_s"].median())
             frac = row["sampler_s"] / spaces[name].trial_seconds
             row["sampler_frac"] = frac
-            c = np.array([costs(t, target, 1 + frac) for t in h["trace"]])
+            ups = h["upfront_s"].fillna(0.0) if "upfront_s" in h else pd.Series(0.0, index=h.index)
+            c = np.array([costs(t, target, 1 + frac, u / spaces[name].trial_seconds)
+                          for t, u in zip(h["trace"], ups)])
             row["cost"] = float(np.median(c))
             row["reached"] = float(np.isfinite(c).mean())
             out.append(row)
@@ -322,6 +381,8 @@ def main(argv=None) -> int:
     seed_sets = {"choice": CHOICE_SEEDS[:args.seeds], "fresh": FRESH_SEEDS[:args.seeds]}
     wanted = [j for seeds in seed_sets.values() for j in jobs(spaces, samplers, seeds)]
     todo = [j for j in wanted if (j[0], j[2], j[3]) not in known]
+    if any(x.startswith(PRESCREEN) for x in samplers):  # the proxies once, here, before the workers read them
+        proxy_correlation.compute([(name, seed, d) for name, s in spaces.items() for seed, d in s.run_dirs.items()])
     print(f"replays: {len(todo)} to run ({len(known)} cached in {cache.name}) on {args.processes} processes", flush=True)
     t0 = time.perf_counter()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # GP's torch: one thread per process

@@ -1,6 +1,7 @@
 """Helpers the GPU benchmarks rely on, checked on a CPU with tiny data."""
 
 import importlib.util
+from types import SimpleNamespace
 from pathlib import Path
 
 import numpy as np
@@ -93,34 +94,58 @@ def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
              "epochs": 1, "arch": f"budgeted:c1_width={a},c2_width={b}"} for i, (a, b) in enumerate((a, b) for a in params["c1_width"] for b in params["c2_width"])]
     (tmp_path / "spec.yaml").write_text(spec.to_yaml())
     pd.DataFrame(rows).to_csv(tmp_path / "trials.csv", index=False)
-    space = bench.Space("toy", tmp_path)
+    space = bench.Space("toy", {0: tmp_path})
 
     done = [(r["val_accuracy"], r["macs"]) for r in rows if r["status"] == "completed"]
     reference = (min(a for a, _ in done), max(m for _, m in done))
     assert space.bounds.reference == pytest.approx(reference)
-    assert space.true_hv == pytest.approx(_brute_force_area(done, reference))
+    assert space.true_hv[0] == pytest.approx(_brute_force_area(done, reference))
     study = optuna.create_study(directions=["maximize", "minimize"])
     for a, m in done:
         study.add_trial(optuna.trial.create_trial(values=[a, m]))
     front = {(t.values[0], t.values[1]) for t in study.best_trials}
-    assert _brute_force_area(front, reference) == pytest.approx(space.true_hv)
+    assert _brute_force_area(front, reference) == pytest.approx(space.true_hv[0])
 
     replayed = pd.DataFrame(rows).assign(suggested=range(len(rows)))
     for budget in (3, 7, 12):
         first = [(r["val_accuracy"], r["macs"]) for r in rows[:budget] if r["status"] == "completed"]
-        hv, best = space.score(replayed, budget)
-        assert hv == pytest.approx(_brute_force_area(first, reference) / space.true_hv)
-        assert best == (max(a for a, _ in first) == max(a for a, _ in done))
-    assert space.score(replayed, len(rows)) == (pytest.approx(1.0), True)
+        hv = space.score(replayed, budget, 0)
+        assert hv == pytest.approx(_brute_force_area(first, reference) / space.true_hv[0])
+    assert space.score(replayed, len(rows), 0) == pytest.approx(1.0)
+    assert space.trace(replayed, 0)[2] == pytest.approx(space.score(replayed, 3, 0), abs=1e-6)  # rounded to 6 places
 
 
-def test_sampler_quality_replays_each_sampler_at_its_budgets_and_settings():
-    """Prefix samplers run once at the largest budget; the others once per budget; random has
-    no constraints setting; GP only at its limited budgets and settings."""
+def test_sampler_quality_counts_the_cost_to_a_target_and_pairs_each_seed_with_random():
+    """Cost: trials until the trace first reaches the target, each a full training plus the
+    sampler's share; the paired difference is taken seed by seed; a replay seed draws the
+    table of training seed ``seed % n``."""
     bench = _load("sampler_quality")
-    jobs = bench.jobs({"toy": "run"}, ["random", "tpe", "gp"], seeds=2)
-    cells = {(sampler, constrained, budgets) for _, _, sampler, constrained, budgets, _ in jobs}
-    gp_budgets, gp_modes = bench.LIMITED["gp"]
-    assert cells == ({("random", False, bench.BUDGETS)} | {("tpe", c, (b,)) for c in (False, True) for b in bench.BUDGETS}
-                     | {("gp", c, (b,)) for c in gp_modes for b in gp_budgets})
-    assert len(jobs) == 2 * len(cells)
+    assert bench.costs([0.1, 0.5, 0.8, 0.9], 0.8, 1.25) == pytest.approx(3 * 1.25)
+    assert bench.costs([0.1, 0.5], 0.8, 1.0) == float("inf")
+    ramp = [min(1.0, 0.1 * i) for i in range(1, bench.BUDGET + 1)]
+    late = [min(1.0, 0.05 * i) for i in range(1, bench.BUDGET + 1)]
+    results = pd.DataFrame([{"space": "toy", "sampler": "random", "seed": s, "sampler_s": 0.0,
+                             "trace": [v * (0.9 + 0.01 * s) for v in late]} for s in range(3)]
+                           + [{"space": "toy", "sampler": "gp", "seed": s, "sampler_s": 0.5,
+                               "trace": [min(1.0, v + 0.02 * s) for v in ramp]} for s in range(3)])
+
+    table = bench.summary(results, {"toy": SimpleNamespace(trial_seconds=5.0)}).set_index("sampler")
+    assert table.at["random", "target"] == pytest.approx(0.91)  # the median of 0.90, 0.91, 0.92 at 40
+    assert table.at["gp", "sampler_frac"] == pytest.approx(0.1)
+    gp_costs = [bench.costs([min(1.0, v + 0.02 * s) for v in ramp], 0.91, 1.1) for s in range(3)]
+    assert table.at["gp", "cost"] == pytest.approx(np.median(gp_costs))
+    diffs = [min(1.0, ramp[19] + 0.02 * s) - late[19] * (0.9 + 0.01 * s) for s in range(3)]
+    assert table.at["gp", "diff20"] == pytest.approx(np.mean(diffs))
+
+
+def test_proxy_correlation_ranks_each_proxy_against_accuracy():
+    bench = _load("proxy_correlation")
+    frame = pd.DataFrame({"val_accuracy": [0.1, 0.5, 0.3, 0.9],
+                          "params": [1, 3, 2, 4],  # same order as the accuracy
+                          "macs": [4, 2, 3, 1],  # the reverse
+                          "synflow": [1, 2, 3, np.nan],  # one without a value
+                          "naswot": [1, 1, 1, 1], "grad_norm": [1, 2, 4, 3], "zico": [1, 3, 2, 4]})
+    out = bench.correlations(frame)
+    assert out["params"][:2] == pytest.approx((1.0, 1.0)) and out["macs"][:2] == pytest.approx((-1.0, -1.0))
+    assert out["synflow"][2] == 3 and np.isnan(out["naswot"][0])
+    assert out["grad_norm"][0] == pytest.approx(0.4)  # ranks 1 2 4 3 vs 1 3 2 4: 1 - 6*6/(4*15)

@@ -36,8 +36,18 @@ if TYPE_CHECKING:
     import pandas as pd  # imported where a DataFrame is made: writing rows and checking a run directory need none
 
 
-def columns_for(choices: Iterable[str], staged: bool = False) -> list[str]:
-    return ["trial_id", *(["stage"] if staged else []), "status", *choices, *METRIC_COLUMNS, "error", "arch", "source"]
+def proxy_columns(proxies: Iterable[str]) -> list[str]:
+    """The columns of the proxies of ``search.proxies`` (the baselines params and macs are
+    columns anyway): ``proxy_NAME`` (the value), ``proxy_NAME_s`` (its seconds), then
+    ``proxy_errors`` (why a proxy has no value)."""
+    names = [p for p in proxies if p not in ("params", "macs")]
+    return [c for p in names for c in (f"proxy_{p}", f"proxy_{p}_s")] + (["proxy_errors"] if names else [])
+
+
+def columns_for(choices: Iterable[str], staged: bool = False, extra: Iterable[str] = ()) -> list[str]:
+    """The header of trials.csv; ``extra`` (:func:`proxy_columns`) follows the metrics."""
+    return ["trial_id", *(["stage"] if staged else []), "status", *choices, *METRIC_COLUMNS, *extra, "error", "arch",
+            "source"]
 
 
 def _cell(value) -> str:
@@ -65,9 +75,9 @@ class TrialsCSV:
     """Append-only writer of ``trials.csv``; a trial id already present is never written twice.
     A row cut short by a kill (no newline) is dropped when the file is opened again."""
 
-    def __init__(self, path: str | Path, choices: Iterable[str], staged: bool = False):
+    def __init__(self, path: str | Path, choices: Iterable[str], staged: bool = False, extra: Iterable[str] = ()):
         self.path = Path(path)
-        self.columns = columns_for(choices, staged)
+        self.columns = columns_for(choices, staged, extra)
         drop_partial_row(self.path)
         if self.path.is_file():  # appending to an existing file: keep its header (an older run's columns)
             with self.path.open(newline="") as f:
@@ -100,7 +110,7 @@ class TrialsCSV:
 
 
 REQUIRED_COLUMNS = ("trial_id", "status", "arch")
-_NUMERIC_COLUMNS = ("stage", *(c for c in METRIC_COLUMNS if c != "memory_source"))
+_NUMERIC_COLUMNS = ("stage", *(c for c in METRIC_COLUMNS if c != "memory_source"))  # proxy_* columns: numbers too, not checked
 DAMAGED_SUFFIX = ".damaged"  # trials.csv.damaged: lines --resume moved aside
 
 

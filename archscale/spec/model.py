@@ -10,7 +10,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, field_validator, model_validator
 
-from archscale.spec.objectives import METRICS
+from archscale.spec.objectives import METRICS, PROXY_NAMES
 from archscale.spec.sections import OBJECTIVES, DataSpec, Dimension, SpaceSpec, TrainSpec, _Strict
 
 
@@ -105,6 +105,21 @@ class SearchSpec(_Strict):
     store: str | None = Field(None, description="results store: a SQLite file shared between runs (relative: to the "
                                                 "spec file's folder); a configuration already trained under the same "
                                                 "key is read from it, not trained")
+    proxies: list[str] = Field(default_factory=list, description="training-free proxies each trial computes before "
+                               f"it trains, on one seeded minibatch of its training split, among {', '.join(PROXY_NAMES)} "
+                               "(params and macs are measured anyway); recorded as proxy_NAME columns of trials.csv "
+                               "with their seconds (proxy_NAME_s) and proxy_errors")
+    proxy_batch: int = Field(64, ge=2, le=4096, description="images in the minibatch the proxies are computed on")
+
+    @field_validator("proxies")
+    @classmethod
+    def _proxies(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if name not in PROXY_NAMES:
+                raise ValueError(f"unknown proxy {name!r}; allowed: {', '.join(PROXY_NAMES)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"a proxy is named twice in {value}")
+        return value
 
     track: list[Literal["tensorboard", "mlflow"]] = Field(
         default_factory=list, description="where each trial's curves also go while the search runs (RUN/study.db "

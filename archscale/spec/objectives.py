@@ -13,6 +13,9 @@ METRICS = ("val_accuracy", "test_accuracy", "params", "macs", "memory_mb", "late
 UNITS = {"macs": "multiply-adds per image, fvcore", "params": "trainable", "memory_mb": "MiB",
          "latency_ms": "ms, batch 1", "latency_batch_ms": "ms, one training batch", "train_seconds": "s"}
 PICKS = ("accuracy", "macs", "knee")
+# Training-free proxies a spec may ask for (``search.proxies``): the baselines params and macs
+# (measured anyway), and those of :mod:`archscale.analysis.proxies`.
+PROXY_NAMES = ("params", "macs", "synflow", "naswot", "grad_norm", "zico")
 
 
 def parse_objectives(text: str | Sequence[str]) -> list[Objective]:

@@ -37,6 +37,8 @@ class TrialContext:
     seed: int = 0
     provenance: dict[str, Any] = field(default_factory=dict)  # the driver's part (see search.provenance)
     classes: tuple[str, ...] | None = None  # class names in label order, when the dataset names them
+    proxies: tuple[str, ...] = ()  # search.proxies: training-free proxies each trial computes before training
+    proxy_batch: int = 64  # search.proxy_batch: images of the seeded minibatch they are computed on
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -91,6 +93,8 @@ def trial_context(spec: Spec, run_dir: str | Path, data_context: dict[str, int],
         seed=spec.seed,
         provenance=dict(provenance or {}),
         classes=tuple(classes) if classes else None,
+        proxies=tuple(spec.search.proxies),
+        proxy_batch=spec.search.proxy_batch,
     )
 
 

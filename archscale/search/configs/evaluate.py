@@ -13,6 +13,11 @@ the driver's sampler and resources, build and count a network once); so is the l
 the architecture, device, batch and precision (a reused worker times an architecture once).
 Memory depends on the recipe (batch size, precision) and the device as well, and is kept
 per evaluator.
+
+Proxies (``search.proxies``, :mod:`archscale.analysis.proxies`): computed when the caller hands
+the evaluator a minibatch (the trial does, from its training split, before it trains), on the
+network as initialised under the trial's seed, each timed; kept per process by the
+architecture's text, the seed and the minibatch's seed and size, like the other costs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import Any
 import torch
 
 from archscale.analysis.cost import activation_mb, count_macs, count_params, latency_ms
+from archscale.analysis.proxies import Scores, minibatch, score
 
 from archscale.search.configs.context import TrialContext, resolve_arch, train_values
 from archscale.space import Arch, SpaceError, SearchSpace, build, get_space
@@ -45,6 +51,7 @@ class Verdict:
     latency_batch_ms: float | None = None  # one training-size batch, median
     why: str = ""
     buildable: bool = True  # False: building or costing it raised (``why`` holds the error's line)
+    proxies: dict[str, Any] = field(default_factory=dict)  # proxy_NAME, proxy_NAME_s, proxy_errors (search.proxies)
 
     @property
     def feasible(self) -> bool:
@@ -56,6 +63,7 @@ class Verdict:
                if getattr(self, k) is not None}
         if self.memory_source:
             out["memory_source"] = self.memory_source
+        out.update(self.proxies)
         if self.arch is not None:
             out["arch"] = self.arch.text
         return out
@@ -70,6 +78,7 @@ class _Cost:
 
 _COSTS: dict[str, _Cost] = {}  # arch text -> cost, per process
 _LATENCIES: dict[tuple, dict[str, float]] = {}  # (arch text, device, batch, precision) -> latencies, per process
+_PROXIES: dict[tuple, Scores] = {}  # (arch text, seed, proxies, minibatch size) -> scores, per process
 _MAX_CACHED = 4096
 
 
@@ -128,6 +137,13 @@ def describe_error(err: BaseException) -> str:
     return (f"out of memory: {text}" if is_out_of_memory(err) else text)[:500]
 
 
+def proxy_batch(data, size: int, seed: int):
+    """The proxies' minibatch: ``size`` images of ``data`` = (images, labels), drawn with
+    ``seed`` (:func:`archscale.analysis.proxies.minibatch`), on the CPU."""
+    x, y = data
+    return minibatch(x.cpu(), y.cpu(), size, seed)
+
+
 @dataclass
 class Evaluator:
     """Measures and judges the configurations of one search on one device.
@@ -147,23 +163,25 @@ class Evaluator:
         """Whether any configuration can be refused before it trains (a budget or a constraint)."""
         return self.ctx.has_budgets or has_constraint(self.ctx.family)
 
-    def __call__(self, config: dict[str, Any], *, full: bool = False, model=None) -> Verdict:
+    def __call__(self, config: dict[str, Any], *, full: bool = False, model=None, data=None) -> Verdict:
         """The verdict on ``config``. Only what the budgets need is measured unless ``full``
         (params, MACs and memory always; latency when the evaluator takes it). ``model``: the
         network already built from this configuration (the trial's, under its seed), so it is
-        not built again; it is left on the evaluator's device when latency was taken."""
+        not built again; it is left on the evaluator's device when latency was taken.
+        ``data``: (images, labels) of the training split; with ``full`` and ``search.proxies``,
+        the proxies are computed on a minibatch of it (:func:`proxy_batch`)."""
         try:
             arch = resolve_arch(self.ctx, config)
         except SpaceError as err:
             return Verdict(dict(config), None, why=str(err))
         try:
-            return self._judge(arch, config, full, model)
+            return self._judge(arch, config, full, model, data)
         except Exception as err:  # noqa: BLE001 - a family's code may fail in any way; the search goes on
             if is_cuda_out_of_memory(err):
                 raise  # the GPU's state, not the configuration's: the trial is retried
             return Verdict(dict(config), arch, why=f"cannot be built: {describe_error(err)}", buildable=False)
 
-    def _judge(self, arch: Arch, config: dict[str, Any], full: bool, model) -> Verdict:
+    def _judge(self, arch: Arch, config: dict[str, Any], full: bool, model, data=None) -> Verdict:
         why = get_space(arch.family).constraint_violation(arch.params) or ""
         ctx = self.ctx
         if not full and (why or not ctx.has_budgets):
@@ -171,6 +189,8 @@ class Evaluator:
         recipe = train_values(ctx, config)
         cost = self._cost(arch, model)
         measured: dict[str, Any] = {"params": cost.params, "macs": cost.macs}
+        if full and data is not None and self.ctx.proxies:
+            measured["proxies"] = self._proxies_of(arch, model, config, data).metrics()
         if full or ctx.max_memory_mb is not None:
             if model is None:
                 model = build(arch)
@@ -196,6 +216,23 @@ class Evaluator:
                 _COSTS.clear()
             _COSTS[arch.text] = cost
         return cost
+
+    def _proxies_of(self, arch: Arch, model, config: dict[str, Any], data) -> Scores:
+        """The proxies of ``search.proxies`` (the baselines params and macs aside) on the network
+        as the trial initialises it (``model``, else built under the trial's seed) and the
+        trial's seeded minibatch of ``data``; on the CPU, the model left as it was."""
+        seed = int(config.get("seed", self.ctx.seed))
+        key = (arch.text, seed, self.ctx.proxies, self.ctx.proxy_batch)
+        if key not in _PROXIES:
+            x, y = proxy_batch(data, self.ctx.proxy_batch, seed)
+            with torch.random.fork_rng(devices=[]):  # the trial's training draws the same numbers with or without
+                if model is None:
+                    torch.manual_seed(seed)
+                    model = build(arch)
+                if len(_PROXIES) >= _MAX_CACHED:
+                    _PROXIES.clear()
+                _PROXIES[key] = score(model, x, y, self.ctx.proxies)
+        return _PROXIES[key]
 
     def resolved_device(self):
         return resolve_device(str(self.device))

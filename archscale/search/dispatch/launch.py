@@ -25,6 +25,7 @@ from ray import tune
 from ray.autoscaler.sdk import request_resources
 from ray.util.queue import Queue
 
+from archscale.analysis.records import proxy_columns
 from archscale.search.configs.context import TrialContext
 from archscale.search.configs.evaluate import Evaluator
 from archscale.search.jobs.profile import PROFILE, phase
@@ -212,7 +213,8 @@ class Launcher:
         files in ``trials/<id>/``, its start in ``started.jsonl``. Returns when it ends, was
         stopped by the time budget or by Ctrl-C (``self.stopper.reason`` says which)."""
 
-        files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store, watchers=self.watchers)
+        files = RunFiles(self.run_dir, choices, progress, stage=stage, store=self.store, watchers=self.watchers,
+                         extra=tuple(proxy_columns(self.spec.search.proxies)))
         sink, relayed, drainer = files, None, None
         if self.client:
             # Ray Client runs Tune's loop on the cluster: its recorder relays to this process,

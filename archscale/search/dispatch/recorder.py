@@ -189,12 +189,12 @@ class RunFiles:
     every epoch relayed while a trial runs and every row with its validation accuracy per epoch."""
 
     def __init__(self, run_dir: Path, choices: list[str], progress: Progress, stage: int | None = None,
-                 store=None, watchers=None):
+                 store=None, watchers=None, extra: tuple[str, ...] = ()):
         self.run_dir, self.choices, self.progress, self.stage = Path(run_dir), choices, progress, stage
         self.store = store  # a runstore.RunStore: every finished trial also goes in there
         self.watchers = watchers  # a track.writer.Watchers: study.db and the trackers as trials run
         self.curves: dict[str, dict[int, float]] = {}  # trial id -> epoch -> val_accuracy, until recorded
-        self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None)
+        self.csv = TrialsCSV(self.run_dir / TRIALS_FILE, choices, staged=stage is not None, extra=extra)
 
     def started(self, trial_id: str, config: dict, gpu: float) -> None:
         item = {"trial_id": trial_id, "config": config, **({"stage": self.stage} if self.stage is not None else {})}

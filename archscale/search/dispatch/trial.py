@@ -114,7 +114,8 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, splits: Splits, repor
         model, verdict = None, Verdict(dict(config), arch, why=f"cannot be built: {describe_error(err)}",
                                        buildable=False)
     if model is not None:  # measured on the trial's device; a forward pass that fails is "cannot be built" too
-        verdict = Evaluator(ctx, device=device, latency=True)(config, full=True, model=model)
+        verdict = Evaluator(ctx, device=device, latency=True)(config, full=True, model=model,
+                                                              data=(splits.x_train, splits.y_train))
     base = verdict.metrics()
     reached.update(base)
     if from_rank0(bool(verdict.why), ranks):  # each rank measured its own latency: rank 0's counts

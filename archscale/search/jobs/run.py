@@ -16,7 +16,7 @@ from typing import TextIO
 
 import pandas as pd
 
-from archscale.analysis.records import TRIALS_FILE, TrialsCSV, read_trials
+from archscale.analysis.records import TRIALS_FILE, TrialsCSV, proxy_columns, read_trials
 from archscale.search.dispatch.asha import make_scheduler, replay
 from archscale.search.jobs.check import require_feasible
 from archscale.search.configs.context import REJECTED_SUFFIX, counted, trial_context
@@ -123,20 +123,22 @@ def _sampling(job: Job, recorded: pd.DataFrame, progress: Progress, total: int):
     skip = job.evaluator.restricts and spec.search.sampler != "grid" and not launcher.client
     # The results store is read here, on the driver, before a configuration is dispatched:
     # a stored one costs no Ray trial, actor or model build (not on a Ray Client either).
-    serve = (_server(run_dir, choices, progress, launcher.store, launcher.watchers)
+    extra = proxy_columns(spec.search.proxies)
+    serve = (_server(run_dir, choices, progress, launcher.store, launcher.watchers, extra)
              if launcher.store is not None and not launcher.client else None)
     searcher = make_searcher(spec, dims, objectives, recorded=recorded, unfinished=rerun,
                              evaluator=job.evaluator if skip else None,
-                             reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.watchers) if skip else None,
+                             reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.watchers, extra)
+                             if skip else None,
                              serve=serve, trials=max(0, total - counted(recorded)) if serve else None)
     return searcher, scheduler, rerun
 
 
 def _rejecter(run_dir: Path, choices: list[str], progress: Progress, store: RunStore | None = None,
-              watchers: Watchers | None = None):
+              watchers: Watchers | None = None, extra=()):
     """What the searcher calls for a configuration refused before dispatch: its
     ``infeasible`` row in trials.csv (and in the results store and study.db) and a progress line."""
-    csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
+    csv = TrialsCSV(run_dir / TRIALS_FILE, choices, extra=extra)
 
     def reject(row_id: str, config: dict, verdict: Verdict) -> None:
         row = {"trial_id": f"{row_id}{REJECTED_SUFFIX}", "status": "infeasible", **{k: config.get(k) for k in choices},
@@ -151,12 +153,13 @@ def _rejecter(run_dir: Path, choices: list[str], progress: Progress, store: RunS
     return reject
 
 
-def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunStore, watchers: Watchers | None = None):
+def _server(run_dir: Path, choices: list[str], progress: Progress, store: RunStore, watchers: Watchers | None = None,
+            extra=()):
     """What the searcher calls for each configuration before it is dispatched: when the
     results store holds it, its row (``source`` = ``store``) in trials.csv and study.db, its
     files in ``trials/<id>/`` and a progress line; returns the result the trial would have reported
     (None: not stored, train it)."""
-    csv = TrialsCSV(run_dir / TRIALS_FILE, choices)
+    csv = TrialsCSV(run_dir / TRIALS_FILE, choices, extra=extra)
 
     def serve(row_id: str, config: dict) -> dict | None:
         stored = store.lookup(config)

@@ -25,7 +25,7 @@ import pandas as pd
 from ray import tune
 from ray.tune.search import BasicVariantGenerator
 
-from archscale.analysis.records import TRIALS_FILE, TrialsCSV, read_trials
+from archscale.analysis.records import TRIALS_FILE, TrialsCSV, proxy_columns, read_trials
 from archscale.analysis.status import running
 from archscale.analysis.scaling import best_of_stage_one, stage_rows
 from archscale.search.configs.context import native
@@ -121,7 +121,7 @@ class StagedRun:
                 f"{spec.search.max_concurrent} at once, on {spec.data.dataset} ({len(s.y_train)} train / "
                 f"{len(s.y_val)} val / {len(s.y_test)} test images) -> {self.run_dir}")
         if grid is not None:
-            csv = TrialsCSV(self.trials_path, self.choices, staged=True)
+            csv = TrialsCSV(self.trials_path, self.choices, staged=True, extra=proxy_columns(self.spec.search.proxies))
             seen = set(done1["arch"]) if len(done1) else set()
             infeasible = [v for v in grid if not v.feasible]
             for v in infeasible:

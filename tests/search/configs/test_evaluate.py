@@ -89,3 +89,29 @@ def test_memory_on_cuda_grows_with_the_batch():
     small = Evaluator(ctx_for(), device="cuda")({"c1_width": 64}, full=True)
     large = Evaluator(ctx_for(), device="cuda")({"c1_width": 64, "train.batch_size": 512}, full=True)
     assert small.memory_source == "cuda_peak" and small.memory_mb < large.memory_mb
+
+
+def test_proxies_are_computed_on_the_seeded_network_and_leave_the_trial_as_it_was(monkeypatch):
+    monkeypatch.setattr(evaluate, "_PROXIES", {})
+    ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context=MNIST, data_info={},
+                       train={"batch_size": 32, "precision": "auto", "device": "cpu"}, seed=3,
+                       proxies=("params", "synflow", "naswot", "grad_norm", "zico"), proxy_batch=16)
+    data = (torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8), torch.arange(100) % 10)
+    torch.manual_seed(3)
+    model = build(resolve_arch(ctx, {"c1_width": 8}))
+    weights = [p.detach().clone() for p in model.parameters()]
+    state = torch.get_rng_state()
+    verdict = Evaluator(ctx)({"c1_width": 8}, full=True, model=model, data=data)
+    assert torch.equal(state, torch.get_rng_state()), "the trial's training draws the same random numbers"
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters()))
+    metrics = verdict.metrics()
+    for name in ("synflow", "naswot", "grad_norm", "zico"):
+        assert metrics[f"proxy_{name}"] == pytest.approx(verdict.proxies[f"proxy_{name}"])
+        assert metrics[f"proxy_{name}_s"] >= 0
+    assert "proxy_params" not in metrics and "proxy_errors" not in metrics
+    # the same network built by the evaluator under the trial's seed scores the same
+    monkeypatch.setattr(evaluate, "_PROXIES", {})
+    again = Evaluator(ctx)({"c1_width": 8}, full=True, data=data).metrics()
+    assert again["proxy_synflow"] == pytest.approx(metrics["proxy_synflow"])
+    assert again["proxy_zico"] == pytest.approx(metrics["proxy_zico"])
+    assert "proxy_synflow" not in Evaluator(ctx)({"c1_width": 8}, full=True).metrics()  # no data: no proxies

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import time
 from contextlib import contextmanager
@@ -26,7 +25,7 @@ from mlflow.entities import Metric, Param, RunTag
 from archscale.analysis.export import trial_dir
 from archscale.analysis.records import TRIALS_FILE, read_trials, warn_line
 from archscale.search.track.options import default_mlflow_uri
-from archscale.search.track.writer import Curve, QueuedWriter, epochs_of
+from archscale.search.track.writer import Curve, QueuedWriter, epochs_of, finite
 from archscale.spec import Dimension, Spec, SpecError
 
 MLFLOW_FILE = "mlflow.json"  # the store, experiment and parent run of this run directory
@@ -160,7 +159,7 @@ class MLflowTracker(QueuedWriter):
 
 def _metrics(values: dict, keys: Sequence[str], step: int, prefix: str = "") -> list[Metric]:
     stamp = _now_ms()
-    return [Metric(prefix + k, float(values[k]), stamp, int(step)) for k in keys if _finite(values.get(k))]
+    return [Metric(prefix + k, float(values[k]), stamp, int(step)) for k in keys if finite(values.get(k))]
 
 
 def _now_ms() -> int:
@@ -171,8 +170,6 @@ def _plain(value: Any) -> Any:
     return value.item() if hasattr(value, "item") else value
 
 
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _first_line(err: Exception) -> str:

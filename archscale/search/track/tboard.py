@@ -8,14 +8,13 @@ package: ``pip install "archscale[track]"``)."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 from torch.utils.tensorboard import SummaryWriter
 
 from archscale.analysis.records import TRIALS_FILE, read_trials, warn_line
-from archscale.search.track.writer import Curve, QueuedWriter, epochs_of
+from archscale.search.track.writer import Curve, QueuedWriter, epochs_of, finite
 from archscale.spec import Dimension
 
 TB_DIR = "tensorboard"
@@ -60,7 +59,7 @@ class TensorBoardTracker(QueuedWriter):
         domains = self._domains()
         hparams = {d.name: _hparam(row.get(d.name), domains.get(d.name, ())) for d in self.dims}
         hparams["status"] = str(row.get("status"))
-        final = {f"final/{k}": float(row[k]) for k in FINAL if _finite(row.get(k))}
+        final = {f"final/{k}": float(row[k]) for k in FINAL if finite(row.get(k))}
         # run_name ".": the hparams go in the trial's own folder, one session per trial
         writer.add_hparams(hparams, final, hparam_domain_discrete=domains, run_name=".")
         writer.close()
@@ -81,7 +80,7 @@ class TensorBoardTracker(QueuedWriter):
     def _scalars(self, trial_id: str, epoch: int, metrics: Mapping[str, Any]) -> None:
         writer = self._writer(trial_id)
         for tag in SCALARS:
-            if _finite(metrics.get(tag)):
+            if finite(metrics.get(tag)):
                 writer.add_scalar(tag, float(metrics[tag]), global_step=epoch)
         self.steps.setdefault(trial_id, set()).add(epoch)
 
@@ -100,7 +99,3 @@ def _hparam(value: Any, domain: Sequence = ()) -> bool | int | float | str:
     if hasattr(value, "item"):
         value = value.item()  # a numpy scalar
     return value if isinstance(value, (bool, int, float, str)) else str(value)
-
-
-def _finite(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import math
+import numbers
 import queue
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
+
+import numpy as np
 
 from archscale.analysis.export import trial_dir
 from archscale.analysis.records import warn_line
@@ -143,11 +147,12 @@ def epochs_of(run_dir: str | Path, row: Mapping[str, Any], curve: Curve) -> dict
     epochs = {h["epoch"]: h for h in trial_history(run_dir, str(row["trial_id"]))}
     for epoch, value in curve.items():
         epochs.setdefault(int(epoch), {"val_accuracy": value})
-    if not epochs and row.get("status") == "completed" and _number(row.get("val_accuracy")):
+    if not epochs and row.get("status") == "completed" and finite(row.get("val_accuracy")):
         last = row.get("epochs")
-        epochs[int(last) if _number(last) and last >= 1 else 1] = {"val_accuracy": float(row["val_accuracy"])}
+        epochs[int(last) if finite(last) and last >= 1 else 1] = {"val_accuracy": float(row["val_accuracy"])}
     return dict(sorted(epochs.items()))
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and value == value and abs(value) != float("inf")
+def finite(value: Any) -> bool:
+    """A finite number (not a bool, None or NaN): a figure a tracker can write."""
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and math.isfinite(value)

@@ -222,7 +222,7 @@ def train(model: nn.Module, splits: Splits, cfg: TrainConfig, device: str | torc
         if not math.isfinite(mean_loss):
             raise TrainingDiverged(f"loss became {mean_loss} in epoch {epoch}")
         metrics = _evaluate_epoch(epoch, mean_loss, correct, train_seconds, model, data, optim, cfg)
-        metrics["epoch_seconds"] = epoch_seconds
+        metrics["epoch_seconds"] = from_rank0(epoch_seconds, data.ranks)  # rank 0's, as every metric
         history.append(metrics)
         if callback is not None:
             callback(epoch, dict(metrics))

@@ -25,11 +25,10 @@ from mlflow.entities import Metric, Param, RunTag
 from archscale.analysis.export import trial_dir
 from archscale.analysis.records import TRIALS_FILE, read_trials, warn_line
 from archscale.search.track.options import default_mlflow_uri
-from archscale.search.track.writer import Curve, QueuedWriter, epochs_of, finite
+from archscale.search.track.writer import EPOCH_SCALARS as SCALARS, Curve, QueuedWriter, epochs_of, finite
 from archscale.spec import Dimension, Spec, SpecError
 
 MLFLOW_FILE = "mlflow.json"  # the store, experiment and parent run of this run directory
-SCALARS = ("train_loss", "train_accuracy", "val_accuracy", "lr", "epoch_seconds")
 FINAL = ("val_accuracy", "test_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds", "epochs")
 STATUS = {"completed": "FINISHED", "pruned": "KILLED", "infeasible": "FINISHED", "failed": "FAILED"}
 TRIAL_TAG = "archscale.trial_id"
@@ -158,12 +157,8 @@ class MLflowTracker(QueuedWriter):
 
 
 def _metrics(values: dict, keys: Sequence[str], step: int, prefix: str = "") -> list[Metric]:
-    stamp = _now_ms()
+    stamp = int(time.time() * 1000)
     return [Metric(prefix + k, float(values[k]), stamp, int(step)) for k in keys if finite(values.get(k))]
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _plain(value: Any) -> Any:

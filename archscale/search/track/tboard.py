@@ -14,11 +14,10 @@ from typing import Any, Callable, Mapping, Sequence
 from torch.utils.tensorboard import SummaryWriter
 
 from archscale.analysis.records import TRIALS_FILE, read_trials, warn_line
-from archscale.search.track.writer import Curve, QueuedWriter, epochs_of, finite
+from archscale.search.track.writer import EPOCH_SCALARS as SCALARS, Curve, QueuedWriter, epochs_of, finite
 from archscale.spec import Dimension
 
 TB_DIR = "tensorboard"
-SCALARS = ("train_loss", "train_accuracy", "val_accuracy", "lr", "epoch_seconds")
 FINAL = ("val_accuracy", "test_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
 
 

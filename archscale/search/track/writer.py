@@ -17,6 +17,7 @@ from archscale.analysis.export import trial_dir
 from archscale.analysis.records import warn_line
 
 Curve = dict[int, float]  # epoch -> validation accuracy
+EPOCH_SCALARS = ("train_loss", "train_accuracy", "val_accuracy", "lr", "epoch_seconds")  # what a tracker plots per epoch
 
 
 class QueuedWriter:

@@ -242,10 +242,6 @@ class Spec(_Strict):
                 raise ValueError(f"train.batch_size: {batch} is the global batch of {r.workers} workers "
                                  f"(search.resources_per_trial.workers) and must split evenly among them; allowed: "
                                  f"a multiple of {r.workers}")
-        if self.search.scheduler == "asha":
-            raise ValueError(f"search.scheduler: 'asha' with search.resources_per_trial.workers {r.workers} is not "
-                             "supported yet: such a search stalled after its first trial (a trial ASHA stops likely keeps "
-                             "its Ray Train workers and their CPUs); allowed: none (or workers: 1)")
         if self.train.sync_bn and (self.train.device == "cpu" or r.gpu == 0):
             why = "train.device is 'cpu'" if self.train.device == "cpu" else "search.resources_per_trial.gpu is 0"
             raise ValueError(f"train.sync_bn: true needs CUDA workers (torch's SyncBatchNorm runs on GPUs only), but "

@@ -96,6 +96,36 @@ def test_two_workers_follow_one_worker_step_for_step_without_batchnorm(tmp_path)
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("technique", [{"sam_rho": 0.05}, {"ema": 0.9}, {"label_smoothing": 0.1},
+                                       {"swa": True, "swa_start": 0.5, "swa_lr": 0.05}], ids=str)
+def test_a_deterministic_technique_with_two_workers_follows_one_worker(tmp_path, technique):
+    """SAM (both passes' gradients all-reduced), EMA, label smoothing and SWA change nothing
+    that depends on the split, so two half-batches follow the full batch, as without them."""
+    cfg = {**FULL_BATCH, **technique}
+    one = run_ranks(1, {"model": mlp, "splits": separable, "cfg": cfg}, tmp_path / "one")
+    two = run_ranks(2, {"model": mlp, "splits": separable, "cfg": cfg}, tmp_path / "two")
+    assert [h["train_loss"] for h in two[0][0]] == pytest.approx([h["train_loss"] for h in one[0][0]], rel=1e-4,
+                                                                 abs=1e-5)
+    assert two[0][0][-1]["val_accuracy"] == pytest.approx(one[0][0][-1]["val_accuracy"], abs=1e-9)
+    for key, value in one[0][1].items():
+        torch.testing.assert_close(two[0][1][key], value, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("technique", [{"mixup": 0.4}, {"cutout": 2}], ids=str)
+def test_a_random_technique_with_two_workers_learns_and_keeps_one_model(tmp_path, technique):
+    """mixup and cutout draw per worker (a generator seeded per rank), so the runs differ from
+    one worker's; the two ranks still hold one model, and it learns."""
+    cfg = {**FULL_BATCH, "epochs": 12, **technique}
+    two = run_ranks(2, {"model": mlp, "splits": separable, "cfg": cfg}, tmp_path / "two")
+    losses = [h["train_loss"] for h in two[0][0]]
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert two[0][0] == two[1][0]
+    for key, value in two[0][1].items():
+        torch.testing.assert_close(two[1][1][key], value)
+
+
+@pytest.mark.slow
 def test_each_rank_streams_its_shard_from_host_memory_with_the_same_batches(tmp_path):
     cfg = {**FULL_BATCH, "batch_size": 16, "epochs": 2, "crop_padding": 1, "flip": True}  # 2 steps a rank, augmented
     resident = run_ranks(2, {"model": mlp, "splits": separable, "cfg": cfg, "stream": False}, tmp_path / "resident")

@@ -36,7 +36,7 @@ from archscale.search.dispatch.shared import share_splits
 from archscale.spec import Spec, SpecError
 from archscale.search.configs.runstore import RunStore
 from archscale.search.dispatch.trial import run_trial
-from archscale.search.dispatch.workers import run_workers_trial
+from archscale.search.dispatch.workers import GroupReleaser, run_workers_trial
 
 SPEC_FILE = "spec.yaml"
 RESOURCE_POLL_S = 5.0  # seconds between looks at a growing cluster's nodes
@@ -175,7 +175,7 @@ class Launcher:
         self.watchers = None  # a track.writer.Watchers while the job writes study.db and trackers (Job.watching)
         self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
         with phase("ray start"):
-            init_ray(spec.search.address, self.env)
+            init_ray(spec.search.address, self.env, state_api=spec.search.resources_per_trial.workers > 1)
 
         tune_setup = time.perf_counter()
         require_resources(spec, out)
@@ -236,7 +236,9 @@ class Launcher:
             run_config=tune.RunConfig(
                 name=f"archscale-{self.spec.name}-{uuid.uuid4().hex[:8]}" if self.client else name,
                 storage_path=None if self.client else str(self.run_dir.resolve()), verbose=0,
-                callbacks=[recorder], stop=self.stopper,
+                # the releaser first: it takes its key out of each result before the recorder reads it
+                callbacks=[GroupReleaser(), recorder] if self.resources.workers > 1 else [recorder],
+                stop=self.stopper,
                 failure_config=tune.FailureConfig(max_failures=failures)),
         )
         PROFILE.marks.setdefault("search", time.time())

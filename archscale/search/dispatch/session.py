@@ -60,11 +60,16 @@ def require_cores(spec: Spec) -> None:
                         f"{int(cores // r.cpu)}")
 
 
-def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> None:
+def init_ray(address: str | None = None, env: dict[str, Any] | None = None, state_api: bool = False) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
     or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
-    A Ray already started in this process (a notebook's, a test session's) is used as it is."""
+    A Ray already started in this process (a notebook's, a test session's) is used as it is.
+
+    A local instance runs without Ray's dashboard (a second less to start) unless ``state_api``:
+    trials of several workers need it, because Ray Train's placement-group cleaner asks the
+    State API, which the dashboard serves, whether a stopped trial's controller is gone, and
+    otherwise polls forever (:class:`~archscale.search.dispatch.workers.GroupReleaser`)."""
     cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     for name, value in RAY_ENV.items():
@@ -75,7 +80,7 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None) -> N
     if ray.is_initialized():
         return
     if address == "local":
-        ray.init(address="local", include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False,
+        ray.init(address="local", include_dashboard=state_api, logging_level=logging.ERROR, log_to_driver=False,
                  runtime_env=env)
         return
     for attempt in range(1, CLIENT_ATTEMPTS + 1):

@@ -28,7 +28,9 @@ import torch
 import torch.distributed as dist
 from ray import tune
 from ray.train.torch import TorchConfig, TorchTrainer
+from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
+from ray.util.placement_group import PlacementGroup, placement_group_table, remove_placement_group
 
 from archscale.search.configs.context import TrialContext, train_values
 from archscale.search.configs.evaluate import describe_error, is_cuda_out_of_memory
@@ -39,6 +41,7 @@ from archscale.search.jobs.profile import process_start
 from archscale.trainer.distributed import Ranks
 
 TRAIN_DIR = "train"  # Ray Train's own state, in the trial's folder of Tune's
+GROUP = "train_placement_group"  # the key of each report that names the Train run's placement group
 
 
 def backend(gpu: float) -> str:
@@ -109,5 +112,53 @@ def _worker_loop(loop_config: dict[str, Any]) -> None:
     gathered: list[Any] = [None] * ranks.world
     dist.all_gather_object(gathered, where)
     host.update(workers=loop_config["workers"], worker_hosts=gathered, backend=dist.get_backend())
-    train_trial(loop_config["config"], loop_config["ctx"], splits, ray.train.report, host,
+    group = ray.util.get_current_placement_group()
+
+    def report(metrics: dict) -> None:  # each report names the placement group, for GroupReleaser
+        ray.train.report({**metrics, GROUP: group.id.hex()} if group is not None else metrics)
+
+    train_trial(loop_config["config"], loop_config["ctx"], splits, report, host,
                 times={"worker_start": process_start(), "entered": loop_config["entered"]})
+
+
+class GroupReleaser(Callback):
+    """Gives back a trial's Ray Train placement group once Tune has ended the trial.
+
+    A trial that ASHA stops (or that ends at ASHA's last rung: Tune stops it too) has its
+    actor ended by Tune while ``fit()`` runs, and the Train controller with it. Ray Train 2.60
+    then relies on a detached ``PlacementGroupCleaner`` that asks the State API whether the
+    controller died (ray-project/ray#58515); where that API does not answer (a Ray started
+    without its dashboard: a notebook's, ``ray[default]`` missing on a cluster), the workers'
+    CPUs and GPUs stay reserved and the next trial of several workers never starts. Each
+    worker's reports name their placement group (:data:`GROUP`); this callback, on the Tune
+    driver and ahead of the recorder, takes the name out of the result and, when the trial
+    ends, removes the group with Ray's public ``remove_placement_group`` unless Ray has
+    already done so."""
+
+    def __init__(self):
+        self.groups: dict[str, str] = {}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        group = result.pop(GROUP, None)
+        if group:
+            self.groups[trial.trial_id] = group
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self.release(trial.trial_id)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self.release(trial.trial_id)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        self.release(trial.trial_id)  # its next attempt makes a group of its own
+
+    def release(self, trial_id: str) -> bool:
+        """Remove ``trial_id``'s group if it is still there; True if this removed it."""
+        group = self.groups.pop(trial_id, None)
+        if group is None:
+            return False
+        handle = PlacementGroup(ray.PlacementGroupID.from_hex(group))
+        if placement_group_table(handle).get("state") in (None, "REMOVED"):
+            return False
+        remove_placement_group(handle)
+        return True

@@ -155,7 +155,7 @@ def test_resume_across_the_stage_boundary(staged_run, monkeypatch):
 
     spec, run_dir = staged_run
     begun, real = [], launch.init_ray  # Ray is started once the records show the run unfinished
-    monkeypatch.setattr(launch, "init_ray", lambda *args: (begun.append(args), real(*args)))
+    monkeypatch.setattr(launch, "init_ray", lambda *args, **kw: (begun.append(args), real(*args, **kw)))
     before = read_trials(run_dir)
     # as if killed during stage 1: stage 2 and the last completed stage-1 trial are not recorded
     lost = before[(before["stage"] == 2)].index.union(before[(before["stage"] == 1) & (before["status"] == "completed")].index[-1:])
@@ -176,7 +176,7 @@ def test_resume_of_a_finished_staged_run_changes_nothing(staged_run, capsys, mon
     from archscale.search.dispatch import launch
 
     begun = []  # no Ray for a run found complete
-    monkeypatch.setattr(launch, "init_ray", lambda *args: begun.append(args))
+    monkeypatch.setattr(launch, "init_ray", lambda *args, **kw: begun.append(args))
     spec, run_dir = staged_run
     before = (run_dir / "trials.csv").read_text()
     assert main(["run", str(spec), "--out", str(run_dir), "--resume"]) == 0

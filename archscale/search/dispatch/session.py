@@ -66,7 +66,7 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, stat
     or join the cluster at ``address``; ``env`` is the job's ``runtime_env`` (:func:`runtime_env`).
     A Ray already started in this process (a notebook's, a test session's) is used as it is.
 
-    A local instance runs without Ray's dashboard (a second less to start) unless ``state_api``:
+    A local instance runs without Ray's dashboard (about 0.8 s less to start on a 2-core machine) unless ``state_api``:
     trials of several workers need it, because Ray Train's placement-group cleaner asks the
     State API, which the dashboard serves, whether a stopped trial's controller is gone, and
     otherwise polls forever (:class:`~archscale.search.dispatch.workers.GroupReleaser`)."""

@@ -1,8 +1,7 @@
 """How well does each training-free proxy rank the configurations of the stored grids?
 
-For every grid run that ``benchmarks/sampler_quality.py`` left in the git-ignored
-``benchmarks/.store/`` (``sq_<space>_s<training seed>/``, finished or still training: the rows
-there so far), each configuration's proxies (:mod:`archscale.analysis.proxies`) are computed as
+For every grid that ``benchmarks/sampler_quality.py`` trained and published in
+``benchmarks/grids/`` (``sq_<space>_s<training seed>/``: the run's spec.yaml and trials.csv), each configuration's proxies (:mod:`archscale.analysis.proxies`) are computed as
 a run with ``search.proxies`` computes them: on the network initialised under that training
 seed and a seeded minibatch (``--batch``, 64) of the run's own training split. Then, per space,
 the Spearman and Kendall (tau-b) rank correlations of each proxy with the trained validation
@@ -15,7 +14,7 @@ accuracy:
 Per space: the mean over training seeds of each seed's correlation (its proxy values against
 its accuracies), with the smallest and largest seed's value. ``params`` and ``macs`` are the
 baselines (ZiCo, ICLR 2023: most proxies do no better than the parameter count). Proxy values
-are cached in ``benchmarks/.store/proxies_<hash>.jsonl``, keyed by proxies.py, the minibatch
+are cached in the git-ignored ``benchmarks/.store/proxies_<hash>.jsonl``, keyed by proxies.py, the minibatch
 size and torch's version, each row by its family's model code (a rerun computes only what is new).
 
 The last line is ``best_proxy_minus_params_spearman: X``: over the spaces present, the smallest
@@ -50,7 +49,8 @@ from archscale.space import Arch, build  # noqa: E402
 from archscale.spec import load_spec  # noqa: E402
 from archscale.trainer.data import load_dataset, split  # noqa: E402
 
-STORE = ROOT / "benchmarks" / ".store"
+STORE = ROOT / "benchmarks" / ".store"  # caches
+GRIDS = ROOT / "benchmarks" / "grids"  # the published grids
 SPACES = ("quickstart", "davidnet", "efficientnet")
 NAMES = proxies.BASELINES + proxies.PROXIES
 
@@ -101,13 +101,13 @@ def proxy_row(arch_text: str, seed: int, data, batch: int) -> dict:
             **({"errors": scores.errors} if scores.errors else {})}
 
 
-def compute(found: list[tuple[str, int, Path]], batch: int = 64):
+def compute(found: list[tuple[str, int, Path]], batch: int = 64, store: Path = STORE):
     """(proxy rows by (arch, training seed), how many were computed now, space -> per-seed
     frames of trials.csv with a column per proxy and its seconds) for the grid runs ``found``,
-    through the cache file next to them."""
+    through the cache file in ``store``."""
     specs = {d: load_spec(d / "spec.yaml") for _, _, d in found}
     codes = {d: family_code_hash(spec.space.family) for d, spec in specs.items()}
-    store = found[0][2].parent
+    store.mkdir(parents=True, exist_ok=True)
     cache = store / f"proxies_{cache_key(batch)}.jsonl"
     known: dict[tuple[str, int, str], dict] = {}
     if cache.is_file():
@@ -159,17 +159,18 @@ def correlations(frame: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spaces", default=",".join(SPACES))
-    parser.add_argument("--store", type=Path, default=STORE)
+    parser.add_argument("--grids", type=Path, default=GRIDS, help="folder of the published grids")
+    parser.add_argument("--store", type=Path, default=STORE, help="folder of the proxies' cache")
     parser.add_argument("--batch", type=int, default=64, help="images of the seeded minibatch")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(1)
-    found = runs(args.store, args.spaces.split(","))
+    found = runs(args.grids, args.spaces.split(","))
     if not found:
-        print(f"no grid runs in {args.store}: run python benchmarks/sampler_quality.py --train-only first",
+        print(f"no grids in {args.grids}: run python benchmarks/sampler_quality.py --train-only first",
               file=sys.stderr)
         return 2
-    known, computed, frames = compute(found, args.batch)
+    known, computed, frames = compute(found, args.batch, args.store)
     print(f"proxies: {computed} computed, {len(known) - computed} from the cache; "
           f"{time.perf_counter() - start:.0f}s wall, load average {load()}")
     worst_gain = float("inf")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from pydantic import BaseModel
 
-from archscale.spec import Spec, TrainSpec
+from archscale.spec import SearchSpec, Spec, TrainSpec
 from archscale.trainer.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -84,7 +84,8 @@ def test_defaults_and_bounds_come_from_the_models(hook):
     assert rows["search.num_trials"][2] == "`10`" and rows["search.num_trials"][3] == ">= 1"
     assert rows["name"][2] == "required"
     assert rows["train.lr"][2] == f"`{TrainSpec.model_fields['lr'].default}`"
-    assert "`gp`" in rows["search.sampler"][3] and rows["search.sampler"][2] == "`gp`"
+    default = SearchSpec.model_fields["sampler"].default
+    assert "`gp`" in rows["search.sampler"][3] and rows["search.sampler"][2] == f"`{default}`"
     assert rows["data.val_fraction"][3] == "> 0; < 1"
 
 

@@ -81,9 +81,34 @@ class Stages(_Strict):
     phi_sweep: PhiSweepStage
 
 
+class PrescreenSpec(_Strict):
+    """``search.prescreen``: before the sampler proposes anything, draw ``pool`` feasible
+    configurations at random, score each untrained network with a training-free ``proxy`` on
+    one seeded minibatch, and train the best ``keep`` first (ranked by non-dominated sorting
+    of the proxy and the cost objectives); the sampler, told their results, proposes the rest."""
+
+    proxy: str = Field(..., description=f"the proxy that ranks the pool, among {', '.join(PROXY_NAMES)}")
+    pool: int = Field(80, ge=2, le=100_000, description="feasible candidates drawn at random and scored")
+    keep: int = Field(..., ge=1, description="the best candidates trained first (at most pool and search.num_trials)")
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy(cls, value: str) -> str:
+        if value not in PROXY_NAMES:
+            raise ValueError(f"unknown proxy {value!r}; allowed: {', '.join(PROXY_NAMES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _sizes(self) -> "PrescreenSpec":
+        if self.keep > self.pool:
+            raise ValueError(f"keep {self.keep} is more than pool {self.pool}; allowed: 1 to {self.pool}")
+        return self
+
+
 class SearchSpec(_Strict):
-    sampler: Literal["tpe", "nsga2", "random", "grid", "gp"] = Field("gp", description="the Optuna sampler that "
-                                                                     "proposes configurations")
+    sampler: Literal["auto", "tpe", "nsga2", "random", "grid", "gp"] = Field(
+        "auto", description="the Optuna sampler that proposes configurations; auto: gp while its own time per "
+                            "suggestion stays within 5% of a trial's median training time, else tpe")
     num_trials: int = Field(10, ge=1, description="configurations to try; over-budget ones are recorded but not "
                             "counted, except with grid (every point counts; at most the grid's size)")
     objectives: list[str] = Field(default_factory=lambda: ["val_accuracy:max"], min_length=1, max_length=3,
@@ -110,6 +135,8 @@ class SearchSpec(_Strict):
                                "(params and macs are measured anyway); recorded as proxy_NAME columns of trials.csv "
                                "with their seconds (proxy_NAME_s) and proxy_errors")
     proxy_batch: int = Field(64, ge=2, le=4096, description="images in the minibatch the proxies are computed on")
+    prescreen: PrescreenSpec | None = Field(None, description="rank a random pool of candidates by a training-free "
+                                            "proxy before training and train the best first: {proxy, pool, keep}")
 
     @field_validator("proxies")
     @classmethod
@@ -213,6 +240,24 @@ class Spec(_Strict):
                 if d.size == math.inf:
                     raise ValueError(f"{where}: 'grid' needs finite choices, but space.params.{d.name} "
                                      "is a float range without step")
+        return self
+
+    @model_validator(mode="after")
+    def _prescreen(self) -> "Spec":
+        pre = self.search.prescreen
+        if pre is None:
+            return self
+        if self.search.stages is not None:
+            raise ValueError("search.prescreen is not used with search.stages (stage 1 is a grid of coefficients); "
+                             "remove one of them")
+        if self.search.sampler == "grid":
+            raise ValueError("search.prescreen: sampler 'grid' trains every point, so there is nothing to "
+                             "prescreen; allowed: auto, gp, tpe, nsga2 or random")
+        if pre.keep > self.search.num_trials:
+            raise ValueError(f"search.prescreen.keep: {pre.keep} is more than search.num_trials "
+                             f"({self.search.num_trials}); allowed: 1 to {self.search.num_trials}")
+        if not self.searched():
+            raise ValueError("search.prescreen: nothing is searched (every space.params value is fixed)")
         return self
 
     @model_validator(mode="after")

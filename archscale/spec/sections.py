@@ -25,7 +25,7 @@ from archscale.spec.errors import SpecError
 from archscale.trainer.config import DATASETS, RECIPES, TrainConfig
 
 OBJECTIVES = ("val_accuracy", "params", "macs", "memory_mb", "latency_ms", "train_seconds")
-SAMPLERS = ("tpe", "nsga2", "random", "grid", "gp")
+SAMPLERS = ("auto", "tpe", "nsga2", "random", "grid", "gp")
 
 
 def _clean(msg: str) -> str:

@@ -217,12 +217,22 @@ class Evaluator:
             _COSTS[arch.text] = cost
         return cost
 
-    def _proxies_of(self, arch: Arch, model, config: dict[str, Any], data) -> Scores:
-        """The proxies of ``search.proxies`` (the baselines params and macs aside) on the network
-        as the trial initialises it (``model``, else built under the trial's seed) and the
-        trial's seeded minibatch of ``data``; on the CPU, the model left as it was."""
+    def proxies(self, config: dict[str, Any], data, names: tuple[str, ...]) -> Scores:
+        """The proxies ``names`` of ``config``'s network as its trial would compute them (on the
+        network initialised under the trial's seed and the trial's seeded minibatch of ``data``,
+        the training split's (images, labels)); search.prescreen asks this on the driver. Raises
+        :class:`~archscale.space.SpaceError` for values the family refuses."""
+        return self._proxies_of(resolve_arch(self.ctx, config), None, config, data, names)
+
+    def _proxies_of(self, arch: Arch, model, config: dict[str, Any], data, names: tuple[str, ...] | None = None
+                    ) -> Scores:
+        """The proxies of ``names`` (default ``search.proxies``; the baselines params and macs
+        aside) on the network as the trial initialises it (``model``, else built under the
+        trial's seed) and the trial's seeded minibatch of ``data``; on the CPU, the model left
+        as it was."""
+        names = tuple(self.ctx.proxies if names is None else names)
         seed = int(config.get("seed", self.ctx.seed))
-        key = (arch.text, seed, self.ctx.proxies, self.ctx.proxy_batch)
+        key = (arch.text, seed, names, self.ctx.proxy_batch)
         if key not in _PROXIES:
             x, y = proxy_batch(data, self.ctx.proxy_batch, seed)
             with torch.random.fork_rng(devices=[]):  # the trial's training draws the same numbers with or without
@@ -231,7 +241,7 @@ class Evaluator:
                     model = build(arch)
                 if len(_PROXIES) >= _MAX_CACHED:
                     _PROXIES.clear()
-                _PROXIES[key] = score(model, x, y, self.ctx.proxies)
+                _PROXIES[key] = score(model, x, y, names)
         return _PROXIES[key]
 
     def resolved_device(self):

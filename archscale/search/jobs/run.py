@@ -27,6 +27,7 @@ from archscale.analysis.status import running
 from archscale.search.dispatch.recorder import Progress, Verbosity
 from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
+from archscale.search.sampling.prescreen import ProxyScorer, minibatch_source
 from archscale.search.sampling.searcher import make_searcher
 from archscale.search.track.writer import Watchers
 from archscale.spec import Dimension, Spec
@@ -130,8 +131,19 @@ def _sampling(job: Job, recorded: pd.DataFrame, progress: Progress, total: int):
                              evaluator=job.evaluator if skip else None,
                              reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.watchers, extra)
                              if skip else None,
-                             serve=serve, trials=max(0, total - counted(recorded)) if serve else None)
+                             serve=serve, trials=max(0, total - counted(recorded)) if serve else None,
+                             scorer=_scorer(job), note=progress.note)
     return searcher, scheduler, rerun
+
+
+def _scorer(job: Job) -> ProxyScorer | None:
+    """search.prescreen's scorer: the driver's evaluator and the trial's minibatch of the
+    training split (None without a prescreen)."""
+    pre = job.spec.search.prescreen
+    if pre is None:
+        return None
+    data = minibatch_source(job.splits.x_train, job.splits.y_train, job.spec.search.proxy_batch, job.spec.seed)
+    return ProxyScorer(job.evaluator, pre.proxy, data)
 
 
 def _rejecter(run_dir: Path, choices: list[str], progress: Progress, store: RunStore | None = None,

@@ -36,6 +36,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+import statistics
+import time
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -46,6 +48,7 @@ from optuna.trial import TrialState
 
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
+from archscale.search.sampling.prescreen import Outcome, Scorer, config_key, prescreen
 from archscale.spec import Dimension, Spec
 
 logger = logging.getLogger(__name__)
@@ -97,6 +100,8 @@ SAMPLERS: dict[str, Callable[[int, int], Any]] = {
     "nsga2": lambda seed, n: _optuna().samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, n // 3))),
     "gp": lambda seed, n: _optuna().samplers.GPSampler(seed=seed, n_startup_trials=_startup(n)),
 }
+SAMPLERS["auto"] = SAMPLERS["gp"]  # auto starts as gp; AskTell hands over to tpe when gp costs too much
+AUTO_SHARE = 0.05  # auto: gp while its seconds per suggestion stay within this share of a trial's median train_seconds
 
 
 def _optuna():
@@ -177,7 +182,8 @@ class AskTell:
     def __init__(self, spec: Spec, dims: Sequence[Dimension], objectives: Sequence[tuple[str, str]], *,
                  recorded: pd.DataFrame | None = None, unfinished: Sequence[dict] = (),
                  evaluator: Evaluator | None = None, reject: Reject | None = None, sampler: str | None = None,
-                 serve: Serve | None = None, trials: int | None = None, constraints: bool | None = None):
+                 serve: Serve | None = None, trials: int | None = None, constraints: bool | None = None,
+                 scorer: Scorer | None = None, note: Callable[[str], None] | None = None):
         self.spec, self.dims, self.objectives = spec, list(dims), list(objectives)
         self.metrics = [m for m, _ in objectives]
         self.recorded = recorded if recorded is not None else pd.DataFrame()
@@ -192,15 +198,24 @@ class AskTell:
         self.serve, self.left = serve, trials  # left: trials still to give (None: Tune's num_samples decides)
         self.twins = self.rejected = self.served = 0
         self.grid_left: int | None = None  # grid points not yet asked (None: not a grid)
+        self.scorer, self.note = scorer, note or (lambda text: logger.info("%s", text))
+        self.prescreened: Outcome | None = None  # what search.prescreen did, once it has
+        self.ask_seconds: list[float] = []  # the sampler's own time, per configuration handed out
+        self.trial_seconds: list[float] = []  # train_seconds of the trials told, for sampler: auto
+        self.handed_over = False  # sampler auto: gp gave way to tpe
         self.told = self._tell_history(unfinished)
 
     def suggest(self, trial_id: str) -> dict | None:
         """The next configuration to train as ``trial_id``, or None when the grid is done."""
         if (self.grid_left is not None and self.grid_left <= 0) or (self.left is not None and self.left <= 0):
             return None
+        if self.scorer is not None and self.spec.search.prescreen is not None and self.prescreened is None:
+            self._prescreen()
         twins = infeasible = 0
         while True:
+            asked = time.perf_counter()
             trial = self.study.ask(self.distributions)
+            self._timed(time.perf_counter() - asked)
             if self.grid_left is not None:
                 self.grid_left -= 1
             rerun = bool(trial.user_attrs.get(RERUN))
@@ -242,12 +257,52 @@ class AskTell:
         state, values = outcome(result, error, self.metrics)
         if state == "COMPLETE":
             self._constrain(trial, result or {}, feasible=(result or {}).get("status") != "infeasible")
+        self._trial_time(result)
         try:
             self.study.tell(trial, values, state=TrialState[state])
         except (ValueError, RuntimeError) as err:  # a value Optuna refuses: lost to the sampler, not the search
             logger.warning("optuna refused the result of trial %s: %s", trial_id, err)
 
+    @property
+    def seconds_per_suggestion(self) -> float:
+        """The sampler's median time per ``Study.ask`` (0.0 before any)."""
+        return statistics.median(self.ask_seconds) if self.ask_seconds else 0.0
+
     # ------------------------------------------------------------------ internals
+
+    def _prescreen(self) -> None:
+        """search.prescreen: rank a random pool by the proxy and enqueue the best (see
+        :mod:`.prescreen`); configurations already recorded are not enqueued again."""
+        pre = self.spec.search.prescreen
+        names = [d.name for d in self.dims]
+        skip = {config_key({n: native(r[n]) for n in names}) for _, r in self.recorded.iterrows()
+                if all(n in r for n in names)}
+        self.prescreened = prescreen(self.distributions, self.objectives, self.scorer, proxy=pre.proxy,
+                                     pool=pre.pool, keep=pre.keep, seed=self.spec.seed, skip=skip)
+        for config in self.prescreened.kept:
+            self.study.enqueue_trial(config)
+        self.note(self.prescreened.describe(pre.proxy))
+
+    def _timed(self, seconds: float) -> None:
+        """Keep one ``ask``'s time; with sampler auto, hand gp over to tpe once a modelled
+        suggestion (past gp's random start-up) costs more than :data:`AUTO_SHARE` of a trial's
+        median training time. Enqueued trials (prescreen, reruns) ask no model and are not timed."""
+        self.ask_seconds.append(seconds)
+        if self.sampler_name != "auto" or self.handed_over or not self.trial_seconds:
+            return
+        budget = AUTO_SHARE * statistics.median(self.trial_seconds)
+        if seconds > budget:
+            told = len(self.study.get_trials(deepcopy=False))
+            self.study.sampler = make_sampler(self.spec, told, "tpe")
+            self.handed_over = True
+            self.note(f"sampler auto: gp took {seconds:.2f}s for a suggestion, more than {100 * AUTO_SHARE:g}% of a "
+                      f"trial's median training time ({statistics.median(self.trial_seconds):.2f}s); tpe proposes "
+                      "the rest")
+
+    def _trial_time(self, result: dict | None) -> None:
+        seconds = (result or {}).get("train_seconds")
+        if isinstance(seconds, (int, float)) and math.isfinite(seconds) and seconds > 0:
+            self.trial_seconds.append(float(seconds))
 
     def _told_twin(self, trial) -> bool:
         """Tell ``trial`` the outcome of an earlier trial with the same parameters, if there is one."""
@@ -268,6 +323,7 @@ class AskTell:
             return False
         self.served += 1
         self.left -= 1
+        self._trial_time(reported)
         state, values = outcome(reported, False, self.metrics)
         if state == "COMPLETE":
             self._constrain(trial, reported, feasible=reported.get("status") != "infeasible")
@@ -304,6 +360,8 @@ class AskTell:
                 continue
             if frozen.state.name == "COMPLETE":
                 self._constrain(frozen, dict(row), feasible=row["status"] != "infeasible")
+            if row["status"] == "completed":
+                self._trial_time(dict(row))
             self.study.add_trial(frozen)
             told += 1
         if self.sampler_name == "grid":

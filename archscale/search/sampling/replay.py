@@ -10,10 +10,22 @@ configuration, ``completed``, ``failed`` or ``infeasible``. :func:`replay` drive
   (the run's budget-aware sampling: an evaluator says so, ``reject`` records the row), and the
   sampler is asked again, so ``num_trials`` counts trials that train;
 - a configuration the study already saw finish is told that result again (a twin), as in a run;
-- the outcome is told exactly as a trial's last result would be.
+- the outcome is told exactly as a trial's last result would be;
+- ``search.prescreen``: the same :func:`~archscale.search.sampling.prescreen.prescreen` as a run,
+  each proxy value and its seconds looked up (:class:`TableScorer`: the table's ``proxy_NAME``
+  and ``proxy_NAME_s`` columns, or its params and macs);
+- ``search.scheduler: asha``: Ray Tune's own ``ASHAScheduler`` (as a run makes it,
+  :func:`~archscale.search.dispatch.asha.make_scheduler`) is told each trial's per-epoch
+  validation accuracy (the table's ``history`` column: one value per epoch of a full run)
+  through its public hooks when the trial finishes, in finishing order; a trial it stops is
+  ``pruned`` after the epochs it reached, and told as a run tells a pruned trial.
 
 What comes back is what the run's ``trials.csv`` would hold, in finishing order, plus
-``suggested`` (0-based order in which the trials were handed out; -1 for refused draws).
+``suggested`` (0-based order in which the trials were handed out; -1 for refused draws) and
+``cost`` (the epochs trained over ``train.epochs``: 1 for a full trial, less for a pruned one,
+0 for a refused draw); :func:`replay_search` also gives the
+:class:`~archscale.search.sampling.asktell.AskTell` that ran it (its prescreen outcome, its
+sampler's seconds per suggestion).
 Used by ``benchmarks/sampler_quality.py``; imported only there and in tests.
 """
 
@@ -22,12 +34,17 @@ from __future__ import annotations
 import json
 from collections import deque
 from dataclasses import dataclass
+from types import SimpleNamespace
 from typing import Any, Sequence
 
 import pandas as pd
 
+from ray.tune.schedulers import TrialScheduler
+
 from archscale.search.configs.context import native
+from archscale.search.dispatch.asha import METRIC, TIME_ATTR, make_scheduler
 from archscale.search.sampling.asktell import AskTell
+from archscale.search.sampling.prescreen import Scored
 from archscale.spec import Dimension, Spec
 
 COSTS = ("params", "macs", "memory_mb", "latency_ms")
@@ -81,6 +98,25 @@ class Table:
         return row
 
 
+@dataclass(frozen=True)
+class TableScorer:
+    """search.prescreen's scorer over a table: a row's ``proxy_<proxy>`` (or its params or
+    macs) and ``proxy_<proxy>_s``; None for an infeasible row."""
+
+    table: Table
+    proxy: str
+
+    def __call__(self, config: dict) -> Scored | None:
+        row = self.table.rows[config_key(config, self.table.names)]
+        if row["status"] == "infeasible":
+            return None
+        column = self.proxy if self.proxy in ("params", "macs") else f"proxy_{self.proxy}"
+        value = row.get(column)
+        costs = {k: float(row[k]) for k in COSTS if row.get(k) is not None}
+        return Scored(dict(config), float(value) if value is not None else float("nan"),
+                      float(row.get(f"proxy_{self.proxy}_s", 0.0) or 0.0), costs)
+
+
 def _points(dims: Sequence[Dimension]) -> list[dict]:
     points: list[dict] = [{}]
     for d in dims:
@@ -90,25 +126,39 @@ def _points(dims: Sequence[Dimension]) -> list[dict]:
 
 def replay(spec: Spec, table: Table, dims: Sequence[Dimension], *, sampler: str | None = None,
            constraints: bool | None = None) -> pd.DataFrame:
-    """Replay ``spec``'s search (its seed, ``num_trials`` and ``max_concurrent``) with results
-    from ``table``; ``sampler`` and ``constraints`` as :class:`~archscale.search.sampling.asktell.AskTell`'s."""
+    """Replay ``spec``'s search (its seed, ``num_trials``, ``max_concurrent``, ``prescreen``
+    and ``scheduler``) with results from ``table``; ``sampler`` and ``constraints`` as
+    :class:`~archscale.search.sampling.asktell.AskTell`'s."""
+    return replay_search(spec, table, dims, sampler=sampler, constraints=constraints)[0]
+
+
+def replay_search(spec: Spec, table: Table, dims: Sequence[Dimension], *, sampler: str | None = None,
+                  constraints: bool | None = None) -> tuple[pd.DataFrame, AskTell]:
+    """:func:`replay`'s rows and the :class:`~archscale.search.sampling.asktell.AskTell` that ran it."""
 
     rows: list[dict] = []
 
     def reject(row_id: str, config: dict, verdict: Looked) -> None:
         rows.append({**verdict.row, **config, "trial_id": f"{row_id}_infeasible", "status": "infeasible",
-                     "suggested": -1})
+                     "suggested": -1, "cost": 0.0})
 
+    pre = spec.search.prescreen
     ask_tell = AskTell(spec, dims, spec.search.objective_pairs(), evaluator=table, reject=reject,
-                       sampler=sampler, constraints=constraints)
+                       sampler=sampler, constraints=constraints,
+                       scorer=TableScorer(table, pre.proxy) if pre is not None else None, note=lambda _: None)
+    scheduler = make_scheduler(spec)
     flight: deque[tuple[str, dict]] = deque()
     suggested = 0
+    epochs = spec.train.epochs
 
     def finish() -> None:
         trial_id, config = flight.popleft()
         result = table.result(config)
+        if scheduler is not None and result.get("status") == "completed":
+            result = _scheduled(scheduler, trial_id, result, epochs)
         ask_tell.complete(trial_id, result)
-        rows.append({**result, **config, "trial_id": trial_id, "suggested": int(trial_id)})
+        cost = 1.0 if result.get("status") != "pruned" else int(result["epochs"]) / epochs
+        rows.append({**result, **config, "trial_id": trial_id, "suggested": int(trial_id), "cost": cost})
 
     while suggested < spec.search.num_trials:
         if len(flight) >= spec.search.max_concurrent:
@@ -120,4 +170,25 @@ def replay(spec: Spec, table: Table, dims: Sequence[Dimension], *, sampler: str 
         suggested += 1
     while flight:
         finish()
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows), ask_tell
+
+
+def _scheduled(scheduler, trial_id: str, result: dict, epochs: int) -> dict:
+    """``result`` (a completed row) as ASHA lets it end: each epoch of its ``history`` told to
+    ``scheduler``; stopped before the last epoch, it ends ``pruned`` at that epoch's accuracy."""
+    history = result.get("history")
+    if isinstance(history, str):
+        history = json.loads(history)
+    if not history:
+        raise ValueError(f"trial {trial_id}: the table has no per-epoch history for ASHA to replay")
+    trial = SimpleNamespace(trial_id=trial_id)
+    scheduler.on_trial_add(None, trial)
+    for epoch, value in enumerate(history[:epochs], start=1):
+        report = {TIME_ATTR: epoch, METRIC: float(value)}
+        if epoch == epochs:
+            scheduler.on_trial_complete(None, trial, report)
+            return result
+        if scheduler.on_trial_result(None, trial, report) == TrialScheduler.STOP:
+            scheduler.on_trial_remove(None, trial)
+            return {**result, "status": "pruned", "val_accuracy": float(value), "epochs": epoch}
+    return result

@@ -85,3 +85,15 @@ def test_over_budget_configurations_are_skipped_without_spending_trials(ray_sess
     assert len(trained) == 3 and (trained["c4_width"] == 8).all()
     assert len(rejected) >= 1 and (rejected["status"] == "infeasible").all() and (rejected["params"] > 3000).all()
     assert len(trials) == len(trained) + len(rejected)
+
+
+def test_a_prescreened_run_trains_the_pool_s_best_first(ray_session, tmp_path, write_spec, tiny_spec, capsys):
+    tiny_spec["search"].update(sampler="tpe", num_trials=3, proxies=["grad_norm"],
+                               prescreen={"proxy": "grad_norm", "pool": 6, "keep": 2})
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_spec(tiny_spec)), "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "prescreen: grad_norm scored 6 feasible candidates" in out and "the best 2 train first" in out
+    trials = read_trials(run_dir)
+    assert len(trials) == 3 and (trials["status"] == "completed").all()
+    assert trials["proxy_grad_norm"].notna().all()  # each trial computes it too, as the driver did

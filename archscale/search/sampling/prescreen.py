@@ -1,0 +1,179 @@
+"""``search.prescreen``: rank a random pool of candidates by a training-free proxy and train
+the best first.
+
+:func:`prescreen` draws ``pool`` distinct configurations at random (Optuna's
+``RandomSampler`` under the spec's seed), keeps the feasible ones (within every budget and
+the family's constraint; an infeasible draw costs one cheap measurement and is drawn anew,
+up to :data:`DRAWS_PER_SLOT` draws a slot), scores each with the proxy and ranks them
+(:func:`rank`): by non-dominated sorting of (the proxy, to be maximised; each cost objective
+of the search in its own direction), so that a cheap network with a fair score is not ranked
+below every expensive one, the proxy ordering the networks of one level. The best ``keep``
+are enqueued to the Optuna study (``enqueue_trial``): they are the search's first trials,
+and the sampler, told their results, proposes the rest.
+
+Who scores: a :data:`Scorer` answers a configuration with its :class:`Scored` (None:
+infeasible). A run's is :class:`ProxyScorer` (the driver's
+:class:`~archscale.search.configs.evaluate.Evaluator` and the trial's own minibatch of the
+training split, so a proxy here has the value the trial's ``proxy_NAME`` column would);
+``benchmarks/sampler_quality.py`` replays the same code with scores looked up in its grids
+(:class:`~archscale.search.sampling.replay.TableScorer`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import optuna
+import torch
+
+from archscale.search.configs.context import native
+from archscale.search.configs.evaluate import Evaluator
+from archscale.space import SpaceError
+
+DRAWS_PER_SLOT = 20  # random draws per pool slot before the pool is taken as it is (a small or tight space)
+COSTS = ("params", "macs", "memory_mb", "latency_ms")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A feasible candidate: its proxy ``value`` (NaN: the proxy has none for it, ranked last),
+    the proxy's seconds and the costs measured to check its budgets."""
+
+    config: dict[str, Any]
+    value: float
+    seconds: float = 0.0
+    costs: dict[str, float] = field(default_factory=dict)
+
+
+Scorer = Callable[[dict], "Scored | None"]  # config -> its score, None when it may not train
+
+
+def config_key(config: dict) -> str:
+    return json.dumps({k: native(v) for k, v in config.items()}, sort_keys=True, default=str)
+
+
+@dataclass
+class ProxyScorer:
+    """A run's scorer: ``evaluator`` judges the budgets and measures the costs; the proxy is
+    computed as the trial computes it (:meth:`Evaluator.proxies`) on ``data``, the images and
+    labels the trial's seeded minibatch is drawn from. Holds only that minibatch's images (it
+    is pickled with the searcher), drawn by :func:`minibatch_source`."""
+
+    evaluator: Evaluator
+    proxy: str
+    data: tuple[torch.Tensor, torch.Tensor]
+
+    def __call__(self, config: dict) -> Scored | None:
+        verdict = self.evaluator(config, full=True)
+        if not verdict.feasible:
+            return None
+        costs = {k: float(v) for k, v in verdict.metrics().items() if k in COSTS and v is not None}
+        if self.proxy in ("params", "macs"):
+            return Scored(dict(config), costs.get(self.proxy, math.nan), 0.0, costs)
+        try:
+            scores = self.evaluator.proxies(config, self.data, (self.proxy,))
+        except SpaceError:
+            return None
+        return Scored(dict(config), scores.values.get(self.proxy, math.nan), scores.seconds.get(self.proxy, 0.0),
+                      costs)
+
+
+def minibatch_source(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``size`` images and labels of ``(x, y)`` that :func:`archscale.analysis.proxies.minibatch`
+    draws under ``seed``, as they are (not standardised), placed so that ``minibatch`` of them
+    under the same seed gives the trial's minibatch in the trial's order (zico splits a
+    minibatch in halves: the order counts)."""
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(int(seed)))[:min(size, len(y))]
+    again = torch.randperm(len(order), generator=torch.Generator().manual_seed(int(seed)))  # minibatch's own draw
+    held_x, held_y = torch.empty_like(x[order]), torch.empty_like(y[order])
+    held_x[again], held_y[again] = x[order], y[order]
+    return held_x, held_y
+
+
+def pareto_levels(points: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting of ``points`` (every column to be maximised): 0 for the front, 1 for
+    the front of the rest, and so on."""
+    level = np.full(len(points), -1)
+    rank_ = 0
+    while (level < 0).any():
+        left = np.flatnonzero(level < 0)
+        others = points[left]
+        for i in left:
+            if not ((others >= points[i]).all(axis=1) & (others > points[i]).any(axis=1)).any():
+                level[i] = rank_
+        rank_ += 1
+    return level
+
+
+def rank(scored: Sequence[Scored], objectives: Sequence[tuple[str, str]]) -> list[Scored]:
+    """``scored`` best first: by non-dominated level of (the proxy, each cost objective in its
+    direction; ``val_accuracy`` is what the proxy stands for), then by the proxy within a level.
+    A candidate without a proxy value ranks after every one with a value."""
+    if not scored:
+        return []
+    value = np.array([s.value if math.isfinite(s.value) else -np.inf for s in scored], dtype=float)
+    columns = [np.where(np.isfinite(value), value, np.finfo(float).min)]
+    for metric, mode in objectives:
+        if metric in COSTS:
+            v = np.array([s.costs.get(metric, math.nan) for s in scored], dtype=float)
+            if np.isfinite(v).all():
+                columns.append(-v if mode == "min" else v)
+    levels = pareto_levels(np.column_stack(columns))
+    order = np.lexsort((-value, levels, ~np.isfinite(value)))
+    return [scored[i] for i in order]
+
+
+@dataclass
+class Outcome:
+    """What a prescreen did: candidates drawn, scored (feasible), the kept configurations in
+    order, the proxy's seconds summed over the pool and the whole prescreen's wall seconds."""
+
+    drawn: int = 0
+    scored: int = 0
+    kept: list[dict] = field(default_factory=list)
+    proxy_seconds: float = 0.0
+    wall_seconds: float = 0.0
+    no_value: int = 0
+
+    def describe(self, proxy: str) -> str:
+        missing = f", {self.no_value} without a value (ranked last)" if self.no_value else ""
+        return (f"prescreen: {proxy} scored {self.scored} feasible candidates of {self.drawn} drawn{missing} in "
+                f"{self.wall_seconds:.1f}s; the best {len(self.kept)} train first")
+
+
+def prescreen(distributions: dict, objectives: Sequence[tuple[str, str]], scorer: Scorer, *, proxy: str, pool: int,
+              keep: int, seed: int, skip: set[str] = frozenset()) -> Outcome:
+    """Draw ``pool`` distinct feasible candidates at random (seeded by ``seed``), score and rank
+    them, and return the best ``keep``, less those whose :func:`config_key` is in ``skip`` (already
+    recorded: a resumed search enqueues only what its first run did not train)."""
+    start = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    draws = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    seen: set[str] = set()
+    scored: list[Scored] = []
+    out = Outcome()
+    for _ in range(pool * DRAWS_PER_SLOT):
+        if len(scored) >= pool:
+            break
+        trial = draws.ask(distributions)
+        config = dict(trial.params)
+        draws.tell(trial, 0.0)
+        key = config_key(config)
+        if key in seen:
+            continue
+        seen.add(key)
+        out.drawn += 1
+        s = scorer(config)
+        if s is not None:
+            scored.append(s)
+    out.scored = len(scored)
+    out.no_value = sum(not math.isfinite(s.value) for s in scored)
+    out.proxy_seconds = float(sum(s.seconds for s in scored))
+    out.kept = [s.config for s in rank(scored, objectives)[:keep] if config_key(s.config) not in skip]
+    out.wall_seconds = time.perf_counter() - start
+    return out

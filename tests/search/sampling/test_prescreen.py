@@ -1,0 +1,178 @@
+"""search.prescreen (a random pool ranked by a proxy, the best trained first), ASHA replayed
+through Ray's own scheduler, and sampler auto's hand-over from gp to tpe."""
+
+import itertools
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from archscale.search.sampling.asktell import AskTell, optuna_space
+from archscale.search.sampling.prescreen import Scored, config_key, pareto_levels, prescreen, rank
+from archscale.search.sampling.replay import Table, TableScorer, replay, replay_search
+from archscale.spec import SpecError, parse_spec
+
+PARAMS = {"c1_width": [4, 8, 12], "c2_width": [8, 16], "c3_width": [8, 16, 24], "downsample": ["stride", "maxpool"]}
+MAX_PARAMS = 1000
+
+
+def make_spec(sampler="random", num_trials=10, seed=0, prescreen=None, scheduler="none", epochs=4):
+    search = {"sampler": sampler, "num_trials": num_trials, "max_concurrent": 2, "scheduler": scheduler,
+              "objectives": ["val_accuracy:max", "macs:min"] if scheduler == "none" else ["val_accuracy:max"]}
+    if prescreen:
+        search["prescreen"] = prescreen
+    return parse_spec({"name": "s", "seed": seed, "space": {"params": PARAMS, "max_params": MAX_PARAMS},
+                       "train": {"epochs": epochs}, "search": search})
+
+
+@pytest.fixture(scope="module")
+def grid():
+    """36 configurations, the widest over budget; accuracy grows with params, a proxy column
+    ``proxy_synflow`` that is the negative of the accuracy (a proxy that ranks backwards) and
+    ``proxy_zico`` equal to it (a perfect one), each 0.01 s; 4-epoch histories rising to it."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i, (c1, c2, c3, ds) in enumerate(itertools.product(*PARAMS.values())):
+        params = 10 * (c1 + c2) * c3 // 4
+        row = {"trial_id": f"t{i}", "c1_width": c1, "c2_width": c2, "c3_width": c3, "downsample": ds,
+               "params": params, "macs": params * 30 + int(rng.integers(0, 500)), "train_seconds": 2.0}
+        if params > MAX_PARAMS:
+            row.update(status="infeasible", epochs=0)
+        else:
+            acc = round(0.5 + params / 4000 + rng.uniform(0, 0.1), 4)
+            row.update(status="completed", val_accuracy=acc, epochs=4, proxy_synflow=-acc, proxy_synflow_s=0.01,
+                       proxy_zico=acc, proxy_zico_s=0.01,
+                       history=json.dumps([round(acc * f, 4) for f in (0.6, 0.8, 0.9, 1.0)]))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+@pytest.fixture(scope="module")
+def table(grid):
+    return Table(grid, make_spec().searched())
+
+
+def test_pareto_levels_sort_by_domination():
+    points = np.array([[3, 1], [1, 3], [2, 2], [1, 1], [0, 0], [2, 2]])  # maximise both
+    assert pareto_levels(points).tolist() == [0, 0, 0, 1, 2, 0]
+
+
+def test_rank_puts_cheap_fair_networks_beside_strong_costly_ones_and_missing_values_last():
+    def s(name, value, macs):
+        return Scored({"n": name}, value, 0.0, {"macs": macs})
+
+    scored = [s("big", 10.0, 1000), s("small", 5.0, 10), s("dominated", 4.0, 2000), s("none", math.nan, 1),
+              s("mid", 7.0, 500)]
+    order = [x.config["n"] for x in rank(scored, [("val_accuracy", "max"), ("macs", "min")])]
+    assert order == ["big", "mid", "small", "dominated", "none"]  # level 0 by proxy, then level 1, then no value
+    # with accuracy the only objective the proxy alone orders them
+    assert [x.config["n"] for x in rank(scored, [("val_accuracy", "max")])] == ["big", "mid", "small", "dominated",
+                                                                               "none"]
+
+
+def test_the_pool_is_distinct_feasible_and_the_best_are_kept(table):
+    spec = make_spec()
+    dims = spec.searched()
+    calls = []
+
+    def scorer(config):
+        calls.append(config_key(config))
+        return TableScorer(table, "zico")(config)
+
+    out = prescreen(optuna_space(dims), [("val_accuracy", "max")], scorer, proxy="zico", pool=10, keep=4, seed=3)
+    assert len(set(calls)) == len(calls) == out.drawn  # each candidate scored once
+    assert out.scored == 10 and len(out.kept) == 4
+    assert out.proxy_seconds == pytest.approx(0.1)
+    accs = {config_key({n: r[n] for n in PARAMS}): r["val_accuracy"] for r in table.rows.values()
+            if r["status"] == "completed"}
+    pool_accs = sorted((accs[k] for k in calls if k in accs), reverse=True)
+    assert [accs[config_key(c)] for c in out.kept] == pool_accs[:4]  # a perfect proxy keeps the pool's best
+    again = prescreen(optuna_space(dims), [("val_accuracy", "max")], scorer, proxy="zico", pool=10, keep=4, seed=3,
+                      skip={config_key(out.kept[0])})
+    assert again.kept == out.kept[1:]  # seeded; a recorded one is not enqueued again
+
+
+def test_a_prescreened_replay_trains_the_kept_candidates_first_then_the_sampler_goes_on(table):
+    spec = make_spec("tpe", num_trials=12, prescreen={"proxy": "zico", "pool": 16, "keep": 6})
+    rows, ask_tell = replay_search(spec, table, spec.searched())
+    trained = rows[rows["suggested"] >= 0].sort_values("suggested")
+    kept = [config_key(c) for c in ask_tell.prescreened.kept]
+    names = list(PARAMS)
+    assert [config_key({n: r[n] for n in names}) for r in trained.head(6).to_dict("records")] == kept
+    assert len(trained) == 12 and (trained["cost"] == 1.0).all()
+    assert (rows[rows["suggested"] < 0]["cost"] == 0.0).all()
+    # a backwards proxy keeps the pool's worst: the first six trials are worse than a perfect proxy's
+    bad = replay(make_spec("tpe", num_trials=12, prescreen={"proxy": "synflow", "pool": 16, "keep": 6}), table,
+                 spec.searched())
+    first = bad[bad["suggested"].between(0, 5)]
+    assert first["val_accuracy"].mean() < trained.head(6)["val_accuracy"].mean()
+
+
+def test_asha_in_a_replay_is_ray_s_own_and_a_stopped_trial_costs_its_epochs(table):
+    spec = make_spec("random", num_trials=20, scheduler="asha")
+    rows = replay(spec, table, spec.searched())
+    trained = rows[rows["suggested"] >= 0]
+    pruned = trained[trained["status"] == "pruned"]
+    assert len(pruned) > 0 and (trained["status"] == "completed").any()
+    assert set(pruned["epochs"]) <= {1, 2} and (pruned["cost"] == pruned["epochs"] / 4).all()
+    assert (trained.loc[trained["status"] == "completed", "cost"] == 1.0).all()
+    first = trained.sort_values("trial_id", key=lambda s: s.astype(int)).iloc[0]
+    assert first["status"] == "completed"  # an empty rung stops nothing
+    # a pruned trial's accuracy is its history's at the epoch it stopped
+    for r in pruned.to_dict("records"):
+        history = json.loads(table.rows[config_key({n: r[n] for n in PARAMS})]["history"])
+        assert r["val_accuracy"] == history[r["epochs"] - 1]
+
+
+def test_asha_needs_histories(grid):
+    spec = make_spec("random", num_trials=5, scheduler="asha")
+    with pytest.raises(ValueError, match="per-epoch history"):
+        replay(spec, Table(grid.drop(columns=["history"]), spec.searched()), spec.searched())
+
+
+@pytest.mark.parametrize("seconds, handed", [(1e-6, True), (1e6, False)])
+def test_sampler_auto_hands_gp_over_to_tpe_when_gp_costs_more_than_5_percent_of_a_trial(grid, seconds, handed):
+    spec = make_spec("auto", num_trials=8)
+    rows, ask_tell = replay_search(spec, Table(grid.assign(train_seconds=seconds), spec.searched()), spec.searched())
+    assert ask_tell.handed_over is handed
+    assert type(ask_tell.study.sampler).__name__ == ("TPESampler" if handed else "GPSampler")
+    assert len(rows[rows["suggested"] >= 0]) == 8 and len(ask_tell.ask_seconds) >= 8
+
+
+def test_a_prescreen_without_a_scorer_does_nothing(table):
+    spec = make_spec("random", num_trials=4, prescreen={"proxy": "zico", "pool": 8, "keep": 2})
+    ask_tell = AskTell(spec, spec.searched(), spec.search.objective_pairs())
+    assert ask_tell.suggest("0") is not None and ask_tell.prescreened is None
+
+
+@pytest.mark.parametrize("prescreen, sampler, words", [
+    ({"proxy": "zico", "pool": 4, "keep": 8}, "tpe", "keep 8 is more than pool 4"),
+    ({"proxy": "zico", "pool": 40, "keep": 20}, "tpe", "search.prescreen.keep: 20 is more than search.num_trials"),
+    ({"proxy": "flops", "pool": 40, "keep": 4}, "tpe", "unknown proxy 'flops'"),
+    ({"proxy": "zico", "pool": 40, "keep": 4}, "grid", "nothing to prescreen"),
+    ({"proxy": "zico", "keep": 4, "size": 3}, "tpe", "size"),
+])
+def test_a_bad_prescreen_is_refused_with_its_words(prescreen, sampler, words):
+    with pytest.raises(SpecError, match=words):
+        make_spec(sampler, num_trials=10, prescreen=prescreen)
+
+
+def test_the_driver_s_minibatch_gives_the_trial_s_proxy_values():
+    import torch
+
+    from archscale.analysis.proxies import minibatch, score
+    from archscale.search.sampling.prescreen import minibatch_source
+
+    x = torch.randint(0, 256, (300, 1, 12, 12), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    y = torch.randint(0, 10, (300,), generator=torch.Generator().manual_seed(2))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(400, 10))
+    trial = score(model, *minibatch(x, y, 32, 7))  # what a trial computes on its training split
+    held = minibatch_source(x, y, 32, 7)  # what the driver keeps (32 images, not the split)
+    assert len(held[1]) == 32
+    driver = score(model, *minibatch(*held, 32, 7))
+    for name in ("synflow", "naswot", "grad_norm", "zico"):
+        assert driver.values[name] == pytest.approx(trial.values[name], rel=1e-6)

@@ -34,7 +34,8 @@ known results, its cost counted in full-training equivalents.
 3. Per space and strategy: HV/true at 10, 20 and 40 trials (the front's hypervolume over the
    true front's of the same table, one reference point per space), mean and 95% t-interval;
    the paired difference from random at 20 trials (same seeds, so same training seeds); the
-   sampler's seconds per suggestion; and the cost to a front: the median over seeds of the
+   sampler's seconds per suggestion; and the cost to a front: the median over seeds (the
+   lower middle value, with its quartiles; ``inf`` counts as the largest) of the
    full-training equivalents spent until HV/true first reaches random's median at 40 trials.
    A trial's cost is its epochs trained over 4 plus the sampler's time per suggestion over
    a full trial's median ``train_seconds`` in that space; a prescreen adds its proxies'
@@ -191,16 +192,19 @@ def grid(name: str, seed: int, store: Path = STORE, grids: Path = GRIDS, retrain
 # ----------------------------------------------------------------------------- strategies
 
 def parse(strategy: str) -> dict:
-    """``SAMPLER[+asha][+pre:PROXY]`` as {sampler, asha, proxy}."""
+    """``SAMPLER[+asha][+pre:PROXY[:POOL:KEEP]]`` as {sampler, asha, proxy, pool, keep}."""
     parts = strategy.split("+")
-    out = {"sampler": parts[0], "asha": False, "proxy": None}
+    out = {"sampler": parts[0], "asha": False, "proxy": None, "pool": POOL, "keep": KEEP}
     for part in parts[1:]:
         if part == "asha":
             out["asha"] = True
         elif part.startswith("pre:"):
-            out["proxy"] = part[4:]
+            bits = part[4:].split(":")
+            out["proxy"] = bits[0]
+            if len(bits) == 3:
+                out["pool"], out["keep"] = int(bits[1]), int(bits[2])
         else:
-            raise ValueError(f"strategy {strategy!r}: unknown part {part!r}; allowed: asha, pre:PROXY")
+            raise ValueError(f"strategy {strategy!r}: unknown part {part!r}; allowed: asha, pre:PROXY[:POOL:KEEP]")
     return out
 
 
@@ -222,20 +226,21 @@ class Space:
     true front's hypervolume of each, one reference point for all (the worst completed value of
     each objective over every seed's grid) and the median training time of a full trial."""
 
-    def __init__(self, name: str, run_dirs: dict[int, Path], store: Path = STORE):
+    def __init__(self, name: str, run_dirs: dict[int, Path], store: Path = STORE, proxies: bool = True):
         from archscale.search.sampling.replay import Table
 
         self.name, self.run_dirs = name, dict(sorted(run_dirs.items()))
         self.spec = load_spec(next(iter(self.run_dirs.values())) / "spec.yaml")
         self.dims = self.spec.searched()
         self.objectives = self.spec.search.objective_pairs()
-        self.trials = {seed: with_proxies(name, seed, d, store) for seed, d in self.run_dirs.items()}
+        self.trials = {seed: with_proxies(name, seed, d, store) if proxies else read_trials(d)
+                       for seed, d in self.run_dirs.items()}
         self.tables = {seed: Table(t, self.dims) for seed, t in self.trials.items()}
         every = pd.concat(list(self.trials.values()))
         self.bounds: Bounds = bounds(every, self.objectives)
         self.true_hv = {seed: front_hypervolume(t, self.objectives, self.bounds)[0] for seed, t in self.trials.items()}
         done = every[every["status"] == "completed"]
-        self.trial_seconds = float(done["train_seconds"].median())
+        self.trial_seconds = float(done["train_seconds"].median()) if "train_seconds" in done else float("nan")
 
     @property
     def seeds(self) -> list[int]:
@@ -257,7 +262,7 @@ class Space:
         s = parse(strategy)
         update = {"num_trials": ASHA_BUDGET if s["asha"] else BUDGET, "sampler": s["sampler"],
                   "scheduler": "asha" if s["asha"] else "none",
-                  "prescreen": {"proxy": s["proxy"], "pool": POOL, "keep": KEEP} if s["proxy"] else None}
+                  "prescreen": {"proxy": s["proxy"], "pool": s["pool"], "keep": s["keep"]} if s["proxy"] else None}
         search = self.spec.search.model_dump()
         search.update(update)
         return self.spec.model_copy(update={"seed": seed, "search": SearchSpec.model_validate(search)})
@@ -330,6 +335,12 @@ def cost_to(trace: list[float], costs: list[float], target: float, sampler_frac:
     return float("inf")
 
 
+def quantile(values: np.ndarray, q: float) -> float:
+    """The ``q`` quantile of ``values`` (lower of the two middle values), inf among them allowed."""
+    ordered = np.sort(np.asarray(values, dtype=float))
+    return float(ordered[int(np.floor(q * (len(ordered) - 1)))]) if len(ordered) else float("nan")
+
+
 def summary(results: pd.DataFrame, spaces: dict[str, Space]) -> pd.DataFrame:
     """Per space and strategy: HV/true at :data:`READ_AT` (mean, 95% t-interval), the paired
     difference from random at 20 trials, the sampler's seconds per suggestion, and the
@@ -352,8 +363,8 @@ def summary(results: pd.DataFrame, spaces: dict[str, Space]) -> pd.DataFrame:
             row["handed_over"] = float(h["handed_over"].mean())
             c = np.array([cost_to(t, k, target, s / seconds, u / seconds)
                           for t, k, s, u in zip(h["trace"], h["costs"], h["sampler_s"], h["upfront_s"])])
-            row["cost"] = float(np.median(c))
-            row["cost_q1"], row["cost_q3"] = (float(q) for q in np.percentile(c, [25, 75]))
+            row["cost"], row["cost_q1"], row["cost_q3"] = (quantile(c, q) for q in (0.5, 0.25, 0.75))
+            row["upfront"] = float(h["upfront_s"].median()) / seconds
             row["reached"] = float(np.isfinite(c).mean())
             out.append(row)
     return pd.DataFrame(out)
@@ -369,14 +380,14 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
               f"{s.trial_seconds:.2f} s (median train_seconds); target: random's median HV/true at {BUDGET} "
               f"trials = {g['target'].iloc[0]:.3f}", file=out)
         print("| strategy | seeds | " + " | ".join(f"HV/true @{b}" for b in READ_AT)
-              + " | minus random @20 (paired) | sampler s/suggestion (% of a trial) | cost to random@40: median "
-              "[quartiles] | reached |", file=out)
-        print("|---|---:|" + "---:|" * len(READ_AT) + "---:|---:|---:|---:|", file=out)
+              + " | minus random @20 (paired) | sampler s/suggestion (% of a trial) | prescreen (trials) "
+              "| cost to random@40: median [quartiles] | reached |", file=out)
+        print("|---|---:|" + "---:|" * len(READ_AT) + "---:|---:|---:|---:|---:|", file=out)
         for _, r in g.iterrows():
             cells = [f"{r[f'hv{b}']:.3f} ± {r[f'hv{b}_ci']:.3f}" for b in READ_AT]
             diff = "—" if r["strategy"] == "random" else f"{r['diff20']:+.3f} ± {r['diff20_ci']:.3f}"
             print(f"| {r['strategy']} | {r['seeds']} | " + " | ".join(cells) + f" | {diff} | {r['sampler_s']:.3f} "
-                  f"({100 * r['sampler_frac']:.1f}%) | {r['cost']:.2f} [{r['cost_q1']:.2f}, {r['cost_q3']:.2f}] "
+                  f"({100 * r['sampler_frac']:.1f}%) | {r['upfront']:.2f} | {r['cost']:.2f} [{r['cost_q1']:.2f}, {r['cost_q3']:.2f}] "
                   f"| {r['reached']:.0%} |", file=out)
 
 

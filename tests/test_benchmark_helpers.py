@@ -94,7 +94,7 @@ def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
              "epochs": 1, "arch": f"budgeted:c1_width={a},c2_width={b}"} for i, (a, b) in enumerate((a, b) for a in params["c1_width"] for b in params["c2_width"])]
     (tmp_path / "spec.yaml").write_text(spec.to_yaml())
     pd.DataFrame(rows).to_csv(tmp_path / "trials.csv", index=False)
-    space = bench.Space("toy", {0: tmp_path})
+    space = bench.Space("toy", {0: tmp_path}, proxies=False)
 
     done = [(r["val_accuracy"], r["macs"]) for r in rows if r["status"] == "completed"]
     reference = (min(a for a, _ in done), max(m for _, m in done))
@@ -107,32 +107,37 @@ def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
     assert _brute_force_area(front, reference) == pytest.approx(space.true_hv[0])
 
     replayed = pd.DataFrame(rows).assign(suggested=range(len(rows)))
+    trace = space.trace(replayed, 0, len(rows))
     for budget in (3, 7, 12):
         first = [(r["val_accuracy"], r["macs"]) for r in rows[:budget] if r["status"] == "completed"]
-        hv = space.score(replayed, budget, 0)
-        assert hv == pytest.approx(_brute_force_area(first, reference) / space.true_hv[0])
-    assert space.score(replayed, len(rows), 0) == pytest.approx(1.0)
-    assert space.trace(replayed, 0)[2] == pytest.approx(space.score(replayed, 3, 0), abs=1e-6)  # rounded to 6 places
+        assert trace[budget - 1] == pytest.approx(_brute_force_area(first, reference) / space.true_hv[0], abs=1e-6)
+    assert trace[-1] == pytest.approx(1.0)
 
 
 def test_sampler_quality_counts_the_cost_to_a_target_and_pairs_each_seed_with_random():
-    """Cost: trials until the trace first reaches the target, each a full training plus the
-    sampler's share; the paired difference is taken seed by seed; a replay seed draws the
-    table of training seed ``seed % n``."""
+    """Cost: full-training equivalents until the trace first reaches the target: a prescreen's
+    time up front, then each trial's epochs over the full schedule plus the sampler's share;
+    the paired difference is taken seed by seed."""
     bench = _load("sampler_quality")
-    assert bench.costs([0.1, 0.5, 0.8, 0.9], 0.8, 1.25) == pytest.approx(3 * 1.25)
-    assert bench.costs([0.1, 0.5], 0.8, 1.0) == float("inf")
+    full = [1.0] * 4
+    assert bench.cost_to([0.1, 0.5, 0.8, 0.9], full, 0.8, 0.25) == pytest.approx(3 * 1.25)
+    assert bench.cost_to([0.1, 0.5, 0.8], [0.25, 0.5, 1.0], 0.8, 0.0, upfront=2.0) == pytest.approx(3.75)  # ASHA
+    assert bench.cost_to([0.1, 0.5], [1.0, 1.0], 0.8, 0.0) == float("inf")
+    assert bench.quantile(np.array([3.0, np.inf, 1.0, np.inf]), 0.5) == 3.0  # the lower middle value
     ramp = [min(1.0, 0.1 * i) for i in range(1, bench.BUDGET + 1)]
     late = [min(1.0, 0.05 * i) for i in range(1, bench.BUDGET + 1)]
-    results = pd.DataFrame([{"space": "toy", "sampler": "random", "seed": s, "sampler_s": 0.0,
-                             "trace": [v * (0.9 + 0.01 * s) for v in late]} for s in range(3)]
-                           + [{"space": "toy", "sampler": "gp", "seed": s, "sampler_s": 0.5,
-                               "trace": [min(1.0, v + 0.02 * s) for v in ramp]} for s in range(3)])
+    ones = [1.0] * bench.BUDGET
+    results = pd.DataFrame([{"space": "toy", "strategy": "random", "seed": s, "sampler_s": 0.0, "upfront_s": 0.0,
+                             "handed_over": False, "costs": ones, "trace": [v * (0.9 + 0.01 * s) for v in late]}
+                            for s in range(3)]
+                           + [{"space": "toy", "strategy": "gp", "seed": s, "sampler_s": 0.5, "upfront_s": 5.0,
+                               "handed_over": False, "costs": ones, "trace": [min(1.0, v + 0.02 * s) for v in ramp]}
+                              for s in range(3)])
 
-    table = bench.summary(results, {"toy": SimpleNamespace(trial_seconds=5.0)}).set_index("sampler")
+    table = bench.summary(results, {"toy": SimpleNamespace(trial_seconds=5.0)}).set_index("strategy")
     assert table.at["random", "target"] == pytest.approx(0.91)  # the median of 0.90, 0.91, 0.92 at 40
-    assert table.at["gp", "sampler_frac"] == pytest.approx(0.1)
-    gp_costs = [bench.costs([min(1.0, v + 0.02 * s) for v in ramp], 0.91, 1.1) for s in range(3)]
+    assert table.at["gp", "sampler_frac"] == pytest.approx(0.1) and table.at["gp", "upfront"] == pytest.approx(1.0)
+    gp_costs = [bench.cost_to([min(1.0, v + 0.02 * s) for v in ramp], ones, 0.91, 0.1, 1.0) for s in range(3)]
     assert table.at["gp", "cost"] == pytest.approx(np.median(gp_costs))
     diffs = [min(1.0, ramp[19] + 0.02 * s) - late[19] * (0.9 + 0.01 * s) for s in range(3)]
     assert table.at["gp", "diff20"] == pytest.approx(np.mean(diffs))
@@ -149,3 +154,14 @@ def test_proxy_correlation_ranks_each_proxy_against_accuracy():
     assert out["params"][:2] == pytest.approx((1.0, 1.0)) and out["macs"][:2] == pytest.approx((-1.0, -1.0))
     assert out["synflow"][2] == 3 and np.isnan(out["naswot"][0])
     assert out["grad_norm"][0] == pytest.approx(0.4)  # ranks 1 2 4 3 vs 1 3 2 4: 1 - 6*6/(4*15)
+
+
+def test_sampler_quality_strategies_become_specs():
+    bench = _load("sampler_quality")
+    assert bench.parse("auto+asha+pre:zico:200:10") == {"sampler": "auto", "asha": True, "proxy": "zico", "pool": 200,
+                                                         "keep": 10}
+    assert bench.parse("tpe") == {"sampler": "tpe", "asha": False, "proxy": None, "pool": bench.POOL,
+                                  "keep": bench.KEEP}
+    with pytest.raises(ValueError, match="unknown part 'hyperband'"):
+        bench.parse("tpe+hyperband")
+    assert bench.default_strategy().split("+")[0] == "auto"

@@ -97,3 +97,13 @@ def test_a_prescreened_run_trains_the_pool_s_best_first(ray_session, tmp_path, w
     trials = read_trials(run_dir)
     assert len(trials) == 3 and (trials["status"] == "completed").all()
     assert trials["proxy_grad_norm"].notna().all()  # each trial computes it too, as the driver did
+    # with a results store, a second run ranks the same pool and is served its kept trials
+    tiny_spec["search"]["store"] = str(tmp_path / "store.db")
+    spec = write_spec(tiny_spec)
+    assert main(["run", str(spec), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["run", str(spec), "--out", str(tmp_path / "b"), "--quiet"]) == 0
+    a, b = read_trials(tmp_path / "a"), read_trials(tmp_path / "b")
+    cols = ["c1_width", "c3_width", "c4_width", "c3_conv"]
+    assert (b["source"] == "store").sum() >= 2  # at least the two kept: the same pool, the same ranking
+    served = b[b["source"] == "store"]
+    assert set(map(tuple, served[cols].values)) <= set(map(tuple, a[cols].values))

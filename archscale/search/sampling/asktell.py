@@ -200,7 +200,8 @@ class AskTell:
         self.grid_left: int | None = None  # grid points not yet asked (None: not a grid)
         self.scorer, self.note = scorer, note or (lambda text: logger.info("%s", text))
         self.prescreened: Outcome | None = None  # what search.prescreen did, once it has
-        self.ask_seconds: list[float] = []  # the sampler's own time, per configuration handed out
+        self.ask_seconds: list[float] = []  # the sampler's own time (its asks), per suggestion
+        self._asking = 0.0
         self.trial_seconds: list[float] = []  # train_seconds of the trials told, for sampler: auto
         self.handed_over = False  # sampler auto: gp gave way to tpe
         self.told = self._tell_history(unfinished)
@@ -211,11 +212,18 @@ class AskTell:
             return None
         if self.scorer is not None and self.spec.search.prescreen is not None and self.prescreened is None:
             self._prescreen()
+        self._asking = 0.0
+        try:
+            return self._suggest(trial_id)
+        finally:
+            self._timed(self._asking)
+
+    def _suggest(self, trial_id: str) -> dict | None:
         twins = infeasible = 0
         while True:
             asked = time.perf_counter()
             trial = self.study.ask(self.distributions)
-            self._timed(time.perf_counter() - asked)
+            self._asking += time.perf_counter() - asked
             if self.grid_left is not None:
                 self.grid_left -= 1
             rerun = bool(trial.user_attrs.get(RERUN))
@@ -284,9 +292,10 @@ class AskTell:
         self.note(self.prescreened.describe(pre.proxy))
 
     def _timed(self, seconds: float) -> None:
-        """Keep one ``ask``'s time; with sampler auto, hand gp over to tpe once a modelled
-        suggestion (past gp's random start-up) costs more than :data:`AUTO_SHARE` of a trial's
-        median training time. Enqueued trials (prescreen, reruns) ask no model and are not timed."""
+        """Keep one suggestion's sampler time (every ``ask`` it took: a repeated or over-budget
+        draw is asked anew); with sampler auto, hand gp over to tpe once a suggestion costs more
+        than :data:`AUTO_SHARE` of a trial's median training time (gp's random start-up and
+        enqueued trials cost next to nothing)."""
         self.ask_seconds.append(seconds)
         if self.sampler_name != "auto" or self.handed_over or not self.trial_seconds:
             return

@@ -217,6 +217,12 @@ class Evaluator:
             _COSTS[arch.text] = cost
         return cost
 
+    def counts(self, config: dict[str, Any]) -> dict[str, int]:
+        """``params`` and ``macs`` of ``config``'s network (cached by its architecture, like
+        every cost here). Raises :class:`~archscale.space.SpaceError` for values the family refuses."""
+        cost = self._cost(resolve_arch(self.ctx, config), None)
+        return {"params": cost.params, "macs": cost.macs}
+
     def proxies(self, config: dict[str, Any], data, names: tuple[str, ...]) -> Scores:
         """The proxies ``names`` of ``config``'s network as its trial would compute them (on the
         network initialised under the trial's seed and the trial's seeded minibatch of ``data``,

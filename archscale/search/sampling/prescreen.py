@@ -22,6 +22,7 @@ training split, so a proxy here has the value the trial's ``proxy_NAME`` column 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -33,8 +34,8 @@ import torch
 
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator
-from archscale.space import SpaceError
 
+logger = logging.getLogger(__name__)
 DRAWS_PER_SLOT = 20  # random draws per pool slot before the pool is taken as it is (a small or tight space)
 COSTS = ("params", "macs", "memory_mb", "latency_ms")
 
@@ -69,15 +70,17 @@ class ProxyScorer:
     data: tuple[torch.Tensor, torch.Tensor]
 
     def __call__(self, config: dict) -> Scored | None:
-        verdict = self.evaluator(config, full=True)
+        verdict = self.evaluator(config)  # the budgets' check (no training step on the driver's GPU)
         if not verdict.feasible:
             return None
-        costs = {k: float(v) for k, v in verdict.metrics().items() if k in COSTS and v is not None}
-        if self.proxy in ("params", "macs"):
-            return Scored(dict(config), costs.get(self.proxy, math.nan), 0.0, costs)
         try:
+            costs = {k: float(v) for k, v in verdict.metrics().items() if k in COSTS and v is not None}
+            costs.update({k: float(v) for k, v in self.evaluator.counts(config).items()})
+            if self.proxy in ("params", "macs"):
+                return Scored(dict(config), costs[self.proxy], 0.0, costs)
             scores = self.evaluator.proxies(config, self.data, (self.proxy,))
-        except SpaceError:
+        except Exception as err:  # noqa: BLE001 - a family's code may fail in any way: not a candidate
+            logger.warning("prescreen: %s left out: %s", config, " ".join(str(err).split())[:200])
             return None
         return Scored(dict(config), scores.values.get(self.proxy, math.nan), scores.seconds.get(self.proxy, 0.0),
                       costs)

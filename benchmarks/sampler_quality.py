@@ -51,9 +51,11 @@ space, over the fresh seeds.
     python benchmarks/sampler_quality.py --train-only             # the grids only
     python benchmarks/sampler_quality.py --strategies random,tpe --seeds 10
 
-Replay results are cached in ``benchmarks/.store/replays_<hash>.jsonl``, keyed by the code a
-replay runs (:data:`CODE`), this file, Optuna's and Ray's versions and every grid table it
-looks up (with its proxies).
+Replay results are cached in ``benchmarks/.store/replays_<hash>.jsonl``, the file named by
+the code a replay runs (:data:`CODE` and this file's replay functions) and Optuna's and Ray's
+versions, each replay
+keyed by the digest of the one grid it looked up (with its histories and proxies). So
+``--available`` can replay on the grids published so far while others still train.
 """
 
 from __future__ import annotations
@@ -223,21 +225,59 @@ def default_strategy() -> str:
 
 # ----------------------------------------------------------------------------- scoring
 
-class Space:
-    """A space's grid results, one table per training seed (with the proxies' columns): the
-    true front's hypervolume of each, one reference point for all (the worst completed value of
-    each objective over every seed's grid) and the median training time of a full trial."""
+class Grid:
+    """One training seed's grid of a space: its trials.csv (with the proxies' columns), the
+    replay table made of it and a digest of everything a replay reads from it."""
 
-    def __init__(self, name: str, run_dirs: dict[int, Path], store: Path = STORE, proxies: bool = True):
-        from archscale.search.sampling.replay import Table
-
-        self.name, self.run_dirs = name, dict(sorted(run_dirs.items()))
-        self.spec = load_spec(next(iter(self.run_dirs.values())) / "spec.yaml")
+    def __init__(self, name: str, seed: int, run_dir: Path, store: Path = STORE, proxies: bool = True):
+        self.name, self.seed, self.run_dir = name, seed, Path(run_dir)
+        self.spec = load_spec(self.run_dir / "spec.yaml")
         self.dims = self.spec.searched()
         self.objectives = self.spec.search.objective_pairs()
-        self.trials = {seed: with_proxies(name, seed, d, store) if proxies else read_trials(d)
-                       for seed, d in self.run_dirs.items()}
-        self.tables = {seed: Table(t, self.dims) for seed, t in self.trials.items()}
+        self.trials = with_proxies(name, seed, self.run_dir, store) if proxies else read_trials(self.run_dir)
+        self._table = None
+
+    @property
+    def table(self):
+        from archscale.search.sampling.replay import Table
+
+        if self._table is None:
+            self._table = Table(self.trials, self.dims)
+        return self._table
+
+    def digest(self) -> str:
+        """A hash of the columns a replay reads: the searched values, status, train_seconds,
+        history, the objectives and the proxies."""
+        t = self.trials
+        cols = [d.name for d in self.dims] + [c for c in ["status", "train_seconds", "history"] if c in t] + [
+            m for m, _ in self.objectives] + sorted(c for c in t.columns if c.startswith("proxy_"))
+        text = t[cols].sort_values(cols[:len(self.dims)]).to_csv(index=False)
+        return hashlib.sha256(f"{self.name} {self.seed}\n{text}".encode()).hexdigest()[:12]
+
+
+def spec_for(spec, seed: int, strategy: str):
+    """The grid's spec as a replay of ``strategy`` under sampler seed ``seed`` runs it."""
+    s = parse(strategy)
+    update = {"num_trials": ASHA_BUDGET if s["asha"] else BUDGET, "sampler": s["sampler"],
+              "scheduler": "asha" if s["asha"] else "none",
+              "prescreen": {"proxy": s["proxy"], "pool": s["pool"], "keep": s["keep"]} if s["proxy"] else None}
+    search = spec.search.model_dump()
+    search.update(update)
+    return spec.model_copy(update={"seed": seed, "search": SearchSpec.model_validate(search)})
+
+
+class Space:
+    """A space's grids, one per training seed: the true front's hypervolume of each, one
+    reference point for all (the worst completed value of each objective over every seed's
+    grid) and the median training time of a full trial."""
+
+    def __init__(self, name: str, run_dirs: dict[int, Path], store: Path = STORE, proxies: bool = True,
+                 grids: dict[int, Grid] | None = None):
+        self.name, self.run_dirs = name, dict(sorted(run_dirs.items()))
+        self.grids = grids or {seed: Grid(name, seed, d, store, proxies) for seed, d in self.run_dirs.items()}
+        first = next(iter(self.grids.values()))
+        self.spec, self.dims, self.objectives = first.spec, first.dims, first.objectives
+        self.trials = {seed: g.trials for seed, g in self.grids.items()}
         every = pd.concat(list(self.trials.values()))
         self.bounds: Bounds = bounds(every, self.objectives)
         self.true_hv = {seed: front_hypervolume(t, self.objectives, self.bounds)[0] for seed, t in self.trials.items()}
@@ -248,10 +288,6 @@ class Space:
     def seeds(self) -> list[int]:
         return list(self.run_dirs)
 
-    def train_seed(self, seed: int) -> int:
-        """The training seed whose table replay ``seed`` draws (so training noise enters the intervals)."""
-        return self.seeds[seed % len(self.seeds)]
-
     def trace(self, rows: pd.DataFrame, train_seed: int, budget: int) -> list[float]:
         """HV/true after each of the first ``budget`` trials handed out."""
         out = []
@@ -260,14 +296,11 @@ class Space:
             out.append(round(front_hypervolume(first, self.objectives, self.bounds)[0] / self.true_hv[train_seed], 6))
         return out
 
-    def spec_for(self, seed: int, strategy: str):
-        s = parse(strategy)
-        update = {"num_trials": ASHA_BUDGET if s["asha"] else BUDGET, "sampler": s["sampler"],
-                  "scheduler": "asha" if s["asha"] else "none",
-                  "prescreen": {"proxy": s["proxy"], "pool": s["pool"], "keep": s["keep"]} if s["proxy"] else None}
-        search = self.spec.search.model_dump()
-        search.update(update)
-        return self.spec.model_copy(update={"seed": seed, "search": SearchSpec.model_validate(search)})
+    def trace_of(self, result: dict) -> list[float]:
+        """A replay's trace from its trials (status and objectives, in the order handed out)."""
+        names = ["status"] + [m for m, _ in self.objectives]
+        rows = pd.DataFrame(result["trials"], columns=names + ["cost"])
+        return self.trace(rows.assign(suggested=range(len(rows))), result["train_seed"], result["budget"])
 
 
 def with_proxies(name: str, seed: int, run_dir: Path, store: Path) -> pd.DataFrame:
@@ -284,34 +317,45 @@ def with_proxies(name: str, seed: int, run_dir: Path, store: Path) -> pd.DataFra
     return trials
 
 
-_SPACES: dict[str, Space] = {}
+_GRIDS: dict[tuple[str, int], Grid] = {}
 
 
 def _job(args: tuple) -> dict:
-    """One replay: (space, {training seed: run dir}, store, strategy, seed) -> its trace, each
-    trial's cost (epochs over the full schedule) and the sampler's and prescreen's own seconds."""
+    """One replay: (space, training seed, its grid's folder, store, strategy, sampler seed,
+    the grid's digest) -> the trials handed out (status, objectives, cost: epochs over the full
+    schedule) and the sampler's and prescreen's own seconds. Reads that one grid only."""
     from archscale.search.sampling.replay import replay_search
 
-    name, run_dirs, store, strategy, seed = args
-    if name not in _SPACES:
-        _SPACES[name] = Space(name, {int(k): Path(v) for k, v in run_dirs}, Path(store))
-    space = _SPACES[name]
-    train_seed = space.train_seed(seed)
-    spec = space.spec_for(seed, strategy)
-    rows, ask_tell = replay_search(spec, space.tables[train_seed], space.dims, constraints=False)
+    name, train_seed, run_dir, store, strategy, seed, digest = args
+    if (name, train_seed) not in _GRIDS:
+        _GRIDS[(name, train_seed)] = Grid(name, train_seed, Path(run_dir), Path(store))
+    grid_ = _GRIDS[(name, train_seed)]
+    spec = spec_for(grid_.spec, seed, strategy)
+    rows, ask_tell = replay_search(spec, grid_.table, grid_.dims, constraints=False)
     handed = rows[rows["suggested"] >= 0].sort_values("suggested")
     pre = ask_tell.prescreened
-    return {"space": name, "strategy": strategy, "seed": seed, "train_seed": train_seed,
+    metrics = [m for m, _ in grid_.objectives]
+    trials = [[r["status"], *[None if pd.isna(r.get(m)) else float(r[m]) for m in metrics], round(float(r["cost"]), 4)]
+              for r in handed.to_dict("records")]
+    return {"space": name, "strategy": strategy, "seed": seed, "train_seed": train_seed, "table": digest,
+            "budget": spec.search.num_trials,
             "sampler_s": round(float(np.sum(ask_tell.ask_seconds)) / max(1, len(handed)), 5),
             "upfront_s": round(pre.proxy_seconds + pre.wall_seconds, 4) if pre is not None else 0.0,
-            "handed_over": bool(ask_tell.handed_over),
-            "costs": [round(float(c), 4) for c in handed["cost"]],
-            "trace": space.trace(rows, train_seed, spec.search.num_trials)}
+            "handed_over": bool(ask_tell.handed_over), "costs": [t[-1] for t in trials], "trials": trials}
 
 
-def jobs(spaces: dict[str, Space], store: Path, strategies, seeds) -> list[tuple]:
-    return [(name, tuple((k, str(v)) for k, v in s.run_dirs.items()), str(store), strategy, seed)
-            for name, s in spaces.items() for strategy in strategies for seed in seeds]
+def jobs(grids: dict[tuple[str, int], Grid], digests: dict, store: Path, names, strategies, seeds,
+         train_seeds) -> list[tuple]:
+    """Replay jobs of ``strategies`` x ``seeds`` on the spaces ``names``; replay seed s draws
+    training seed ``train_seeds[s % len]``; jobs whose grid is not in ``grids`` are left out."""
+    out = []
+    for name in names:
+        for strategy in strategies:
+            for seed in seeds:
+                t = train_seeds[seed % len(train_seeds)]
+                if (name, t) in grids:
+                    out.append((name, t, str(grids[(name, t)].run_dir), str(store), strategy, seed, digests[(name, t)]))
+    return out
 
 
 def interval(values: np.ndarray) -> tuple[float, float]:
@@ -376,7 +420,7 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
     for name, g in table.groupby("space", sort=False):
         s = spaces[name]
         sizes = {seed: int((t["status"] == "completed").sum()) for seed, t in s.trials.items()}
-        print(f"\n{title}: {name}{' (held out)' if name in HELD_OUT else ''}: {len(s.tables[s.seeds[0]].rows)} "
+        print(f"\n{title}: {name}{' (held out)' if name in HELD_OUT else ''}: {len(s.trials[s.seeds[0]])} "
               f"configurations, trained per training seed {sizes}; reference "
               f"{dict(zip([m for m, _ in s.objectives], s.bounds.reference))}; a full trial "
               f"{s.trial_seconds:.2f} s (median train_seconds); target: random's median HV/true at {BUDGET} "
@@ -393,20 +437,21 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
                   f"| {r['reached']:.0%} |", file=out)
 
 
-def cache_key(spaces: dict[str, "Space"]) -> str:
-    """A hash of everything that decides a replay: the code it runs (:data:`CODE`), this file,
-    Optuna's and Ray's versions and the grid results it looks up (every training seed's
-    table with its histories and proxies)."""
+def cache_key() -> str:
+    """The replay cache's name: a hash of the code a replay runs (:data:`CODE`), this file's
+    part of it (the source of :func:`parse`, :func:`spec_for`, :class:`Grid`,
+    :func:`with_proxies` and :func:`_job`, and the budgets; not the tables, which are computed
+    afresh each time) and Optuna's and Ray's versions. Each cached replay also carries its
+    grid's :meth:`Grid.digest` and is used only while that matches."""
+    import inspect
+
     import optuna
     import ray
 
-    h = hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in CODE) + Path(__file__).read_bytes())
-    h.update(f"{optuna.__version__} {ray.__version__}".encode())
-    for name, s in sorted(spaces.items()):
-        cols = [d.name for d in s.dims] + ["status", "train_seconds", "history"] + [m for m, _ in s.objectives] + [
-            c for c in next(iter(s.trials.values())).columns if c.startswith("proxy_")]
-        for seed, t in s.trials.items():
-            h.update(f"{name} {seed}".encode() + t[cols].sort_values(cols[:len(s.dims)]).to_csv(index=False).encode())
+    h = hashlib.sha256(b"".join((ROOT / p).read_bytes() for p in CODE))
+    for part in (parse, spec_for, Grid, with_proxies, _job):
+        h.update(inspect.getsource(part).encode())
+    h.update(f"{BUDGET} {ASHA_BUDGET} {POOL} {KEEP} {optuna.__version__} {ray.__version__}".encode())
     return h.hexdigest()[:12]
 
 
@@ -430,44 +475,56 @@ def main(argv=None) -> int:
     parser.add_argument("--store", type=Path, default=STORE, help="folder of the training runs and caches")
     parser.add_argument("--train-only", action="store_true", help="train (or check) the grids, then stop")
     parser.add_argument("--retrain", action="store_true", help="train the grids anew even when published")
+    parser.add_argument("--available", action="store_true",
+                        help="train nothing: replay on the grids already published (the tables need them all)")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     args.store.mkdir(parents=True, exist_ok=True)
     names = args.spaces.split(",")
     train_seeds = [int(x) for x in args.train_seeds.split(",")]
-    grids = {}
+    folders = {}
     for seed in train_seeds:  # seed-major: every space has its first seed before any has its second
         for name in names:
-            grids[(name, seed)] = grid(name, seed, args.store, args.grids, args.retrain)
+            if args.available:  # published, or trained by an invocation still running and published now
+                trained = args.store / f"sq_{name}_s{seed}" / "grid_done.json"
+                if (published(name, seed, args.grids) / "grid.json").is_file() or trained.is_file():
+                    folders[(name, seed)] = grid(name, seed, args.store, args.grids)
+            else:
+                folders[(name, seed)] = grid(name, seed, args.store, args.grids, args.retrain)
     if args.train_only:
-        print(f"grids: {len(grids)} ready in {args.grids}, {time.perf_counter() - start:.0f}s wall, "
+        print(f"grids: {len(folders)} ready in {args.grids}, {time.perf_counter() - start:.0f}s wall, "
               f"load average {load()}")
         return 0
-    t_proxies = time.perf_counter()
-    spaces = {name: Space(name, {seed: grids[(name, seed)] for seed in train_seeds}, args.store) for name in names}
-    print(f"grids and proxies read in {time.perf_counter() - t_proxies:.0f}s, load average {load()}", flush=True)
-    cache = args.store / f"replays_{cache_key(spaces)}.jsonl"
+    t_read = time.perf_counter()
+    grids = {key: Grid(key[0], key[1], d, args.store) for key, d in folders.items()}
+    digests = {key: g.digest() for key, g in grids.items()}
+    complete = len(grids) == len(names) * len(train_seeds)
+    spaces = {name: Space(name, {t: folders[(name, t)] for t in train_seeds},
+                          grids={t: grids[(name, t)] for t in train_seeds}) for name in names} if complete else {}
+    print(f"{len(grids)} grids and their proxies read in {time.perf_counter() - t_read:.0f}s, load average {load()}",
+          flush=True)
+    cache = args.store / f"replays_{cache_key()}.jsonl"
     known = {}
     if cache.is_file():
         for line in cache.read_text().splitlines():
             r = json.loads(line)
-            known[(r["space"], r["strategy"], r["seed"])] = r
+            known[(r["space"], r["strategy"], r["seed"], r["table"])] = r
     strategies = args.strategies.split(",")
     default = default_strategy()
     choice_seeds, fresh_seeds = CHOICE_SEEDS[:args.seeds], FRESH_SEEDS[:args.seeds]
-    chosen_on = {n: s for n, s in spaces.items() if n not in HELD_OUT}
+    chosen_on = [n for n in names if n not in HELD_OUT]
     t0 = time.perf_counter()
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # GP's torch: one thread per process
 
     def run(wanted: list[tuple]) -> None:
-        todo = [j for j in wanted if (j[0], j[3], j[4]) not in known]
+        todo = [j for j in wanted if (j[0], j[4], j[5], j[6]) not in known]
         print(f"replays: {len(todo)} to run ({len(wanted) - len(todo)} cached in {cache.name}) on {args.processes} "
               f"processes, load average {load()}", flush=True)
         if not todo:
             return
         with multiprocessing.get_context("spawn").Pool(args.processes) as pool, cache.open("a") as f:
             for i, r in enumerate(pool.imap_unordered(_job, todo, chunksize=1), start=1):
-                known[(r["space"], r["strategy"], r["seed"])] = r
+                known[(r["space"], r["strategy"], r["seed"], r["table"])] = r
                 f.write(json.dumps(r) + "\n")
                 f.flush()  # an interrupted invocation keeps what it replayed
                 if i % 50 == 0:
@@ -475,11 +532,21 @@ def main(argv=None) -> int:
                           flush=True)
 
     def table_of(seeds, strats, where) -> pd.DataFrame:
-        rows = [known[(j[0], j[3], j[4])] for j in jobs(where, args.store, strats, seeds)]
-        return summary(pd.DataFrame(rows), where)
+        rows = []
+        for j in jobs(grids, digests, args.store, where, strats, seeds, train_seeds):
+            r = dict(known[(j[0], j[4], j[5], j[6])])
+            r["trace"] = spaces[j[0]].trace_of(r)
+            rows.append(r)
+        return summary(pd.DataFrame(rows), spaces)
 
     # 1. every strategy on the choice seeds and spaces; the cheapest is chosen there
-    run(jobs(chosen_on, args.store, strategies, choice_seeds))
+    run(jobs(grids, digests, args.store, chosen_on, strategies, choice_seeds, train_seeds))
+    if not complete:
+        run(jobs(grids, digests, args.store, names, list(dict.fromkeys(["random", default])), fresh_seeds,
+                 train_seeds))
+        print(f"{len(names) * len(train_seeds) - len(grids)} grid(s) not published yet: replays cached, no tables "
+              f"({time.perf_counter() - start:.0f}s wall, load average {load()})")
+        return 0
     choice = table_of(choice_seeds, strategies, chosen_on)
     print_tables(choice, spaces, f"seeds {choice_seeds[0]}-{choice_seeds[-1]} (choice)")
     best = choose(choice)
@@ -487,8 +554,8 @@ def main(argv=None) -> int:
           f"(lowest median cost on its worst space); the spec's default: {default}")
     # 2. the headline: random, the default and the chosen strategy on fresh seeds, every space
     fresh_strats = list(dict.fromkeys(["random", default, best]))
-    run(jobs(spaces, args.store, fresh_strats, fresh_seeds))
-    fresh = table_of(fresh_seeds, fresh_strats, spaces)
+    run(jobs(grids, digests, args.store, names, fresh_strats, fresh_seeds, train_seeds))
+    fresh = table_of(fresh_seeds, fresh_strats, names)
     print_tables(fresh, spaces, f"seeds {fresh_seeds[0]}-{fresh_seeds[-1]} (fresh)")
     d = fresh[fresh["strategy"] == default]
     worst = float(d["cost"].max()) if len(d) else float("nan")

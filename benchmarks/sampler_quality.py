@@ -428,8 +428,8 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
         print(f"\n{title}: {name}{' (held out)' if name in HELD_OUT else ''}: {len(s.trials[s.seeds[0]])} "
               f"configurations, trained per training seed {sizes}; reference "
               f"{dict(zip([m for m, _ in s.objectives], s.bounds.reference))}; a full trial "
-              f"{s.trial_seconds:.2f} s (median of each configuration's fastest train_seconds); target: random's median HV/true at {BUDGET} "
-              f"trials = {g['target'].iloc[0]:.3f}", file=out)
+              f"{s.trial_seconds:.2f} s (median of each configuration's fastest train_seconds); target: "
+              f"random's median HV/true at {BUDGET} trials = {g['target'].iloc[0]:.3f}", file=out)
         print("| strategy | seeds | " + " | ".join(f"HV/true @{b}" for b in READ_AT)
               + " | minus random @20 (paired) | sampler s/suggestion (% of a trial) | prescreen (trials) "
               "| cost to random@40: median [quartiles] | reached |", file=out)
@@ -438,8 +438,8 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
             cells = [f"{r[f'hv{b}']:.3f} ± {r[f'hv{b}_ci']:.3f}" for b in READ_AT]
             diff = "—" if r["strategy"] == "random" else f"{r['diff20']:+.3f} ± {r['diff20_ci']:.3f}"
             print(f"| {r['strategy']} | {r['seeds']} | " + " | ".join(cells) + f" | {diff} | {r['sampler_s']:.3f} "
-                  f"({100 * r['sampler_frac']:.1f}%) | {r['upfront']:.2f} | {r['cost']:.2f} [{r['cost_q1']:.2f}, {r['cost_q3']:.2f}] "
-                  f"| {r['reached']:.0%} |", file=out)
+                  f"({100 * r['sampler_frac']:.1f}%) | {r['upfront']:.2f} | {r['cost']:.2f} "
+                  f"[{r['cost_q1']:.2f}, {r['cost_q3']:.2f}] | {r['reached']:.0%} |", file=out)
 
 
 def cache_key() -> str:

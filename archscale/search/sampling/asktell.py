@@ -100,8 +100,40 @@ SAMPLERS: dict[str, Callable[[int, int], Any]] = {
     "nsga2": lambda seed, n: _optuna().samplers.NSGAIISampler(seed=seed, population_size=max(2, min(50, n // 3))),
     "gp": lambda seed, n: _optuna().samplers.GPSampler(seed=seed, n_startup_trials=_startup(n)),
 }
-SAMPLERS["auto"] = SAMPLERS["gp"]  # auto starts as gp; AskTell hands over to tpe when gp costs too much
+SAMPLERS["auto"] = lambda seed, n: AutoSampler(SAMPLERS["gp"](seed, n), SAMPLERS["tpe"](seed, n))
 AUTO_SHARE = 0.05  # auto: gp while its seconds per suggestion stay within this share of a trial's median train_seconds
+
+
+class AutoSampler(optuna.samplers.BaseSampler):
+    """``sampler: auto``: Optuna's ``BaseSampler`` interface over two samplers, asking ``first``
+    (gp) until :meth:`hand_over`, then ``then`` (multivariate TPE), which learns from every trial
+    the study holds. :class:`AskTell` decides when, from the time each suggestion takes."""
+
+    def __init__(self, first, then):
+        self.first, self.then = first, then
+        self.current = first
+
+    def hand_over(self) -> None:
+        self.current = self.then
+
+    def infer_relative_search_space(self, study, trial):
+        return self.current.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self.current.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self.current.sample_independent(study, trial, param_name, param_distribution)
+
+    def before_trial(self, study, trial) -> None:
+        self.current.before_trial(study, trial)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self.current.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.first.reseed_rng()
+        self.then.reseed_rng()
 
 
 def _optuna():
@@ -192,8 +224,9 @@ class AskTell:
         self.constraints = spec.search.constraints if constraints is None else constraints
         self.distributions = optuna_space(dims)
         directions = ["maximize" if d == "max" else "minimize" for _, d in objectives]
-        self.study = optuna.create_study(directions=directions,
-                                         sampler=make_sampler(spec, len(self.recorded), self.sampler_name))
+        sampler_ = make_sampler(spec, len(self.recorded), self.sampler_name)
+        self.auto = sampler_ if isinstance(sampler_, AutoSampler) else None
+        self.study = optuna.create_study(directions=directions, sampler=sampler_)
         self.live: dict[str, Any] = {}  # Tune trial id -> Optuna trial
         self.serve, self.left = serve, trials  # left: trials still to give (None: Tune's num_samples decides)
         self.twins = self.rejected = self.served = 0
@@ -271,11 +304,6 @@ class AskTell:
         except (ValueError, RuntimeError) as err:  # a value Optuna refuses: lost to the sampler, not the search
             logger.warning("optuna refused the result of trial %s: %s", trial_id, err)
 
-    @property
-    def seconds_per_suggestion(self) -> float:
-        """The sampler's median time per ``Study.ask`` (0.0 before any)."""
-        return statistics.median(self.ask_seconds) if self.ask_seconds else 0.0
-
     # ------------------------------------------------------------------ internals
 
     def _prescreen(self) -> None:
@@ -297,12 +325,11 @@ class AskTell:
         than :data:`AUTO_SHARE` of a trial's median training time (gp's random start-up and
         enqueued trials cost next to nothing)."""
         self.ask_seconds.append(seconds)
-        if self.sampler_name != "auto" or self.handed_over or not self.trial_seconds:
+        if self.auto is None or self.handed_over or not self.trial_seconds:
             return
         budget = AUTO_SHARE * statistics.median(self.trial_seconds)
         if seconds > budget:
-            told = len(self.study.get_trials(deepcopy=False))
-            self.study.sampler = make_sampler(self.spec, told, "tpe")
+            self.auto.hand_over()
             self.handed_over = True
             self.note(f"sampler auto: gp took {seconds:.2f}s for a suggestion, more than {100 * AUTO_SHARE:g}% of a "
                       f"trial's median training time ({statistics.median(self.trial_seconds):.2f}s); tpe proposes "

@@ -137,7 +137,7 @@ def test_sampler_auto_hands_gp_over_to_tpe_when_gp_costs_more_than_5_percent_of_
     spec = make_spec("auto", num_trials=8)
     rows, ask_tell = replay_search(spec, Table(grid.assign(train_seconds=seconds), spec.searched()), spec.searched())
     assert ask_tell.handed_over is handed
-    assert type(ask_tell.study.sampler).__name__ == ("TPESampler" if handed else "GPSampler")
+    assert type(ask_tell.auto.current).__name__ == ("TPESampler" if handed else "GPSampler")
     assert len(rows[rows["suggested"] >= 0]) == 8 and len(ask_tell.ask_seconds) >= 8
 
 

@@ -9,7 +9,8 @@ known results, its cost counted in full-training equivalents.
    below is computed from): its spec.yaml, its trials.csv with a ``history`` column (the
    per-epoch validation accuracy of each trained configuration, for replays of partial
    training) and ``grid.json`` (what trained it: the code hash, wall time and load). A
-   published grid is used as it is; ``--retrain`` trains it anew (about 2 hours on 2 cores).
+   published grid is used as it is; ``--retrain`` trains it anew (about 50 minutes a training
+   seed for the three spaces, on 2 cores at load 2 to 3).
    - ``quickstart``: a 288-point sub-grid of the quickstart's budgeted space on mnist-5k
      (``benchmarks/sampler_spaces/quickstart_grid.yaml``; ``max_params`` 8,000);
    - ``davidnet``: the 64 DavidNet layer placements x 2 widths on mnist-5k
@@ -30,9 +31,10 @@ known results, its cost counted in full-training equivalents.
      :data:`KEEP` trained first (the proxies of ``benchmarks/proxy_correlation.py``, computed
      once and cached, each with its measured seconds).
    Each replay is a search of :data:`BUDGET` trials (:data:`ASHA_BUDGET` with ASHA, whose
-   trials are cheaper); replay seed s draws the table of training seed ``s % 3``, so training
-   noise enters the intervals. Seeds 0-29 (``choice``: what the default is chosen on) and
-   100-129 (``fresh``: the headline, with random and the chosen strategy only).
+   trials are cheaper); replay seed s draws the table of training seed ``s % n`` (n training
+   seeds, ``--train-seeds``), so training noise enters the intervals. Seeds 0-29
+   (``choice``: every strategy; the cheapest on its worst space is chosen) and 100-129
+   (``fresh``: the headline, with random, the spec's default and the chosen strategy).
 3. Per space and strategy: HV/true at 10, 20 and 40 trials (the front's hypervolume over the
    true front's of the same table, one reference point per space), mean and 95% t-interval;
    the paired difference from random at 20 trials (same seeds, so same training seeds); the
@@ -54,9 +56,9 @@ space, over the fresh seeds.
 
 Replay results are cached in ``benchmarks/.store/replays_<hash>.jsonl``, the file named by
 the code a replay runs (:data:`CODE` and this file's replay functions) and Optuna's and Ray's
-versions, each replay
-keyed by the digest of the one grid it looked up (with its histories and proxies). So
-``--available`` can replay on the grids published so far while others still train.
+versions, each replay keyed by the digest of the one grid it looked up (with its histories
+and proxies). So ``--available`` can replay on the grids published so far while others
+still train.
 """
 
 from __future__ import annotations

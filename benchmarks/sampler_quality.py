@@ -20,13 +20,15 @@ known results, its cost counted in full-training equivalents.
 2. Replays (:func:`archscale.search.sampling.replay.replay`): archscale's own ask-and-tell
    searcher with each trial's result looked up instead of trained, the spec's
    ``max_concurrent`` trials in flight, over-budget draws refused and redrawn. A strategy is
-   ``SAMPLER[+asha][+pre:PROXY]``:
+   ``SAMPLER[+asha[:accuracy]][+pre:PROXY]``:
    - ``SAMPLER``: random, tpe, gp or auto (gp while its own time per suggestion stays within
      5% of a trial's median training time, then tpe);
-   - ``+asha``: Ray Tune's ASHAScheduler (grace 1 epoch, reduction 2) replayed on the grid's
-     per-epoch histories; a stopped trial costs the epochs it trained over 4 (``auto+asha``
-     is left out of the defaults: with 80 trials on 106 feasible points, gp's asks for
-     repeated draws took minutes a replay);
+   - ``+asha``: the run's ``search.scheduler: asha`` (grace 1 epoch, reduction 2), replayed on
+     the grid's per-epoch histories: with these two objectives, :class:`FrontASHA
+     <archscale.search.dispatch.asha.FrontASHA>` (MO-ASHA); ``+asha:accuracy``: Ray Tune's
+     ASHAScheduler on validation accuracy alone, as archscale ran it before. A stopped trial
+     costs the epochs it trained over 4 (``auto+asha`` is left out of the defaults: with 80
+     trials on 106 feasible points, gp's asks for repeated draws took minutes a replay);
    - ``+pre:PROXY``: ``search.prescreen`` with that proxy, a pool of :data:`POOL` and the best
      :data:`KEEP` trained first (the proxies of ``benchmarks/proxy_correlation.py``, computed
      once and cached, each with its measured seconds).
@@ -93,8 +95,8 @@ SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_gri
           "davidnet": ROOT / "benchmarks" / "sampler_spaces" / "davidnet_grid.yaml",
           "efficientnet": ROOT / "benchmarks" / "sampler_spaces" / "efficientnet_grid.yaml"}
 TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
-STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "tpe+asha", "auto+pre:params", "auto+pre:synflow",
-              "auto+pre:naswot", "auto+pre:grad_norm", "auto+pre:zico")
+STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accuracy", "tpe+asha", "auto+pre:params",
+              "auto+pre:synflow", "auto+pre:naswot", "auto+pre:grad_norm", "auto+pre:zico")
 BUDGET = 40  # trials of a replay; 10 and 20 are read off its trace
 ASHA_BUDGET = 80  # trials of a replay with ASHA (most trials stop after an epoch or two)
 READ_AT = (10, 20, 40)
@@ -105,7 +107,7 @@ POOL, KEEP = 80, 20  # +pre:PROXY: a pool of 80 candidates, the best 20 trained 
 # What a replay's outcome depends on (with the grid tables, Optuna's and Ray's versions and this file).
 CODE = ("archscale/search/sampling/searcher.py", "archscale/search/sampling/replay.py",
         "archscale/search/sampling/asktell.py", "archscale/search/sampling/prescreen.py",
-        "archscale/search/dispatch/asha.py", "archscale/analysis/hypervolume.py")
+        "archscale/search/dispatch/asha.py", "archscale/analysis/hypervolume.py", "archscale/analysis/pareto.py")
 
 
 def load() -> str:
@@ -199,19 +201,23 @@ def grid(name: str, seed: int, store: Path = STORE, grids: Path = GRIDS, retrain
 # ----------------------------------------------------------------------------- strategies
 
 def parse(strategy: str) -> dict:
-    """``SAMPLER[+asha][+pre:PROXY[:POOL:KEEP]]`` as {sampler, asha, proxy, pool, keep}."""
+    """``SAMPLER[+asha[:accuracy]][+pre:PROXY[:POOL:KEEP]]`` as {sampler, asha, proxy, pool, keep}
+    (asha: False, True or "accuracy")."""
     parts = strategy.split("+")
     out = {"sampler": parts[0], "asha": False, "proxy": None, "pool": POOL, "keep": KEEP}
     for part in parts[1:]:
         if part == "asha":
             out["asha"] = True
+        elif part == "asha:accuracy":
+            out["asha"] = "accuracy"
         elif part.startswith("pre:"):
             bits = part[4:].split(":")
             out["proxy"] = bits[0]
             if len(bits) == 3:
                 out["pool"], out["keep"] = int(bits[1]), int(bits[2])
         else:
-            raise ValueError(f"strategy {strategy!r}: unknown part {part!r}; allowed: asha, pre:PROXY[:POOL:KEEP]")
+            raise ValueError(f"strategy {strategy!r}: unknown part {part!r}; allowed: asha, asha:accuracy, "
+                             "pre:PROXY[:POOL:KEEP]")
     return out
 
 
@@ -331,6 +337,7 @@ def _job(args: tuple) -> dict:
     """One replay: (space, training seed, its grid's folder, store, strategy, sampler seed,
     the grid's digest) -> the trials handed out (status, objectives, cost: epochs over the full
     schedule) and the sampler's and prescreen's own seconds. Reads that one grid only."""
+    from archscale.search.dispatch.asha import accuracy_asha
     from archscale.search.sampling.replay import replay_search
 
     name, train_seed, run_dir, store, strategy, seed, digest = args
@@ -338,7 +345,8 @@ def _job(args: tuple) -> dict:
         _GRIDS[(name, train_seed)] = Grid(name, train_seed, Path(run_dir), Path(store))
     grid_ = _GRIDS[(name, train_seed)]
     spec = spec_for(grid_.spec, seed, strategy)
-    rows, ask_tell = replay_search(spec, grid_.table, grid_.dims, constraints=False)
+    scheduler = accuracy_asha(spec) if parse(strategy)["asha"] == "accuracy" else None
+    rows, ask_tell = replay_search(spec, grid_.table, grid_.dims, constraints=False, scheduler=scheduler)
     handed = rows[rows["suggested"] >= 0].sort_values("suggested")
     pre = ask_tell.prescreened
     metrics = [m for m, _ in grid_.objectives]

@@ -160,6 +160,7 @@ def test_sampler_quality_strategies_become_specs():
     bench = _load("sampler_quality")
     assert bench.parse("auto+asha+pre:zico:200:10") == {"sampler": "auto", "asha": True, "proxy": "zico", "pool": 200,
                                                          "keep": 10}
+    assert bench.parse("random+asha:accuracy")["asha"] == "accuracy"
     assert bench.parse("tpe") == {"sampler": "tpe", "asha": False, "proxy": None, "pool": bench.POOL,
                                   "keep": bench.KEEP}
     with pytest.raises(ValueError, match="unknown part 'hyperband'"):

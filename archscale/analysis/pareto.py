@@ -35,6 +35,40 @@ def non_dominated(points: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     return mask
 
 
+def pareto_levels(points: np.ndarray) -> np.ndarray:
+    """Non-dominated sorting of ``points`` (every column to be maximised): 0 for the front, 1 for
+    the front of the rest, and so on."""
+    level = np.full(len(points), -1)
+    rank_ = 0
+    while (level < 0).any():
+        left = np.flatnonzero(level < 0)
+        others = points[left]
+        for i in left:
+            if not ((others >= points[i]).all(axis=1) & (others > points[i]).any(axis=1)).any():
+                level[i] = rank_
+        rank_ += 1
+    return level
+
+
+def crowding(points: np.ndarray) -> np.ndarray:
+    """NSGA-II's crowding distance of each row of ``points`` (one front; every column to be
+    maximised): the sum over objectives of the gap between its two neighbours, over that
+    objective's range; inf for the extremes of each objective (Deb et al., "A fast and elitist
+    multiobjective genetic algorithm: NSGA-II", IEEE TEVC 2002, section III-B)."""
+    points = np.asarray(points, dtype=float)
+    n = len(points)
+    out = np.zeros(n)
+    if n <= 2:
+        return np.full(n, np.inf)
+    for column in points.T:
+        order = np.argsort(column, kind="stable")
+        span = column[order[-1]] - column[order[0]]
+        out[order[0]] = out[order[-1]] = np.inf
+        if span > 0 and np.isfinite(span):
+            out[order[1:-1]] += (column[order[2:]] - column[order[:-2]]) / span
+    return out
+
+
 def pareto_front(trials: pd.DataFrame, objectives: Sequence[Objective]) -> pd.DataFrame:
     """The completed trials that are non-dominated under ``objectives``, best first by the first objective."""
     for metric, _ in objectives:

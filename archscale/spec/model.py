@@ -38,11 +38,13 @@ class Resources(_Strict):
 
 
 class AshaSpec(_Strict):
-    """Asynchronous successive halving (Ray Tune's ASHAScheduler) on validation accuracy.
-    The last rung is ``train.epochs``: a trial that is never stopped trains its full schedule."""
+    """Asynchronous successive halving: Ray Tune's ASHAScheduler on validation accuracy when
+    that is the one objective; with several, each rung judges a trial on all of them, by
+    non-dominated level and crowding distance (MO-ASHA), so a small network on the front is
+    not stopped for learning slower. A trial that is never stopped trains its full schedule."""
 
     grace_period: int = Field(1, ge=1, description="epochs every trial trains before it can be stopped")
-    reduction_factor: float = Field(2.0, gt=1, description="at each rung, trials below the top 1/reduction_factor stop")
+    reduction_factor: float = Field(2.0, gt=1, description="at each rung, trials outside the best 1/reduction_factor stop")
 
 
 ADDRESS = re.compile(r"^(auto|ray://[^\s:/]+:\d+|[^\s:/]+:\d+)$")
@@ -117,7 +119,7 @@ class SearchSpec(_Strict):
     resources_per_trial: Resources = Field(default_factory=Resources)
     constraints: bool = Field(False, description="also tell over-budget configurations to tpe, nsga2 and gp as "
                               "Optuna constraints (Trial.set_constraint), not only as 0 accuracy")
-    scheduler: Literal["none", "asha"] = Field("none", description="asha: stop weak trials early on val_accuracy")
+    scheduler: Literal["none", "asha"] = Field("none", description="asha: stop weak trials early (on every objective, val_accuracy at that epoch)")
     asha: AshaSpec = Field(default_factory=AshaSpec)
     max_failures: int = Field(1, ge=0, description="retries of a trial whose worker died or ran out of GPU memory")
     time_budget_s: float | None = Field(None, gt=0, description="wall-clock seconds for this invocation; unfinished "

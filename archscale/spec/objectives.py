@@ -12,6 +12,8 @@ METRICS = ("val_accuracy", "test_accuracy", "params", "macs", "memory_mb", "late
            "train_seconds")
 UNITS = {"macs": "multiply-adds per image, fvcore", "params": "trainable", "memory_mb": "MiB",
          "latency_ms": "ms, batch 1", "latency_batch_ms": "ms, one training batch", "train_seconds": "s"}
+# The metrics measured before a trial trains (its costs): every report of the trial carries them.
+COSTS = ("params", "macs", "memory_mb", "latency_ms", "latency_batch_ms")
 PICKS = ("accuracy", "macs", "knee")
 # Training-free proxies a spec may ask for (``search.proxies``): the baselines params and macs
 # (measured anyway), and those of :mod:`archscale.analysis.proxies`.

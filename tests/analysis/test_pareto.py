@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.analysis.pareto import best_trial, non_dominated, pareto_front, parse_objectives, plot_pareto
+from archscale.analysis.pareto import (best_trial, crowding, non_dominated, pareto_front, pareto_levels, parse_objectives,
+                                      plot_pareto)
 
 
 def test_non_dominated_max_min():
@@ -16,6 +17,23 @@ def test_non_dominated_max_min():
 def test_ties_stay_together_and_nans_are_excluded():
     pts = np.array([[0.9, 100], [0.9, 100], [math.nan, 10], [0.8, 100]])
     assert non_dominated(pts, ["max", "min"]).tolist() == [True, True, False, False]
+
+
+def test_pareto_levels_sort_by_domination():
+    points = np.array([[3, 1], [1, 3], [2, 2], [1, 1], [0, 0], [2, 2]])  # maximise both
+    assert pareto_levels(points).tolist() == [0, 0, 0, 1, 2, 0]
+
+
+def test_crowding_distance_as_nsga2_defines_it():
+    # Deb et al. 2002: per objective, the extremes get inf and an inner point the gap between
+    # its neighbours over the objective's range; summed. The middle of three points:
+    # (3 - 1) / (3 - 1) on the first objective + (5 - 1) / (5 - 1) on the second = 2.
+    assert crowding(np.array([[1, 5], [2, 3], [3, 1]])).tolist() == [math.inf, 2.0, math.inf]
+    # four points: inner ones (3-1)/(4-1) + (8-2)/(8-1) and (4-2)/(4-1) + (7-1)/(8-1)
+    got = crowding(np.array([[1, 8], [2, 7], [3, 2], [4, 1]]))
+    assert got[[0, 3]].tolist() == [math.inf, math.inf]
+    assert got[1] == pytest.approx(2 / 3 + 6 / 7) and got[2] == pytest.approx(2 / 3 + 6 / 7)
+    assert crowding(np.array([[1, 1], [2, 2]])).tolist() == [math.inf, math.inf]  # two: both ends
 
 
 def test_three_objectives():

@@ -32,12 +32,13 @@ import numpy as np
 import optuna
 import torch
 
+from archscale.analysis.pareto import pareto_levels
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator
+from archscale.spec.objectives import COSTS
 
 logger = logging.getLogger(__name__)
 DRAWS_PER_SLOT = 20  # random draws per pool slot before the pool is taken as it is (a small or tight space)
-COSTS = ("params", "macs", "memory_mb", "latency_ms")
 
 
 @dataclass(frozen=True)
@@ -96,21 +97,6 @@ def minibatch_source(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> 
     held_x, held_y = torch.empty_like(x[order]), torch.empty_like(y[order])
     held_x[again], held_y[again] = x[order], y[order]
     return held_x, held_y
-
-
-def pareto_levels(points: np.ndarray) -> np.ndarray:
-    """Non-dominated sorting of ``points`` (every column to be maximised): 0 for the front, 1 for
-    the front of the rest, and so on."""
-    level = np.full(len(points), -1)
-    rank_ = 0
-    while (level < 0).any():
-        left = np.flatnonzero(level < 0)
-        others = points[left]
-        for i in left:
-            if not ((others >= points[i]).all(axis=1) & (others > points[i]).any(axis=1)).any():
-                level[i] = rank_
-        rank_ += 1
-    return level
 
 
 def rank(scored: Sequence[Scored], objectives: Sequence[tuple[str, str]]) -> list[Scored]:

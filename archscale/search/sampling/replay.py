@@ -14,8 +14,9 @@ configuration, ``completed``, ``failed`` or ``infeasible``. :func:`replay` drive
 - ``search.prescreen``: the same :func:`~archscale.search.sampling.prescreen.prescreen` as a run,
   each proxy value and its seconds looked up (:class:`TableScorer`: the table's ``proxy_NAME``
   and ``proxy_NAME_s`` columns, or its params and macs);
-- ``search.scheduler: asha``: Ray Tune's own ``ASHAScheduler`` (as a run makes it,
-  :func:`~archscale.search.dispatch.asha.make_scheduler`) is told each trial's per-epoch
+- ``search.scheduler: asha``: the run's own scheduler (Ray Tune's ``ASHAScheduler``, or
+  :class:`~archscale.search.dispatch.asha.FrontASHA` with several objectives, as
+  :func:`~archscale.search.dispatch.asha.make_scheduler` makes it) is told each trial's per-epoch
   validation accuracy (the table's ``history`` column: one value per epoch of a full run)
   through its public hooks when the trial finishes, in finishing order; a trial it stops is
   ``pruned`` after the epochs it reached, and told as a run tells a pruned trial.
@@ -46,9 +47,7 @@ from archscale.search.dispatch.asha import METRIC, TIME_ATTR, make_scheduler
 from archscale.search.sampling.asktell import AskTell
 from archscale.search.sampling.prescreen import Scored
 from archscale.spec import Dimension, Spec
-
-COSTS = ("params", "macs", "memory_mb", "latency_ms")
-
+from archscale.spec.objectives import COSTS
 
 def config_key(config: dict, names: Sequence[str]) -> str:
     """One configuration as a string: the value of each searched dimension, by name."""
@@ -133,8 +132,11 @@ def replay(spec: Spec, table: Table, dims: Sequence[Dimension], *, sampler: str 
 
 
 def replay_search(spec: Spec, table: Table, dims: Sequence[Dimension], *, sampler: str | None = None,
-                  constraints: bool | None = None) -> tuple[pd.DataFrame, AskTell]:
-    """:func:`replay`'s rows and the :class:`~archscale.search.sampling.asktell.AskTell` that ran it."""
+                  constraints: bool | None = None, scheduler: TrialScheduler | None = None
+                  ) -> tuple[pd.DataFrame, AskTell]:
+    """:func:`replay`'s rows and the :class:`~archscale.search.sampling.asktell.AskTell` that ran
+    it; ``scheduler``: a Ray Tune scheduler to replay instead of the spec's (with
+    ``search.scheduler: asha``), told each trial's epochs as the spec's would be."""
 
     rows: list[dict] = []
 
@@ -146,7 +148,8 @@ def replay_search(spec: Spec, table: Table, dims: Sequence[Dimension], *, sample
     ask_tell = AskTell(spec, dims, spec.search.objective_pairs(), evaluator=table, reject=reject,
                        sampler=sampler, constraints=constraints,
                        scorer=TableScorer(table, pre.proxy) if pre is not None else None, note=lambda _: None)
-    scheduler = make_scheduler(spec)
+    if scheduler is None or spec.search.scheduler != "asha":
+        scheduler = make_scheduler(spec)
     flight: deque[tuple[str, dict]] = deque()
     suggested = 0
     epochs = spec.train.epochs
@@ -183,8 +186,9 @@ def _scheduled(scheduler, trial_id: str, result: dict, epochs: int) -> dict:
         raise ValueError(f"trial {trial_id}: the table has no per-epoch history for ASHA to replay")
     trial = SimpleNamespace(trial_id=trial_id)
     scheduler.on_trial_add(None, trial)
+    costs = {k: result[k] for k in COSTS if result.get(k) is not None}  # a run's reports carry them
     for epoch, value in enumerate(history[:epochs], start=1):
-        report = {TIME_ATTR: epoch, METRIC: float(value)}
+        report = {**costs, TIME_ATTR: epoch, METRIC: float(value)}
         if epoch == epochs:
             scheduler.on_trial_complete(None, trial, report)
             return result

@@ -10,7 +10,8 @@ import pandas as pd
 import pytest
 
 from archscale.search.sampling.asktell import AskTell, optuna_space
-from archscale.search.sampling.prescreen import Scored, config_key, pareto_levels, prescreen, rank
+from archscale.search.dispatch.asha import make_scheduler
+from archscale.search.sampling.prescreen import Scored, config_key, prescreen, rank
 from archscale.search.sampling.replay import Table, TableScorer, replay, replay_search
 from archscale.spec import SpecError, parse_spec
 
@@ -18,9 +19,10 @@ PARAMS = {"c1_width": [4, 8, 12], "c2_width": [8, 16], "c3_width": [8, 16, 24], 
 MAX_PARAMS = 1000
 
 
-def make_spec(sampler="random", num_trials=10, seed=0, prescreen=None, scheduler="none", epochs=4):
+def make_spec(sampler="random", num_trials=10, seed=0, prescreen=None, scheduler="none", epochs=4, objectives=None):
     search = {"sampler": sampler, "num_trials": num_trials, "max_concurrent": 2, "scheduler": scheduler,
-              "objectives": ["val_accuracy:max", "macs:min"] if scheduler == "none" else ["val_accuracy:max"]}
+              "objectives": objectives or (["val_accuracy:max", "macs:min"] if scheduler == "none"
+                                           else ["val_accuracy:max"])}
     if prescreen:
         search["prescreen"] = prescreen
     return parse_spec({"name": "s", "seed": seed, "space": {"params": PARAMS, "max_params": MAX_PARAMS},
@@ -52,11 +54,6 @@ def grid():
 @pytest.fixture(scope="module")
 def table(grid):
     return Table(grid, make_spec().searched())
-
-
-def test_pareto_levels_sort_by_domination():
-    points = np.array([[3, 1], [1, 3], [2, 2], [1, 1], [0, 0], [2, 2]])  # maximise both
-    assert pareto_levels(points).tolist() == [0, 0, 0, 1, 2, 0]
 
 
 def test_rank_puts_cheap_fair_networks_beside_strong_costly_ones_and_missing_values_last():
@@ -124,6 +121,23 @@ def test_asha_in_a_replay_is_ray_s_own_and_a_stopped_trial_costs_its_epochs(tabl
     for r in pruned.to_dict("records"):
         history = json.loads(table.rows[config_key({n: r[n] for n in PARAMS})]["history"])
         assert r["val_accuracy"] == history[r["epochs"] - 1]
+
+
+def test_asha_in_a_replay_with_several_objectives_judges_on_all_of_them(table):
+    """Accuracy grows with size here, so accuracy alone stops the small networks; with MACs
+    an objective the cheapest trial is the cheap end of every rung's front and goes on."""
+    front_spec = make_spec("random", num_trials=20, scheduler="asha", objectives=["val_accuracy:max", "macs:min"])
+    one_spec = make_spec("random", num_trials=20, scheduler="asha")
+    assert type(make_scheduler(front_spec)).__name__ == "FrontASHA"
+    front, one = (replay(s, table, s.searched()) for s in (front_spec, one_spec))
+    for rows in (front, one):
+        assert (rows["status"] == "pruned").any()
+    cheapest = front[front["suggested"] >= 0].sort_values("macs").iloc[0]
+    assert cheapest["status"] == "completed"
+    # the same draws (same seed), judged on accuracy alone: more of the small half stop
+    small = front["macs"].median()
+    assert (one[one["macs"] <= small]["status"] == "pruned").sum() > (front[front["macs"] <= small]["status"]
+                                                                      == "pruned").sum()
 
 
 def test_asha_needs_histories(grid):

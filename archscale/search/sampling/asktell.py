@@ -116,6 +116,10 @@ class AutoSampler(optuna.samplers.BaseSampler):
     def hand_over(self) -> None:
         self.current = self.then
 
+    @property
+    def handed_over(self) -> bool:
+        return self.current is self.then
+
     def infer_relative_search_space(self, study, trial):
         return self.current.infer_relative_search_space(study, trial)
 
@@ -236,7 +240,6 @@ class AskTell:
         self.ask_seconds: list[float] = []  # the sampler's own time (its asks), per suggestion
         self._asking = 0.0
         self.trial_seconds: list[float] = []  # train_seconds of the trials told, for sampler: auto
-        self.handed_over = False  # sampler auto: gp gave way to tpe
         self.told = self._tell_history(unfinished)
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -319,18 +322,22 @@ class AskTell:
             self.study.enqueue_trial(config)
         self.note(self.prescreened.describe(pre.proxy))
 
+    @property
+    def handed_over(self) -> bool:
+        """Sampler auto: gp gave way to tpe."""
+        return self.auto is not None and self.auto.handed_over
+
     def _timed(self, seconds: float) -> None:
         """Keep one suggestion's sampler time (every ``ask`` it took: a repeated or over-budget
         draw is asked anew); with sampler auto, hand gp over to tpe once a suggestion costs more
         than :data:`AUTO_SHARE` of a trial's median training time (gp's random start-up and
         enqueued trials cost next to nothing)."""
         self.ask_seconds.append(seconds)
-        if self.auto is None or self.handed_over or not self.trial_seconds:
+        if self.auto is None or self.auto.handed_over or not self.trial_seconds:
             return
         budget = AUTO_SHARE * statistics.median(self.trial_seconds)
         if seconds > budget:
             self.auto.hand_over()
-            self.handed_over = True
             self.note(f"sampler auto: gp took {seconds:.2f}s for a suggestion, more than {100 * AUTO_SHARE:g}% of a "
                       f"trial's median training time ({statistics.median(self.trial_seconds):.2f}s); tpe proposes "
                       "the rest")

@@ -45,13 +45,13 @@ from ray.tune.schedulers import TrialScheduler
 from archscale.search.configs.context import native
 from archscale.search.dispatch.asha import METRIC, TIME_ATTR, make_scheduler
 from archscale.search.sampling.asktell import AskTell
-from archscale.search.sampling.prescreen import Scored
+from archscale.search.sampling.prescreen import Scored, config_key
 from archscale.spec import Dimension, Spec
 from archscale.spec.objectives import COSTS
 
-def config_key(config: dict, names: Sequence[str]) -> str:
-    """One configuration as a string: the value of each searched dimension, by name."""
-    return json.dumps({n: native(config[n]) for n in names}, sort_keys=True, default=str)
+def key_of(config: dict, names: Sequence[str]) -> str:
+    """The :func:`~archscale.search.sampling.prescreen.config_key` of ``config``'s searched values."""
+    return config_key({n: config[n] for n in names})
 
 
 @dataclass(frozen=True)
@@ -80,18 +80,18 @@ class Table:
         self.rows: dict[str, dict] = {}
         for _, row in trials.iterrows():
             clean = {k: native(v) for k, v in row.items() if not (isinstance(v, float) and pd.isna(v))}
-            self.rows[config_key(clean, self.names)] = clean
-        missing = [k for k in (config_key(p, self.names) for p in _points(dims)) if k not in self.rows]
+            self.rows[key_of(clean, self.names)] = clean
+        missing = [k for k in (key_of(p, self.names) for p in _points(dims)) if k not in self.rows]
         if missing:
             raise ValueError(f"the table lacks {len(missing)} configuration(s) of the space, e.g. {missing[0]}")
 
     def __call__(self, config: dict, **_) -> Looked:
-        return Looked(self.rows[config_key(config, self.names)])
+        return Looked(self.rows[key_of(config, self.names)])
 
     def result(self, config: dict) -> dict:
         """What the trial of ``config`` reports at its end (as a run's trial does: an over-budget
         trial reports 0 accuracy, status ``infeasible``)."""
-        row = dict(self.rows[config_key(config, self.names)])
+        row = dict(self.rows[key_of(config, self.names)])
         if row["status"] == "infeasible":
             row["val_accuracy"] = 0.0
         return row
@@ -106,7 +106,7 @@ class TableScorer:
     proxy: str
 
     def __call__(self, config: dict) -> Scored | None:
-        row = self.table.rows[config_key(config, self.table.names)]
+        row = self.table.rows[key_of(config, self.table.names)]
         if row["status"] == "infeasible":
             return None
         column = self.proxy if self.proxy in ("params", "macs") else f"proxy_{self.proxy}"

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.search.sampling.replay import Table, config_key, replay
+from archscale.search.sampling.replay import Table, key_of, replay
 from archscale.search.sampling.asktell import AskTell, budget_excess
 from archscale.spec import parse_spec
 
@@ -60,9 +60,9 @@ def test_a_replay_trains_num_trials_and_looks_every_result_up(grid, table, sampl
     refused = rows[rows["suggested"] < 0]
     assert (refused["status"] == "infeasible").all() and refused["trial_id"].str.endswith("_infeasible").all()
     assert (refused["params"] > MAX_PARAMS).all()
-    by_key = {config_key(r, list(PARAMS)): r for r in grid.to_dict("records")}
+    by_key = {key_of(r, list(PARAMS)): r for r in grid.to_dict("records")}
     for r in trained.to_dict("records"):  # each result is the table's
-        known = by_key[config_key(r, list(PARAMS))]
+        known = by_key[key_of(r, list(PARAMS))]
         assert r["status"] == known["status"] and r["macs"] == known["macs"]
         if known["status"] == "completed":
             assert r["val_accuracy"] == known["val_accuracy"]

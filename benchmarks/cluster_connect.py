@@ -81,7 +81,7 @@ def main() -> None:
         for node in nodes:
             node.stop()
         shutil.rmtree(root, ignore_errors=True)
-    print(f"\n| case | exit | wall (s) | load average before |\n|---|---|---|---|")
+    print("\n| case | exit | wall (s) | load average before |\n|---|---|---|---|")
     for case, code, wall, before, _ in rows:
         print(f"| {case} | {code} | {wall:.1f} | {before} |")
     print(f"run directories written: {written} (c, d: the two runs that completed)")

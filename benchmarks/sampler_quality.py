@@ -95,7 +95,8 @@ SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_gri
           "davidnet": ROOT / "benchmarks" / "sampler_spaces" / "davidnet_grid.yaml",
           "efficientnet": ROOT / "benchmarks" / "sampler_spaces" / "efficientnet_grid.yaml"}
 TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
-STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accuracy", "tpe+asha", "auto+pre:params",
+STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accuracy", "tpe+asha",
+              "tpe+asha+pre:synflow", "auto+pre:params",
               "auto+pre:synflow", "auto+pre:naswot", "auto+pre:grad_norm", "auto+pre:zico")
 BUDGET = 40  # trials of a replay; 10 and 20 are read off its trace
 ASHA_BUDGET = 80  # trials of a replay with ASHA (most trials stop after an epoch or two)

@@ -65,7 +65,7 @@ def test_check_finds_the_dataset_beside_the_spec_from_any_folder(tmp_path, monke
 
 
 def test_a_missing_dataset_names_the_absolute_path_it_tried(tmp_path, monkeypatch, capsys):
-    spec_file = _spec(tmp_path / "project", dataset="npz:missing.npz")
+    _spec(tmp_path / "project", dataset="npz:missing.npz")
     monkeypatch.chdir(tmp_path)
     assert main(["check", "project/spec.yaml"]) == 2
     err = capsys.readouterr().err

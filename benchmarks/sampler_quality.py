@@ -20,7 +20,7 @@ known results, its cost counted in full-training equivalents.
 2. Replays (:func:`archscale.search.sampling.replay.replay`): archscale's own ask-and-tell
    searcher with each trial's result looked up instead of trained, the spec's
    ``max_concurrent`` trials in flight, over-budget draws refused and redrawn. A strategy is
-   ``SAMPLER[+asha[:accuracy]][+pre:PROXY]``:
+   ``SAMPLER[+asha[:accuracy]][+pre:PROXY[:POOL:KEEP[:CHECK]]]``:
    - ``SAMPLER``: random, tpe, gp or auto (gp while its own time per suggestion stays within
      5% of a trial's median training time, then tpe);
    - ``+asha``: the run's ``search.scheduler: asha`` (grace 1 epoch, reduction 2), replayed on
@@ -31,7 +31,9 @@ known results, its cost counted in full-training equivalents.
      trials on 106 feasible points, gp's asks for repeated draws took minutes a replay);
    - ``+pre:PROXY``: ``search.prescreen`` with that proxy, a pool of :data:`POOL` and the best
      :data:`KEEP` trained first (the proxies of ``benchmarks/proxy_correlation.py``, computed
-     once and cached, each with its measured seconds).
+     once and cached, each with its measured seconds); ``:POOL:KEEP:CHECK`` sets them and
+     ``search.prescreen.check``: CHECK candidates of the pool train first at random and the
+     proxy's best only if its ranking agreed with their accuracy.
    Each replay is a search of :data:`BUDGET` trials (:data:`ASHA_BUDGET` with ASHA, whose
    trials are cheaper); replay seed s draws the table of training seed ``s % n`` (n training
    seeds, ``--train-seeds``), so training noise enters the intervals. Seeds 0-29
@@ -97,7 +99,8 @@ SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_gri
 TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
 STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accuracy", "tpe+asha",
               "tpe+asha+pre:synflow", "auto+pre:params",
-              "auto+pre:synflow", "auto+pre:naswot", "auto+pre:grad_norm", "auto+pre:zico")
+              "auto+pre:synflow", "auto+pre:naswot", "auto+pre:grad_norm", "auto+pre:zico",
+              "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10", "auto+pre:synflow:80:20:10")
 BUDGET = 40  # trials of a replay; 10 and 20 are read off its trace
 ASHA_BUDGET = 80  # trials of a replay with ASHA (most trials stop after an epoch or two)
 READ_AT = (10, 20, 40)
@@ -202,10 +205,10 @@ def grid(name: str, seed: int, store: Path = STORE, grids: Path = GRIDS, retrain
 # ----------------------------------------------------------------------------- strategies
 
 def parse(strategy: str) -> dict:
-    """``SAMPLER[+asha[:accuracy]][+pre:PROXY[:POOL:KEEP]]`` as {sampler, asha, proxy, pool, keep}
-    (asha: False, True or "accuracy")."""
+    """``SAMPLER[+asha[:accuracy]][+pre:PROXY[:POOL:KEEP[:CHECK]]]`` as {sampler, asha, proxy,
+    pool, keep, check} (asha: False, True or "accuracy")."""
     parts = strategy.split("+")
-    out = {"sampler": parts[0], "asha": False, "proxy": None, "pool": POOL, "keep": KEEP}
+    out = {"sampler": parts[0], "asha": False, "proxy": None, "pool": POOL, "keep": KEEP, "check": 0}
     for part in parts[1:]:
         if part == "asha":
             out["asha"] = True
@@ -214,11 +217,13 @@ def parse(strategy: str) -> dict:
         elif part.startswith("pre:"):
             bits = part[4:].split(":")
             out["proxy"] = bits[0]
-            if len(bits) == 3:
+            if len(bits) in (3, 4):
                 out["pool"], out["keep"] = int(bits[1]), int(bits[2])
+            if len(bits) == 4:
+                out["check"] = int(bits[3])
         else:
             raise ValueError(f"strategy {strategy!r}: unknown part {part!r}; allowed: asha, asha:accuracy, "
-                             "pre:PROXY[:POOL:KEEP]")
+                             "pre:PROXY[:POOL:KEEP[:CHECK]]")
     return out
 
 
@@ -270,7 +275,8 @@ def spec_for(spec, seed: int, strategy: str):
     s = parse(strategy)
     update = {"num_trials": ASHA_BUDGET if s["asha"] else BUDGET, "sampler": s["sampler"],
               "scheduler": "asha" if s["asha"] else "none",
-              "prescreen": {"proxy": s["proxy"], "pool": s["pool"], "keep": s["keep"]} if s["proxy"] else None}
+              "prescreen": {"proxy": s["proxy"], "pool": s["pool"], "keep": s["keep"], "check": s["check"]}
+              if s["proxy"] else None}
     search = spec.search.model_dump()
     search.update(update)
     return spec.model_copy(update={"seed": seed, "search": SearchSpec.model_validate(search)})

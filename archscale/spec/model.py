@@ -92,6 +92,9 @@ class PrescreenSpec(_Strict):
     proxy: str = Field(..., description=f"the proxy that ranks the pool, among {', '.join(PROXY_NAMES)}")
     pool: int = Field(80, ge=2, le=100_000, description="feasible candidates drawn at random and scored")
     keep: int = Field(..., ge=1, description="the best candidates trained first (at most pool and search.num_trials)")
+    check: int = Field(0, ge=0, description="candidates of the pool trained first at random, to test the proxy: its "
+                       "best are trained only if its ranking agrees with their val_accuracy (Spearman, one-sided "
+                       "p < 0.1); 0: trust it")
 
     @field_validator("proxy")
     @classmethod
@@ -102,8 +105,11 @@ class PrescreenSpec(_Strict):
 
     @model_validator(mode="after")
     def _sizes(self) -> "PrescreenSpec":
-        if self.keep > self.pool:
-            raise ValueError(f"keep {self.keep} is more than pool {self.pool}; allowed: 1 to {self.pool}")
+        if self.keep + self.check > self.pool:
+            what = f"keep + check ({self.keep} + {self.check})" if self.check else f"keep {self.keep}"
+            raise ValueError(f"{what} is more than pool {self.pool}; allowed: at most {self.pool}")
+        if self.check == 1 or self.check == 2:
+            raise ValueError(f"check {self.check} cannot test a ranking; allowed: 0 (trust the proxy) or 3 and more")
         return self
 
 
@@ -255,9 +261,13 @@ class Spec(_Strict):
         if self.search.sampler == "grid":
             raise ValueError("search.prescreen: sampler 'grid' trains every point, so there is nothing to "
                              "prescreen; allowed: auto, gp, tpe, nsga2 or random")
-        if pre.keep > self.search.num_trials:
-            raise ValueError(f"search.prescreen.keep: {pre.keep} is more than search.num_trials "
-                             f"({self.search.num_trials}); allowed: 1 to {self.search.num_trials}")
+        if pre.keep + pre.check > self.search.num_trials:
+            what = f"keep + check: {pre.keep} + {pre.check}" if pre.check else f"keep: {pre.keep}"
+            raise ValueError(f"search.prescreen.{what} is more than search.num_trials ({self.search.num_trials}); "
+                             f"allowed: at most {self.search.num_trials}")
+        if pre.check and "val_accuracy" not in [m for m, _ in self.search.objective_pairs()]:
+            raise ValueError("search.prescreen.check tests the proxy against val_accuracy, which is not among the "
+                             f"objectives {self.search.objectives}; add val_accuracy:max or set check: 0")
         if not self.searched():
             raise ValueError("search.prescreen: nothing is searched (every space.params value is fixed)")
         return self

@@ -48,7 +48,7 @@ from optuna.trial import TrialState
 
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
-from archscale.search.sampling.prescreen import Outcome, Scorer, config_key, prescreen
+from archscale.search.sampling.prescreen import Check, Outcome, Scorer, config_key, prescreen
 from archscale.spec import Dimension, Spec
 
 logger = logging.getLogger(__name__)
@@ -186,6 +186,14 @@ def outcome(result: dict | None, error: bool, metrics: Sequence[str]) -> tuple[s
     return "COMPLETE", values
 
 
+def _accuracy(result: dict | None) -> float | None:
+    """A completed trial's validation accuracy (None for any other ending)."""
+    value = (result or {}).get("val_accuracy")
+    if (result or {}).get("status") != "completed" or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
 def recorded_trial(row: pd.Series, distributions: dict, metrics: Sequence[str], user_attrs: dict | None = None,
                    intermediate: dict[int, float] | None = None):
     """A row of trials.csv as the Optuna trial the sampler was told (an ``infeasible`` row as
@@ -237,6 +245,7 @@ class AskTell:
         self.grid_left: int | None = None  # grid points not yet asked (None: not a grid)
         self.scorer, self.note = scorer, note or (lambda text: logger.info("%s", text))
         self.prescreened: Outcome | None = None  # what search.prescreen did, once it has
+        self.check: Check | None = None  # search.prescreen.check: the proxy's test, until decided
         self.ask_seconds: list[float] = []  # the sampler's own time (its asks), per suggestion
         self._asking = 0.0
         self.trial_seconds: list[float] = []  # train_seconds of the trials told, for sampler: auto
@@ -248,6 +257,8 @@ class AskTell:
             return None
         if self.scorer is not None and self.spec.search.prescreen is not None and self.prescreened is None:
             self._prescreen()
+        if self.check is not None and self.check.ready:
+            self._checked()
         self._asking = 0.0
         try:
             return self._suggest(trial_id)
@@ -299,6 +310,8 @@ class AskTell:
         if trial is None:
             return
         state, values = outcome(result, error, self.metrics)
+        if self.check is not None:
+            self.check.record(trial.params, _accuracy(result) if state == "COMPLETE" else None)
         if state == "COMPLETE":
             self._constrain(trial, result or {}, feasible=(result or {}).get("status") != "infeasible")
         self._trial_time(result)
@@ -318,9 +331,33 @@ class AskTell:
                 if all(n in r for n in names)}
         self.prescreened = prescreen(self.distributions, self.objectives, self.scorer, proxy=pre.proxy,
                                      pool=pre.pool, keep=pre.keep, seed=self.spec.seed, skip=skip)
+        self.note(self.prescreened.describe(pre.proxy))
+        if pre.check:
+            self.check, first = Check.draw(self.prescreened, pre.check, self.spec.seed, skip)
+            self.prescreened.kept = first
+            for _, r in self.recorded.iterrows():  # a resumed search: the check's recorded results
+                if all(n in r for n in names):
+                    accuracy = r.get("val_accuracy") if r.get("status") == "completed" else None
+                    self.check.record({n: native(r[n]) for n in names}, None if pd.isna(accuracy) else accuracy)
+            self.note(f"prescreen: {len(self.check.values)} candidates drawn at random from the pool train first, "
+                      f"to check {pre.proxy}'s ranking against their accuracy")
         for config in self.prescreened.kept:
             self.study.enqueue_trial(config)
-        self.note(self.prescreened.describe(pre.proxy))
+        if self.check is not None and self.check.ready:
+            self._checked()
+
+    def _checked(self) -> None:
+        """search.prescreen.check decided: enqueue the proxy's best if it agreed."""
+        pre = self.spec.search.prescreen
+        names = [d.name for d in self.dims]
+        if self.check.decide():
+            skip = {config_key({n: native(r[n]) for n in names}) for _, r in self.recorded.iterrows()
+                    if all(n in r for n in names)}
+            best = self.check.kept(self.prescreened, pre.keep, skip)
+            self.prescreened.kept = self.prescreened.kept + best
+            for config in best:
+                self.study.enqueue_trial(config)
+        self.note(self.check.describe(pre.proxy, pre.keep))
 
     @property
     def handed_over(self) -> bool:
@@ -370,8 +407,11 @@ class AskTell:
         state, values = outcome(reported, False, self.metrics)
         if state == "COMPLETE":
             self._constrain(trial, reported, feasible=reported.get("status") != "infeasible")
+        if self.check is not None:
+            self.check.record(trial.params, _accuracy(reported) if state == "COMPLETE" else None)
         self.study.tell(trial, values, state=TrialState[state])
         return True
+
     def _constrain(self, trial, measured: dict, feasible: bool) -> None:
         """With constraints on, set ``trial``'s budget constraint (> 0: over budget; a
         configuration refused for another reason, e.g. the family's own rule, counts 1.0)."""

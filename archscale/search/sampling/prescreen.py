@@ -120,7 +120,8 @@ def rank(scored: Sequence[Scored], objectives: Sequence[tuple[str, str]]) -> lis
 @dataclass
 class Outcome:
     """What a prescreen did: candidates drawn, scored (feasible), the kept configurations in
-    order, the proxy's seconds summed over the pool and the whole prescreen's wall seconds."""
+    order, the proxy's seconds summed over the pool and the whole prescreen's wall seconds;
+    ``ranked``: every scored candidate, best first."""
 
     drawn: int = 0
     scored: int = 0
@@ -128,6 +129,7 @@ class Outcome:
     proxy_seconds: float = 0.0
     wall_seconds: float = 0.0
     no_value: int = 0
+    ranked: list[Scored] = field(default_factory=list)
 
     def describe(self, proxy: str) -> str:
         missing = f", {self.no_value} without a value (ranked last)" if self.no_value else ""
@@ -163,6 +165,70 @@ def prescreen(distributions: dict, objectives: Sequence[tuple[str, str]], scorer
     out.scored = len(scored)
     out.no_value = sum(not math.isfinite(s.value) for s in scored)
     out.proxy_seconds = float(sum(s.seconds for s in scored))
-    out.kept = [s.config for s in rank(scored, objectives)[:keep] if config_key(s.config) not in skip]
+    out.ranked = rank(scored, objectives)
+    out.kept = [s.config for s in out.ranked[:keep] if config_key(s.config) not in skip]
     out.wall_seconds = time.perf_counter() - start
     return out
+
+
+CHECK_P = 0.1  # the proxy is trusted when its rank correlation with accuracy is positive at this one-sided level
+
+
+@dataclass
+class Check:
+    """``search.prescreen.check``: before the proxy's best train, ``check`` candidates of the
+    pool drawn at random train first, and the proxy is trusted only if its ranking agrees with
+    their validation accuracy: Spearman's rho over them is positive at one-sided p <
+    :data:`CHECK_P` (scipy's ``spearmanr``). A trial that ends without an accuracy (failed,
+    pruned, over budget) is left out of the test."""
+
+    values: dict[str, float]  # config_key -> proxy value, of the candidates drawn for the check
+    results: dict[str, float | None] = field(default_factory=dict)  # config_key -> accuracy (None: none)
+    rho: float = math.nan
+    p: float = math.nan
+    trusted: bool | None = None  # None: not decided yet
+
+    @classmethod
+    def draw(cls, outcome: Outcome, n: int, seed: int, skip: set[str] = frozenset()) -> "tuple[Check, list[dict]]":
+        """``n`` of ``outcome``'s ranked candidates at random (seeded): the check, and the
+        configurations to train for it (those not in ``skip``, the already recorded)."""
+        rng = np.random.default_rng(seed)
+        picked = [outcome.ranked[i] for i in rng.choice(len(outcome.ranked), min(n, len(outcome.ranked)),
+                                                         replace=False)]
+        check = cls({config_key(s.config): s.value for s in picked})
+        return check, [s.config for s in picked if config_key(s.config) not in skip]
+
+    def record(self, config: dict, accuracy: float | None) -> None:
+        key = config_key(config)
+        if key in self.values and key not in self.results:
+            self.results[key] = accuracy if accuracy is not None and math.isfinite(accuracy) else None
+
+    @property
+    def ready(self) -> bool:
+        return self.trusted is None and len(self.results) >= len(self.values)
+
+    def decide(self) -> bool:
+        from scipy.stats import spearmanr
+
+        pairs = [(self.values[k], a) for k, a in self.results.items() if a is not None and math.isfinite(self.values[k])]
+        if len(pairs) >= 3 and len({p for p, _ in pairs}) > 1 and len({a for _, a in pairs}) > 1:
+            test = spearmanr([p for p, _ in pairs], [a for _, a in pairs], alternative="greater")
+            self.rho, self.p = float(test.statistic), float(test.pvalue)
+        self.trusted = bool(self.p < CHECK_P)  # NaN (too few or constant values): not trusted
+        return self.trusted
+
+    def describe(self, proxy: str, keep: int) -> str:
+        told = sum(a is not None for a in self.results.values())
+        verdict = (f"its best {keep} train next" if self.trusted else
+                   "its ranking is not used: the sampler proposes the rest")
+        if math.isnan(self.p):
+            return (f"prescreen: {told} trial(s) of the check ended with a validation accuracy, too few (or too alike) "
+                    f"to test {proxy}'s ranking; {verdict}")
+        return (f"prescreen: {proxy} against the validation accuracy of {told} trials drawn at random from the "
+                f"pool: Spearman {self.rho:.2f}, one-sided p {self.p:.2f} "
+                f"({'<' if self.trusted else 'not <'} {CHECK_P:g}); {verdict}")
+
+    def kept(self, outcome: Outcome, keep: int, skip: set[str] = frozenset()) -> list[dict]:
+        """The proxy's best ``keep`` of the pool, less the checked and the ``skip``."""
+        best = [s.config for s in outcome.ranked if config_key(s.config) not in self.values][:keep]
+        return [c for c in best if config_key(c) not in skip]

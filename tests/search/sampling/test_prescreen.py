@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.search.sampling.asktell import AskTell, optuna_space
 from archscale.search.dispatch.asha import make_scheduler
+from archscale.search.sampling.asktell import AskTell, optuna_space
 from archscale.search.sampling.prescreen import Scored, config_key, prescreen, rank
 from archscale.search.sampling.replay import Table, TableScorer, replay, replay_search
 from archscale.spec import SpecError, parse_spec
@@ -190,3 +190,67 @@ def test_the_driver_s_minibatch_gives_the_trial_s_proxy_values():
     driver = score(model, *minibatch(*held, 32, 7))
     for name in ("synflow", "naswot", "grad_norm", "zico"):
         assert driver.values[name] == pytest.approx(trial.values[name], rel=1e-6)
+
+
+@pytest.mark.parametrize("proxy, trusted", [("zico", True), ("synflow", False)])
+def test_a_checked_prescreen_trusts_a_proxy_only_where_it_agrees_with_accuracy(table, proxy, trusted):
+    """check: 8 random candidates of the pool train first; zico here equals the accuracy (it
+    must be trusted and its best 6 train next), synflow is its negative (it must not be)."""
+    spec = make_spec("random", num_trials=20, prescreen={"proxy": proxy, "pool": 20, "keep": 6, "check": 8})
+    rows, ask_tell = replay_search(spec, table, spec.searched())
+    check = ask_tell.check
+    assert check.trusted is trusted and len(check.results) == 8
+    assert all(a is not None for a in check.results.values())
+    assert check.rho > 0.9 if trusted else check.rho < -0.9
+    order = [config_key({n: r[n] for n in PARAMS})
+             for r in rows[rows["suggested"] >= 0].sort_values("suggested").to_dict("records")]
+    assert set(order[:8]) == set(check.values)  # the check's candidates are the first 8 trials
+    best = [config_key(s.config) for s in ask_tell.prescreened.ranked if config_key(s.config) not in check.values][:6]
+    # the proxy's best 6 of the rest follow the check when trusted (one sampler draw may come
+    # first, made while the last check trial was in flight); never when not
+    assert len(set(order[8:15]) & set(best)) >= (6 if trusted else 0)
+    kept = {config_key(c) for c in ask_tell.prescreened.kept}
+    assert kept == set(check.values) | (set(best) if trusted else set())
+
+
+def test_check_in_a_spec():
+    with pytest.raises(ValueError, match="keep \\+ check \\(6 \\+ 16\\) is more than pool 20"):
+        make_spec("random", num_trials=30, prescreen={"proxy": "zico", "pool": 20, "keep": 6, "check": 16})
+    with pytest.raises(ValueError, match="keep \\+ check: 6 \\+ 8 is more than search.num_trials \\(10\\)"):
+        make_spec("random", num_trials=10, prescreen={"proxy": "zico", "pool": 20, "keep": 6, "check": 8})
+    with pytest.raises(ValueError, match="check 2 cannot test a ranking"):
+        make_spec("random", num_trials=10, prescreen={"proxy": "zico", "pool": 20, "keep": 6, "check": 2})
+
+
+def test_a_check_decides_on_spearman_and_says_so():
+    from archscale.search.sampling.prescreen import Check
+
+    values = {config_key({"a": i}): float(i) for i in range(6)}
+    agree = Check(dict(values))
+    for i in range(6):
+        assert not agree.ready
+        agree.record({"a": i}, 0.5 + 0.01 * i if i != 3 else None)  # one trial ended without accuracy
+    assert agree.ready and agree.decide() and agree.rho == pytest.approx(1.0)
+    assert "Spearman 1.00" in agree.describe("params", 4) and "best 4 train next" in agree.describe("params", 4)
+    backwards = Check(dict(values))
+    for i in range(6):
+        backwards.record({"a": i}, 0.9 - 0.01 * i)
+    assert not backwards.decide() and backwards.rho == pytest.approx(-1.0)
+    assert "not used" in backwards.describe("params", 4)
+    few = Check(dict(values))
+    for i in range(6):
+        few.record({"a": i}, 0.5 if i < 2 else None)
+    assert not few.decide() and "too few" in few.describe("params", 4)
+    few.record({"a": 0}, 0.99)  # a result is recorded once
+    assert few.results[config_key({"a": 0})] == 0.5
+
+
+def test_a_resumed_checked_prescreen_reads_the_check_from_the_recorded_trials(table):
+    spec = make_spec("random", num_trials=20, prescreen={"proxy": "zico", "pool": 20, "keep": 6, "check": 8})
+    rows, first = replay_search(spec, table, spec.searched())
+    done = rows[rows["suggested"].between(0, 7)]  # the interrupted run recorded the check's 8 trials
+    assert {config_key({n: r[n] for n in PARAMS}) for r in done.to_dict("records")} == set(first.check.values)
+    resumed = AskTell(spec, spec.searched(), spec.search.objective_pairs(), recorded=done, evaluator=table,
+                      scorer=TableScorer(table, "zico"), note=lambda _: None)
+    proposed = [config_key(resumed.suggest(str(i))) for i in range(6)]
+    assert resumed.check.trusted and proposed == [config_key(c) for c in first.check.kept(first.prescreened, 6)]

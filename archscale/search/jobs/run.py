@@ -79,8 +79,8 @@ def _search(spec: Spec, run_dir: Path, recorded: pd.DataFrame, total: int, resum
                             best=best_recorded(recorded, objectives[0]))
     with job.watching(spec.searched()):  # RUN/study.db and search.track's trackers as trials run
         search_alg, scheduler, rerun = _sampling(job, recorded, progress, total)
-        asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g})"
-                if scheduler is not None else "")
+        asha = (f", ASHA (grace {spec.search.asha.grace_period}, reduction {spec.search.asha.reduction_factor:g}, "
+                f"judged on {' and '.join(m for m, _ in objectives)})" if scheduler is not None else "")
         how = (f"resuming ({len(recorded)} trials told to the sampler, {len(rerun)} unfinished to rerun)"
                if resume else "starting")
         progress.note(f"archscale: {how}: {total} trials of family {spec.space.family!r} on {spec.data.dataset} "

@@ -273,7 +273,9 @@ def test_asha_stops_trials_of_workers_and_the_search_goes_on(tmp_path, write_spe
     spec = spec_with(tiny_spec, workers=2)
     spec["search"].update(sampler="grid", num_trials=4, max_concurrent=1, scheduler="asha", max_failures=0,
                           time_budget_s=300,  # a regression stops here and fails below, not hangs
-                          asha={"grace_period": 1, "reduction_factor": 2})
+                          asha={"grace_period": 1, "reduction_factor": 2},
+                          objectives=["val_accuracy:max"])  # on accuracy alone ASHA stops some of these 4
+
     spec["space"]["params"].update(c3_width=8, c3_conv="regular")  # 4 grid points: c1_width x c4_width
     spec["train"]["epochs"] = 3
     run_dir = tmp_path / "run"

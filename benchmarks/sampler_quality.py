@@ -38,7 +38,8 @@ known results, its cost counted in full-training equivalents.
    trials are cheaper); replay seed s draws the table of training seed ``s % n`` (n training
    seeds, ``--train-seeds``), so training noise enters the intervals. Seeds 0-29
    (``choice``: every strategy; the cheapest on its worst space is chosen) and 100-129
-   (``fresh``: the headline, with random, the spec's default and the chosen strategy).
+   (``fresh``: the headline, with random, the spec's default and the chosen strategy, and the
+   :data:`ALSO_FRESH` strategies beside them, which the choice does not consider).
 3. Per space and strategy: HV/true at 10, 20 and 40 trials (the front's hypervolume over the
    true front's of the same table, one reference point per space), mean and 95% t-interval;
    the paired difference from random at 20 trials (same seeds, so same training seeds); the
@@ -107,6 +108,9 @@ READ_AT = (10, 20, 40)
 CHOICE_SEEDS = tuple(range(0, 30))  # the seeds the default is chosen on
 FRESH_SEEDS = tuple(range(100, 130))  # the seeds the headline is reported on
 HELD_OUT = ("efficientnet",)  # spaces no default was chosen on
+# Reported on the fresh seeds beside random, the default and the chosen strategy, never chosen
+# by it: prescreening that checks its proxy first, whose point is the space the choice cannot see.
+ALSO_FRESH = ("auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10", "auto+pre:synflow:80:20:10")
 POOL, KEEP = 80, 20  # +pre:PROXY: a pool of 80 candidates, the best 20 trained first
 # What a replay's outcome depends on (with the grid tables, Optuna's and Ray's versions and this file).
 CODE = ("archscale/search/sampling/searcher.py", "archscale/search/sampling/replay.py",
@@ -575,7 +579,7 @@ def main(argv=None) -> int:
     print(f"\nchosen on seeds {choice_seeds[0]}-{choice_seeds[-1]} of {', '.join(chosen_on)}: {best} "
           f"(lowest median cost on its worst space); the spec's default: {default}")
     # 2. the headline: random, the default and the chosen strategy on fresh seeds, every space
-    fresh_strats = list(dict.fromkeys(["random", default, best]))
+    fresh_strats = list(dict.fromkeys(["random", default, best, *[a for a in ALSO_FRESH if a in strategies]]))
     run(jobs(grids, digests, args.store, names, fresh_strats, fresh_seeds, train_seeds))
     fresh = table_of(fresh_seeds, fresh_strats, names)
     print_tables(fresh, spaces, f"seeds {fresh_seeds[0]}-{fresh_seeds[-1]} (fresh)")

@@ -159,10 +159,14 @@ def test_proxy_correlation_ranks_each_proxy_against_accuracy():
 def test_sampler_quality_strategies_become_specs():
     bench = _load("sampler_quality")
     assert bench.parse("auto+asha+pre:zico:200:10") == {"sampler": "auto", "asha": True, "proxy": "zico", "pool": 200,
-                                                         "keep": 10}
+                                                         "keep": 10, "check": 0}
+    assert bench.parse("auto+pre:params:80:20:10")["check"] == 10
     assert bench.parse("random+asha:accuracy")["asha"] == "accuracy"
     assert bench.parse("tpe") == {"sampler": "tpe", "asha": False, "proxy": None, "pool": bench.POOL,
-                                  "keep": bench.KEEP}
+                                  "keep": bench.KEEP, "check": 0}
+    spec = bench.spec_for(bench.load_spec(BENCHMARKS / "sampler_spaces" / "quickstart_grid.yaml"), 3,
+                          "auto+pre:params:80:20:10")
+    assert spec.seed == 3 and spec.search.prescreen.check == 10 and spec.search.prescreen.keep == 20
     with pytest.raises(ValueError, match="unknown part 'hyperband'"):
         bench.parse("tpe+hyperband")
     assert bench.default_strategy().split("+")[0] == "auto"

@@ -333,13 +333,13 @@ class AskTell:
                                      pool=pre.pool, keep=pre.keep, seed=self.spec.seed, skip=skip)
         self.note(self.prescreened.describe(pre.proxy))
         if pre.check:
-            self.check, first = Check.draw(self.prescreened, pre.check, self.spec.seed, skip)
+            self.check, first = Check.draw(self.prescreened, pre.check, skip)
             self.prescreened.kept = first
             for _, r in self.recorded.iterrows():  # a resumed search: the check's recorded results
                 if all(n in r for n in names):
                     accuracy = r.get("val_accuracy") if r.get("status") == "completed" else None
                     self.check.record({n: native(r[n]) for n in names}, None if pd.isna(accuracy) else accuracy)
-            self.note(f"prescreen: {len(self.check.values)} candidates drawn at random from the pool train first, "
+            self.note(f"prescreen: {len(self.check.values)} candidates spread over the ranking train first, "
                       f"to check {pre.proxy}'s ranking against their accuracy")
         for config in self.prescreened.kept:
             self.study.enqueue_trial(config)

@@ -177,10 +177,13 @@ CHECK_P = 0.1  # the proxy is trusted when its rank correlation with accuracy is
 @dataclass
 class Check:
     """``search.prescreen.check``: before the proxy's best train, ``check`` candidates of the
-    pool drawn at random train first, and the proxy is trusted only if its ranking agrees with
-    their validation accuracy: Spearman's rho over them is positive at one-sided p <
-    :data:`CHECK_P` (scipy's ``spearmanr``). A trial that ends without an accuracy (failed,
-    pruned, over budget) is left out of the test."""
+    pool at evenly spaced places of the proxy's ranking train first (its best and its worst
+    included), and the proxy is trusted only if its ranking agrees with their validation
+    accuracy: Spearman's rho over them is positive at one-sided p < :data:`CHECK_P` (scipy's
+    ``spearmanr``). Spread over the whole ranking, the test sees the proxy's full range (more
+    power than a random draw, which lands mostly mid-ranking), and the proxy's best candidate
+    is trained whatever the verdict. A trial that ends without an accuracy (failed, pruned,
+    over budget) is left out of the test."""
 
     values: dict[str, float]  # config_key -> proxy value, of the candidates drawn for the check
     results: dict[str, float | None] = field(default_factory=dict)  # config_key -> accuracy (None: none)
@@ -189,12 +192,11 @@ class Check:
     trusted: bool | None = None  # None: not decided yet
 
     @classmethod
-    def draw(cls, outcome: Outcome, n: int, seed: int, skip: set[str] = frozenset()) -> "tuple[Check, list[dict]]":
-        """``n`` of ``outcome``'s ranked candidates at random (seeded): the check, and the
-        configurations to train for it (those not in ``skip``, the already recorded)."""
-        rng = np.random.default_rng(seed)
-        picked = [outcome.ranked[i] for i in rng.choice(len(outcome.ranked), min(n, len(outcome.ranked)),
-                                                         replace=False)]
+    def draw(cls, outcome: Outcome, n: int, skip: set[str] = frozenset()) -> "tuple[Check, list[dict]]":
+        """``n`` of ``outcome``'s ranked candidates at evenly spaced ranks, best first: the check,
+        and the configurations to train for it (those not in ``skip``, the already recorded)."""
+        places = np.unique(np.round(np.linspace(0, len(outcome.ranked) - 1, min(n, len(outcome.ranked)))).astype(int))
+        picked = [outcome.ranked[i] for i in places]
         check = cls({config_key(s.config): s.value for s in picked})
         return check, [s.config for s in picked if config_key(s.config) not in skip]
 
@@ -224,8 +226,8 @@ class Check:
         if math.isnan(self.p):
             return (f"prescreen: {told} trial(s) of the check ended with a validation accuracy, too few (or too alike) "
                     f"to test {proxy}'s ranking; {verdict}")
-        return (f"prescreen: {proxy} against the validation accuracy of {told} trials drawn at random from the "
-                f"pool: Spearman {self.rho:.2f}, one-sided p {self.p:.2f} "
+        return (f"prescreen: {proxy} against the validation accuracy of {told} trials spread over its ranking: "
+                f"Spearman {self.rho:.2f}, one-sided p {self.p:.2f} "
                 f"({'<' if self.trusted else 'not <'} {CHECK_P:g}); {verdict}")
 
     def kept(self, outcome: Outcome, keep: int, skip: set[str] = frozenset()) -> list[dict]:

@@ -194,8 +194,9 @@ def test_the_driver_s_minibatch_gives_the_trial_s_proxy_values():
 
 @pytest.mark.parametrize("proxy, trusted", [("zico", True), ("synflow", False)])
 def test_a_checked_prescreen_trusts_a_proxy_only_where_it_agrees_with_accuracy(table, proxy, trusted):
-    """check: 8 random candidates of the pool train first; zico here equals the accuracy (it
-    must be trusted and its best 6 train next), synflow is its negative (it must not be)."""
+    """check: 8 candidates spread over the proxy's ranking of the pool train first (its best and
+    its worst among them); zico here equals the accuracy (it must be trusted and its best 6 of
+    the rest train next), synflow is its negative (it must not be)."""
     spec = make_spec("random", num_trials=20, prescreen={"proxy": proxy, "pool": 20, "keep": 6, "check": 8})
     rows, ask_tell = replay_search(spec, table, spec.searched())
     check = ask_tell.check
@@ -205,6 +206,10 @@ def test_a_checked_prescreen_trusts_a_proxy_only_where_it_agrees_with_accuracy(t
     order = [config_key({n: r[n] for n in PARAMS})
              for r in rows[rows["suggested"] >= 0].sort_values("suggested").to_dict("records")]
     assert set(order[:8]) == set(check.values)  # the check's candidates are the first 8 trials
+    ranked = [config_key(s.config) for s in ask_tell.prescreened.ranked]
+    places = sorted(ranked.index(k) for k in check.values)
+    assert places[0] == 0 and places[-1] == len(ranked) - 1  # the proxy's best and worst are checked
+    assert max(b - a for a, b in zip(places, places[1:])) <= -(-len(ranked) // 7)  # evenly spread
     best = [config_key(s.config) for s in ask_tell.prescreened.ranked if config_key(s.config) not in check.values][:6]
     # the proxy's best 6 of the rest follow the check when trusted (one sampler draw may come
     # first, made while the last check trial was in flight); never when not

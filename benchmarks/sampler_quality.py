@@ -16,7 +16,10 @@ known results, its cost counted in full-training equivalents.
    - ``davidnet``: the 64 DavidNet layer placements x 2 widths on mnist-5k
      (``davidnet_grid.yaml``; ``max_macs`` 5M);
    - ``efficientnet`` (held out: no default is chosen on it): compound scaling of a 1/8-width
-     ResNet-18, 27 (alpha, beta, gamma) x phi 0.5, 1 (``efficientnet_grid.yaml``; ``max_macs`` 20M).
+     ResNet-18, 27 (alpha, beta, gamma) x phi 0.5, 1 (``efficientnet_grid.yaml``; ``max_macs`` 20M);
+   - ``plainnet`` (held out, and added after ``search.prescreen.check`` was designed on what
+     prescreening did to efficientnet): a family of a user's own, ``examples/custom_family``'s
+     plain CNN, 3 stages x 3 units x 7 widths x 2 kernels (``plainnet_grid.yaml``; ``max_macs`` 6M).
 2. Replays (:func:`archscale.search.sampling.replay.replay`): archscale's own ask-and-tell
    searcher with each trial's result looked up instead of trained, the spec's
    ``max_concurrent`` trials in flight, over-budget draws refused and redrawn. A strategy is
@@ -96,7 +99,8 @@ STORE = ROOT / "benchmarks" / ".store"  # training runs and caches (git-ignored)
 GRIDS = ROOT / "benchmarks" / "grids"  # the published grids (committed)
 SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_grid.yaml",
           "davidnet": ROOT / "benchmarks" / "sampler_spaces" / "davidnet_grid.yaml",
-          "efficientnet": ROOT / "benchmarks" / "sampler_spaces" / "efficientnet_grid.yaml"}
+          "efficientnet": ROOT / "benchmarks" / "sampler_spaces" / "efficientnet_grid.yaml",
+          "plainnet": ROOT / "benchmarks" / "sampler_spaces" / "plainnet_grid.yaml"}
 TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
 STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accuracy", "tpe+asha",
               "tpe+asha+pre:synflow", "auto+pre:params",
@@ -107,7 +111,7 @@ ASHA_BUDGET = 80  # trials of a replay with ASHA (most trials stop after an epoc
 READ_AT = (10, 20, 40)
 CHOICE_SEEDS = tuple(range(0, 30))  # the seeds the default is chosen on
 FRESH_SEEDS = tuple(range(100, 130))  # the seeds the headline is reported on
-HELD_OUT = ("efficientnet",)  # spaces no default was chosen on
+HELD_OUT = ("efficientnet", "plainnet")  # spaces no default was chosen on
 # Reported on the fresh seeds beside random, the default and the chosen strategy, never chosen
 # by it: prescreening that checks its proxy first, whose point is the space the choice cannot see.
 ALSO_FRESH = ("auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10", "auto+pre:synflow:80:20:10")

@@ -170,3 +170,17 @@ def test_sampler_quality_strategies_become_specs():
     with pytest.raises(ValueError, match="unknown part 'hyperband'"):
         bench.parse("tpe+hyperband")
     assert bench.default_strategy().split("+")[0] == "auto"
+
+
+def test_every_sampler_space_has_a_published_grid_per_training_seed():
+    """The search-cost tables are computed from the committed grids: each space's spec loads (the
+    user family of plainnet included) and each training seed's grid holds every point of it."""
+    bench = _load("sampler_quality")
+    assert set(bench.HELD_OUT) < set(bench.SPACES)
+    for name, path in bench.SPACES.items():
+        spec = bench.load_spec(path)
+        size = int(np.prod([d.size for d in spec.searched()]))
+        for seed in bench.TRAIN_SEEDS:
+            trials = pd.read_csv(bench.published(name, seed) / "trials.csv")
+            assert len(trials) == size, (name, seed)
+            assert (trials["status"] == "completed").sum() > size // 4, (name, seed)

@@ -4,8 +4,8 @@ With one objective (``val_accuracy``) it is Ray Tune's own ASHAScheduler. With s
 trial is judged on all of them: :class:`FrontASHA`. Ray's ASHA ranks by accuracy alone,
 so in a search for accuracy *and* a small network it stops the small networks first (they
 learn slower) although they are the cheap end of the front: replayed on the benchmark's
-quickstart grid it reached random search's 40-trial front in 8% of replays, against 73% for
-:class:`FrontASHA` (docs: benchmarks, Search cost).
+quickstart grid with random search, it reached random search's own 40-trial front in 10% of
+the replays, :class:`FrontASHA` in 63% (docs: benchmarks, Search cost).
 
 Ray Tune offers no public way to give a new ASHAScheduler the rung values of an interrupted
 run. :func:`replay` gives them through the scheduler's public interface instead

@@ -180,9 +180,9 @@ class Check:
     pool at evenly spaced places of the proxy's ranking train first (its best and its worst
     included), and the proxy is trusted only if its ranking agrees with their validation
     accuracy: Spearman's rho over them is positive at one-sided p < :data:`CHECK_P` (scipy's
-    ``spearmanr``). Spread over the whole ranking, the test sees the proxy's full range (more
-    power than a random draw, which lands mostly mid-ranking), and the proxy's best candidate
-    is trained whatever the verdict. A trial that ends without an accuracy (failed, pruned,
+    ``spearmanr``). Spread over the whole ranking, the test sees the proxy's full range, not a
+    random handful, and the proxy's best candidate is trained whatever the verdict (on the
+    benchmark's grids a random draw cost about the same: docs, benchmarks, Search cost). A trial that ends without an accuracy (failed, pruned,
     over budget) is left out of the test."""
 
     values: dict[str, float]  # config_key -> proxy value, of the candidates drawn for the check

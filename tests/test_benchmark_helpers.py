@@ -114,6 +114,52 @@ def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
     assert trace[-1] == pytest.approx(1.0)
 
 
+def test_sampler_quality_judges_a_replay_on_the_seed_mean_accuracy(tmp_path):
+    """The seed-mean trace: a configuration found is worth its mean over the training seeds (a
+    configuration that failed in one seed is worth nothing), a trial stopped early adds nothing,
+    and the front of every configuration's mean is the whole; checked by brute force."""
+    from archscale.spec import parse_spec
+
+    bench = _load("sampler_quality")
+    params = {"layer1_add": ["none", "extra", "residual"], "width_mult": [0.5, 1.0]}  # 1.0 is read back as 1
+    spec = parse_spec({"name": "s", "space": {"family": "davidnet", "params": params},
+                       "search": {"sampler": "grid", "objectives": ["val_accuracy:max", "macs:min"]}})
+    configs = [(a, b) for a in params["layer1_add"] for b in params["width_mult"]]
+    accuracy = {0: [0.80, 0.90, 0.85, 0.95, 0.70, 0.99], 1: [0.84, 0.86, 0.93, 0.91, 0.74, 0.97]}
+    macs = [1000, 1500, 2000, 3000, 4000, 5000]
+    dirs = {}
+    for seed, acc in accuracy.items():
+        dirs[seed] = tmp_path / f"s{seed}"
+        dirs[seed].mkdir()
+        (dirs[seed] / "spec.yaml").write_text(spec.to_yaml())
+        rows = [{"trial_id": f"t{i}", "status": "failed" if (seed, i) == (1, 5) else "completed", "layer1_add": a,
+                 "width_mult": b, "macs": macs[i], "params": 100, "val_accuracy": acc[i], "epochs": 1,
+                 "arch": f"davidnet:layer1_add={a},width_mult={b}"} for i, (a, b) in enumerate(configs)]
+        pd.DataFrame(rows).to_csv(dirs[seed] / "trials.csv", index=False)
+    space = bench.Space("toy", dirs, proxies=False)
+    mean = {i: (accuracy[0][i] + accuracy[1][i]) / 2 for i in range(5)}  # the sixth failed under seed 1
+    assert len(space.mean) == 5
+    reference = space.bounds.reference
+    whole = _brute_force_area([(mean[i], macs[i]) for i in range(5)], reference)
+    assert space.mean_hv == pytest.approx(whole)
+    order = [3, 5, 0, 2]  # handed out in this order; the third (config 0) stopped after half its epochs
+    result = {"budget": 4, "trials": [["completed", accuracy[0][i], macs[i], 0.0] for i in order],
+              "costs": [1.0, 1.0, 0.5, 1.0], "configs": [list(configs[i]) for i in order]}
+    trace = space.mean_trace_of(result)
+    found = [[3], [3], [3], [3, 2]]  # 5: no mean; 0: stopped
+    for got, ids in zip(trace, found):
+        assert got == pytest.approx(_brute_force_area([(mean[i], macs[i]) for i in ids], reference) / whole, abs=1e-6)
+    # the oracle trains the seed-mean front first: here configs 3 (0.93, 3000), 2 (0.89, 2000),
+    # 1 (0.88, 1500) and 0 (0.82, 1000); config 4 (0.72, 4000) is dominated
+    oracle = space.oracle(0, seed=7, budget=5)
+    assert sorted(map(tuple, oracle["configs"][:4])) == sorted(configs[i] for i in (0, 1, 2, 3))
+    assert tuple(oracle["configs"][4]) == configs[4]
+    assert oracle["trials"][0][1:3] == [accuracy[0][configs.index(tuple(oracle["configs"][0]))],
+                                        macs[configs.index(tuple(oracle["configs"][0]))]]  # seed 0's own values
+    assert space.mean_trace_of(oracle)[3] == pytest.approx(1.0) and space.mean_trace_of(oracle)[2] < 1.0
+    assert bench.config_id(["extra", 1.0]) == bench.config_id([np.str_("extra"), np.int64(1)]) == '["extra", 1]'
+
+
 def test_sampler_quality_counts_the_cost_to_a_target_and_pairs_each_seed_with_random():
     """Cost: full-training equivalents until the trace first reaches the target: a prescreen's
     time up front, then each trial's epochs over the full schedule plus the sampler's share;

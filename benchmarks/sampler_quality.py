@@ -87,6 +87,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -94,7 +95,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume  # noqa: E402
+from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume  # noqa: E402
+from archscale.analysis.pareto import non_dominated  # noqa: E402
 from archscale.analysis.records import read_trials  # noqa: E402
 from archscale.spec import SearchSpec, load_spec  # noqa: E402
 
@@ -333,22 +335,37 @@ class Space:
 
     def trace(self, rows: pd.DataFrame, train_seed: int, budget: int) -> list[float]:
         """HV/true after each of the first ``budget`` trials handed out."""
-        out = []
-        for b in range(1, budget + 1):
-            first = rows[(rows["suggested"] >= 0) & (rows["suggested"] < b)]
-            out.append(round(front_hypervolume(first, self.objectives, self.bounds)[0] / self.true_hv[train_seed], 6))
+        metrics = [m for m, _ in self.objectives]
+        first = rows[(rows["suggested"] >= 0) & (rows["suggested"] < budget)].sort_values("suggested")
+        by_trial = {int(t): (st == "completed", v) for t, st, v in
+                    zip(first["suggested"], first["status"], first[metrics].to_numpy(dtype=float))}
+        return self._trace([by_trial.get(b, (False, None)) for b in range(budget)], self.true_hv[train_seed])
+
+    def _trace(self, trials: list[tuple[bool, Any]], whole: float) -> list[float]:
+        """HV over ``whole`` after each of ``trials`` ((counts, objective values)), the front
+        recomputed only when a trial adds a point (what :func:`front_hypervolume` gives for each
+        prefix, without a DataFrame each time)."""
+        modes = [d for _, d in self.objectives]
+        points: list = []
+        hv, out = 0.0, []
+        for counts, values in trials:
+            if counts and values is not None and not np.isnan(np.asarray(values, dtype=float)).any():
+                points.append(np.asarray(values, dtype=float))
+                pts = np.array(points)
+                pts = pts[non_dominated(pts, modes)]
+                points = list(pts)
+                hv = hypervolume(pts, self.bounds.reference, modes)
+            out.append(round(hv / whole, 6))
         return out
 
     def trace_of(self, result: dict) -> list[float]:
         """A replay's trace from its trials (status and objectives, in the order handed out)."""
-        names = ["status"] + [m for m, _ in self.objectives]
-        rows = pd.DataFrame(result["trials"], columns=names + ["cost"])
-        return self.trace(rows.assign(suggested=range(len(rows))), result["train_seed"], result["budget"])
+        n = len(self.objectives)
+        return self._trace([(t[0] == "completed", [np.nan if v is None else v for v in t[1:1 + n]])
+                            for t in result["trials"][:result["budget"]]], self.true_hv[result["train_seed"]])
 
     def _mean_hv(self, points: list[tuple]) -> float:
-        metrics = [m for m, _ in self.objectives]
-        rows = pd.DataFrame(points, columns=metrics).assign(status="completed")
-        return front_hypervolume(rows, self.objectives, self.bounds)[0] if points else 0.0
+        return self._trace([(True, p) for p in points], 1.0)[-1] if points else 0.0
 
     def mean_trace_of(self, result: dict) -> list[float]:
         """A replay's trace judged on the seed-mean objectives: after each trial handed out, the
@@ -356,14 +373,11 @@ class Space:
         gives none), each valued at its mean over the training seeds, over the front of every
         configuration's mean. What the search found, not how lucky its seed's validation images
         were."""
-        found: list[tuple] = []
-        out = []
+        trials = []
         for (status, *_), cost, config in zip(result["trials"], result["costs"], result["configs"]):
             point = self.mean.get(config_id(config)) if status == "completed" and cost >= 1 - 1e-9 else None
-            if point is not None:
-                found.append(point)
-            out.append(round(self._mean_hv(found) / self.mean_hv, 6))
-        return out[:result["budget"]]
+            trials.append((point is not None, point))
+        return self._trace(trials[:result["budget"]], self.mean_hv)
 
     def oracle(self, train_seed: int, seed: int, budget: int = BUDGET) -> dict:
         """A replay of no strategy: the :data:`ORACLE`, which knows every configuration's

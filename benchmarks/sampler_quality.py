@@ -58,7 +58,9 @@ known results, its cost counted in full-training equivalents.
    (:meth:`Space.mean_trace_of`), and the target is random's median at 40 trials on that
    measure. With 400 validation images one image is 0.25 points, and the front of a single
    seed's table is largely decided by which configuration was lucky; the mean asks whether a
-   strategy finds configurations that are good, not ones its seed favoured.
+   strategy finds configurations that are good, not ones its seed favoured. Beside the
+   strategies, never chosen, the :data:`ORACLE` row (:meth:`Space.oracle`): every
+   configuration's seed-mean worth known, the best trained first, as a yardstick for both.
 
 The last line is ``search_cost_to_random40: X``: the default strategy's median cost (the
 spec's defaults: ``search.sampler``, ``search.prescreen``, ``search.scheduler``) on its worst
@@ -96,7 +98,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume  # noqa: E402
-from archscale.analysis.pareto import non_dominated  # noqa: E402
+from archscale.analysis.pareto import non_dominated, pareto_levels  # noqa: E402
 from archscale.analysis.records import read_trials  # noqa: E402
 from archscale.spec import SearchSpec, load_spec  # noqa: E402
 
@@ -385,8 +387,6 @@ class Space:
         order under ``seed``) on training seed ``train_seed``'s table. A yardstick, not a search:
         on the seed-mean measure about the least a search can spend; on one seed's table, what
         the target asks beyond knowing each configuration's worth (luck with that seed's noise)."""
-        from archscale.analysis.pareto import pareto_levels
-
         keys = list(self.mean)
         values = np.array([self.mean[k] for k in keys], dtype=float)
         levels = pareto_levels(np.column_stack([values[:, i] if mode == "max" else -values[:, i]

@@ -381,16 +381,34 @@ class Space:
             trials.append((point is not None, point))
         return self._trace(trials[:result["budget"]], self.mean_hv)
 
+    def mean_levels(self) -> dict[str, int]:
+        """Each configuration's non-dominated level (0: the front) among the seed-mean objectives."""
+        keys = list(self.mean)
+        values = np.array([self.mean[k] for k in keys], dtype=float)
+        return dict(zip(keys, pareto_levels(np.column_stack([values[:, i] if mode == "max" else -values[:, i]
+                                                             for i, (_, mode) in enumerate(self.objectives)]))))
+
+    def fronts(self) -> dict[int, list[int]]:
+        """Per training seed, the seed-mean level of each configuration on that seed's own front:
+        how far one seed's front is from the front of what the configurations are worth."""
+        levels, names = self.mean_levels(), [d.name for d in self.dims]
+        out = {}
+        for seed, table in self.trials.items():
+            done = table[table["status"] == "completed"]
+            own = pareto_levels(np.column_stack([done[m].to_numpy(dtype=float) * (1 if mode == "max" else -1)
+                                                 for m, mode in self.objectives]))
+            ids = [config_id(v) for v in done[names].itertuples(index=False)]
+            out[seed] = sorted(int(levels[ids[i]]) for i in np.flatnonzero(own == 0) if ids[i] in levels)
+        return out
+
     def oracle(self, train_seed: int, seed: int, budget: int = BUDGET) -> dict:
         """A replay of no strategy: the :data:`ORACLE`, which knows every configuration's
         seed-mean objectives and trains them in order of non-dominated level (ties in a random
         order under ``seed``) on training seed ``train_seed``'s table. A yardstick, not a search:
         on the seed-mean measure about the least a search can spend; on one seed's table, what
         the target asks beyond knowing each configuration's worth (luck with that seed's noise)."""
-        keys = list(self.mean)
-        values = np.array([self.mean[k] for k in keys], dtype=float)
-        levels = pareto_levels(np.column_stack([values[:, i] if mode == "max" else -values[:, i]
-                                                for i, (_, mode) in enumerate(self.objectives)]))
+        by_level = self.mean_levels()
+        keys, levels = list(by_level), np.array(list(by_level.values()))
         order = np.lexsort((np.random.default_rng(seed).random(len(keys)), levels))[:budget]
         names, metrics = [d.name for d in self.dims], [m for m, _ in self.objectives]
         table = self.trials[train_seed]
@@ -549,7 +567,9 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
               f"{dict(zip([m for m, _ in s.objectives], s.bounds.reference))}; a full trial "
               f"{s.trial_seconds:.2f} s (median of each configuration's fastest train_seconds); target: "
               f"random's median HV/true at {BUDGET} trials = {g['target'].iloc[0]:.3f} (on the seed-mean accuracy: "
-              f"{g['mean_target'].iloc[0]:.3f})", file=out)
+              f"{g['mean_target'].iloc[0]:.3f}); each training seed's own front, as the seed-mean level of each of "
+              f"its points (0: on the seed-mean front of {sum(v == 0 for v in s.mean_levels().values())}): "
+              f"{s.fronts()}", file=out)
         print("| strategy | seeds | " + " | ".join(f"HV/true @{b}" for b in READ_AT)
               + " | minus random @20 (paired) | sampler s/suggestion (% of a trial) | prescreen (trials) "
               "| cost to random@40: median [quartiles] | reached | the same, seed-mean accuracy |", file=out)

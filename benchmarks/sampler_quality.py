@@ -89,7 +89,6 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -97,8 +96,8 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume  # noqa: E402
-from archscale.analysis.pareto import non_dominated, pareto_levels  # noqa: E402
+from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume_history  # noqa: E402
+from archscale.analysis.pareto import pareto_levels  # noqa: E402
 from archscale.analysis.records import read_trials  # noqa: E402
 from archscale.spec import SearchSpec, load_spec  # noqa: E402
 
@@ -329,7 +328,11 @@ class Space:
         counts = done.groupby(names).size()
         means = done.groupby(names)[metrics].mean()[counts == len(self.trials)]
         self.mean = {config_id(k if isinstance(k, tuple) else (k,)): tuple(v) for k, v in zip(means.index, means.to_numpy())}
-        self.mean_hv = self._mean_hv(list(self.mean.values()))
+        self.mean_hv = front_hypervolume(self._points(list(self.mean.values())), self.objectives, self.bounds)[0]
+        values = np.array(list(self.mean.values()), dtype=float).reshape(len(self.mean), len(metrics))
+        # each configuration's non-dominated level (0: the front) among the seed-mean objectives
+        self.levels = dict(zip(self.mean, pareto_levels(np.column_stack(
+            [values[:, i] if mode == "max" else -values[:, i] for i, (_, mode) in enumerate(self.objectives)]))))
 
     @property
     def seeds(self) -> list[int]:
@@ -337,37 +340,25 @@ class Space:
 
     def trace(self, rows: pd.DataFrame, train_seed: int, budget: int) -> list[float]:
         """HV/true after each of the first ``budget`` trials handed out."""
-        metrics = [m for m, _ in self.objectives]
         first = rows[(rows["suggested"] >= 0) & (rows["suggested"] < budget)].sort_values("suggested")
-        by_trial = {int(t): (st == "completed", v) for t, st, v in
-                    zip(first["suggested"], first["status"], first[metrics].to_numpy(dtype=float))}
-        return self._trace([by_trial.get(b, (False, None)) for b in range(budget)], self.true_hv[train_seed])
+        return self._trace(first, self.true_hv[train_seed])
 
-    def _trace(self, trials: list[tuple[bool, Any]], whole: float) -> list[float]:
-        """HV over ``whole`` after each of ``trials`` ((counts, objective values)), the front
-        recomputed only when a trial adds a point (what :func:`front_hypervolume` gives for each
-        prefix, without a DataFrame each time)."""
-        modes = [d for _, d in self.objectives]
-        points: list = []
-        hv, out = 0.0, []
-        for counts, values in trials:
-            if counts and values is not None and not np.isnan(np.asarray(values, dtype=float)).any():
-                points.append(np.asarray(values, dtype=float))
-                pts = np.array(points)
-                pts = pts[non_dominated(pts, modes)]
-                points = list(pts)
-                hv = hypervolume(pts, self.bounds.reference, modes)
-            out.append(round(hv / whole, 6))
-        return out
+    def _trace(self, rows: pd.DataFrame, whole: float) -> list[float]:
+        """HV over ``whole`` after each of ``rows`` in order (:func:`hypervolume_history`)."""
+        history = hypervolume_history(rows.assign(trial_id=range(len(rows))), self.objectives, self.bounds)
+        return [round(v / whole, 6) for v in history["hypervolume"]]
 
     def trace_of(self, result: dict) -> list[float]:
         """A replay's trace from its trials (status and objectives, in the order handed out)."""
-        n = len(self.objectives)
-        return self._trace([(t[0] == "completed", [np.nan if v is None else v for v in t[1:1 + n]])
-                            for t in result["trials"][:result["budget"]]], self.true_hv[result["train_seed"]])
+        names = ["status"] + [m for m, _ in self.objectives]
+        rows = pd.DataFrame(result["trials"][:result["budget"]], columns=names + ["cost"])
+        return self._trace(rows, self.true_hv[result["train_seed"]])
 
-    def _mean_hv(self, points: list[tuple]) -> float:
-        return self._trace([(True, p) for p in points], 1.0)[-1] if points else 0.0
+    def _points(self, points: list[tuple | None]) -> pd.DataFrame:
+        """Seed-mean points as trials (None: a trial that adds none)."""
+        metrics = [m for m, _ in self.objectives]
+        return pd.DataFrame([p if p is not None else (np.nan,) * len(metrics) for p in points], columns=metrics
+                            ).assign(status=["completed" if p is not None else "none" for p in points])
 
     def mean_trace_of(self, result: dict) -> list[float]:
         """A replay's trace judged on the seed-mean objectives: after each trial handed out, the
@@ -375,23 +366,14 @@ class Space:
         gives none), each valued at its mean over the training seeds, over the front of every
         configuration's mean. What the search found, not how lucky its seed's validation images
         were."""
-        trials = []
-        for (status, *_), cost, config in zip(result["trials"], result["costs"], result["configs"]):
-            point = self.mean.get(config_id(config)) if status == "completed" and cost >= 1 - 1e-9 else None
-            trials.append((point is not None, point))
-        return self._trace(trials[:result["budget"]], self.mean_hv)
-
-    def mean_levels(self) -> dict[str, int]:
-        """Each configuration's non-dominated level (0: the front) among the seed-mean objectives."""
-        keys = list(self.mean)
-        values = np.array([self.mean[k] for k in keys], dtype=float)
-        return dict(zip(keys, pareto_levels(np.column_stack([values[:, i] if mode == "max" else -values[:, i]
-                                                             for i, (_, mode) in enumerate(self.objectives)]))))
+        points = [self.mean.get(config_id(config)) if status == "completed" and cost >= 1 - 1e-9 else None
+                  for (status, *_), cost, config in zip(result["trials"], result["costs"], result["configs"])]
+        return self._trace(self._points(points[:result["budget"]]), self.mean_hv)
 
     def fronts(self) -> dict[int, list[int]]:
         """Per training seed, the seed-mean level of each configuration on that seed's own front:
         how far one seed's front is from the front of what the configurations are worth."""
-        levels, names = self.mean_levels(), [d.name for d in self.dims]
+        levels, names = self.levels, [d.name for d in self.dims]
         out = {}
         for seed, table in self.trials.items():
             done = table[table["status"] == "completed"]
@@ -407,8 +389,7 @@ class Space:
         order under ``seed``) on training seed ``train_seed``'s table. A yardstick, not a search:
         on the seed-mean measure about the least a search can spend; on one seed's table, what
         the target asks beyond knowing each configuration's worth (luck with that seed's noise)."""
-        by_level = self.mean_levels()
-        keys, levels = list(by_level), np.array(list(by_level.values()))
+        keys, levels = list(self.levels), np.array(list(self.levels.values()))
         order = np.lexsort((np.random.default_rng(seed).random(len(keys)), levels))[:budget]
         names, metrics = [d.name for d in self.dims], [m for m, _ in self.objectives]
         table = self.trials[train_seed]
@@ -568,7 +549,7 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
               f"{s.trial_seconds:.2f} s (median of each configuration's fastest train_seconds); target: "
               f"random's median HV/true at {BUDGET} trials = {g['target'].iloc[0]:.3f} (on the seed-mean accuracy: "
               f"{g['mean_target'].iloc[0]:.3f}); each training seed's own front, as the seed-mean level of each of "
-              f"its points (0: on the seed-mean front of {sum(v == 0 for v in s.mean_levels().values())}): "
+              f"its points (0: on the seed-mean front of {sum(v == 0 for v in s.levels.values())}): "
               f"{s.fronts()}", file=out)
         print("| strategy | seeds | " + " | ".join(f"HV/true @{b}" for b in READ_AT)
               + " | minus random @20 (paired) | sampler s/suggestion (% of a trial) | prescreen (trials) "

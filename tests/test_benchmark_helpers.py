@@ -150,7 +150,7 @@ def test_sampler_quality_judges_a_replay_on_the_seed_mean_accuracy(tmp_path):
     for got, ids in zip(trace, found):
         assert got == pytest.approx(_brute_force_area([(mean[i], macs[i]) for i in ids], reference) / whole, abs=1e-6)
     # each seed's own front (seed 0: configs 0, 1, 3; 5 has no mean), as seed-mean levels
-    assert space.mean_levels()[bench.config_id(configs[4])] == 1
+    assert space.levels[bench.config_id(configs[4])] == 1
     assert space.fronts() == {0: [0, 0, 0], 1: [0, 0, 0]}
     # the oracle trains the seed-mean front first: here configs 3 (0.93, 3000), 2 (0.89, 2000),
     # 1 (0.88, 1500) and 0 (0.82, 1000); config 4 (0.72, 4000) is dominated

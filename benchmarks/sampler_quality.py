@@ -372,7 +372,8 @@ class Space:
 
     def fronts(self) -> dict[int, list[int]]:
         """Per training seed, the seed-mean level of each configuration on that seed's own front:
-        how far one seed's front is from the front of what the configurations are worth."""
+        how far one seed's front is from the front of what the configurations are worth (a
+        configuration not trained in every seed has no mean and is left out)."""
         levels, names = self.levels, [d.name for d in self.dims]
         out = {}
         for seed, table in self.trials.items():

@@ -338,11 +338,6 @@ class Space:
     def seeds(self) -> list[int]:
         return list(self.run_dirs)
 
-    def trace(self, rows: pd.DataFrame, train_seed: int, budget: int) -> list[float]:
-        """HV/true after each of the first ``budget`` trials handed out."""
-        first = rows[(rows["suggested"] >= 0) & (rows["suggested"] < budget)].sort_values("suggested")
-        return self._trace(first, self.true_hv[train_seed])
-
     def _trace(self, rows: pd.DataFrame, whole: float) -> list[float]:
         """HV over ``whole`` after each of ``rows`` in order (:func:`hypervolume_history`)."""
         history = hypervolume_history(rows.assign(trial_id=range(len(rows))), self.objectives, self.bounds)

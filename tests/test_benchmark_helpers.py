@@ -106,8 +106,9 @@ def test_sampler_quality_scores_hypervolume_against_the_true_front(tmp_path):
     front = {(t.values[0], t.values[1]) for t in study.best_trials}
     assert _brute_force_area(front, reference) == pytest.approx(space.true_hv[0])
 
-    replayed = pd.DataFrame(rows).assign(suggested=range(len(rows)))
-    trace = space.trace(replayed, 0, len(rows))
+    result = {"train_seed": 0, "budget": len(rows),  # a replay's record, as _job writes it
+              "trials": [[r["status"], r["val_accuracy"], r["macs"], 1.0] for r in rows]}
+    trace = space.trace_of(result)
     for budget in (3, 7, 12):
         first = [(r["val_accuracy"], r["macs"]) for r in rows[:budget] if r["status"] == "completed"]
         assert trace[budget - 1] == pytest.approx(_brute_force_area(first, reference) / space.true_hv[0], abs=1e-6)

@@ -234,3 +234,21 @@ def test_every_sampler_space_has_a_published_grid_per_training_seed():
             trials = pd.read_csv(bench.published(name, seed) / "trials.csv")
             assert len(trials) == size, (name, seed)
             assert (trials["status"] == "completed").sum() > size // 4, (name, seed)
+
+
+def test_evaluation_cost_times_every_point_and_prices_a_pool_in_full_trials(capsys):
+    """The driver's evaluation of each depthwise point is timed, and a full trial is the grids'
+    median over configurations of each one's fastest train_seconds, computed here from the CSVs."""
+    bench = _load("evaluation_cost")
+    seconds = bench.evaluation_seconds("depthwise")
+    assert len(seconds) == 96 and (seconds > 0).all()
+    every = pd.concat([pd.read_csv(BENCHMARKS / "grids" / f"sq_depthwise_s{s}" / "trials.csv") for s in (0, 1, 2)])
+    done = every[every["status"] == "completed"]
+    names = ["c2_width", "c3_width", "c4_width", "c3_conv", "c4_conv", "downsample"]
+    assert bench.full_trial_seconds("depthwise") == pytest.approx(done.groupby(names)["train_seconds"].min().median())
+    assert bench.main(["--spaces", "depthwise"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    row = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert row[0] == "depthwise" and row[1] == "96"
+    assert float(row[5]) == pytest.approx(bench.POOL * float(row[3]) / float(row[4]), abs=0.02)
+    assert lines[-1] == f"prescreen_evaluations_in_full_trials: {float(row[5]):.2f}"

@@ -1,0 +1,92 @@
+"""What does the driver spend judging one candidate? The part of a prescreen that the replays of
+``benchmarks/sampler_quality.py`` do not charge.
+
+Before a configuration trains, a run's driver builds its network and counts its parameters and
+MACs to check the budgets (:func:`archscale.search.jobs.check.driver_evaluator`, as a search
+with budgets does for every draw). ``search.prescreen`` does this for each of its ``pool``
+candidates before the first trial, then computes the proxy. The replays look the costs up in the
+grid's table and charge only the proxy's measured seconds, so a prescreen's cost there leaves out
+about ``pool`` such evaluations (a plain search pays one per draw, which the replays do not
+charge either; a prescreened candidate's costs are cached when the sampler proposes it later).
+
+For every configuration of each sampler space (``benchmarks/sampler_spaces/``), in one
+evaluator (each point is a new architecture to it: nothing cached), this times the verdict and
+the counts on one thread, and prints per space the median and mean seconds, a full trial's
+training time (:attr:`sampler_quality.Space.trial_seconds`, what the replays charge the
+sampler's time against) and what :data:`POOL` evaluations cost in full trials.
+
+The last line is ``prescreen_evaluations_in_full_trials: X``: the largest, over the spaces, of
+:data:`POOL` mean evaluations over a full trial's time.
+
+    python benchmarks/evaluation_cost.py
+    python benchmarks/evaluation_cost.py --spaces quickstart,davidnet
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from archscale.search.jobs.check import driver_evaluator  # noqa: E402
+from archscale.search.sampling.asktell import grid_points  # noqa: E402
+
+import sampler_quality  # noqa: E402
+
+POOL = sampler_quality.POOL  # a prescreen's candidates
+
+
+def full_trial_seconds(name: str) -> float:
+    """A full trial's training time in space ``name``, as ``sampler_quality.py`` charges the
+    sampler's time against (:attr:`sampler_quality.Space.trial_seconds`)."""
+    runs = {seed: sampler_quality.published(name, seed) for seed in sampler_quality.TRAIN_SEEDS}
+    return sampler_quality.Space(name, runs, proxies=False).trial_seconds
+
+
+def evaluation_seconds(name: str) -> np.ndarray:
+    """Seconds to judge each configuration of space ``name`` (verdict, then counts when feasible),
+    in one evaluator: every point of a grid is a different architecture, so none is cached."""
+    spec = sampler_quality.load_spec(sampler_quality.SPACES[name])
+    evaluator = driver_evaluator(spec)  # its costs are cached by architecture: each point is new to it
+    out = []
+    for config in grid_points(spec.searched(), 0):
+        start = time.perf_counter()
+        if evaluator(config).feasible:
+            evaluator.counts(config)
+        out.append(time.perf_counter() - start)
+    return np.array(out)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spaces", default=",".join(sampler_quality.SPACES))
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    start = time.perf_counter()
+    print(f"| space | configurations | seconds per evaluation (median) | (mean) | a full trial (s) | "
+          f"{POOL} evaluations in full trials |")
+    print("|---|---:|---:|---:|---:|---:|")
+    worst = 0.0
+    for name in args.spaces.split(","):
+        seconds = evaluation_seconds(name)
+        trial = full_trial_seconds(name)
+        share = POOL * float(seconds.mean()) / trial
+        worst = max(worst, share)
+        print(f"| {name} | {len(seconds)} | {np.median(seconds):.3f} | {seconds.mean():.3f} | {trial:.2f} | "
+              f"{share:.2f} |", flush=True)
+    print(f"{time.perf_counter() - start:.0f}s wall, load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print(f"prescreen_evaluations_in_full_trials: {worst:.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -122,9 +122,12 @@ SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_gri
 TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
 STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accuracy", "tpe+asha",
               "tpe+asha+pre:synflow", "auto+pre:params",
-              "auto+pre:synflow", "auto+pre:naswot", "auto+pre:grad_norm", "auto+pre:zico",
-              "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10", "auto+pre:synflow:80:20:10",
+              "auto+pre:synflow", "auto+pre:grad_norm", "auto+pre:zico",
+              "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10",
               "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10")
+# Left out (in git history with their figures): auto+pre:naswot (not reached in half the davidnet
+# seeds) and auto+pre:synflow:80:20:10 (36 on davidnet): with them, the invocations that computed
+# the replays took about 2.2 hours, past the 2 the benchmark may take (docs, benchmarks, Search cost).
 BUDGET = 40  # trials of a replay; 10 and 20 are read off its trace
 ASHA_BUDGET = 80  # trials of a replay with ASHA (most trials stop after an epoch or two)
 READ_AT = (10, 20, 40)
@@ -132,9 +135,9 @@ CHOICE_SEEDS = tuple(range(0, 30))  # the seeds the default is chosen on
 FRESH_SEEDS = tuple(range(100, 130))  # the seeds the headline is reported on
 HELD_OUT = ("depthwise",)  # the space no default is chosen on
 # Reported on the fresh seeds beside random, the default and the chosen strategies, chosen or not:
-# prescreening that checks its proxy first, and prescreening whose best 10 replace the sampler's
-# random start-up (10 of 40 trials), whose point is the space the choice cannot see.
-ALSO_FRESH = ("auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10", "auto+pre:synflow:80:20:10",
+# prescreening that trains the proxy's best 20 first, that checks its proxy first, and whose best 10
+# replace the sampler's random start-up (10 of 40 trials), for the space the choice cannot see.
+ALSO_FRESH = ("auto+pre:params", "auto+pre:zico", "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10",
               "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10")
 ORACLE = "oracle (seed-mean order)"  # a yardstick beside the strategies, never chosen: Space.oracle
 POOL, KEEP = 80, 20  # +pre:PROXY: a pool of 80 candidates, the best 20 trained first

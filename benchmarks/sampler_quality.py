@@ -11,7 +11,7 @@ known results, its cost counted in full-training equivalents.
    training) and ``grid.json`` (what trained it: the code hash, wall time and load). A
    published grid is used as it is; ``--retrain`` trains it anew (about 50 minutes a training
    seed for the first three spaces, on 2 cores at load 2 to 3; about 4 minutes for plainnet and
-   depthwise).
+   2.5 for depthwise).
    - ``quickstart``: a 288-point sub-grid of the quickstart's budgeted space on mnist-5k
      (``benchmarks/sampler_spaces/quickstart_grid.yaml``; ``max_params`` 8,000);
    - ``davidnet``: the 64 DavidNet layer placements x 2 widths on mnist-5k

@@ -9,9 +9,10 @@ grid's table and charge only the proxy's measured seconds, so a prescreen's cost
 about ``pool`` such evaluations (a plain search pays one per draw, which the replays do not
 charge either; a prescreened candidate's costs are cached when the sampler proposes it later).
 
-For every configuration of each sampler space (``benchmarks/sampler_spaces/``), in one
-evaluator (each point is a new architecture to it: nothing cached), this times the verdict and
-the counts on one thread, and prints per space the median and mean seconds, a full trial's
+For every configuration of each sampler space (``benchmarks/sampler_spaces/``), in a fresh
+process per space, as a run's driver starts (the costs are cached by architecture for the
+process's life, and quickstart and depthwise share some architectures), this times the verdict
+and the counts on one thread, and prints per space the median and mean seconds, a full trial's
 training time (:attr:`sampler_quality.Space.trial_seconds`, what the replays charge the
 sampler's time against) and what :data:`POOL` evaluations cost in full trials.
 
@@ -25,9 +26,11 @@ The last line is ``prescreen_evaluations_in_full_trials: X``: the largest, over 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -53,10 +56,12 @@ def full_trial_seconds(name: str) -> float:
 
 
 def evaluation_seconds(name: str) -> np.ndarray:
-    """Seconds to judge each configuration of space ``name`` (verdict, then counts when feasible),
-    in one evaluator: every point of a grid is a different architecture, so none is cached."""
+    """Seconds to judge each configuration of space ``name`` (verdict, then counts when feasible)
+    on one thread, in this process: each point is a different architecture, so only one this
+    process judged before would be cached (:func:`main` runs each space in a fresh process)."""
+    torch.set_num_threads(1)
     spec = sampler_quality.load_spec(sampler_quality.SPACES[name])
-    evaluator = driver_evaluator(spec)  # its costs are cached by architecture: each point is new to it
+    evaluator = driver_evaluator(spec)
     out = []
     for config in grid_points(spec.searched(), 0):
         start = time.perf_counter()
@@ -70,14 +75,14 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spaces", default=",".join(sampler_quality.SPACES))
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
     start = time.perf_counter()
     print(f"| space | configurations | seconds per evaluation (median) | (mean) | a full trial (s) | "
           f"{POOL} evaluations in full trials |")
     print("|---|---:|---:|---:|---:|---:|")
     worst = 0.0
     for name in args.spaces.split(","):
-        seconds = evaluation_seconds(name)
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as fresh:
+            seconds = fresh.submit(evaluation_seconds, name).result()
         trial = full_trial_seconds(name)
         share = POOL * float(seconds.mean()) / trial
         worst = max(worst, share)

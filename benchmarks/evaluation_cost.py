@@ -1,13 +1,14 @@
-"""What does the driver spend judging one candidate? The part of a prescreen that the replays of
-``benchmarks/sampler_quality.py`` do not charge.
+"""What does the driver spend judging one candidate? The part of a search's cost that the replays of
+``benchmarks/sampler_quality.py`` look up instead of paying; its cost tables charge it from the
+same measurement (:func:`sampler_quality.evaluation_charges`).
 
 Before a configuration trains, a run's driver builds its network and counts its parameters and
 MACs to check the budgets (:func:`archscale.search.jobs.check.driver_evaluator`, as a search
 with budgets does for every draw). ``search.prescreen`` does this for each of its ``pool``
 candidates before the first trial, then computes the proxy. The replays look the costs up in the
-grid's table and charge only the proxy's measured seconds, so a prescreen's cost there leaves out
-about ``pool`` such evaluations (a plain search pays one per draw, which the replays do not
-charge either; a prescreened candidate's costs are cached when the sampler proposes it later).
+grid's table, so ``sampler_quality.py`` adds, per space, this mean once per trial handed out and
+once per candidate of a prescreen's pool (a plain search also pays for its refused draws, which
+are not counted; a prescreened candidate's costs are cached when the sampler proposes it later).
 
 For every configuration of each sampler space (``benchmarks/sampler_spaces/``), in a fresh
 process per space, as a run's driver starts (the costs are cached by architecture for the

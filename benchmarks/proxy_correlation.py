@@ -51,7 +51,7 @@ from archscale.trainer.data import load_dataset, split  # noqa: E402
 
 STORE = ROOT / "benchmarks" / ".store"  # caches
 GRIDS = ROOT / "benchmarks" / "grids"  # the published grids
-SPACES = ("quickstart", "davidnet", "efficientnet", "plainnet", "depthwise")
+SPACES = ("quickstart", "davidnet", "efficientnet", "plainnet", "depthwise", "cifar")
 NAMES = proxies.BASELINES + proxies.PROXIES
 
 

@@ -1,4 +1,4 @@
-"""What does each search strategy cost to reach a good front? Four real spaces trained
+"""What does each search strategy cost to reach a good front? Six real spaces trained
 exhaustively once per training seed, then every strategy replayed many times against the
 known results, its cost counted in full-training equivalents.
 
@@ -10,8 +10,8 @@ known results, its cost counted in full-training equivalents.
    per-epoch validation accuracy of each trained configuration, for replays of partial
    training) and ``grid.json`` (what trained it: the code hash, wall time and load). A
    published grid is used as it is; ``--retrain`` trains it anew (about 50 minutes a training
-   seed for the first three spaces, on 2 cores at load 2 to 3; about 4 minutes for plainnet and
-   2.5 for depthwise).
+   seed for the first three spaces, on 2 cores at load 2 to 3; about 4 minutes for plainnet,
+   2.5 for depthwise and 6 for cifar).
    - ``quickstart``: a 288-point sub-grid of the quickstart's budgeted space on mnist-5k
      (``benchmarks/sampler_spaces/quickstart_grid.yaml``; ``max_params`` 8,000);
    - ``davidnet``: the 64 DavidNet layer placements x 2 widths on mnist-5k
@@ -20,14 +20,18 @@ known results, its cost counted in full-training equivalents.
      phi 0.5, 1 (``efficientnet_grid.yaml``; ``max_macs`` 20M);
    - ``plainnet``: a family of a user's own, ``examples/custom_family``'s plain CNN, 3 stages x
      3 units x 7 widths x 2 kernels (``plainnet_grid.yaml``; ``max_macs`` 6M);
-   - ``depthwise`` (held out: no default is chosen on it; added, trained and first replayed
-     after the others had decided every earlier default): seed 004's parameter-budgeted
-     designs, the budgeted family with depthwise and dilated convs, 2 x 2 x 2 widths x 3 x 2
-     conv types x 2 downsamplings, judged on parameters instead of MACs
-     (``depthwise_grid.yaml``; ``max_params`` 5,000).
+   - ``depthwise``: seed 004's parameter-budgeted designs, the budgeted family with depthwise
+     and dilated convs, 2 x 2 x 2 widths x 3 x 2 conv types x 2 downsamplings, judged on
+     parameters instead of MACs (``depthwise_grid.yaml``; ``max_params`` 5,000);
+   - ``cifar`` (held out: no default is chosen on it; added, trained and first replayed after
+     the others had decided every earlier default): the first space on CIFAR-10, the budgeted
+     family's widths and conv types on a 10% subset of its training images
+     (``cifar_grid.yaml``; ``max_macs`` 1M). Its proxies need ``$ARCHSCALE_DATA/cifar10.npz``
+     the first time (they are cached after); without it the space is skipped, and said.
    efficientnet and plainnet were held out until the default they now help choose was fixed
-   (sampler ``auto``, no prescreen); their fresh-seed figures had been read by then, so they
-   joined the choice and ``depthwise`` took their place.
+   (sampler ``auto``, no prescreen), then depthwise until the choice on four spaces was read;
+   their fresh-seed figures had been read by then, so they joined the choice and ``cifar``
+   took their place.
 2. Replays (:func:`archscale.search.sampling.replay.replay`): archscale's own ask-and-tell
    searcher with each trial's result looked up instead of trained, the spec's
    ``max_concurrent`` trials in flight, over-budget draws refused and redrawn. A strategy is
@@ -108,6 +112,7 @@ from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hy
 from archscale.analysis.pareto import pareto_levels  # noqa: E402
 from archscale.analysis.records import read_trials  # noqa: E402
 from archscale.spec import SearchSpec, load_spec  # noqa: E402
+from archscale.trainer.config import DataError  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import proxy_correlation  # noqa: E402
@@ -118,7 +123,8 @@ SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_gri
           "davidnet": ROOT / "benchmarks" / "sampler_spaces" / "davidnet_grid.yaml",
           "efficientnet": ROOT / "benchmarks" / "sampler_spaces" / "efficientnet_grid.yaml",
           "plainnet": ROOT / "benchmarks" / "sampler_spaces" / "plainnet_grid.yaml",
-          "depthwise": ROOT / "benchmarks" / "sampler_spaces" / "depthwise_grid.yaml"}
+          "depthwise": ROOT / "benchmarks" / "sampler_spaces" / "depthwise_grid.yaml",
+          "cifar": ROOT / "benchmarks" / "sampler_spaces" / "cifar_grid.yaml"}
 TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
 STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accuracy", "tpe+asha",
               "tpe+asha+pre:synflow", "auto+pre:params",
@@ -133,7 +139,7 @@ ASHA_BUDGET = 80  # trials of a replay with ASHA (most trials stop after an epoc
 READ_AT = (10, 20, 40)
 CHOICE_SEEDS = tuple(range(0, 30))  # the seeds the default is chosen on
 FRESH_SEEDS = tuple(range(100, 130))  # the seeds the headline is reported on
-HELD_OUT = ("depthwise",)  # the space no default is chosen on
+HELD_OUT = ("cifar",)  # the space no default is chosen on
 # Reported on the fresh seeds beside random, the default and the chosen strategies, chosen or not:
 # prescreening that trains the proxy's best 20 first, that checks its proxy first, and whose best 10
 # replace the sampler's random start-up (10 of 40 trials), for the space the choice cannot see.
@@ -441,6 +447,24 @@ def with_proxies(name: str, seed: int, run_dir: Path, store: Path) -> pd.DataFra
     return trials
 
 
+def read_grids(folders: dict[tuple[str, int], Path], names: list[str], store: Path = STORE, out=sys.stdout
+               ) -> tuple[dict[tuple[str, int], Grid], list[str]]:
+    """The :class:`Grid` of each (space, training seed) in ``folders``, and the spaces of
+    ``names`` that are left: a space whose proxies are not cached and whose dataset is not on
+    this machine (CIFAR-10 without ``$ARCHSCALE_DATA``) is skipped whole, and said."""
+    grids: dict[tuple[str, int], Grid] = {}
+    for key, folder in folders.items():
+        if key[0] not in names:
+            continue
+        try:
+            grids[key] = Grid(key[0], key[1], folder, store)
+        except DataError as err:
+            print(f"skipped: space {key[0]}: its proxies need its dataset: {err} (set ARCHSCALE_DATA to the folder "
+                  "of its .npz)", file=out, flush=True)
+            names = [n for n in names if n != key[0]]
+    return {key: g for key, g in grids.items() if key[0] in names}, names
+
+
 _GRIDS: dict[tuple[str, int], Grid] = {}
 
 
@@ -514,10 +538,47 @@ def quantile(values: np.ndarray, q: float) -> float:
     return float(ordered[int(np.floor(q * (len(ordered) - 1)))]) if len(ordered) else float("nan")
 
 
-def summary(results: pd.DataFrame, spaces: dict[str, Space]) -> pd.DataFrame:
+def evaluation_charges(names, store: Path = STORE) -> dict[str, float]:
+    """Per space, the driver's mean seconds to judge one candidate (build it, check the budgets,
+    count it: ``benchmarks/evaluation_cost.py``), which the replays look up instead. Measured in
+    a fresh process per space, as a run's driver starts, and kept in ``store/evaluations.json``
+    under the space's spec, its family's code, the checking code and torch's version (with the
+    load it was measured at); measured anew when one of them changes."""
+    import evaluation_cost
+    import torch
+
+    from archscale.search.configs.runstore import family_code_hash
+
+    cache = store / "evaluations.json"
+    known = json.loads(cache.read_text()) if cache.is_file() else {}
+    check = (ROOT / "archscale" / "search" / "jobs" / "check.py").read_bytes()
+    out = {}
+    for name in names:
+        spec = load_spec(SPACES[name])
+        key = hashlib.sha256(SPACES[name].read_bytes() + check + family_code_hash(spec.space.family).encode()
+                             + torch.__version__.encode()).hexdigest()[:12]
+        if known.get(name, {}).get("key") != key:
+            with multiprocessing.get_context("spawn").Pool(1) as fresh:
+                seconds = fresh.apply(evaluation_cost.evaluation_seconds, (name,))
+            known[name] = {"key": key, "mean_s": round(float(np.mean(seconds)), 5), "points": len(seconds),
+                           "load": load()}
+            print(f"driver evaluation: {name}: {known[name]['mean_s']:.4f} s a candidate (mean of "
+                  f"{len(seconds)}), load average {load()}", flush=True)
+            cache.write_text(json.dumps(known, indent=1) + "\n")
+        out[name] = float(known[name]["mean_s"])
+    return out
+
+
+def summary(results: pd.DataFrame, spaces: dict[str, Space], evaluation: dict[str, float] | None = None
+            ) -> pd.DataFrame:
     """Per space and strategy: HV/true at :data:`READ_AT` (mean, 95% t-interval), the paired
     difference from random at 20 trials, the sampler's seconds per suggestion, and the
-    median cost until random's median HV at 40 trials (with its quartiles)."""
+    median cost until random's median HV at 40 trials (with its quartiles). ``evaluation``:
+    per space, the driver's seconds to judge a candidate (:func:`evaluation_charges`), charged
+    once per trial handed out and once per candidate of a prescreen's pool (a prescreened
+    candidate that trains is charged twice: at most ``keep`` evaluations too many); the oracle
+    is charged none."""
+    evaluation = evaluation or {}
     out = []
     for name, g in results.groupby("space", sort=False):
         random = g[g["strategy"] == "random"].set_index("seed")
@@ -536,15 +597,20 @@ def summary(results: pd.DataFrame, spaces: dict[str, Space]) -> pd.DataFrame:
             row["sampler_s"] = float(h["sampler_s"].median())
             row["sampler_frac"] = row["sampler_s"] / seconds
             row["handed_over"] = float(h["handed_over"].mean())
+            judge = 0.0 if strategy == ORACLE else evaluation.get(name, 0.0)  # seconds a candidate
+            pool = parse(strategy)["pool"] if strategy != ORACLE and parse(strategy)["proxy"] else 0
+            row["evaluation_frac"] = judge / seconds
+            per_trial = h["sampler_s"] + judge
+            upfront = h["upfront_s"] + pool * judge
             c = np.array([cost_to(t, k, target, s / seconds, u / seconds)
-                          for t, k, s, u in zip(h["trace"], h["costs"], h["sampler_s"], h["upfront_s"])])
+                          for t, k, s, u in zip(h["trace"], h["costs"], per_trial, upfront)])
             row["cost"], row["cost_q1"], row["cost_q3"] = (quantile(c, q) for q in (0.5, 0.25, 0.75))
-            row["upfront"] = float(h["upfront_s"].median()) / seconds
+            row["upfront"] = float(upfront.median()) / seconds
             row["reached"] = float(np.isfinite(c).mean())
             if "mean_trace" in h:  # the same cost, judged on the seed-mean objectives
                 row["mean_target"] = mean_target
                 c = np.array([cost_to(t, k, mean_target, s / seconds, u / seconds)
-                              for t, k, s, u in zip(h["mean_trace"], h["costs"], h["sampler_s"], h["upfront_s"])])
+                              for t, k, s, u in zip(h["mean_trace"], h["costs"], per_trial, upfront)])
                 row["mean_cost"], row["mean_cost_q1"], row["mean_cost_q3"] = (quantile(c, q) for q in (0.5, 0.25, 0.75))
             out.append(row)
     return pd.DataFrame(out)
@@ -557,7 +623,9 @@ def print_tables(table: pd.DataFrame, spaces: dict[str, Space], title: str, out=
         print(f"\n{title}: {name}{' (held out)' if name in HELD_OUT else ''}: {len(s.trials[s.seeds[0]])} "
               f"configurations, trained per training seed {sizes}; reference "
               f"{dict(zip([m for m, _ in s.objectives], s.bounds.reference))}; a full trial "
-              f"{s.trial_seconds:.2f} s (median of each configuration's fastest train_seconds); target: "
+              f"{s.trial_seconds:.2f} s (median of each configuration's fastest train_seconds); the driver judges a "
+              f"candidate in {100 * g['evaluation_frac'].max():.2f}% of that (charged per trial and per pool "
+              f"candidate); target: "
               f"random's median HV/true at {BUDGET} trials = {g['target'].iloc[0]:.3f} (on the seed-mean accuracy: "
               f"{g['mean_target'].iloc[0]:.3f}); each training seed's own front, as the seed-mean level of each of "
               f"its points (0: on the seed-mean front of {sum(v == 0 for v in s.levels.values())}): "
@@ -635,7 +703,7 @@ def main(argv=None) -> int:
               f"load average {load()}")
         return 0
     t_read = time.perf_counter()
-    grids = {key: Grid(key[0], key[1], d, args.store) for key, d in folders.items()}
+    grids, names = read_grids(folders, names, args.store)
     digests = {key: g.digest() for key, g in grids.items()}
     complete = len(grids) == len(names) * len(train_seeds)
     spaces = {name: Space(name, {t: folders[(name, t)] for t in train_seeds},
@@ -677,8 +745,9 @@ def main(argv=None) -> int:
         for r in rows:
             r["trace"] = spaces[r["space"]].trace_of(r)
             r["mean_trace"] = spaces[r["space"]].mean_trace_of(r)
-        return summary(pd.DataFrame(rows), spaces)
+        return summary(pd.DataFrame(rows), spaces, evaluation)
 
+    evaluation = evaluation_charges(names, args.store) if complete else {}
     # 1. every strategy on the choice seeds and spaces; the cheapest is chosen there
     run(jobs(grids, digests, args.store, chosen_on, strategies, choice_seeds, train_seeds))
     if not complete:

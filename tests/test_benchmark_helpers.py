@@ -1,6 +1,7 @@
 """Helpers the GPU benchmarks rely on, checked on a CPU with tiny data."""
 
 import importlib.util
+import io
 import sys
 from types import SimpleNamespace
 from pathlib import Path
@@ -193,6 +194,17 @@ def test_sampler_quality_counts_the_cost_to_a_target_and_pairs_each_seed_with_ra
     diffs = [min(1.0, ramp[19] + 0.02 * s) - late[19] * (0.9 + 0.01 * s) for s in range(3)]
     assert table.at["gp", "diff20"] == pytest.approx(np.mean(diffs))
 
+    # the driver's seconds to judge a candidate: once per trial, and once per candidate of a pool
+    pre = results.assign(strategy=results["strategy"].replace({"gp": "gp+pre:params:8:2"}))
+    charged = bench.summary(pre, {"toy": SimpleNamespace(trial_seconds=5.0)}, {"toy": 0.25}).set_index("strategy")
+    assert charged.at["gp+pre:params:8:2", "upfront"] == pytest.approx((5.0 + 8 * 0.25) / 5.0)
+    assert charged.at["gp+pre:params:8:2", "evaluation_frac"] == pytest.approx(0.05)
+    pre_costs = [bench.cost_to([min(1.0, v + 0.02 * s) for v in ramp], ones, 0.91, 0.1 + 0.05, 1.4) for s in range(3)]
+    assert charged.at["gp+pre:params:8:2", "cost"] == pytest.approx(np.median(pre_costs))
+    random_costs = [bench.cost_to([v * (0.9 + 0.01 * s) for v in late], ones, 0.91, 0.05) for s in range(3)]
+    assert charged.at["random", "cost"] == pytest.approx(np.median(random_costs))
+    assert charged.at["random", "cost"] > table.at["random", "cost"]
+
 
 def test_proxy_correlation_ranks_each_proxy_against_accuracy():
     bench = _load("proxy_correlation")
@@ -255,3 +267,22 @@ def test_evaluation_cost_times_every_point_and_prices_a_pool_in_full_trials(caps
     assert row[0] == "depthwise" and row[1] == "96"
     assert float(row[5]) == pytest.approx(bench.POOL * float(row[3]) / float(row[4]), abs=0.02)
     assert lines[-1] == f"prescreen_evaluations_in_full_trials: {float(row[5]):.2f}"
+
+
+def test_sampler_quality_skips_a_space_whose_dataset_is_not_here(monkeypatch, tmp_path):
+    """A space whose proxies are not cached needs its dataset; without it (CIFAR-10 with no
+    ARCHSCALE_DATA, no network) the space is skipped whole and said, the others go on."""
+    bench = _load("sampler_quality")
+
+    class Fake:
+        def __init__(self, name, seed, folder, store):
+            if name == "cifar":
+                raise bench.DataError("cifar10: not found in $ARCHSCALE_DATA and no network to download it")
+            self.name = name
+
+    monkeypatch.setattr(bench, "Grid", Fake)
+    folders = {(name, seed): tmp_path for name in ("quickstart", "cifar") for seed in (0, 1)}
+    out = io.StringIO()
+    grids, names = bench.read_grids(folders, ["quickstart", "cifar"], tmp_path, out)
+    assert names == ["quickstart"] and sorted(grids) == [("quickstart", 0), ("quickstart", 1)]
+    assert out.getvalue().count("skipped: space cifar") == 1 and "ARCHSCALE_DATA" in out.getvalue()

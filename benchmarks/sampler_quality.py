@@ -63,12 +63,14 @@ known results, its cost counted in full-training equivalents.
    full-training equivalents spent until HV/true first reaches random's median at 40 trials.
    A trial's cost is its epochs trained over 4 plus the sampler's time per suggestion over
    a full trial's training time in that space (the median over configurations of each one's
-   fastest ``train_seconds`` over the training seeds); a prescreen adds its proxies'
-   seconds and its own wall time over the same. ``inf``: not reached within the budget.
+   fastest ``train_seconds`` over the training seeds), plus the driver's seconds to judge a
+   candidate (:func:`evaluation_charges`) over the same; a prescreen adds its proxies' seconds,
+   its own wall time and the driver's judging of each candidate of its pool over the same.
+   ``inf``: not reached within the budget.
    The last column asks the same question of the seed-mean table: each configuration a replay
    trained in full is worth its objectives averaged over the training seeds
    (:meth:`Space.mean_trace_of`), and the target is random's median at 40 trials on that
-   measure. With 400 validation images one image is 0.25 points, and the front of a single
+   measure. With 400 validation images (2,000 on cifar) one image is 0.25 points, and the front of a single
    seed's table is largely decided by which configuration was lucky; the mean asks whether a
    strategy finds configurations that are good, not ones its seed favoured. Beside the
    strategies, never chosen, the :data:`ORACLE` row (:meth:`Space.oracle`): every

@@ -22,7 +22,6 @@ from archscale.analysis.hypervolume import bounds, completed, front_hypervolume,
 from archscale.analysis.pareto import METRICS, PICKS, best_trial, pareto_front, pick_trial, plot_pareto, short_ids
 from archscale.analysis.records import TRIALS_FILE, read_trials
 from archscale.analysis.reference import reference_point
-from archscale.analysis.report import write_report
 from archscale.analysis.runspec import load_run_spec
 from archscale.analysis.status import Status, run_status
 from archscale.files import FileError, fit_state_dict, load_state_dict, require_writable
@@ -244,6 +243,8 @@ class Run:
                 mistakes = self.mistakes(str(winner["trial_id"]))
             except Exception as err:  # noqa: BLE001: weights or data gone, a family's module missing: said in the page
                 mistakes = f"trial {winner['trial_id']}: {type(err).__name__}: {err}"
+        from archscale.analysis.report import write_report  # scipy's statistics: only for a report
+
         return write_report(self.path, out, objectives=pairs,
                             choices=[d.name for d in spec.searched()], reference=None,
                             importances=importances, importance_note=note, mistakes=mistakes)

@@ -28,6 +28,7 @@ from archscale.analysis.figures import pyplot
 from archscale.analysis.mistakes import Mistakes, plot_confusion, plot_wrong
 from archscale.analysis.hypervolume import bounds, front_hypervolume, hypervolume_history, plot_hypervolume
 from archscale.analysis.pareto import Objective, axis_label, pareto_front, plot_pareto, short_ids
+from archscale.analysis.proxyrank import describe, proxy_ranking, recorded
 from archscale.analysis.records import read_trials
 from archscale.analysis.runspec import load_run_spec
 from archscale.files import read_json_object
@@ -276,6 +277,7 @@ def write_report(run_dir: str | Path, out: str | Path | None = None, *, objectiv
         *_curves_section(run_dir, trials, front),
         *(_mistakes_section(mistakes) if mistakes is not None else []),
         *_choices_section(trials, choices, importances, importance_note),
+        *_proxies_section(trials, spec),
         *_scaling_section(trials),
         _trials_section(trials, choices),
     ]
@@ -381,6 +383,25 @@ def _choices_section(trials: pd.DataFrame, choices: Sequence[str], importances: 
     out.append(_img(_png(fig), "val_accuracy by choice") if fig is not None
                else "<p class='note'>No searched choice with completed trials.</p>")
     return out
+
+
+def _proxies_section(trials: pd.DataFrame, spec: Spec) -> list[str]:
+    """How each training-free proxy the run recorded (``search.proxies``) ranks its trained
+    configurations, against ``params`` and ``macs`` (:mod:`.proxyrank`); a note when none was."""
+    out = ["<h2>How the training-free proxies rank this run</h2>"]
+    if not recorded(trials):
+        return out + ["<p class='note'>No proxy was recorded. <code>search.proxies: [grad_norm, synflow, zico, "
+                      "naswot]</code> computes them for every trial (a second or less each), and this section then "
+                      "says which ranks your space as training does, before you trust one with "
+                      "<code>search.prescreen</code>.</p>"]
+    table = proxy_ranking(trials)
+    shown = table.assign(**{c: table[c].round(3) for c in ("spearman", "kendall", "seconds")},
+                         p=table["p"].map(lambda v: f"{v:.3g}" if v == v else ""))
+    return out + [f"<p>{html.escape(describe(table, prescreened=spec.search.prescreen is not None))}</p>",
+                  "<p class='muted'>Spearman's rho and Kendall's tau-b between each proxy and val_accuracy over the "
+                  "completed trials; p: one-sided, that the proxy ranks with the accuracy. params and macs are the "
+                  "baselines a proxy must beat; seconds: the proxy's median time a trial.</p>",
+                  _table(shown)]
 
 
 def _scaling_section(trials: pd.DataFrame) -> list[str]:

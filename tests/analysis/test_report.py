@@ -15,7 +15,7 @@ from archscale.cli import main
 pytestmark = pytest.mark.slow  # they read the session's finished run (one tiny search)
 
 HEADINGS = ("Spec", "Pareto front", "Hypervolume over trials", "Learning curves of the front",
-            "Effect of each searched choice on accuracy", "All trials")
+            "Effect of each searched choice on accuracy", "How the training-free proxies rank this run", "All trials")
 
 
 @pytest.fixture(scope="module")
@@ -51,6 +51,7 @@ def test_report_is_one_self_contained_page(report, finished_run, brute_force_fro
     assert f"Parameter importances for val_accuracy (Optuna: fANOVA over {len(done)} completed trials)" in page
     for trial_id in trials["trial_id"]:  # "All trials" lists every trial, infeasible ones too
         assert f">{trial_id}<" in page
+    assert "No proxy was recorded. <code>search.proxies:" in page  # the fixture records none
 
 
 # Appended to a copy of the report: after the page loaded, the browser writes what it rendered

@@ -97,6 +97,11 @@ def test_a_prescreened_run_trains_the_pool_s_best_first(ray_session, tmp_path, w
     trials = read_trials(run_dir)
     assert len(trials) == 3 and (trials["status"] == "completed").all()
     assert trials["proxy_grad_norm"].notna().all()  # each trial computes it too, as the driver did
+    # the report says how the recorded proxy ranked the trained configurations (3: too few to judge)
+    assert main(["report", str(run_dir)]) == 0
+    page = (run_dir / "report.html").read_text()
+    section = page[page.index("How the training-free proxies rank this run"):page.index("<h2>All trials")]
+    assert ">grad_norm<" in section and ">params<" in section and "Too few completed trials" in section
     # with a results store, a second run ranks the same pool and is served its kept trials
     tiny_spec["search"]["store"] = str(tmp_path / "store.db")
     spec = write_spec(tiny_spec)

@@ -13,6 +13,7 @@ import pandas as pd
 from archscale.analysis.export import export_trial
 from archscale.analysis.hypervolume import summarise
 from archscale.analysis.pareto import best_trial, pareto_front, plot_pareto
+from archscale.analysis.proxyrank import describe, proxy_ranking, recorded
 from archscale.analysis.reference import reference_point
 from archscale.analysis.records import read_trials
 from archscale.search.jobs.profile import phase
@@ -39,6 +40,9 @@ def finalize(run_dir: Path, spec: Spec, out: TextIO | None = None) -> pd.DataFra
     print(format_front(trials, front, objectives, [d.name for d in spec.searched()]), file=out)
     if hv_line:
         print(hv_line, file=out)
+    if recorded(trials):  # search.proxies: which ranks this space as training does
+        print(f"proxies: {describe(proxy_ranking(trials), prescreened=spec.search.prescreen is not None)} "
+              "(archscale report: the table)", file=out)
     if best is not None:
         print(f"\nwinner: trial {best['trial_id']} -> {run_dir / 'best'}\n  {best['arch']}", file=out)
     else:

@@ -94,6 +94,7 @@ def test_a_prescreened_run_trains_the_pool_s_best_first(ray_session, tmp_path, w
     assert main(["run", str(write_spec(tiny_spec)), "--out", str(run_dir)]) == 0
     out = capsys.readouterr().out
     assert "prescreen: grad_norm scored 6 feasible candidates" in out and "the best 2 train first" in out
+    assert "proxies: Too few completed trials with a value to rank anything (3;" in out
     trials = read_trials(run_dir)
     assert len(trials) == 3 and (trials["status"] == "completed").all()
     assert trials["proxy_grad_norm"].notna().all()  # each trial computes it too, as the driver did

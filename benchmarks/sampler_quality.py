@@ -70,9 +70,10 @@ known results, its cost counted in full-training equivalents.
    The last column asks the same question of the seed-mean table: each configuration a replay
    trained in full is worth its objectives averaged over the training seeds
    (:meth:`Space.mean_trace_of`), and the target is random's median at 40 trials on that
-   measure. With 400 validation images (2,000 on cifar) one image is 0.25 points, and the front of a single
-   seed's table is largely decided by which configuration was lucky; the mean asks whether a
-   strategy finds configurations that are good, not ones its seed favoured. Beside the
+   measure. With 400 validation images one image is 0.25 points (0.05 on cifar's 2,000), and
+   the front of a single seed's table is largely decided by which configuration was lucky;
+   the mean asks whether a strategy finds configurations that are good, not ones its seed
+   favoured. Beside the
    strategies, never chosen, the :data:`ORACLE` row (:meth:`Space.oracle`): every
    configuration's seed-mean worth known, the best trained first, as a yardstick for both.
 

@@ -44,6 +44,7 @@ def _started(run_dir) -> dict:
     return {item["trial_id"]: item["config"] for item in items}
 
 
+@pytest.mark.slow  # three real runs, each starting Ray: about 70 s, a quarter of the fast tier
 def test_sigkill_mid_trial_then_ctrl_c_then_resume(tmp_path, write_spec, tiny_spec):
     tiny_spec["search"].update(num_trials=4, sampler="tpe", max_concurrent=1)
     tiny_spec["data"]["subset"] = 0.3

@@ -35,16 +35,14 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from archscale.search.jobs.check import driver_evaluator  # noqa: E402
-from archscale.search.sampling.asktell import grid_points  # noqa: E402
 
 import sampler_quality  # noqa: E402
+from sampler_quality import evaluation_seconds  # noqa: E402  (it charges the same measurement)
 
 POOL = sampler_quality.POOL  # a prescreen's candidates
 
@@ -54,22 +52,6 @@ def full_trial_seconds(name: str) -> float:
     sampler's time against (:attr:`sampler_quality.Space.trial_seconds`)."""
     runs = {seed: sampler_quality.published(name, seed) for seed in sampler_quality.TRAIN_SEEDS}
     return sampler_quality.Space(name, runs, proxies=False).trial_seconds
-
-
-def evaluation_seconds(name: str) -> np.ndarray:
-    """Seconds to judge each configuration of space ``name`` (verdict, then counts when feasible)
-    on one thread, in this process: each point is a different architecture, so only one this
-    process judged before would be cached (:func:`main` runs each space in a fresh process)."""
-    torch.set_num_threads(1)
-    spec = sampler_quality.load_spec(sampler_quality.SPACES[name])
-    evaluator = driver_evaluator(spec)
-    out = []
-    for config in grid_points(spec.searched(), 0):
-        start = time.perf_counter()
-        if evaluator(config).feasible:
-            evaluator.counts(config)
-        out.append(time.perf_counter() - start)
-    return np.array(out)
 
 
 def main(argv=None) -> int:

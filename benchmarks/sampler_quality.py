@@ -541,13 +541,34 @@ def quantile(values: np.ndarray, q: float) -> float:
     return float(ordered[int(np.floor(q * (len(ordered) - 1)))]) if len(ordered) else float("nan")
 
 
+def evaluation_seconds(name: str) -> np.ndarray:
+    """Seconds the driver takes to judge each configuration of space ``name`` (the verdict on
+    the budgets, then the counts when feasible: :func:`archscale.search.jobs.check.driver_evaluator`)
+    on one thread, in this process: each point is a different architecture, so only one this
+    process judged before would be cached (callers run each space in a fresh process)."""
+    import torch
+
+    from archscale.search.jobs.check import driver_evaluator
+    from archscale.search.sampling.asktell import grid_points
+
+    torch.set_num_threads(1)
+    spec = load_spec(SPACES[name])
+    evaluator = driver_evaluator(spec)
+    out = []
+    for config in grid_points(spec.searched(), 0):
+        start = time.perf_counter()
+        if evaluator(config).feasible:
+            evaluator.counts(config)
+        out.append(time.perf_counter() - start)
+    return np.array(out)
+
+
 def evaluation_charges(names, store: Path = STORE) -> dict[str, float]:
-    """Per space, the driver's mean seconds to judge one candidate (build it, check the budgets,
-    count it: ``benchmarks/evaluation_cost.py``), which the replays look up instead. Measured in
+    """Per space, the driver's mean seconds to judge one candidate (:func:`evaluation_seconds`,
+    which ``benchmarks/evaluation_cost.py`` prints), which the replays look up instead. Measured in
     a fresh process per space, as a run's driver starts, and kept in ``store/evaluations.json``
     under the space's spec, its family's code, the checking code and torch's version (with the
     load it was measured at); measured anew when one of them changes."""
-    import evaluation_cost
     import torch
 
     from archscale.search.configs.runstore import family_code_hash
@@ -562,7 +583,7 @@ def evaluation_charges(names, store: Path = STORE) -> dict[str, float]:
                              + torch.__version__.encode()).hexdigest()[:12]
         if known.get(name, {}).get("key") != key:
             with multiprocessing.get_context("spawn").Pool(1) as fresh:
-                seconds = fresh.apply(evaluation_cost.evaluation_seconds, (name,))
+                seconds = fresh.apply(evaluation_seconds, (name,))
             known[name] = {"key": key, "mean_s": round(float(np.mean(seconds)), 5), "points": len(seconds),
                            "load": load()}
             print(f"driver evaluation: {name}: {known[name]['mean_s']:.4f} s a candidate (mean of "

@@ -249,12 +249,11 @@ def test_every_sampler_space_has_a_published_grid_per_training_seed():
             assert (trials["status"] == "completed").sum() > size // 4, (name, seed)
 
 
-def test_evaluation_cost_times_every_point_and_prices_a_pool_in_full_trials(capsys, monkeypatch):
+def test_evaluation_cost_times_every_point_and_prices_a_pool_in_full_trials(capsys):
     """The driver's evaluation of each depthwise point is timed (by main in a fresh process), and a
     full trial is the grids' median over configurations of each one's fastest train_seconds,
     computed here from the CSVs."""
     bench = _load("evaluation_cost")
-    monkeypatch.setitem(sys.modules, "evaluation_cost", bench)  # main's fresh process imports it by name
     seconds = bench.evaluation_seconds("depthwise")
     assert len(seconds) == 96 and (seconds > 0).all()
     every = pd.concat([pd.read_csv(BENCHMARKS / "grids" / f"sq_depthwise_s{s}" / "trials.csv") for s in (0, 1, 2)])

@@ -19,7 +19,7 @@ from scipy import stats
 from archscale.analysis.proxies import BASELINES
 
 MIN_TRIALS = 5  # fewer pairs than this rank nothing worth reading
-P_AGREE = 0.1  # one-sided, as search.prescreen.check asks
+P_AGREE = 0.1  # one-sided: the level search.prescreen.check trusts a proxy at (its CHECK_P; a test keeps them equal)
 
 
 def proxy_columns_of(trials: pd.DataFrame) -> dict[str, str]:
@@ -76,12 +76,13 @@ def describe(table: pd.DataFrame, prescreened: bool = False) -> str:
     if best["proxy"] != "params" and len(params):
         text += f"; params: {params['spearman'].iloc[0]:.3f}"
     agrees = best["spearman"] > 0 and best["p"] < P_AGREE
-    text += (f". It agrees with training at one-sided p < 0.1, as search.prescreen.check asks (the best of "
-             f"{len(judged)}: with few trials one of several agrees by chance more often than one alone)."
+    level = f"one-sided p < {P_AGREE:g}"
+    text += (f". It agrees with training at {level}, as search.prescreen.check asks (the best of {len(judged)}: "
+             "with few trials one of several agrees by chance more often than one alone)."
              if agrees and len(judged) > 1 else
-             ". It agrees with training at one-sided p < 0.1, as search.prescreen.check asks." if agrees else
-             ". No proxy agrees with training at one-sided p < 0.1 here: a prescreen would rank this space by chance"
-             " or worse.")
+             f". It agrees with training at {level}, as search.prescreen.check asks." if agrees else
+             f". No proxy agrees with training at {level} here: a prescreen would rank this space by chance or"
+             " worse.")
     backwards = judged[(judged["spearman"] < 0) & (judged["spearman"] == judged["spearman"].min())]
     if len(backwards) and backwards["spearman"].iloc[0] < -0.3:
         text += f" {backwards['proxy'].iloc[0]} ranks it backwards ({backwards['spearman'].iloc[0]:.3f})."

@@ -4,7 +4,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from archscale.analysis.proxyrank import MIN_TRIALS, describe, proxy_columns_of, proxy_ranking, recorded
+from archscale.analysis.proxyrank import MIN_TRIALS, P_AGREE, describe, proxy_columns_of, proxy_ranking, recorded
+from archscale.search.sampling.prescreen import CHECK_P
 
 
 def trials(**columns) -> pd.DataFrame:
@@ -53,3 +54,7 @@ def test_a_run_without_search_proxies_has_only_the_baselines():
     t = trials(val_accuracy=[0.1, 0.2], params=[1, 2], macs=[3, 4], proxy_errors=["", ""])
     assert proxy_columns_of(t) == {"params": "params", "macs": "macs"} and not recorded(t)
     assert recorded(trials(val_accuracy=[0.1], proxy_naswot=[1.0]))
+
+
+def test_the_report_trusts_a_proxy_at_the_level_the_prescreen_check_does():
+    assert P_AGREE == CHECK_P

@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-
 import sampler_quality  # noqa: E402
 from sampler_quality import evaluation_seconds  # noqa: E402  (it charges the same measurement)
 

@@ -17,6 +17,12 @@ baselines (ZiCo, ICLR 2023: most proxies do no better than the parameter count).
 are cached in the git-ignored ``benchmarks/.store/proxies_<hash>.jsonl``, keyed by proxies.py, the minibatch
 size and torch's version, each row by its family's model code (a rerun computes only what is new).
 
+Then what ``search.prescreen: {proxy: auto, check: N}`` would choose on each space: for
+:data:`DRAWS` random draws of N trained configurations per training seed (``--check``, 10),
+archscale's own :class:`~archscale.search.sampling.prescreen.Choice` is told their accuracies
+and picks the proxy whose ranking agrees best (or none), as a run's check would; the table gives
+how often it picks each.
+
 The last line is ``best_proxy_minus_params_spearman: X``: over the spaces present, the smallest
 (worst space) of the best proxy's feasible Spearman minus that of params.
 
@@ -50,6 +56,7 @@ from archscale.spec import load_spec  # noqa: E402
 from archscale.trainer.data import load_dataset, split  # noqa: E402
 
 STORE = ROOT / "benchmarks" / ".store"  # caches
+DRAWS = 300  # random checks per training seed, for the table of what proxy auto picks
 GRIDS = ROOT / "benchmarks" / "grids"  # the published grids
 SPACES = ("quickstart", "davidnet", "efficientnet", "plainnet", "depthwise", "cifar")
 NAMES = proxies.BASELINES + proxies.PROXIES
@@ -156,12 +163,48 @@ def correlations(frame: pd.DataFrame) -> dict[str, tuple[float, float, int]]:
     return out
 
 
+def picks(frame: pd.DataFrame, n: int, draws: int, seed: int) -> dict[str, int]:
+    """How often proxy auto's :class:`Choice` picks each proxy (or ``none``) over ``draws``
+    random draws of ``n`` trained configurations of ``frame`` (one training seed)."""
+    from archscale.search.sampling.prescreen import AUTO_PROXIES, Check, Choice, config_key
+
+    trained = frame[frame["status"] == "completed"].reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    counts = dict.fromkeys([*AUTO_PROXIES, "none"], 0)
+    for _ in range(draws):
+        rows = trained.iloc[rng.choice(len(trained), size=min(n, len(trained)), replace=False)]
+        keys = [config_key({"row": int(i)}) for i in rows.index]
+        choice = Choice({p: Check(dict(zip(keys, rows[p].astype(float)))) for p in AUTO_PROXIES}, [])
+        for i, accuracy in zip(rows.index, rows["val_accuracy"]):
+            choice.record({"row": int(i)}, float(accuracy))
+        choice.decide()
+        counts[choice.chosen or "none"] += 1
+    return counts
+
+
+def picks_table(frames: dict[str, list[pd.DataFrame]], n: int) -> None:
+    from archscale.search.sampling.prescreen import AUTO_PROXIES
+
+    print(f"\nWhat proxy auto picks from the accuracy of {n} trained configurations drawn at random "
+          f"({DRAWS} draws per training seed; share of draws):")
+    print("| space | " + " | ".join(AUTO_PROXIES) + " | none |")
+    print("|---|" + "---:|" * (len(AUTO_PROXIES) + 1))
+    for name, per_seed in frames.items():
+        total = dict.fromkeys([*AUTO_PROXIES, "none"], 0)
+        for t in per_seed:
+            for k, v in picks(t, n, DRAWS, int(t["train_seed"].iloc[0])).items():
+                total[k] += v
+        share = sum(total.values())
+        print(f"| {name} | " + " | ".join(f"{total[k] / share:.2f}" for k in total) + " |")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spaces", default=",".join(SPACES))
     parser.add_argument("--grids", type=Path, default=GRIDS, help="folder of the published grids")
     parser.add_argument("--store", type=Path, default=STORE, help="folder of the proxies' cache")
     parser.add_argument("--batch", type=int, default=64, help="images of the seeded minibatch")
+    parser.add_argument("--check", type=int, default=10, help="trained configurations proxy auto chooses on")
     args = parser.parse_args(argv)
     start = time.perf_counter()
     torch.set_num_threads(1)
@@ -205,6 +248,7 @@ def main(argv=None) -> int:
         print(f"best proxy on {name} (feasible, Spearman): {best} {result['feasible'][best][0]:.3f}, "
               f"params {base:.3f}: {gain:+.3f}")
         worst_gain = min(worst_gain, gain)
+    picks_table(frames, args.check)
     print(f"\ntotal {time.perf_counter() - start:.0f}s wall, load average {load()}")
     print(f"best_proxy_minus_params_spearman: {worst_gain:.4f}")
     return 0

@@ -47,8 +47,11 @@ known results, its cost counted in full-training equivalents.
    - ``+pre:PROXY``: ``search.prescreen`` with that proxy, a pool of :data:`POOL` and the best
      :data:`KEEP` trained first (the proxies of ``benchmarks/proxy_correlation.py``, computed
      once and cached, each with its measured seconds); ``:POOL:KEEP:CHECK`` sets them and
-     ``search.prescreen.check``: CHECK candidates of the pool train first at random and the
-     proxy's best only if its ranking agreed with their accuracy.
+     ``search.prescreen.check``: CHECK candidates spread over the proxy's ranking of the pool
+     train first, and the proxy's best only if its ranking agreed with their accuracy;
+     ``+pre:auto:POOL:KEEP:CHECK``: ``proxy: auto``, CHECK candidates drawn at random train
+     first and the proxy (of params, synflow, grad_norm and zico) whose ranking agrees best
+     with their accuracy ranks the rest.
    Each replay is a search of :data:`BUDGET` trials (:data:`ASHA_BUDGET` with ASHA, whose
    trials are cheaper); replay seed s draws the table of training seed ``s % n`` (n training
    seeds, ``--train-seeds``), so training noise enters the intervals. Seeds 0-29
@@ -133,7 +136,8 @@ STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accurac
               "tpe+asha+pre:synflow", "auto+pre:params",
               "auto+pre:synflow", "auto+pre:grad_norm", "auto+pre:zico",
               "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10",
-              "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10")
+              "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10",
+              "auto+pre:auto:80:10:10", "auto+pre:auto:80:20:10")
 # Left out (in git history with their figures): auto+pre:naswot (not reached in half the davidnet
 # seeds) and auto+pre:synflow:80:20:10 (36 on davidnet): with them, the invocations that computed
 # the replays took about 2.2 hours, past the 2 the benchmark may take (docs, benchmarks, Search cost).
@@ -145,9 +149,11 @@ FRESH_SEEDS = tuple(range(100, 130))  # the seeds the headline is reported on
 HELD_OUT = ("cifar",)  # the space no default is chosen on
 # Reported on the fresh seeds beside random, the default and the chosen strategies, chosen or not:
 # prescreening that trains the proxy's best 20 first, that checks its proxy first, and whose best 10
-# replace the sampler's random start-up (10 of 40 trials), for the space the choice cannot see.
+# replace the sampler's random start-up (10 of 40 trials), for the space the choice cannot see; and
+# proxy auto, whose replays choose their proxy from their own first trials.
 ALSO_FRESH = ("auto+pre:params", "auto+pre:zico", "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10",
-              "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10")
+              "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10",
+              "auto+pre:auto:80:20:10")
 ORACLE = "oracle (seed-mean order)"  # a yardstick beside the strategies, never chosen: Space.oracle
 POOL, KEEP = 80, 20  # +pre:PROXY: a pool of 80 candidates, the best 20 trained first
 # What a replay's outcome depends on (with the grid tables, Optuna's and Ray's versions and this file).

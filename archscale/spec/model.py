@@ -89,7 +89,8 @@ class PrescreenSpec(_Strict):
     one seeded minibatch, and train the best ``keep`` first (ranked by non-dominated sorting
     of the proxy and the cost objectives); the sampler, told their results, proposes the rest."""
 
-    proxy: str = Field(..., description=f"the proxy that ranks the pool, among {', '.join(PROXY_NAMES)}")
+    proxy: str = Field(..., description=f"the proxy that ranks the pool, among {', '.join(PROXY_NAMES)}; auto: the "
+                       "one whose ranking agrees best with the accuracy of the check's candidates, drawn at random")
     pool: int = Field(80, ge=2, le=100_000, description="feasible candidates drawn at random and scored")
     keep: int = Field(..., ge=1, description="the best candidates trained first (at most pool and search.num_trials)")
     check: int = Field(0, ge=0, description="candidates of the pool, spread evenly over the proxy's ranking, trained "
@@ -99,8 +100,8 @@ class PrescreenSpec(_Strict):
     @field_validator("proxy")
     @classmethod
     def _proxy(cls, value: str) -> str:
-        if value not in PROXY_NAMES:
-            raise ValueError(f"unknown proxy {value!r}; allowed: {', '.join(PROXY_NAMES)}")
+        if value not in (*PROXY_NAMES, "auto"):
+            raise ValueError(f"unknown proxy {value!r}; allowed: auto, {', '.join(PROXY_NAMES)}")
         return value
 
     @model_validator(mode="after")
@@ -108,6 +109,9 @@ class PrescreenSpec(_Strict):
         if self.keep + self.check > self.pool:
             what = f"keep + check ({self.keep} + {self.check})" if self.check else f"keep {self.keep}"
             raise ValueError(f"{what} is more than pool {self.pool}; allowed: at most {self.pool}")
+        if self.proxy == "auto" and self.check < 3:
+            raise ValueError(f"proxy auto chooses its proxy by the check, but check is {self.check}; allowed: 3 or "
+                             "more (10 is the sampler's own random start-up at 40 trials)")
         if self.check == 1 or self.check == 2:
             raise ValueError(f"check {self.check} cannot test a ranking; allowed: 0 (trust the proxy) or 3 and more")
         return self

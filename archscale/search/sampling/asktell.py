@@ -48,7 +48,7 @@ from optuna.trial import TrialState
 
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
-from archscale.search.sampling.prescreen import Check, Outcome, Scorer, config_key, prescreen
+from archscale.search.sampling.prescreen import AUTO, Check, Choice, Outcome, Scorer, config_key, prescreen
 from archscale.spec import Dimension, Spec
 
 logger = logging.getLogger(__name__)
@@ -245,7 +245,7 @@ class AskTell:
         self.grid_left: int | None = None  # grid points not yet asked (None: not a grid)
         self.scorer, self.note = scorer, note or (lambda text: logger.info("%s", text))
         self.prescreened: Outcome | None = None  # what search.prescreen did, once it has
-        self.check: Check | None = None  # search.prescreen.check: the proxy's test, until decided
+        self.check: Check | Choice | None = None  # search.prescreen.check: the proxy's test (auto: its choice)
         self.ask_seconds: list[float] = []  # the sampler's own time (its asks), per suggestion
         self._asking = 0.0
         self.trial_seconds: list[float] = []  # train_seconds of the trials told, for sampler: auto
@@ -312,6 +312,8 @@ class AskTell:
         state, values = outcome(result, error, self.metrics)
         if self.check is not None:
             self.check.record(trial.params, _accuracy(result) if state == "COMPLETE" else None)
+            if self.check.ready:  # decided as soon as it can be, said even when nothing is left to suggest
+                self._checked()
         if state == "COMPLETE":
             self._constrain(trial, result or {}, feasible=(result or {}).get("status") != "infeasible")
         self._trial_time(result)
@@ -333,13 +335,16 @@ class AskTell:
                                      pool=pre.pool, keep=pre.keep, seed=self.spec.seed, skip=skip)
         self.note(self.prescreened.describe(pre.proxy))
         if pre.check:
-            self.check, first = Check.draw(self.prescreened, pre.check, skip)
+            self.check, first = (Choice.draw(self.prescreened, pre.check, self.spec.seed, self.objectives, skip)
+                                 if pre.proxy == AUTO else Check.draw(self.prescreened, pre.check, skip))
             self.prescreened.kept = first
             for _, r in self.recorded.iterrows():  # a resumed search: the check's recorded results
                 if all(n in r for n in names):
                     accuracy = r.get("val_accuracy") if r.get("status") == "completed" else None
                     self.check.record({n: native(r[n]) for n in names}, None if pd.isna(accuracy) else accuracy)
-            self.note(f"prescreen: {len(self.check.values)} candidates spread over the ranking train first, "
+            self.note(f"prescreen: {len(self.check.values)} candidates drawn at random from the pool train first, to "
+                      "choose the proxy whose ranking agrees best with their accuracy" if pre.proxy == AUTO else
+                      f"prescreen: {len(self.check.values)} candidates spread over the ranking train first, "
                       f"to check {pre.proxy}'s ranking against their accuracy")
         for config in self.prescreened.kept:
             self.study.enqueue_trial(config)

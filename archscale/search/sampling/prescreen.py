@@ -39,17 +39,28 @@ from archscale.spec.objectives import COSTS
 
 logger = logging.getLogger(__name__)
 DRAWS_PER_SLOT = 20  # random draws per pool slot before the pool is taken as it is (a small or tight space)
+AUTO = "auto"  # search.prescreen.proxy: auto: the check chooses the proxy (:class:`Choice`)
+# What proxy auto chooses among: params (the baseline, free) and the three proxies that rank some
+# space of the benchmark best (docs, benchmarks, Training-free proxies); macs is the cost
+# objective itself on most spaces, naswot ranks none best and costs the most.
+AUTO_PROXIES = ("params", "synflow", "grad_norm", "zico")
 
 
 @dataclass(frozen=True)
 class Scored:
     """A feasible candidate: its proxy ``value`` (NaN: the proxy has none for it, ranked last),
-    the proxy's seconds and the costs measured to check its budgets."""
+    the proxy's seconds and the costs measured to check its budgets; with proxy auto, ``values``
+    holds each of :data:`AUTO_PROXIES` (``value`` is NaN) and ``seconds`` their sum."""
 
     config: dict[str, Any]
     value: float
     seconds: float = 0.0
     costs: dict[str, float] = field(default_factory=dict)
+    values: dict[str, float] = field(default_factory=dict)
+
+    def of(self, proxy: str | None = None) -> float:
+        """The value of ``proxy`` (None: the one proxy scored)."""
+        return self.value if proxy is None else self.values.get(proxy, math.nan)
 
 
 Scorer = Callable[[dict], "Scored | None"]  # config -> its score, None when it may not train
@@ -79,10 +90,14 @@ class ProxyScorer:
             costs.update({k: float(v) for k, v in self.evaluator.counts(config).items()})
             if self.proxy in ("params", "macs"):
                 return Scored(dict(config), costs[self.proxy], 0.0, costs)
-            scores = self.evaluator.proxies(config, self.data, (self.proxy,))
+            names = AUTO_PROXIES if self.proxy == AUTO else (self.proxy,)
+            scores = self.evaluator.proxies(config, self.data, tuple(n for n in names if n not in COSTS))
         except Exception as err:  # noqa: BLE001 - a family's code may fail in any way: not a candidate
             logger.warning("prescreen: %s left out: %s", config, " ".join(str(err).split())[:200])
             return None
+        if self.proxy == AUTO:
+            values = {n: costs[n] if n in COSTS else scores.values.get(n, math.nan) for n in AUTO_PROXIES}
+            return Scored(dict(config), math.nan, float(sum(scores.seconds.values())), costs, values)
         return Scored(dict(config), scores.values.get(self.proxy, math.nan), scores.seconds.get(self.proxy, 0.0),
                       costs)
 
@@ -99,13 +114,14 @@ def minibatch_source(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> 
     return held_x, held_y
 
 
-def rank(scored: Sequence[Scored], objectives: Sequence[tuple[str, str]]) -> list[Scored]:
+def rank(scored: Sequence[Scored], objectives: Sequence[tuple[str, str]], proxy: str | None = None) -> list[Scored]:
     """``scored`` best first: by non-dominated level of (the proxy, each cost objective in its
     direction; ``val_accuracy`` is what the proxy stands for), then by the proxy within a level.
-    A candidate without a proxy value ranks after every one with a value."""
+    A candidate without a proxy value ranks after every one with a value. ``proxy``: rank by
+    that one of each candidate's ``values`` (proxy auto) instead of its ``value``."""
     if not scored:
         return []
-    value = np.array([s.value if math.isfinite(s.value) else -np.inf for s in scored], dtype=float)
+    value = np.array([s.of(proxy) if math.isfinite(s.of(proxy)) else -np.inf for s in scored], dtype=float)
     columns = [np.where(np.isfinite(value), value, np.finfo(float).min)]
     for metric, mode in objectives:
         if metric in COSTS:
@@ -133,6 +149,9 @@ class Outcome:
 
     def describe(self, proxy: str) -> str:
         missing = f", {self.no_value} without a value (ranked last)" if self.no_value else ""
+        if proxy == AUTO:
+            return (f"prescreen: auto: {_names(AUTO_PROXIES)} scored {self.scored} feasible candidates of "
+                    f"{self.drawn} drawn{missing} in {self.wall_seconds:.1f}s")
         return (f"prescreen: {proxy} scored {self.scored} feasible candidates of {self.drawn} drawn{missing} in "
                 f"{self.wall_seconds:.1f}s; the best {len(self.kept)} train first")
 
@@ -163,7 +182,8 @@ def prescreen(distributions: dict, objectives: Sequence[tuple[str, str]], scorer
         if s is not None:
             scored.append(s)
     out.scored = len(scored)
-    out.no_value = sum(not math.isfinite(s.value) for s in scored)
+    out.no_value = sum(not math.isfinite(s.value) for s in scored) if proxy != AUTO else sum(
+        not any(math.isfinite(v) for v in s.values.values()) for s in scored)
     out.proxy_seconds = float(sum(s.seconds for s in scored))
     out.ranked = rank(scored, objectives)
     out.kept = [s.config for s in out.ranked[:keep] if config_key(s.config) not in skip]
@@ -234,3 +254,76 @@ class Check:
         """The proxy's best ``keep`` of the pool, less the checked and the ``skip``."""
         best = [s.config for s in outcome.ranked if config_key(s.config) not in self.values][:keep]
         return [c for c in best if config_key(c) not in skip]
+
+
+@dataclass
+class Choice:
+    """``search.prescreen.proxy: auto``: ``check`` candidates drawn at random from the pool train
+    first (the sampler's own start-up would have been random draws too), and each proxy of
+    :data:`AUTO_PROXIES` is tested on them as :class:`Check` tests one. Of those that agree
+    (one-sided p < :data:`CHECK_P`), the one with the highest Spearman rho ranks the pool, and its
+    best ``keep`` of the rest train next; when none agrees, the sampler proposes the rest. The
+    space, not the literature, picks the proxy: no proxy ranks every space of the benchmark
+    (docs, benchmarks, Training-free proxies)."""
+
+    checks: dict[str, Check]  # proxy -> its test, over the same candidates
+    objectives: list[tuple[str, str]]
+    chosen: str | None = None
+
+    @classmethod
+    def draw(cls, outcome: Outcome, n: int, seed: int, objectives: Sequence[tuple[str, str]],
+             skip: set[str] = frozenset()) -> "tuple[Choice, list[dict]]":
+        """``n`` of ``outcome``'s scored candidates at random (seeded by ``seed``): the choice,
+        and the configurations to train for it (those not in ``skip``)."""
+        picks = np.random.default_rng(seed).permutation(len(outcome.ranked))[:n]
+        picked = [outcome.ranked[i] for i in sorted(picks)]
+        checks = {p: Check({config_key(s.config): s.of(p) for s in picked}) for p in AUTO_PROXIES}
+        return cls(checks, list(objectives)), [s.config for s in picked if config_key(s.config) not in skip]
+
+    @property
+    def values(self) -> dict[str, float]:
+        return next(iter(self.checks.values())).values
+
+    @property
+    def results(self) -> dict[str, float | None]:
+        return next(iter(self.checks.values())).results
+
+    @property
+    def trusted(self) -> bool | None:
+        if any(c.trusted is None for c in self.checks.values()):
+            return None
+        return self.chosen is not None
+
+    def record(self, config: dict, accuracy: float | None) -> None:
+        for check in self.checks.values():
+            check.record(config, accuracy)
+
+    @property
+    def ready(self) -> bool:
+        return all(c.ready for c in self.checks.values())
+
+    def decide(self) -> bool:
+        agree = [(c.rho, p) for p, c in self.checks.items() if c.decide()]
+        self.chosen = max(agree)[1] if agree else None
+        return self.chosen is not None
+
+    def describe(self, proxy: str, keep: int) -> str:
+        told = sum(a is not None for a in self.results.values())
+        tests = ", ".join(f"{p} {c.rho:.2f} (p {c.p:.2f})" if math.isfinite(c.p) else f"{p} untestable"
+                          for p, c in self.checks.items())
+        verdict = (f"{self.chosen} agrees best: its best {keep} train next" if self.chosen else
+                   f"none agrees at p < {CHECK_P:g}: the sampler proposes the rest")
+        return (f"prescreen: auto: Spearman with the validation accuracy of {told} trials drawn at random from the "
+                f"pool: {tests}; {verdict}")
+
+    def kept(self, outcome: Outcome, keep: int, skip: set[str] = frozenset()) -> list[dict]:
+        """The chosen proxy's best ``keep`` of the pool, less the checked and the ``skip``."""
+        if self.chosen is None:
+            return []
+        ranked = rank(outcome.ranked, self.objectives, self.chosen)
+        best = [s.config for s in ranked if config_key(s.config) not in self.values][:keep]
+        return [c for c in best if config_key(c) not in skip]
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(names[:-1]) + f" and {names[-1]}" if len(names) > 1 else names[0]

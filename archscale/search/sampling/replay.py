@@ -45,7 +45,7 @@ from ray.tune.schedulers import TrialScheduler
 from archscale.search.configs.context import native
 from archscale.search.dispatch.asha import METRIC, TIME_ATTR, make_scheduler
 from archscale.search.sampling.asktell import AskTell
-from archscale.search.sampling.prescreen import Scored, config_key
+from archscale.search.sampling.prescreen import AUTO, AUTO_PROXIES, Scored, config_key
 from archscale.spec import Dimension, Spec
 from archscale.spec.objectives import COSTS
 
@@ -109,11 +109,20 @@ class TableScorer:
         row = self.table.rows[key_of(config, self.table.names)]
         if row["status"] == "infeasible":
             return None
-        column = self.proxy if self.proxy in ("params", "macs") else f"proxy_{self.proxy}"
-        value = row.get(column)
         costs = {k: float(row[k]) for k in COSTS if row.get(k) is not None}
-        return Scored(dict(config), float(value) if value is not None else float("nan"),
-                      float(row.get(f"proxy_{self.proxy}_s", 0.0) or 0.0), costs)
+        if self.proxy == AUTO:
+            values = {p: self._value(row, p) for p in AUTO_PROXIES}
+            return Scored(dict(config), float("nan"), sum(self._seconds(row, p) for p in AUTO_PROXIES), costs, values)
+        return Scored(dict(config), self._value(row, self.proxy), self._seconds(row, self.proxy), costs)
+
+    @staticmethod
+    def _value(row: dict, proxy: str) -> float:
+        value = row.get(proxy if proxy in ("params", "macs") else f"proxy_{proxy}")
+        return float(value) if value is not None else float("nan")
+
+    @staticmethod
+    def _seconds(row: dict, proxy: str) -> float:
+        return float(row.get(f"proxy_{proxy}_s", 0.0) or 0.0)
 
 
 def _points(dims: Sequence[Dimension]) -> list[dict]:

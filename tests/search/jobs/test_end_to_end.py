@@ -87,6 +87,24 @@ def test_over_budget_configurations_are_skipped_without_spending_trials(ray_sess
     assert len(trials) == len(trained) + len(rejected)
 
 
+def test_a_run_with_proxy_auto_checks_every_proxy_on_random_candidates_then_goes_on(ray_session, tmp_path, write_spec,
+                                                                                   tiny_spec, capsys):
+    """proxy auto in a real run: the driver scores the pool with params, synflow, grad_norm and
+    zico, 3 random candidates train first, and the run says what each proxy's ranking of them
+    was and which (if any) ranks the rest; the search then trains its full budget."""
+    tiny_spec["search"].update(sampler="tpe", num_trials=5, prescreen={"proxy": "auto", "pool": 6, "keep": 2, "check": 3})
+    run_dir = tmp_path / "run"
+    assert main(["run", str(write_spec(tiny_spec)), "--out", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "prescreen: auto: params, synflow, grad_norm and zico scored 6 feasible candidates" in out
+    assert "3 candidates drawn at random from the pool train first" in out
+    line = next(x for x in out.splitlines() if "Spearman with the validation accuracy of" in x)
+    assert all(f"{p} " in line for p in ("params", "synflow", "grad_norm", "zico"))
+    assert ("agrees best: its best 2 train next" in line) or ("none agrees at p < 0.1" in line)
+    trials = read_trials(run_dir)
+    assert len(trials[trials["status"] == "completed"]) == 5
+
+
 def test_a_prescreened_run_trains_the_pool_s_best_first(ray_session, tmp_path, write_spec, tiny_spec, capsys):
     tiny_spec["search"].update(sampler="tpe", num_trials=3, proxies=["grad_norm"],
                                prescreen={"proxy": "grad_norm", "pool": 6, "keep": 2})

@@ -259,3 +259,42 @@ def test_a_resumed_checked_prescreen_reads_the_check_from_the_recorded_trials(ta
                       scorer=TableScorer(table, "zico"), note=lambda _: None)
     proposed = [config_key(resumed.suggest(str(i))) for i in range(6)]
     assert resumed.check.trusted and proposed == [config_key(c) for c in first.check.kept(first.prescreened, 6)]
+
+
+def test_proxy_auto_draws_its_check_at_random_and_chooses_the_proxy_that_agrees(table):
+    """proxy auto: 8 candidates drawn at random from the pool train first; of params, synflow,
+    grad_norm and zico, zico (equal to the accuracy here) agrees best and ranks the rest, synflow
+    (its negative) is refused and grad_norm (no column) cannot be tested."""
+    spec = make_spec("random", num_trials=20, prescreen={"proxy": "auto", "pool": 20, "keep": 6, "check": 8})
+    rows, ask_tell = replay_search(spec, table, spec.searched())
+    choice = ask_tell.check
+    assert choice.chosen == "zico" and choice.trusted
+    assert choice.checks["synflow"].rho < -0.9 and not choice.checks["synflow"].trusted
+    assert math.isnan(choice.checks["grad_norm"].p) and choice.checks["params"].rho > 0.5
+    order = [config_key({n: r[n] for n in PARAMS})
+             for r in rows[rows["suggested"] >= 0].sort_values("suggested").to_dict("records")]
+    assert set(order[:8]) == set(choice.values)
+    by_zico = [config_key(s.config) for s in rank(ask_tell.prescreened.ranked, spec.search.objective_pairs(), "zico")]
+    best = [k for k in by_zico if k not in choice.values][:6]
+    assert len(set(order[8:15]) & set(best)) >= 6
+    assert "zico agrees best: its best 6 train next" in choice.describe("auto", 6)
+    assert "synflow -1.00" in choice.describe("auto", 6) and "grad_norm untestable" in choice.describe("auto", 6)
+    # the draw is random, not spread over one ranking: another seed checks other candidates
+    other = replay_search(make_spec("random", num_trials=20, seed=1, prescreen=spec.search.prescreen.model_dump()),
+                          table, spec.searched())[1]
+    assert set(other.check.values) != set(choice.values)
+
+
+def test_proxy_auto_trains_no_proxy_s_best_when_none_agrees(grid):
+    backwards = grid.assign(params=-grid["params"], proxy_zico=-grid["proxy_zico"].fillna(0))
+    table = Table(backwards, make_spec().searched())
+    spec = make_spec("random", num_trials=20, prescreen={"proxy": "auto", "pool": 20, "keep": 6, "check": 8})
+    _, ask_tell = replay_search(spec, table, spec.searched())
+    assert ask_tell.check.chosen is None and ask_tell.check.trusted is False
+    assert {config_key(c) for c in ask_tell.prescreened.kept} == set(ask_tell.check.values)
+    assert "none agrees at p < 0.1: the sampler proposes the rest" in ask_tell.check.describe("auto", 6)
+
+
+def test_proxy_auto_needs_a_check():
+    with pytest.raises(ValueError, match="proxy auto chooses its proxy by the check, but check is 0; allowed: 3"):
+        make_spec("random", num_trials=20, prescreen={"proxy": "auto", "pool": 20, "keep": 6})

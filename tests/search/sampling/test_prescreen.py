@@ -250,15 +250,20 @@ def test_a_check_decides_on_spearman_and_says_so():
     assert few.results[config_key({"a": 0})] == 0.5
 
 
-def test_a_resumed_checked_prescreen_reads_the_check_from_the_recorded_trials(table):
-    spec = make_spec("random", num_trials=20, prescreen={"proxy": "zico", "pool": 20, "keep": 6, "check": 8})
+@pytest.mark.parametrize("proxy", ["zico", "auto"])
+def test_a_resumed_checked_prescreen_reads_the_check_from_the_recorded_trials(table, proxy):
+    """Resumed after the check's 8 trials, a search decides the check from the recorded results
+    (proxy auto: chooses the same proxy) and proposes what the first run did."""
+    spec = make_spec("random", num_trials=20, prescreen={"proxy": proxy, "pool": 20, "keep": 6, "check": 8})
     rows, first = replay_search(spec, table, spec.searched())
     done = rows[rows["suggested"].between(0, 7)]  # the interrupted run recorded the check's 8 trials
     assert {config_key({n: r[n] for n in PARAMS}) for r in done.to_dict("records")} == set(first.check.values)
     resumed = AskTell(spec, spec.searched(), spec.search.objective_pairs(), recorded=done, evaluator=table,
-                      scorer=TableScorer(table, "zico"), note=lambda _: None)
+                      scorer=TableScorer(table, proxy), note=lambda _: None)
     proposed = [config_key(resumed.suggest(str(i))) for i in range(6)]
     assert resumed.check.trusted and proposed == [config_key(c) for c in first.check.kept(first.prescreened, 6)]
+    if proxy == "auto":
+        assert resumed.check.chosen == first.check.chosen == "zico"
 
 
 def test_proxy_auto_draws_its_check_at_random_and_chooses_the_proxy_that_agrees(table):
@@ -298,15 +303,3 @@ def test_proxy_auto_trains_no_proxy_s_best_when_none_agrees(grid):
 def test_proxy_auto_needs_a_check():
     with pytest.raises(ValueError, match="proxy auto chooses its proxy by the check, but check is 0; allowed: 3"):
         make_spec("random", num_trials=20, prescreen={"proxy": "auto", "pool": 20, "keep": 6})
-
-
-def test_a_resumed_proxy_auto_reads_its_check_from_the_recorded_trials(table):
-    spec = make_spec("random", num_trials=20, prescreen={"proxy": "auto", "pool": 20, "keep": 6, "check": 8})
-    rows, first = replay_search(spec, table, spec.searched())
-    done = rows[rows["suggested"].between(0, 7)]  # the interrupted run recorded the check's 8 trials
-    assert {config_key({n: r[n] for n in PARAMS}) for r in done.to_dict("records")} == set(first.check.values)
-    resumed = AskTell(spec, spec.searched(), spec.search.objective_pairs(), recorded=done, evaluator=table,
-                      scorer=TableScorer(table, "auto"), note=lambda _: None)
-    proposed = [config_key(resumed.suggest(str(i))) for i in range(6)]
-    assert resumed.check.chosen == first.check.chosen == "zico"
-    assert proposed == [config_key(c) for c in first.check.kept(first.prescreened, 6)]

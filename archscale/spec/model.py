@@ -93,7 +93,8 @@ class PrescreenSpec(_Strict):
                        "one whose ranking agrees best with the accuracy of the check's candidates, drawn at random")
     pool: int = Field(80, ge=2, le=100_000, description="feasible candidates drawn at random and scored")
     keep: int = Field(..., ge=1, description="the best candidates trained first (at most pool and search.num_trials)")
-    check: int = Field(0, ge=0, description="candidates of the pool, spread evenly over the proxy's ranking, trained "
+    check: int = Field(0, ge=0, description="candidates of the pool, spread evenly over the proxy's ranking (auto: "
+                       "drawn at random), trained "
                        "first to test the proxy: its best are trained only if its ranking agrees with their "
                        "val_accuracy (Spearman, one-sided p < 0.1); 0: trust it")
 

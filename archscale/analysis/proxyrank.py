@@ -20,6 +20,10 @@ from archscale.analysis.proxies import BASELINES
 
 MIN_TRIALS = 5  # fewer pairs than this rank nothing worth reading
 P_AGREE = 0.1  # one-sided: the level search.prescreen.check trusts a proxy at (its CHECK_P; a test keeps them equal)
+# What the report suggests for a proxy that agrees: its best 10 of a pool of 80 first, the sampler's own random
+# start-up at 40 trials (`auto+pre:PROXY:80:10` on the benchmark's spaces, where the proxy ranks the space, costs
+# less than the default: docs, Benchmarks, Search cost). POOL is search.prescreen.pool's default (a test checks).
+POOL, START_UP = 80, 10
 
 
 def proxy_columns_of(trials: pd.DataFrame) -> dict[str, str]:
@@ -83,6 +87,10 @@ def describe(table: pd.DataFrame, prescreened: bool = False) -> str:
              f". It agrees with training at {level}, as search.prescreen.check asks." if agrees else
              f". No proxy agrees with training at {level} here: a prescreen would rank this space by chance or"
              " worse.")
+    if agrees:
+        text += (f" To use it in the next search of this space: search.prescreen: {{proxy: {best['proxy']}, keep: "
+                 f"{START_UP}}} trains the {START_UP} of {POOL} random candidates it ranks best first, in place of the "
+                 "sampler's random start-up (docs: Benchmarks, Search cost).")
     backwards = judged[(judged["spearman"] < 0) & (judged["spearman"] == judged["spearman"].min())]
     if len(backwards) and backwards["spearman"].iloc[0] < -0.3:
         text += f" {backwards['proxy'].iloc[0]} ranks it backwards ({backwards['spearman'].iloc[0]:.3f})."

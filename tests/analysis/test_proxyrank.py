@@ -3,9 +3,20 @@
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
-from archscale.analysis.proxyrank import MIN_TRIALS, P_AGREE, describe, proxy_columns_of, proxy_ranking, recorded
+from archscale.analysis.proxyrank import (
+    MIN_TRIALS,
+    P_AGREE,
+    POOL,
+    describe,
+    proxy_columns_of,
+    proxy_ranking,
+    recorded,
+)
 from archscale.search.sampling.prescreen import CHECK_P
+from archscale.spec import parse_spec
+from archscale.spec.model import PrescreenSpec
 
 
 def trials(**columns) -> pd.DataFrame:
@@ -29,6 +40,10 @@ def test_ranks_match_a_hand_computation():
     text = describe(pd.DataFrame(proxy_ranking(t)))
     assert text.startswith("Ranks this run's trained configurations best: params (Spearman 0.900")
     assert "agrees with training" in text and "zico ranks it backwards (-0.900)" in text
+    suggested = text.split("next search of this space: search.prescreen: ")[1].split(" trains")[0]
+    spec = parse_spec({"name": "x", "space": {"family": "budgeted", "params": {"c1_width": [4, 8]}},
+                       "search": {"num_trials": 40, "prescreen": yaml.safe_load(suggested)}})
+    assert (spec.search.prescreen.proxy, spec.search.prescreen.keep, spec.search.prescreen.pool) == ("params", 10, 80)
 
 
 def test_only_completed_trials_with_a_value_count_and_too_few_rank_nothing():
@@ -47,6 +62,7 @@ def test_a_proxy_that_agrees_with_nothing_is_said_so_and_a_prescreen_is_named():
                proxy_grad_norm=[3.0, 1.0, 6.0, 2.0, 5.0, 4.0])
     text = describe(proxy_ranking(t), prescreened=True)
     assert "No proxy agrees with training at one-sided p < 0.1 here" in text
+    assert "next search" not in text  # nothing to suggest
     assert "not a random sample" in text
 
 
@@ -58,3 +74,4 @@ def test_a_run_without_search_proxies_has_only_the_baselines():
 
 def test_the_report_trusts_a_proxy_at_the_level_the_prescreen_check_does():
     assert P_AGREE == CHECK_P
+    assert POOL == PrescreenSpec.model_fields["pool"].default  # the pool it suggests is the one a spec gets

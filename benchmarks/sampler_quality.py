@@ -142,7 +142,7 @@ STRATEGIES = ("random", "tpe", "gp", "auto", "random+asha", "random+asha:accurac
               "auto+pre:synflow", "auto+pre:grad_norm", "auto+pre:zico",
               "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10",
               "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10",
-              "auto+pre:auto:80:10:10", "auto+pre:auto:80:20:10")
+              "auto+pre:auto:80:10:10", "auto+pre:auto:80:20:10", "auto+pre:vote:80:10")
 # Left out (in git history with their figures): auto+pre:naswot (not reached in half the davidnet
 # seeds) and auto+pre:synflow:80:20:10 (36 on davidnet): with them, the invocations that computed
 # the replays took about 2.2 hours, past the 2 the benchmark may take (docs, benchmarks, Search cost).
@@ -164,7 +164,7 @@ HELD_OUT = ("plaincifar",)  # the spaces no default is chosen on
 # proxy auto, whose replays choose their proxy from their own first trials.
 ALSO_FRESH = ("auto+pre:params", "auto+pre:zico", "auto+pre:params:80:20:10", "auto+pre:grad_norm:80:20:10",
               "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10",
-              "auto+pre:auto:80:20:10")
+              "auto+pre:auto:80:20:10", "auto+pre:vote:80:10")
 ORACLE = "oracle (seed-mean order)"  # a yardstick beside the strategies, never chosen: Space.oracle
 POOL, KEEP = 80, 20  # +pre:PROXY: a pool of 80 candidates, the best 20 trained first
 # What a replay's outcome depends on (with the grid tables, Optuna's and Ray's versions and this file).

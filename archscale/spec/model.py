@@ -90,7 +90,8 @@ class PrescreenSpec(_Strict):
     of the proxy and the cost objectives); the sampler, told their results, proposes the rest."""
 
     proxy: str = Field(..., description=f"the proxy that ranks the pool, among {', '.join(PROXY_NAMES)}; auto: the "
-                       "one whose ranking agrees best with the accuracy of the check's candidates, drawn at random")
+                       "one whose ranking agrees best with the accuracy of the check's candidates, drawn at random; "
+                       "vote: the mean of each candidate's ranks under params, synflow and grad_norm")
     pool: int = Field(80, ge=2, le=100_000, description="feasible candidates drawn at random and scored")
     keep: int = Field(..., ge=1, description="the best candidates trained first (at most pool and search.num_trials)")
     check: int = Field(0, ge=0, description="candidates of the pool, spread evenly over the proxy's ranking (auto: "
@@ -101,8 +102,8 @@ class PrescreenSpec(_Strict):
     @field_validator("proxy")
     @classmethod
     def _proxy(cls, value: str) -> str:
-        if value not in (*PROXY_NAMES, "auto"):
-            raise ValueError(f"unknown proxy {value!r}; allowed: auto, {', '.join(PROXY_NAMES)}")
+        if value not in (*PROXY_NAMES, "auto", "vote"):
+            raise ValueError(f"unknown proxy {value!r}; allowed: auto, vote, {', '.join(PROXY_NAMES)}")
         return value
 
     @model_validator(mode="after")

@@ -25,12 +25,13 @@ import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import optuna
 import torch
+from scipy.stats import rankdata, spearmanr
 
 from archscale.analysis.pareto import pareto_levels
 from archscale.search.configs.context import native
@@ -44,13 +45,21 @@ AUTO = "auto"  # search.prescreen.proxy: auto: the check chooses the proxy (:cla
 # space of the benchmark best (docs, benchmarks, Training-free proxies); macs is the cost
 # objective itself on most spaces, naswot ranks none best and costs the most.
 AUTO_PROXIES = ("params", "synflow", "grad_norm", "zico")
+VOTE = "vote"  # search.prescreen.proxy: vote: the pool ranked by the mean of its ranks under several proxies
+# What vote ranks by: the parameter count and the two proxies that rank the benchmark's spaces best; the mean of
+# their ranks is never the worst of the three there (zico, backwards on two spaces, makes it worse on six of seven:
+# docs, benchmarks, Training-free proxies). Abdelfattah et al. (ICLR 2021) found a vote of three proxies more
+# robust than any one.
+VOTE_PROXIES = ("params", "synflow", "grad_norm")
+SEVERAL = {AUTO: AUTO_PROXIES, VOTE: VOTE_PROXIES}  # a proxy name that scores with several proxies -> which
 
 
 @dataclass(frozen=True)
 class Scored:
     """A feasible candidate: its proxy ``value`` (NaN: the proxy has none for it, ranked last),
-    the proxy's seconds and the costs measured to check its budgets; with proxy auto, ``values``
-    holds each of :data:`AUTO_PROXIES` (``value`` is NaN) and ``seconds`` their sum."""
+    the proxy's seconds and the costs measured to check its budgets; with proxy auto or vote,
+    ``values`` holds each of their proxies (:data:`SEVERAL`) and ``seconds`` their sum; ``value`` is
+    NaN (vote: its mean rank in the pool, once :func:`vote` has ranked it)."""
 
     config: dict[str, Any]
     value: float
@@ -90,13 +99,13 @@ class ProxyScorer:
             costs.update({k: float(v) for k, v in self.evaluator.counts(config).items()})
             if self.proxy in ("params", "macs"):
                 return Scored(dict(config), costs[self.proxy], 0.0, costs)
-            names = AUTO_PROXIES if self.proxy == AUTO else (self.proxy,)
+            names = SEVERAL.get(self.proxy, (self.proxy,))
             scores = self.evaluator.proxies(config, self.data, tuple(n for n in names if n not in COSTS))
         except Exception as err:  # noqa: BLE001 - a family's code may fail in any way: not a candidate
             logger.warning("prescreen: %s left out: %s", config, " ".join(str(err).split())[:200])
             return None
-        if self.proxy == AUTO:
-            values = {n: costs[n] if n in COSTS else scores.values.get(n, math.nan) for n in AUTO_PROXIES}
+        if self.proxy in SEVERAL:
+            values = {n: costs[n] if n in COSTS else scores.values.get(n, math.nan) for n in names}
             return Scored(dict(config), math.nan, float(sum(scores.seconds.values())), costs, values)
         return Scored(dict(config), scores.values.get(self.proxy, math.nan), scores.seconds.get(self.proxy, 0.0),
                       costs)
@@ -112,6 +121,17 @@ def minibatch_source(x: torch.Tensor, y: torch.Tensor, size: int, seed: int) -> 
     held_x, held_y = torch.empty_like(x[order]), torch.empty_like(y[order])
     held_x[again], held_y[again] = x[order], y[order]
     return held_x, held_y
+
+
+def vote(scored: Sequence[Scored], names: Sequence[str] = VOTE_PROXIES) -> list[Scored]:
+    """``scored`` with each ``value`` the mean of its ranks among ``scored`` under each proxy of
+    ``names`` (1: the lowest value; ties share their mean rank; a candidate without a proxy's value
+    ranks lowest under it). A candidate with no value under any of them keeps NaN (ranked last)."""
+    table = np.array([[s.values.get(n, math.nan) for n in names] for s in scored], dtype=float).reshape(-1, len(names))
+    ranks = np.column_stack([rankdata(np.where(np.isfinite(col), col, -np.inf)) for col in table.T]) if len(scored) \
+        else np.empty((0, len(names)))
+    return [replace(s, value=float(r.mean()) if np.isfinite(row).any() else math.nan)
+            for s, r, row in zip(scored, ranks, table)]
 
 
 def rank(scored: Sequence[Scored], objectives: Sequence[tuple[str, str]], proxy: str | None = None) -> list[Scored]:
@@ -149,6 +169,10 @@ class Outcome:
 
     def describe(self, proxy: str) -> str:
         missing = f", {self.no_value} without a value (ranked last)" if self.no_value else ""
+        if proxy == VOTE:
+            return (f"prescreen: vote (the mean rank under {_names(VOTE_PROXIES)}) scored {self.scored} feasible "
+                    f"candidates of {self.drawn} drawn{missing} in {self.wall_seconds:.1f}s; the best {len(self.kept)} "
+                    "train first")
         if proxy == AUTO:
             return (f"prescreen: auto: {_names(AUTO_PROXIES)} scored {self.scored} feasible candidates of "
                     f"{self.drawn} drawn{missing} in {self.wall_seconds:.1f}s")
@@ -181,6 +205,8 @@ def prescreen(distributions: dict, objectives: Sequence[tuple[str, str]], scorer
         s = scorer(config)
         if s is not None:
             scored.append(s)
+    if proxy == VOTE:
+        scored = vote(scored)
     out.scored = len(scored)
     out.no_value = sum(not math.isfinite(s.value) for s in scored) if proxy != AUTO else sum(
         not any(math.isfinite(v) for v in s.values.values()) for s in scored)
@@ -230,8 +256,6 @@ class Check:
         return self.trusted is None and len(self.results) >= len(self.values)
 
     def decide(self) -> bool:
-        from scipy.stats import spearmanr
-
         pairs = [(self.values[k], a) for k, a in self.results.items() if a is not None and math.isfinite(self.values[k])]
         if len(pairs) >= 3 and len({p for p, _ in pairs}) > 1 and len({a for _, a in pairs}) > 1:
             test = spearmanr([p for p, _ in pairs], [a for _, a in pairs], alternative="greater")

@@ -45,7 +45,7 @@ from ray.tune.schedulers import TrialScheduler
 from archscale.search.configs.context import native
 from archscale.search.dispatch.asha import METRIC, TIME_ATTR, make_scheduler
 from archscale.search.sampling.asktell import AskTell
-from archscale.search.sampling.prescreen import AUTO, AUTO_PROXIES, Scored, config_key
+from archscale.search.sampling.prescreen import SEVERAL, Scored, config_key
 from archscale.spec import Dimension, Spec
 from archscale.spec.objectives import COSTS
 
@@ -110,9 +110,10 @@ class TableScorer:
         if row["status"] == "infeasible":
             return None
         costs = {k: float(row[k]) for k in COSTS if row.get(k) is not None}
-        if self.proxy == AUTO:
-            values = {p: self._value(row, p) for p in AUTO_PROXIES}
-            return Scored(dict(config), float("nan"), sum(self._seconds(row, p) for p in AUTO_PROXIES), costs, values)
+        if self.proxy in SEVERAL:
+            names = SEVERAL[self.proxy]
+            values = {p: self._value(row, p) for p in names}
+            return Scored(dict(config), float("nan"), sum(self._seconds(row, p) for p in names), costs, values)
         return Scored(dict(config), self._value(row, self.proxy), self._seconds(row, self.proxy), costs)
 
     @staticmethod

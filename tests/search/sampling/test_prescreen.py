@@ -11,7 +11,7 @@ import pytest
 
 from archscale.search.dispatch.asha import make_scheduler
 from archscale.search.sampling.asktell import AskTell, optuna_space
-from archscale.search.sampling.prescreen import Scored, config_key, prescreen, rank
+from archscale.search.sampling.prescreen import Scored, config_key, prescreen, rank, vote
 from archscale.search.sampling.replay import Table, TableScorer, replay, replay_search
 from archscale.spec import SpecError, parse_spec
 
@@ -67,6 +67,33 @@ def test_rank_puts_cheap_fair_networks_beside_strong_costly_ones_and_missing_val
     # with accuracy the only objective the proxy alone orders them
     assert [x.config["n"] for x in rank(scored, [("val_accuracy", "max")])] == ["big", "mid", "small", "dominated",
                                                                                "none"]
+
+
+def test_vote_ranks_by_the_mean_of_ranks_worked_by_hand():
+    """Five candidates under params, synflow and grad_norm; a missing value ranks lowest (e has
+    none at all, b no grad_norm: they share ranks 1 and 2 there, 1.5 each). Mean ranks: a (2, 2,
+    3) 7/3, b (3, 5, 1.5) 19/6, c (4, 4, 5) 13/3, d (5, 3, 4) 4; e has no value and ranks last."""
+    def s(name, p, syn, g):
+        return Scored({"n": name}, math.nan, 0.0, {}, {"params": p, "synflow": syn, "grad_norm": g})
+
+    nan = math.nan
+    voted = vote([s("a", 10, 0.1, 5), s("b", 20, 0.4, nan), s("c", 30, 0.3, 7), s("d", 40, 0.2, 6),
+                  s("e", nan, nan, nan)])
+    assert [v.value for v in voted[:4]] == pytest.approx([7 / 3, 19 / 6, 13 / 3, 4])
+    assert math.isnan(voted[4].value)
+    assert [x.config["n"] for x in rank(voted, [("val_accuracy", "max")])] == ["c", "d", "b", "a", "e"]
+
+
+def test_a_vote_prescreen_keeps_the_pool_s_best_mean_rank(table):
+    spec = make_spec("random", num_trials=12, prescreen={"proxy": "vote", "pool": 16, "keep": 6})
+    _, ask_tell = replay_search(spec, table, spec.searched())
+    out = ask_tell.prescreened
+    assert out.scored == 16 and out.no_value == 0  # params has a value for every candidate
+    by_hand = vote([TableScorer(table, "vote")(s.config) for s in out.ranked])
+    best = [config_key(s.config) for s in rank(by_hand, spec.search.objective_pairs())[:6]]
+    assert [config_key(c) for c in out.kept] == best
+    assert out.describe("vote").startswith("prescreen: vote (the mean rank under params, synflow and grad_norm) "
+                                           "scored 16 feasible candidates")
 
 
 def test_the_pool_is_distinct_feasible_and_the_best_are_kept(table):

@@ -121,7 +121,7 @@ sys.path.insert(0, str(ROOT))
 from archscale.analysis.hypervolume import Bounds, bounds, front_hypervolume, hypervolume_history  # noqa: E402
 from archscale.analysis.pareto import pareto_levels  # noqa: E402
 from archscale.analysis.records import read_trials  # noqa: E402
-from archscale.spec import SearchSpec, load_spec  # noqa: E402
+from archscale.spec import SearchSpec, load_spec, parse_spec  # noqa: E402
 from archscale.trainer.config import DataError  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -287,13 +287,15 @@ def parse(strategy: str) -> dict:
 
 
 def default_strategy() -> str:
-    """The spec's defaults as a strategy name."""
-    fields = SearchSpec.model_fields
-    name = fields["sampler"].default
-    if fields["scheduler"].default == "asha":
-        name += "+asha"
-    if fields["prescreen"].default is not None:
-        name += f"+pre:{fields['prescreen'].default.proxy}"
+    """What a spec that sets no sampler, scheduler or prescreen searches with, at :data:`BUDGET`
+    trials, as a strategy name."""
+    spec = parse_spec({"name": "default", "space": {"family": "budgeted", "params": {"c1_width": [4, 8]}},
+                       "search": {"num_trials": BUDGET}})
+    name = spec.search.sampler + ("+asha" if spec.search.scheduler == "asha" else "")
+    pre = spec.search.prescreen
+    if pre is not None:
+        name += f"+pre:{pre.proxy}" + ("" if (pre.pool, pre.keep, pre.check) == (POOL, KEEP, 0) else
+                                       f":{pre.pool}:{pre.keep}" + (f":{pre.check}" if pre.check else ""))
     return name
 
 

@@ -5,6 +5,7 @@ its values build a TrainConfig as they are."""
 import dataclasses
 
 import pytest
+import yaml
 
 from archscale.cli import main
 from archscale.spec import SEARCHABLE_TRAIN, Spec, SpecError, TrainSpec, parse_spec
@@ -96,3 +97,26 @@ def test_check_prints_the_training_dimensions_as_before(capsys, write_spec, tiny
                      "  train.lr: choice of 0.05, 0.1",
                      "  train.optimizer: choice of 'sgd', 'adamw'",
                      "  train.warmup: float range [0.1, 0.3]"]
+
+
+@pytest.mark.parametrize("search, expected", [
+    ({"num_trials": 40}, {"proxy": "vote", "pool": 80, "keep": 10, "check": 0}),  # the default search, by evidence
+    ({"num_trials": 30}, {"proxy": "vote", "pool": 80, "keep": 10, "check": 0}),
+    ({"num_trials": 29}, None),  # its 10 would be more than the sampler's own start-up
+    ({"num_trials": 40, "sampler": "tpe"}, None),  # a sampler the user chose is searched as asked
+    ({"num_trials": 64, "sampler": "grid"}, None),
+    ({"num_trials": 40, "prescreen": None}, None),  # null: no prescreen
+    ({"num_trials": 40, "prescreen": {"proxy": "zico", "keep": 5}}, {"proxy": "zico", "pool": 80, "keep": 5,
+                                                                     "check": 0}),
+])
+def test_the_default_prescreen_applies_only_where_the_benchmark_chose_it(search, expected):
+    raw = {"name": "x", "space": {"family": "budgeted", "params": {"c1_width": [4, 8, 12]}}, "search": search}
+    spec = parse_spec(raw)
+    pre = spec.search.prescreen
+    assert (pre.model_dump() if pre else None) == expected
+    again = parse_spec(yaml.safe_load(spec.to_yaml()))  # the resolved spec.yaml a resume reads
+    assert again.search.prescreen == spec.search.prescreen
+
+
+def test_nothing_searched_gets_no_default_prescreen():
+    assert parse_spec({"name": "x", "search": {"num_trials": 40}}).search.prescreen is None

@@ -120,3 +120,10 @@ def test_the_default_prescreen_applies_only_where_the_benchmark_chose_it(search,
 
 def test_nothing_searched_gets_no_default_prescreen():
     assert parse_spec({"name": "x", "search": {"num_trials": 40}}).search.prescreen is None
+
+
+def test_check_says_what_the_default_prescreen_does(capsys, write_spec, tiny_spec):
+    tiny_spec["search"] = {**tiny_spec.get("search", {}), "sampler": "auto", "num_trials": 40}
+    assert main(["check", str(write_spec(tiny_spec)), "--samples", "2"]) == 0
+    assert ("prescreen: vote ranks 80 random candidates; its best 10 train first (search.prescreen: null turns it "
+            "off)") in capsys.readouterr().out.splitlines()

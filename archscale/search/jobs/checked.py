@@ -89,6 +89,11 @@ def _check_text(spec: Spec, report) -> str:
     lines = [f"spec {spec.name!r}: valid",
              f"family {spec.space.family}; dataset {spec.data.dataset}; sampler {spec.search.sampler}; "
              f"{spec.search.num_trials} trials; objectives {', '.join(spec.search.objectives)}"]
+    pre = spec.search.prescreen
+    if pre is not None:
+        lines.append(f"prescreen: {pre.proxy} ranks {pre.pool} random candidates"
+                     + (f", {pre.check} train first to check it" if pre.check else "")
+                     + f"; its best {pre.keep} train first (search.prescreen: null turns it off)")
     for d in spec.space.dimensions() + spec.train.dimensions():
         if d.kind == "fixed":
             desc = f"fixed {d.values[0]!r}"

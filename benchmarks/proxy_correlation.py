@@ -51,6 +51,7 @@ sys.path.insert(0, str(ROOT))
 from archscale.analysis import proxies  # noqa: E402
 from archscale.analysis.records import read_trials  # noqa: E402
 from archscale.search.configs.runstore import family_code_hash  # noqa: E402
+from archscale.search.sampling.prescreen import VOTE_PROXIES  # noqa: E402
 from archscale.space import Arch, build  # noqa: E402
 from archscale.spec import load_spec  # noqa: E402
 from archscale.trainer.data import load_dataset, split  # noqa: E402
@@ -200,9 +201,9 @@ def picks_table(frames: dict[str, list[pd.DataFrame]], n: int) -> None:
 
 # Several proxies at once: each configuration ranked by the mean of its ranks under each proxy. Abdelfattah et
 # al. ("Zero-Cost Proxies for Lightweight NAS", ICLR 2021) found a majority vote of three proxies more robust
-# than any one; a mean of ranks is the same idea for a ranking. Read here, not yet an option of search.prescreen.
-MEAN_RANKS = {"params+synflow+grad_norm": ("params", "synflow", "grad_norm"),
-              "params+synflow+grad_norm+zico": ("params", "synflow", "grad_norm", "zico")}
+# than any one; a mean of ranks is the same idea for a ranking. The first is search.prescreen's proxy: vote
+# (archscale.search.sampling.prescreen.vote, which ranks a missing value lowest, as here); the second adds zico.
+MEAN_RANKS = {"+".join(VOTE_PROXIES): VOTE_PROXIES, "+".join((*VOTE_PROXIES, "zico")): (*VOTE_PROXIES, "zico")}
 
 
 def mean_rank_table(frames: dict[str, list[pd.DataFrame]]) -> None:

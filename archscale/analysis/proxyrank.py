@@ -17,13 +17,14 @@ import pandas as pd
 from scipy import stats
 
 from archscale.analysis.proxies import BASELINES
+from archscale.spec.model import DEFAULT_PRESCREEN
 
 MIN_TRIALS = 5  # fewer pairs than this rank nothing worth reading
 P_AGREE = 0.1  # one-sided: the level search.prescreen.check trusts a proxy at (its CHECK_P; a test keeps them equal)
-# What the report suggests for a proxy that agrees: its best 10 of a pool of 80 first, the sampler's own random
-# start-up at 40 trials (`auto+pre:PROXY:80:10` on the benchmark's spaces, where the proxy ranks the space, costs
-# less than the default: docs, Benchmarks, Search cost). POOL is search.prescreen.pool's default (a test checks).
-POOL, START_UP = 80, 10
+# What the report suggests for a proxy that agrees: the default prescreen's pool and keep with that proxy, its
+# best 10 of 80 in place of the sampler's random start-up (`auto+pre:PROXY:80:10` on the benchmark's spaces, where
+# the proxy ranks the space, costs less than no prescreen: docs, Benchmarks, Search cost).
+POOL, START_UP = DEFAULT_PRESCREEN["pool"], DEFAULT_PRESCREEN["keep"]
 
 
 def proxy_columns_of(trials: pd.DataFrame) -> dict[str, str]:

@@ -8,7 +8,6 @@ import yaml
 from archscale.analysis.proxyrank import (
     MIN_TRIALS,
     P_AGREE,
-    POOL,
     describe,
     proxy_columns_of,
     proxy_ranking,
@@ -16,7 +15,6 @@ from archscale.analysis.proxyrank import (
 )
 from archscale.search.sampling.prescreen import CHECK_P
 from archscale.spec import parse_spec
-from archscale.spec.model import PrescreenSpec
 
 
 def trials(**columns) -> pd.DataFrame:
@@ -74,4 +72,3 @@ def test_a_run_without_search_proxies_has_only_the_baselines():
 
 def test_the_report_trusts_a_proxy_at_the_level_the_prescreen_check_does():
     assert P_AGREE == CHECK_P
-    assert POOL == PrescreenSpec.model_fields["pool"].default  # the pool it suggests is the one a spec gets

@@ -80,6 +80,12 @@ def resolve_spec(spec: SpecLike, overrides: Mapping[str, Any] | None = None) -> 
         if not overrides:
             return spec
         raw = spec.to_dict()
+        for key in spec._defaulted:  # left to its default, which the overrides may change
+            *parents, leaf = key.split(".")
+            section = raw
+            for part in parents:
+                section = section[part]
+            section.pop(leaf, None)
     elif isinstance(spec, (str, os.PathLike)):
         raw = anchor_spec_file(read_yaml(spec), spec)  # relative paths: against the spec file's folder
     elif isinstance(spec, Mapping):
@@ -121,10 +127,14 @@ def run_with_output(spec: SpecLike, out: str | os.PathLike | None, resume: bool,
     if quiet and verbose:
         raise SpecError("quiet and verbose: give one of them, not both")
     resolved = resolve_spec(spec, overrides)
-    from archscale.search.jobs.rundir import default_run_dir, prepare_run_dir, undo_unstarted
+    from archscale.search.jobs.rundir import as_run_began, default_run_dir, prepare_run_dir, undo_unstarted
 
     require_paths(resolved, {"--out": (out if out is not None else default_run_dir(resolved), "folder")})
     _before_ray(resolved)
+    if resume:
+        resolved, kept = as_run_began(resolved, out)
+        if kept and not quiet:
+            print(kept, file=stream)
     run_dir = prepare_run_dir(resolved, out, resume)
     existed = run_dir.exists()
     try:

@@ -166,6 +166,56 @@ def test_resume_of_a_finished_run_says_so(tiny_run, capsys, monkeypatch):
     assert begun == []
 
 
+@pytest.mark.parametrize("written", ["null", "absent"])  # as archscale wrote it before the default; before the field
+def test_a_run_begun_before_the_default_prescreen_resumes_as_it_began(tiny_run, tmp_path, capsys, monkeypatch,
+                                                                     written):
+    """A 30-trial auto search begun without a prescreen, resumed with the same spec file after
+    the default became ``vote``: it goes on without one, and says so; a spec that sets a
+    prescreen itself is still refused."""
+    import shutil
+
+    from archscale.search.dispatch import launch
+
+    monkeypatch.setattr(launch, "init_ray", lambda *args: pytest.fail("a complete run needs no Ray"))
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run.path, run_dir)
+    user = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    user["search"].update(num_trials=30, sampler="auto")
+    user["search"].pop("prescreen")  # the user's file leaves it to the default
+    assert parse_spec(user).search.prescreen.proxy == "vote"
+    began = copy.deepcopy(user)
+    if written == "null":
+        began["search"]["prescreen"] = None
+    (run_dir / "spec.yaml").write_text(yaml.safe_dump(began))
+    trials = pd.read_csv(run_dir / "trials.csv")
+    rows = pd.concat([trials] * 10, ignore_index=True)
+    rows["trial_id"] = [f"t{i:02d}" for i in range(len(rows))]
+    rows.to_csv(run_dir / "trials.csv", index=False)
+    spec_file = tmp_path / "user.yaml"
+    spec_file.write_text(yaml.safe_dump(user))
+
+    again = archscale.run(spec_file, run_dir, resume=True)
+    out = capsys.readouterr().out
+    assert ("resuming as the run began with search.prescreen: null (the spec leaves it to the default, which has "
+            "changed since); set it in the spec to change it") in out
+    assert "the run is complete (30 of 30 trials); nothing to resume" in out
+    assert again.spec.search.prescreen is None and archscale.load_run(run_dir).spec.search.prescreen is None
+
+    user["search"]["prescreen"] = {"proxy": "vote", "pool": 80, "keep": 10}  # set in the spec: not the run's
+    spec_file.write_text(yaml.safe_dump(user))
+    with pytest.raises(SpecError, match=r"differs from the run's spec.yaml at search.prescreen \(None in the run"):
+        archscale.run(spec_file, run_dir, resume=True)
+
+
+def test_overrides_of_a_spec_object_leave_its_default_prescreen_to_the_default():
+    from archscale.api import resolve_spec
+
+    spec = parse_spec({**copy.deepcopy(TINY_SPEC), "search": {"num_trials": 40, "sampler": "auto"}})
+    assert spec.search.prescreen.proxy == "vote"  # the default at 40 trials
+    assert resolve_spec(spec, {"search.num_trials": 20}).search.prescreen is None  # none at 20
+    assert resolve_spec(spec, {"search.num_trials": 50}).search.prescreen == spec.search.prescreen
+
+
 @pytest.mark.parametrize("spec, overrides, fragments", [
     (42, {}, ["spec: a int is not allowed", "path to a YAML file, a dict"]),
     ("missing.yaml", {}, ["'missing.yaml' does not exist"]),

@@ -272,6 +272,11 @@ def warn_line(message: str) -> None:
 
 
 def read_spec(run_dir: str | Path) -> dict:
-    """The run's resolved ``spec.yaml`` as a plain dict (validated by ``search.spec`` when run)."""
-    return read_yaml_mapping(Path(run_dir) / "spec.yaml", "the run's spec.yaml (a spec written by archscale)")
+    """The run's resolved ``spec.yaml`` as a plain dict (validated by ``search.spec`` when run).
+    A run's file holds every field, so one without ``search.prescreen`` was written before it
+    existed, when it was off: it reads as ``null``, not as today's default."""
+    raw = read_yaml_mapping(Path(run_dir) / "spec.yaml", "the run's spec.yaml (a spec written by archscale)")
+    if isinstance(raw.get("search"), dict) and "prescreen" not in raw["search"]:
+        raw["search"]["prescreen"] = None
+    return raw
 

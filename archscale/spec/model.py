@@ -8,7 +8,7 @@ import re
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from archscale.spec.objectives import METRICS, PROXY_NAMES
 from archscale.spec.sections import OBJECTIVES, DataSpec, Dimension, SpaceSpec, TrainSpec, _Strict
@@ -234,6 +234,9 @@ class Spec(_Strict):
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     search: SearchSpec = Field(default_factory=SearchSpec)
+    # Dotted keys this spec left unset that a default chosen from the rest of it filled in
+    # (search.prescreen): a resumed run takes them from its own spec.yaml instead (rundir.as_run_began).
+    _defaulted: tuple[str, ...] = PrivateAttr(default=())
 
     @model_validator(mode="after")
     def _grid(self) -> "Spec":
@@ -269,6 +272,7 @@ class Spec(_Strict):
     def _prescreen(self) -> "Spec":
         if "prescreen" not in self.search.model_fields_set and self._default_prescreen():
             self.search.prescreen = PrescreenSpec(**DEFAULT_PRESCREEN)
+            self._defaulted = ("search.prescreen",)
         pre = self.search.prescreen
         if pre is None:
             return self

@@ -54,6 +54,32 @@ def default_run_dir(spec: Spec) -> Path:
     return Path("runs") / spec.name
 
 
+def as_run_began(spec: Spec, out: str | Path | None) -> tuple[Spec, str]:
+    """The spec a resumed run goes on with, and a line saying what it kept (empty if nothing):
+    a setting that ``spec`` leaves to a default chosen from the rest of it (``search.prescreen``)
+    is taken from the run's ``spec.yaml`` where the two differ, so that the same spec file resumes
+    a run that began before the default changed, as it began. What the spec sets is left alone."""
+    run_dir = Path(out) if out else default_run_dir(spec)
+    spec_file = run_dir / "spec.yaml"
+    if not spec._defaulted or not spec_file.is_file():
+        return spec, ""
+    old, new = resolved(read_spec(run_dir), spec_file), spec.to_dict()
+    kept = []
+    for key in spec._defaulted:
+        *parents, leaf = key.split(".")
+        was, now = old, new
+        for part in parents:
+            was, now = was[part], now[part]
+        value = was[leaf]
+        if value != now[leaf]:
+            now[leaf] = value
+            kept.append(f"{key}: {json.dumps(value)}")
+    if not kept:
+        return spec, ""
+    return parse_spec(new), (f"resuming as the run began with {', '.join(kept)} (the spec leaves it to the default, "
+                             "which has changed since); set it in the spec to change it")
+
+
 def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
     """The run directory of ``spec``, checked against ``--resume`` before anything is written."""
     run_dir = Path(out) if out else default_run_dir(spec)
@@ -75,7 +101,7 @@ def prepare_run_dir(spec: Spec, out: str | Path | None, resume: bool) -> Path:
 
 def resolved(raw: Any, source: Path) -> dict:
     """A run's spec.yaml validated by today's spec model: fields added since the run was
-    written take their defaults, as they would in a fresh spec."""
+    written take their defaults, as they would in a fresh spec (but see :func:`read_spec`)."""
     if not isinstance(raw, dict):
         raise SpecError(f"{source}: not a spec (a mapping of keys)")
     try:

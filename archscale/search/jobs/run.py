@@ -24,10 +24,10 @@ from archscale.search.configs.evaluate import Evaluator, Verdict
 from archscale.search.jobs.finish import finalize
 from archscale.search.jobs.profile import PROFILE, phase
 from archscale.analysis.status import running
-from archscale.search.dispatch.recorder import Progress, Verbosity
+from archscale.search.dispatch.recorder import Progress, Verbosity, duration
 from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
-from archscale.search.sampling.prescreen import ProxyScorer, minibatch_source
+from archscale.search.sampling.prescreen import ProxyScorer, Scored, Scorer, minibatch_source
 from archscale.search.sampling.searcher import make_searcher
 from archscale.search.track.writer import Watchers
 from archscale.spec import Dimension, Spec
@@ -132,18 +132,48 @@ def _sampling(job: Job, recorded: pd.DataFrame, progress: Progress, total: int):
                              reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.watchers, extra)
                              if skip else None,
                              serve=serve, trials=max(0, total - counted(recorded)) if serve else None,
-                             scorer=_scorer(job), note=progress.note)
+                             scorer=_scorer(job, progress.note), note=progress.note)
     return searcher, scheduler, rerun
 
 
-def _scorer(job: Job) -> ProxyScorer | None:
+def _scorer(job: Job, note) -> ScoringProgress | None:
     """search.prescreen's scorer: the driver's evaluator and the trial's minibatch of the
-    training split (None without a prescreen)."""
+    training split, saying how far it is (None without a prescreen)."""
     pre = job.spec.search.prescreen
     if pre is None:
         return None
     data = minibatch_source(job.splits.x_train, job.splits.y_train, job.spec.search.proxy_batch, job.spec.seed)
-    return ProxyScorer(job.evaluator, pre.proxy, data)
+    return ScoringProgress(ProxyScorer(job.evaluator, pre.proxy, data), pre.pool, note)
+
+
+PRESCREEN_PROGRESS_S = 10.0  # seconds between a prescreen's progress lines
+
+
+class ScoringProgress:
+    """A prescreen's scorer that says, every :data:`PRESCREEN_PROGRESS_S` seconds while it
+    scores its pool, how many candidates it has scored and how long the rest will take: the
+    driver builds and scores them one at a time, which takes minutes where the networks or
+    images are large, before the first trial starts."""
+
+    def __init__(self, scorer: Scorer, pool: int, note):
+        self.scorer, self.pool, self.note = scorer, pool, note
+        self.drawn = self.scored = 0
+        self.start = self.last = None
+
+    def __call__(self, config: dict) -> Scored | None:
+        now = time.perf_counter()
+        if self.start is None:
+            self.start = self.last = now
+        result = self.scorer(config)
+        self.drawn += 1
+        self.scored += result is not None
+        now = time.perf_counter()
+        if now - self.last >= PRESCREEN_PROGRESS_S and 0 < self.scored < self.pool:
+            self.last = now
+            elapsed = now - self.start
+            self.note(f"prescreen: {self.scored} of {self.pool} candidates scored ({self.drawn} drawn), "
+                      f"{duration(elapsed)} elapsed, ~{duration(elapsed / self.scored * (self.pool - self.scored))} left")
+        return result
 
 
 def _rejecter(run_dir: Path, choices: list[str], progress: Progress, store: RunStore | None = None,

@@ -330,3 +330,29 @@ def test_proxy_auto_trains_no_proxy_s_best_when_none_agrees(grid):
 def test_proxy_auto_needs_a_check():
     with pytest.raises(ValueError, match="proxy auto chooses its proxy by the check, but check is 0; allowed: 3"):
         make_spec("random", num_trials=20, prescreen={"proxy": "auto", "pool": 20, "keep": 6})
+
+
+def test_a_slow_prescreen_says_how_far_it_is(table, monkeypatch):
+    """The driver scores the pool one network at a time (minutes for large networks or
+    images): a line every 10 s of scoring, with the candidates scored and the time left."""
+    from archscale.search.jobs import run as run_module
+
+    clock = itertools.count(0.0, 3.0)  # each look at the clock: 3 s later
+    monkeypatch.setattr(run_module.time, "perf_counter", lambda: next(clock))
+    spec = make_spec()
+    lines = []
+    scorer = run_module.ScoringProgress(TableScorer(table, "zico"), 10, lines.append)
+    out = prescreen(optuna_space(spec.searched()), [("val_accuracy", "max")], scorer, proxy="zico", pool=10, keep=4,
+                    seed=3)
+    assert out.scored == 10 and scorer.scored == 10 and scorer.drawn == out.drawn
+    assert lines and all(line.startswith("prescreen: ") and " of 10 candidates scored (" in line and
+                         " elapsed, ~" in line and line.endswith(" left") for line in lines)
+    scored = [int(line.split()[1]) for line in lines]
+    assert scored == sorted(set(scored)) and scored[-1] < 10  # rising; none once the pool is full
+    # the clock starts at the first candidate (3 s) and reads 18 s after the third: 15 s for 3, 35 s for 7 more
+    assert lines[0] == "prescreen: 3 of 10 candidates scored (3 drawn), 15s elapsed, ~35s left"
+    quiet = run_module.ScoringProgress(TableScorer(table, "zico"), 10, lines.append)
+    monkeypatch.setattr(run_module.time, "perf_counter", lambda: 0.0)  # a fast pool: not a word
+    del lines[:]
+    prescreen(optuna_space(spec.searched()), [("val_accuracy", "max")], quiet, proxy="zico", pool=10, keep=4, seed=3)
+    assert lines == []

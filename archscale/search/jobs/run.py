@@ -132,35 +132,46 @@ def _sampling(job: Job, recorded: pd.DataFrame, progress: Progress, total: int):
                              reject=_rejecter(run_dir, choices, progress, launcher.store, launcher.watchers, extra)
                              if skip else None,
                              serve=serve, trials=max(0, total - counted(recorded)) if serve else None,
-                             scorer=_scorer(job, progress.note), note=progress.note)
+                             scorer=_scorer(job, progress.note, launcher.stopper), note=progress.note)
     return searcher, scheduler, rerun
 
 
-def _scorer(job: Job, note) -> ScoringProgress | None:
+def _scorer(job: Job, note, stopper) -> ScoringProgress | None:
     """search.prescreen's scorer: the driver's evaluator and the trial's minibatch of the
-    training split, saying how far it is (None without a prescreen)."""
+    training split, saying how far it is and ending at a Ctrl-C or the time budget (None
+    without a prescreen)."""
     pre = job.spec.search.prescreen
     if pre is None:
         return None
     data = minibatch_source(job.splits.x_train, job.splits.y_train, job.spec.search.proxy_batch, job.spec.seed)
-    return ScoringProgress(ProxyScorer(job.evaluator, pre.proxy, data), pre.pool, note)
+    return ScoringProgress(ProxyScorer(job.evaluator, pre.proxy, data), pre.pool, note, stopper)
 
 
 PRESCREEN_PROGRESS_S = 10.0  # seconds between a prescreen's progress lines
+PRESCREEN_HINT_S = 300.0  # a prescreen with more left than this says how to skip or shorten it, once
 
 
 class ScoringProgress:
     """A prescreen's scorer that says, every :data:`PRESCREEN_PROGRESS_S` seconds while it
     scores its pool, how many candidates it has scored and how long the rest will take: the
     driver builds and scores them one at a time, which takes minutes where the networks or
-    images are large, before the first trial starts."""
+    images are large, before the first trial starts. Once ``stopper`` (the search's
+    :class:`~archscale.search.dispatch.recorder.SearchStopper`) says stop (Ctrl-C, the time
+    budget), it scores nothing more, so that the prescreen ends with what it has."""
 
-    def __init__(self, scorer: Scorer, pool: int, note):
-        self.scorer, self.pool, self.note = scorer, pool, note
+    def __init__(self, scorer: Scorer, pool: int, note, stopper=None):
+        self.scorer, self.pool, self.note, self.stopper = scorer, pool, note, stopper
         self.drawn = self.scored = 0
         self.start = self.last = None
+        self.hinted = self.stopped = False
 
     def __call__(self, config: dict) -> Scored | None:
+        if self.stopped or (self.stopper is not None and self.stopper.stop_all()):
+            if not self.stopped:
+                self.stopped = True
+                self.note(f"prescreen: stopped ({self.stopper.reason}) after {self.scored} of {self.pool} "
+                          "candidates; a resumed run scores its pool again")
+            return None
         now = time.perf_counter()
         if self.start is None:
             self.start = self.last = now
@@ -171,8 +182,14 @@ class ScoringProgress:
         if now - self.last >= PRESCREEN_PROGRESS_S and 0 < self.scored < self.pool:
             self.last = now
             elapsed = now - self.start
+            left = elapsed / self.scored * (self.pool - self.scored)
+            hint = ""
+            if left > PRESCREEN_HINT_S and not self.hinted:
+                self.hinted = True
+                hint = ("; search.prescreen: null skips it, a smaller search.prescreen.pool or search.proxy_batch "
+                        "shortens it")
             self.note(f"prescreen: {self.scored} of {self.pool} candidates scored ({self.drawn} drawn), "
-                      f"{duration(elapsed)} elapsed, ~{duration(elapsed / self.scored * (self.pool - self.scored))} left")
+                      f"{duration(elapsed)} elapsed, ~{duration(left)} left{hint}")
         return result
 
 

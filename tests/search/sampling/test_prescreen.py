@@ -351,8 +351,39 @@ def test_a_slow_prescreen_says_how_far_it_is(table, monkeypatch):
     assert scored == sorted(set(scored)) and scored[-1] < 10  # rising; none once the pool is full
     # the clock starts at the first candidate (3 s) and reads 18 s after the third: 15 s for 3, 35 s for 7 more
     assert lines[0] == "prescreen: 3 of 10 candidates scored (3 drawn), 15s elapsed, ~35s left"
+    slow = run_module.ScoringProgress(TableScorer(table, "zico"), 400, lines.append)  # minutes left: how to skip it
+    del lines[:]
+    for config in itertools.islice(itertools.cycle(r for r in table.rows.values() if r["status"] == "completed"), 8):
+        slow({n: config[n] for n in PARAMS})
+    assert lines[0].endswith("left; search.prescreen: null skips it, a smaller search.prescreen.pool or "
+                             "search.proxy_batch shortens it")
+    assert lines[1:] and not any("null" in line for line in lines[1:])  # said once
     quiet = run_module.ScoringProgress(TableScorer(table, "zico"), 10, lines.append)
     monkeypatch.setattr(run_module.time, "perf_counter", lambda: 0.0)  # a fast pool: not a word
     del lines[:]
     prescreen(optuna_space(spec.searched()), [("val_accuracy", "max")], quiet, proxy="zico", pool=10, keep=4, seed=3)
     assert lines == []
+
+
+def test_a_prescreen_stops_scoring_at_ctrl_c(table):
+    """The first Ctrl-C (or the time budget) ends the prescreen with what it has scored,
+    instead of minutes more of scoring before the search can stop."""
+    from archscale.search.dispatch.recorder import SearchStopper
+    from archscale.search.jobs.run import ScoringProgress
+
+    stopper, lines, calls = SearchStopper(), [], []
+
+    def scorer(config):
+        calls.append(config)
+        if len(calls) == 4:
+            stopper.interrupt()  # Ctrl-C while the fourth candidate is scored
+        return TableScorer(table, "zico")(config)
+
+    progress = ScoringProgress(scorer, 10, lines.append, stopper)
+    out = prescreen(optuna_space(make_spec().searched()), [("val_accuracy", "max")], progress, proxy="zico", pool=10,
+                    keep=4, seed=3)
+    assert len(calls) == 4 and out.scored == progress.scored <= 4
+    assert lines == [f"prescreen: stopped (interrupted) after {progress.scored} of 10 candidates; a resumed run "
+                     "scores its pool again"]
+    budget = ScoringProgress(scorer, 10, lines.append, SearchStopper(time_budget_s=0))  # the time budget, spent
+    assert budget(out.kept[0]) is None and "stopped (time budget of 0 s reached)" in lines[-1]

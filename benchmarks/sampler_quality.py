@@ -160,10 +160,10 @@ HELD_OUT = ("plaincifar",)  # the spaces no default is chosen on
 # ALSO_FRESH already has fresh figures on every space: the rule is fixed, the choice is the
 # mechanical one (choose), and what it finds is reported whichever it is.
 # Reported on the fresh seeds beside random, the default and the chosen strategies, chosen or not:
-# prescreening whose proxy's best 10 replace the sampler's random start-up (10 of 40 trials), one
+# auto, the default before and the rule's yardstick; prescreening whose proxy's best 10 replace the sampler's random start-up (10 of 40 trials), one
 # proxy per row, for the space the choice cannot see; a checked prescreen; and proxy auto, whose
 # replays choose their proxy from their own first trials.
-ALSO_FRESH = ("auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10",
+ALSO_FRESH = ("auto", "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10",
               "auto+pre:vote:80:10", "auto+pre:grad_norm:80:20:10", "auto+pre:auto:80:20:10")
 ORACLE = "oracle (seed-mean order)"  # a yardstick beside the strategies, never chosen: Space.oracle
 POOL, KEEP = 80, 20  # +pre:PROXY: a pool of 80 candidates, the best 20 trained first

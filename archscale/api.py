@@ -73,6 +73,7 @@ def resolve_spec(spec: SpecLike, overrides: Mapping[str, Any] | None = None) -> 
     with ``overrides`` (``{"search.num_trials": 4}``) applied."""
     from archscale.spec import Spec, parse_spec, read_yaml
     from archscale.spec.load import DEFAULT_PATHS
+    from archscale.spec.model import section_of
     from archscale.spec.paths import anchor_defaults, anchor_paths, anchor_spec_file, overridden_paths
 
     overrides = overrides or {}
@@ -81,10 +82,7 @@ def resolve_spec(spec: SpecLike, overrides: Mapping[str, Any] | None = None) -> 
             return spec
         raw = spec.to_dict()
         for key in spec._defaulted:  # left to its default, which the overrides may change
-            *parents, leaf = key.split(".")
-            section = raw
-            for part in parents:
-                section = section[part]
+            section, leaf = section_of(raw, key)
             section.pop(leaf, None)
     elif isinstance(spec, (str, os.PathLike)):
         raw = anchor_spec_file(read_yaml(spec), spec)  # relative paths: against the spec file's folder

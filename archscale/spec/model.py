@@ -227,6 +227,14 @@ class SearchSpec(_Strict):
         return [tuple(o.split(":")) for o in self.objectives]  # type: ignore[misc]
 
 
+def section_of(raw: dict, key: str) -> tuple[dict, str]:
+    """(the mapping of the spec dict ``raw`` that holds the dotted ``key``'s last part, that part)."""
+    *parents, leaf = key.split(".")
+    for part in parents:
+        raw = raw[part]
+    return raw, leaf
+
+
 class Spec(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="names the run directory")
     seed: int = Field(0, description="seeds the sampler, the validation split and every trial's training")

@@ -14,6 +14,7 @@ from archscale.files import read_bytes
 from archscale.analysis.records import (REJECTED_SUFFIX, STARTED_FILE, TRIALS_FILE, drop_partial_row, read_spec,
                                         read_trials, repair_trials, warn_line)
 from archscale.spec import Spec, SpecError, parse_spec
+from archscale.spec.model import section_of
 
 if TYPE_CHECKING:
     import pandas as pd  # imported by the functions that make a DataFrame: checking a run directory needs none
@@ -66,14 +67,10 @@ def as_run_began(spec: Spec, out: str | Path | None) -> tuple[Spec, str]:
     old, new = resolved(read_spec(run_dir), spec_file), spec.to_dict()
     kept = []
     for key in spec._defaulted:
-        *parents, leaf = key.split(".")
-        was, now = old, new
-        for part in parents:
-            was, now = was[part], now[part]
-        value = was[leaf]
-        if value != now[leaf]:
-            now[leaf] = value
-            kept.append(f"{key}: {json.dumps(value)}")
+        (was, leaf), (now, _) = section_of(old, key), section_of(new, key)
+        if was[leaf] != now[leaf]:
+            now[leaf] = was[leaf]
+            kept.append(f"{key}: {json.dumps(was[leaf])}")
     if not kept:
         return spec, ""
     return parse_spec(new), (f"resuming as the run began with {', '.join(kept)} (the spec leaves it to the default, "

@@ -112,7 +112,8 @@ def run(spec: SpecLike, out: str | os.PathLike | None = None, resume: bool = Fal
     ``verbose``: a line per trial start, epoch and retry too.
 
     Raises SpecError for invalid input (nothing is written), KeyboardInterrupt after a
-    Ctrl-C (what finished is kept: ``resume=True`` runs the rest).
+    Ctrl-C or a SIGTERM (its ``signum`` says which; what finished is kept: ``resume=True`` runs
+    the rest).
     """
     return run_with_output(spec, out, resume, quiet=quiet, verbose=verbose,
                            stream=io.StringIO() if quiet else None, overrides=overrides)

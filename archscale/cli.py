@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
@@ -258,9 +259,10 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except BrokenPipeError:  # output piped into `head` and the like
         return EXIT_OK
-    except KeyboardInterrupt:
-        print("archscale: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM while a search runs (search.dispatch.launch.stop_signals)
+        signum = getattr(err, "signum", signal.SIGINT)
+        print(f"archscale: interrupted{' by SIGTERM' if signum == signal.SIGTERM else ''}", file=sys.stderr)
+        return 128 + signum
     except Exception as err:
         if isinstance(err, (SpecError, SpaceError, DataError, FileError)):
             print(f"archscale: error: {err}", file=sys.stderr)

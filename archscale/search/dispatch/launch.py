@@ -26,11 +26,13 @@ from ray.autoscaler.sdk import request_resources
 from ray.util.queue import Queue
 
 from archscale.analysis.records import proxy_columns
+from archscale.analysis.status import mark_ended, read_process
 from archscale.search.configs.context import TrialContext
 from archscale.search.configs.evaluate import Evaluator
 from archscale.search.jobs.profile import PROFILE, phase
 from archscale.search.dispatch.session import init_ray, runtime_env
-from archscale.search.dispatch.recorder import Progress, Relay, RunFiles, SearchStopper, TrialRecorder, drain
+from archscale.search.dispatch.recorder import (Interrupted, Progress, Relay, RunFiles, SearchStopper, TrialRecorder,
+                                                drain)
 from archscale.search.dispatch.resources import TrialResources, trial_resources
 from archscale.search.dispatch.shared import share_splits
 from archscale.spec import Spec, SpecError
@@ -141,26 +143,55 @@ def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:
     return [(name, amount, largest[name]) for name, amount in asked.items() if amount > largest[name]]
 
 
+STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # how the search is stopped from outside
+STOP_GRACE_S = 15.0  # after SIGTERM, how long the clean stop may take before the process exits as it is
+
+
 @contextmanager
-def ctrl_c(stopper, out: TextIO):
-    """First Ctrl-C: stop the search cleanly (finished trials kept, the rest rerun by
-    ``--resume``). A second one: stop at once."""
+def stop_signals(stopper, out: TextIO, run_dir: Path | None = None):
+    """The first Ctrl-C or SIGTERM (``kill``, a batch scheduler at its time limit, a container
+    being stopped) stops the search cleanly: finished trials are kept, the rest rerun by
+    ``--resume``. A second one stops at once. In place of Ray's own SIGTERM handler, which
+    ends the driver with a stack dump and nothing written.
+
+    A SIGTERM sent to the whole process group (Slurm, systemd) ends Ray's local processes
+    too, and Tune's clean stop then waits on them; so after SIGTERM the process exits
+    :data:`STOP_GRACE_S` seconds later whatever it is doing, ``run_dir``'s ``process.json``
+    marked interrupted (the finished trials are in ``trials.csv`` already)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):
         if stopper.reason == "interrupted":
-            raise KeyboardInterrupt
-        stopper.interrupt()
-        print("archscale: stopping after Ctrl-C; finished trials are kept (Ctrl-C again to stop at once)",
+            raise Interrupted(stopper.signum)
+        stopper.interrupt(signum)
+        name = STOP_SIGNALS[signum]
+        print(f"archscale: stopping after {name}; finished trials are kept ({name} again to stop at once)",
               file=out, flush=True)
+        if signum == signal.SIGTERM:
+            deadline.daemon = True
+            deadline.start()
 
-    previous = signal.signal(signal.SIGINT, handler)
+    deadline = threading.Timer(STOP_GRACE_S, _give_up, args=(run_dir, out))
+    previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        deadline.cancel()  # stopped in time: what follows (the front, the winner's files) is not cut short
+        for signum, before in previous.items():
+            signal.signal(signum, before if before is not None else signal.SIG_DFL)
+
+
+def _give_up(run_dir: Path | None, out: TextIO) -> None:
+    """:func:`stop_signals`' deadline: the process ends now."""
+    print(f"archscale: the search did not stop within {STOP_GRACE_S:g} s of SIGTERM (the signal may have ended Ray's "
+          "own processes too); exiting: finished trials are in trials.csv, `archscale run SPEC --resume` runs the rest",
+          file=out, flush=True)
+    info = read_process(run_dir) if run_dir is not None else None
+    if info is not None and info.get("ended") is None:
+        mark_ended(run_dir, "interrupted", info["started"])
+    os._exit(128 + signal.SIGTERM)
 
 
 class Launcher:
@@ -243,7 +274,7 @@ class Launcher:
         )
         PROFILE.marks.setdefault("search", time.time())
         try:
-            with ctrl_c(self.stopper, self.out):
+            with stop_signals(self.stopper, self.out, self.run_dir):
                 tuner.fit()
         finally:
             if drainer is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import sys
 import threading
 import time
@@ -135,8 +136,17 @@ class Progress:
 # --------------------------------------------------------------------------- stopping
 
 
+class Interrupted(KeyboardInterrupt):
+    """The search was stopped by Ctrl-C or SIGTERM, once what finished was written;
+    ``signum``: which signal (the CLI exits with 128 plus it, as a shell reports a signal)."""
+
+    def __init__(self, signum: int = signal.SIGINT):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = int(signum)
+
+
 class SearchStopper(Stopper):
-    """A Ray Tune Stopper that ends the whole search on Ctrl-C (:meth:`interrupt`) or when
+    """A Ray Tune Stopper that ends the whole search on Ctrl-C or SIGTERM (:meth:`interrupt`) or when
     ``time_budget_s`` seconds have passed since it was made. Trials it stops are not recorded:
     they are unfinished, and ``--resume`` runs them again. ``flag`` (a ``ray.util.queue.Queue``)
     carries a Ctrl-C to a copy of the stopper running on a Ray Client's cluster."""
@@ -145,11 +155,13 @@ class SearchStopper(Stopper):
         self.start = time.monotonic()
         self.time_budget_s = time_budget_s
         self.reason: str | None = None
+        self.signum = int(signal.SIGINT)  # the signal that interrupted the search (Ctrl-C unless SIGTERM)
         self.flag = flag
         self._polled = 0.0
 
-    def interrupt(self) -> None:
-        self.reason = self.reason or "interrupted"
+    def interrupt(self, signum: int = signal.SIGINT) -> None:
+        if self.reason is None:
+            self.reason, self.signum = "interrupted", int(signum)
         if self.flag is not None:  # a remote call: not from inside the signal handler
             threading.Thread(target=self.flag.put, args=("interrupted",), daemon=True).start()
 

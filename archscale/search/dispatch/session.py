@@ -74,7 +74,7 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, stat
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     for name, value in RAY_ENV.items():
         os.environ.setdefault(name, value)
-    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (launch.ctrl_c) stops the search and keeps what finished
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"  # ours (launch.stop_signals) stops the search and keeps what finished
     import ray
 
     if ray.is_initialized():

@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator, Sequence, TextIO
 from archscale.search.configs.context import TrialContext, trial_context
 from archscale.search.configs.evaluate import Evaluator
 from archscale.search.dispatch.launch import Launcher, spec_text, write_spec
-from archscale.search.dispatch.recorder import Progress, Verbosity
+from archscale.search.dispatch.recorder import Interrupted, Progress, Verbosity
 from archscale.search.dispatch.trial import run_trial
 from archscale.search.jobs.profile import phase
 from archscale.search.jobs.provenance import driver_provenance
@@ -89,8 +89,13 @@ class Job:
 
     @property
     def stopped(self) -> str | None:
-        """Why the search stopped early (Ctrl-C, the time budget), or None."""
+        """Why the search stopped early (Ctrl-C or SIGTERM: ``interrupted``; the time budget), or None."""
         return self.launcher.stopper.reason
+
+    def raise_if_interrupted(self) -> None:
+        """Raises :class:`Interrupted` (a KeyboardInterrupt) when Ctrl-C or SIGTERM stopped the search."""
+        if self.stopped == "interrupted":
+            raise Interrupted(self.launcher.stopper.signum)
 
     def say_stopped(self, what: str) -> None:
         """The line that says the search stopped early and what ``--resume`` does."""

@@ -47,7 +47,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     """Run (or resume) the search of ``spec`` in ``run_dir``; write the run directory's files.
 
     ``quiet``: no progress lines, only the final front; ``verbose``: a line per trial
-    start, per epoch and per retry as well. Raises KeyboardInterrupt after a Ctrl-C, once
+    start, per epoch and per retry as well. Raises KeyboardInterrupt after a Ctrl-C or SIGTERM, once
     what finished is written.
     """
     PROFILE.add("imports and spec", max(0.0, time.time() - PROFILE.start) - sum(PROFILE.phases.values()))
@@ -102,8 +102,7 @@ def _search(spec: Spec, run_dir: Path, recorded: pd.DataFrame, total: int, resum
         job.say_stopped(f"with {done} of {total} trials finished; `archscale run SPEC --resume` runs the rest")
     if (run_dir / TRIALS_FILE).is_file():
         finalize(run_dir, spec, out=out)
-    if job.stopped == "interrupted":
-        raise KeyboardInterrupt
+    job.raise_if_interrupted()
     return run_dir
 
 

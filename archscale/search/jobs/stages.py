@@ -49,7 +49,7 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     """Run (or resume) both stages of ``spec`` in ``run_dir``; write the run directory's
     files, ``scaling.png`` included. Ctrl-C and ``search.time_budget_s`` stop it as they stop
     :func:`~archscale.search.jobs.run.run_search`: what finished is kept and ``--resume`` runs the
-    rest (of stage 1, then stage 2). Raises KeyboardInterrupt after a Ctrl-C."""
+    rest (of stage 1, then stage 2). Raises KeyboardInterrupt after a Ctrl-C or SIGTERM."""
     out = out or sys.stdout
     n1 = stage_one_total(spec)
     recorded = recorded_trials(run_dir) if resume else pd.DataFrame()
@@ -103,8 +103,7 @@ class StagedRun:
         self.job.say_stopped("before both stages finished; `archscale run SPEC --resume` runs the rest")
         if self.trials_path.is_file():
             finalize_staged(self.run_dir, self.spec, out=self.out)
-        if self.job.stopped == "interrupted":
-            raise KeyboardInterrupt
+        self.job.raise_if_interrupted()
         return True
 
     def stage_one(self, grid: list[Verdict] | None, resume: bool) -> bool:

@@ -138,3 +138,41 @@ def test_a_quick_look_tells_a_complete_one_stage_run_before_ray_starts(tmp_path,
     grid = parse_spec({**tiny_spec, "search": {**tiny_spec["search"], "sampler": "grid", "num_trials": 100},
                        "space": {**tiny_spec["space"], "params": {"c1_width": [4, 8]}}})
     assert planned_total(grid) == 2  # the grid is smaller than num_trials
+
+
+@pytest.mark.slow  # two real runs, each starting Ray: about 60 s
+def test_sigterm_stops_cleanly_whether_sent_to_the_driver_or_its_whole_process_group(tmp_path, write_spec, tiny_spec):
+    """``kill PID`` (SIGTERM) stops a search as Ctrl-C does: exit 143, what finished kept and
+    the run marked interrupted, Ray's stack dump not printed. A batch scheduler (Slurm) or
+    systemd signals the whole process group, Ray's local processes included: the driver
+    then cannot stop through Tune and exits STOP_GRACE_S seconds later, marked interrupted."""
+    from archscale.search.dispatch.launch import STOP_GRACE_S
+
+    tiny_spec["search"].update(num_trials=6, sampler="random", max_concurrent=1)
+    tiny_spec["data"]["subset"] = 0.3
+    spec = write_spec(tiny_spec)
+    run_dir = tmp_path / "run"
+    csv = run_dir / "trials.csv"
+
+    proc = _archscale("run", spec, "--out", run_dir)
+    _wait(proc, lambda: _rows(csv) >= 1, "a trial finished")
+    os.kill(proc.pid, signal.SIGTERM)  # the driver alone
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert "stopping after SIGTERM" in out and "stopped (interrupted)" in out and "interrupted by SIGTERM" in out, out
+    assert "SIGTERM received" not in out and "Traceback" not in out, out
+    assert archscale.status(run_dir).process["how"] == "interrupted"
+    first = read_trials(run_dir)
+    assert 1 <= len(first) < 6 and set(first["status"]) <= {"completed", "infeasible"}
+
+    proc = _archscale("run", spec, "--out", run_dir, "--resume")
+    _wait(proc, lambda: _rows(csv) >= len(first) + 1, "a resumed trial finished")
+    sent = time.monotonic()
+    os.killpg(proc.pid, signal.SIGTERM)  # the driver and Ray's processes, as Slurm sends it
+    out, _ = proc.communicate(timeout=120)
+    assert time.monotonic() - sent < STOP_GRACE_S + 20, out
+    assert proc.returncode == 128 + signal.SIGTERM, out
+    assert archscale.status(run_dir).process["how"] == "interrupted", out
+    second = read_trials(run_dir)
+    assert second["trial_id"].is_unique and len(first) < len(second) < 6
+    assert second.set_index("trial_id").loc[first["trial_id"]]["val_accuracy"].tolist() == first["val_accuracy"].tolist()

@@ -108,3 +108,21 @@ def test_latency_on_cuda_grows_with_the_batch():
     one = latency_ms(model, (3, 32, 32), 1, autocast_dtype=torch.bfloat16)
     many = latency_ms(model, (3, 32, 32), 4096, autocast_dtype=torch.bfloat16)
     assert 0 < one < many
+
+
+def test_proxies_on_cuda_agree_with_the_cpu():
+    """search.prescreen scores its pool on the driver's GPU when it has one: each proxy there
+    within 0.1% of its value on the CPU (the same weights, the same minibatch)."""
+    import copy
+
+    from archscale.analysis.proxies import minibatch, score
+
+    splits = rgb_splits(256)
+    x, y = minibatch(splits.x_train, splits.y_train, 64, 0)
+    names = ("synflow", "naswot", "grad_norm", "zico")
+    model = convnet()
+    cpu = score(model, x, y, names)
+    gpu = score(copy.deepcopy(model).cuda(), x.cuda(), y.cuda(), names)
+    assert not cpu.errors and not gpu.errors, (cpu.errors, gpu.errors)
+    for name in names:
+        assert gpu.values[name] == pytest.approx(cpu.values[name], rel=1e-3), name

@@ -234,21 +234,31 @@ class Evaluator:
                     ) -> Scores:
         """The proxies of ``names`` (default ``search.proxies``; the baselines params and macs
         aside) on the network as the trial initialises it (``model``, else built under the
-        trial's seed) and the trial's seeded minibatch of ``data``; on the CPU, the model left
-        as it was."""
+        trial's seed) and the trial's seeded minibatch of ``data``; on :meth:`proxy_device`, the
+        model left as it was."""
         names = tuple(self.ctx.proxies if names is None else names)
         seed = int(config.get("seed", self.ctx.seed))
-        key = (arch.text, seed, names, self.ctx.proxy_batch)
+        device = self.proxy_device()
+        key = (arch.text, seed, names, self.ctx.proxy_batch, device.type)
         if key not in _PROXIES:
             x, y = proxy_batch(data, self.ctx.proxy_batch, seed)
             with torch.random.fork_rng(devices=[]):  # the trial's training draws the same numbers with or without
                 if model is None:
                     torch.manual_seed(seed)
                     model = build(arch)
+                elif device.type != "cpu":
+                    model = copy.deepcopy(model)  # the caller's stays where it is
                 if len(_PROXIES) >= _MAX_CACHED:
                     _PROXIES.clear()
-                _PROXIES[key] = score(model, x, y, names)
+                _PROXIES[key] = score(model.to(device), x.to(device), y.to(device), names)
         return _PROXIES[key]
+
+    def proxy_device(self) -> torch.device:
+        """Where the proxies are computed: the evaluator's device when it is CUDA (a prescreen of
+        224-pixel networks takes seconds a candidate on a CPU), else the CPU (synflow runs in
+        float64, which Apple's MPS lacks)."""
+        device = self.resolved_device()
+        return device if device.type == "cuda" else torch.device("cpu")
 
     def resolved_device(self):
         return resolve_device(str(self.device))

@@ -91,6 +91,32 @@ def test_memory_on_cuda_grows_with_the_batch():
     assert small.memory_source == "cuda_peak" and small.memory_mb < large.memory_mb
 
 
+def test_proxies_are_computed_on_cuda_when_the_evaluator_has_it_else_on_the_cpu(monkeypatch):
+    ev = Evaluator(ctx_for(), device="cpu")
+    assert ev.proxy_device() == torch.device("cpu")
+    monkeypatch.setattr(Evaluator, "resolved_device", lambda self: torch.device("cuda", 1))
+    assert ev.proxy_device() == torch.device("cuda", 1)
+    monkeypatch.setattr(Evaluator, "resolved_device", lambda self: torch.device("mps"))
+    assert ev.proxy_device() == torch.device("cpu")  # synflow's float64 is not on MPS
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_proxies_on_cuda_agree_with_the_cpu_and_leave_the_trials_network_on_the_cpu(monkeypatch):
+    ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context=MNIST, data_info={},
+                       train={"batch_size": 32, "precision": "auto", "device": "cuda"}, seed=3,
+                       proxies=("synflow", "naswot", "grad_norm", "zico"), proxy_batch=16)
+    data = (torch.randint(0, 256, (100, 1, 28, 28), dtype=torch.uint8), torch.arange(100) % 10)
+    torch.manual_seed(3)
+    model = build(resolve_arch(ctx, {"c1_width": 8}))
+    values = {}
+    for device in ("cpu", "cuda"):
+        monkeypatch.setattr(evaluate, "_PROXIES", {})
+        values[device] = Evaluator(ctx, device=device)({"c1_width": 8}, full=True, model=model, data=data).metrics()
+    assert all(p.device.type == "cpu" for p in model.parameters())
+    for name in ctx.proxies:
+        assert values["cuda"][f"proxy_{name}"] == pytest.approx(values["cpu"][f"proxy_{name}"], rel=1e-3), name
+
+
 def test_proxies_are_computed_on_the_seeded_network_and_leave_the_trial_as_it_was(monkeypatch):
     monkeypatch.setattr(evaluate, "_PROXIES", {})
     ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context=MNIST, data_info={},

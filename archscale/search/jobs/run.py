@@ -9,10 +9,12 @@ Optuna is told (:mod:`.searcher`), the Tune run (:mod:`.launch`), what is record
 
 from __future__ import annotations
 
+import csv
+import math
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Sequence, TextIO
 
 import pandas as pd
 
@@ -27,10 +29,11 @@ from archscale.analysis.status import running
 from archscale.search.dispatch.recorder import Progress, Verbosity, duration
 from archscale.search.jobs.job import Job, read_data, verbosity
 from archscale.search.jobs.rundir import best_recorded, planned_total, recorded_trials, unfinished
-from archscale.search.sampling.prescreen import ProxyScorer, Scored, Scorer, minibatch_source
+from archscale.search.sampling.prescreen import SEVERAL, ProxyScorer, Scored, Scorer, minibatch_source
 from archscale.search.sampling.searcher import make_searcher
 from archscale.search.track.writer import Watchers
 from archscale.spec import Dimension, Spec
+from archscale.spec.objectives import COSTS
 from archscale.search.configs.runstore import RunStore
 
 
@@ -143,11 +146,45 @@ def _scorer(job: Job, note, stopper) -> ScoringProgress | None:
     if pre is None:
         return None
     data = minibatch_source(job.splits.x_train, job.splits.y_train, job.spec.search.proxy_batch, job.spec.seed)
-    return ScoringProgress(ProxyScorer(job.evaluator, pre.proxy, data), pre.pool, note, stopper)
+    # not on a Ray Client, whose searcher scores on the cluster, away from the run directory
+    record = None if job.launcher.client else PrescreenFile(
+        job.run_dir / PRESCREEN_FILE, [d.name for d in job.spec.searched()], SEVERAL.get(pre.proxy, (pre.proxy,))).add
+    return ScoringProgress(ProxyScorer(job.evaluator, pre.proxy, data), pre.pool, note, stopper, record=record)
 
 
 PRESCREEN_PROGRESS_S = 10.0  # seconds between a prescreen's progress lines
 PRESCREEN_HINT_S = 300.0  # a prescreen with more left than this says how to skip or shorten it, once
+PRESCREEN_FILE = "prescreen.csv"  # RUN/prescreen.csv: each candidate a prescreen drew, as it was scored
+
+
+class PrescreenFile:
+    """``RUN/prescreen.csv``: a row per candidate the prescreen drew, appended as it is scored
+    (a run stopped while it scores keeps what it scored): ``candidate`` (the draw's number),
+    the searched values, ``scored`` (false: over a budget, refused by the family or not
+    buildable), ``params``, ``macs``, ``proxy_NAME`` for each proxy the prescreen ranks by
+    (the baselines are ``params`` and ``macs``) and ``proxy_seconds`` (their time). A resumed
+    run scores its pool again and writes the file anew."""
+
+    def __init__(self, path: Path, choices: Sequence[str], proxies: Sequence[str]):
+        self.path, self.choices = Path(path), list(choices)
+        self.proxies = [n for n in proxies if n not in COSTS]
+        self.columns = ["candidate", *self.choices, "scored", "params", "macs",
+                        *(f"proxy_{n}" for n in self.proxies), "proxy_seconds"]
+        self.count = 0
+
+    def add(self, config: dict, result: Scored | None) -> None:
+        row: dict = {"candidate": self.count + 1, **{k: config.get(k) for k in self.choices}, "scored": result is not None}
+        if result is not None:
+            row.update({k: result.costs.get(k) for k in ("params", "macs")})
+            values = dict(result.values) if result.values else {n: result.value for n in self.proxies}  # several, or one
+            row.update({f"proxy_{n}": v for n, v in values.items() if n in self.proxies and math.isfinite(v)})
+            row["proxy_seconds"] = round(result.seconds, 6)
+        with open(self.path, "w" if self.count == 0 else "a", newline="") as f:
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
+            if self.count == 0:
+                writer.writeheader()
+            writer.writerow(row)
+        self.count += 1
 
 
 class ScoringProgress:
@@ -156,10 +193,11 @@ class ScoringProgress:
     driver builds and scores them one at a time, which takes minutes where the networks or
     images are large, before the first trial starts. Once ``stopper`` (the search's
     :class:`~archscale.search.dispatch.recorder.SearchStopper`) says stop (Ctrl-C, the time
-    budget), it scores nothing more, so that the prescreen ends with what it has."""
+    budget), it scores nothing more, so that the prescreen ends with what it has. ``record``:
+    called with each candidate and its score (None: not scored), as :class:`PrescreenFile` is."""
 
-    def __init__(self, scorer: Scorer, pool: int, note, stopper=None):
-        self.scorer, self.pool, self.note, self.stopper = scorer, pool, note, stopper
+    def __init__(self, scorer: Scorer, pool: int, note, stopper=None, record=None):
+        self.scorer, self.pool, self.note, self.stopper, self.record = scorer, pool, note, stopper, record
         self.drawn = self.scored = 0
         self.start = self.last = None
         self.hinted = self.stopped = False
@@ -175,6 +213,8 @@ class ScoringProgress:
         if self.start is None:
             self.start = self.last = now
         result = self.scorer(config)
+        if self.record is not None:
+            self.record(config, result)
         self.drawn += 1
         self.scored += result is not None
         now = time.perf_counter()

@@ -5,6 +5,8 @@ import itertools
 import json
 import shutil
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from archscale.analysis.records import read_trials
@@ -116,6 +118,16 @@ def test_a_prescreened_run_trains_the_pool_s_best_first(ray_session, tmp_path, w
     trials = read_trials(run_dir)
     assert len(trials) == 3 and (trials["status"] == "completed").all()
     assert trials["proxy_grad_norm"].notna().all()  # each trial computes it too, as the driver did
+    # RUN/prescreen.csv: the pool as the driver scored it; a trained candidate's value is its trial's
+    pool = pd.read_csv(run_dir / "prescreen.csv")
+    keys = [c for c, v in tiny_spec["space"]["params"].items() if isinstance(v, list) and len(v) > 1]
+    assert pool.columns[0] == "candidate" and set(pool.columns[1:-5]) == set(keys)
+    assert list(pool.columns[-5:]) == ["scored", "params", "macs", "proxy_grad_norm", "proxy_seconds"]
+    assert pool["scored"].sum() == 6 and pool["proxy_grad_norm"].notna().sum() == 6
+    both = trials.merge(pool[pool["scored"]], on=keys, suffixes=("", "_driver"))
+    assert len(both) >= 2  # the kept two at least
+    assert np.allclose(both["proxy_grad_norm"], both["proxy_grad_norm_driver"], rtol=1e-4)
+    assert (both["params"] == both["params_driver"]).all()
     # the report says how the recorded proxy ranked the trained configurations (3: too few to judge)
     assert main(["report", str(run_dir)]) == 0
     page = (run_dir / "report.html").read_text()

@@ -387,3 +387,28 @@ def test_a_prescreen_stops_scoring_at_ctrl_c(table):
                      "scores its pool again"]
     budget = ScoringProgress(scorer, 10, lines.append, SearchStopper(time_budget_s=0))  # the time budget, spent
     assert budget(out.kept[0]) is None and "stopped (time budget of 0 s reached)" in lines[-1]
+
+
+def test_each_candidate_lands_in_prescreen_csv_as_it_is_scored(tmp_path):
+    """RUN/prescreen.csv: a row per draw, written at once (a stopped prescreen keeps what it
+    scored): the values, whether it was scored, its params and MACs and each proxy's value."""
+    from archscale.search.jobs.run import PrescreenFile
+
+    path = tmp_path / "prescreen.csv"
+    record = PrescreenFile(path, ["c1_width", "downsample"], ("params", "synflow", "grad_norm"))
+    record.add({"c1_width": 4, "downsample": "stride"},
+               Scored({"c1_width": 4}, math.nan, 0.25, {"params": 900.0, "macs": 27000.0},
+                      {"params": 900.0, "synflow": 3.5, "grad_norm": math.nan}))
+    record.add({"c1_width": 12, "downsample": "maxpool"}, None)  # over a budget
+    rows = pd.read_csv(path)
+    assert list(rows.columns) == ["candidate", "c1_width", "downsample", "scored", "params", "macs", "proxy_synflow",
+                                  "proxy_grad_norm", "proxy_seconds"]
+    assert rows["candidate"].tolist() == [1, 2] and rows["scored"].tolist() == [True, False]
+    assert rows.loc[0, "proxy_synflow"] == 3.5 and pd.isna(rows.loc[0, "proxy_grad_norm"])
+    assert rows.loc[1, ["params", "proxy_synflow", "proxy_seconds"]].isna().all()
+    one = PrescreenFile(tmp_path / "one.csv", ["c1_width"], ("zico",))  # one proxy: its value is the score's
+    one.add({"c1_width": 8}, Scored({"c1_width": 8}, -1.5, 0.1, {"params": 1.0, "macs": 2.0}))
+    assert pd.read_csv(tmp_path / "one.csv").loc[0, "proxy_zico"] == -1.5
+    again = PrescreenFile(path, ["c1_width", "downsample"], ("params", "synflow", "grad_norm"))  # a resumed run
+    again.add({"c1_width": 8, "downsample": "stride"}, None)
+    assert len(pd.read_csv(path)) == 1

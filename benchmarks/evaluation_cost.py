@@ -8,7 +8,8 @@ with budgets does for every draw). ``search.prescreen`` does this for each of it
 candidates before the first trial, then computes the proxy. The replays look the costs up in the
 grid's table, so ``sampler_quality.py`` adds, per space, this mean once per trial handed out and
 once per candidate of a prescreen's pool (a plain search also pays for its refused draws, which
-are not counted; a prescreened candidate's costs are cached when the sampler proposes it later).
+are not counted: ``benchmarks/refused_draws.py`` measures what they would add; a prescreened
+candidate's costs are cached when the sampler proposes it later).
 
 For every configuration of each sampler space (``benchmarks/sampler_spaces/``), in a fresh
 process per space, as a run's driver starts (the costs are cached by architecture for the

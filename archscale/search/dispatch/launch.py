@@ -151,8 +151,9 @@ STOP_GRACE_S = 15.0  # after SIGTERM, how long the clean stop may take before th
 def stop_signals(stopper, out: TextIO, run_dir: Path | None = None):
     """The first Ctrl-C or SIGTERM (``kill``, a batch scheduler at its time limit, a container
     being stopped) stops the search cleanly: finished trials are kept, the rest rerun by
-    ``--resume``. A second one stops at once. In place of Ray's own SIGTERM handler, which
-    ends the driver with a stack dump and nothing written.
+    ``--resume``. A second one (or one while the time budget stops the search) stops at once.
+    In place of Ray's own SIGTERM handler, which ends the driver with a stack dump and nothing
+    written.
 
     A SIGTERM sent to the whole process group (Slurm, systemd) ends Ray's local processes
     too, and Tune's clean stop then waits on them; so after SIGTERM the process exits
@@ -163,8 +164,8 @@ def stop_signals(stopper, out: TextIO, run_dir: Path | None = None):
         return
 
     def handler(signum, frame):
-        if stopper.reason == "interrupted":
-            raise Interrupted(stopper.signum)
+        if stopper.reason is not None:  # a second signal, or one while the time budget stops the search
+            raise Interrupted(stopper.signum if stopper.reason == "interrupted" else signum)
         stopper.interrupt(signum)
         name = STOP_SIGNALS[signum]
         print(f"archscale: stopping after {name}; finished trials are kept ({name} again to stop at once)",

@@ -158,3 +158,47 @@ def test_ray_is_started_through_its_public_arguments_only(monkeypatch):
     assert set(given[0]) == {"address", "include_dashboard", "logging_level", "log_to_driver", "runtime_env"}
     assert given[0]["address"] == "local" and given[0]["runtime_env"] == {"py_modules": ["/somewhere/pkg"]}
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0" and os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
+
+
+def test_stop_signals_stop_cleanly_then_at_once_and_sigterm_has_a_deadline(monkeypatch, tmp_path):
+    """In the driver, without Ray: the first Ctrl-C or SIGTERM asks the search to stop (what
+    finished is kept); the next signal, or one while the time budget is stopping it, stops at
+    once with the first signal's number; after SIGTERM a deadline ends the process (here: its
+    stand-in is called) unless the search stopped first."""
+    import io
+    import signal
+    import threading
+
+    from archscale.search.dispatch import launch
+    from archscale.search.dispatch.recorder import Interrupted, SearchStopper
+
+    given_up = threading.Event()
+    monkeypatch.setattr(launch, "STOP_GRACE_S", 0.2)
+    monkeypatch.setattr(launch, "_give_up", lambda run_dir, out: given_up.set())
+    before = signal.getsignal(signal.SIGTERM)
+    out, stopper = io.StringIO(), SearchStopper()
+    with pytest.raises(Interrupted) as stopped, launch.stop_signals(stopper, out, tmp_path):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler runs between bytecodes
+        assert stopper.reason == "interrupted" and stopper.signum == signal.SIGTERM
+        assert out.getvalue() == ("archscale: stopping after SIGTERM; finished trials are kept (SIGTERM again to "
+                                  "stop at once)\n")
+        assert given_up.wait(5)  # the search did not end within the grace: the process would exit
+        os.kill(os.getpid(), signal.SIGINT)  # another signal: at once, as the first one
+        time.sleep(1)
+    assert stopped.value.signum == signal.SIGTERM and signal.getsignal(signal.SIGTERM) is before
+
+    given_up.clear()
+    stopper = SearchStopper()
+    with launch.stop_signals(stopper, io.StringIO(), tmp_path):
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    time.sleep(0.4)
+    assert stopper.reason == "interrupted" and not given_up.is_set()  # stopped in time: no deadline
+
+    stopper = SearchStopper(time_budget_s=0)
+    assert stopper.stop_all()  # the time budget is stopping the search
+    with pytest.raises(Interrupted) as stopped, launch.stop_signals(stopper, io.StringIO()):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(1)
+    assert stopped.value.signum == signal.SIGINT

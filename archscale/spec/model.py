@@ -237,7 +237,9 @@ def section_of(raw: dict, key: str) -> tuple[dict, str]:
 
 class Spec(_Strict):
     name: str = Field(..., pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$", description="names the run directory")
-    seed: int = Field(0, description="seeds the sampler, the validation split and every trial's training")
+    seed: int = Field(0, ge=0, le=2**31 - 1,
+                      description="seeds the sampler, the validation split and every trial's training (0 to 2^31 - 1: "
+                                  "NumPy and Optuna take no negative seed)")
     data: DataSpec = Field(default_factory=DataSpec)
     space: SpaceSpec = Field(default_factory=SpaceSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)

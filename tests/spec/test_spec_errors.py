@@ -43,6 +43,7 @@ BAD_SPECS = [
      ["search.reference_point", "'accuracy'", "latency_ms"]),
     ("latency budget", {"space": {"max_latency_ms": -1}}, ["space.max_latency_ms", "greater than 0"]),
     ("unknown recipe", {"train": {"recipe": "airbench"}}, ["train.recipe", "'airbench'", "davidnet"]),
+    ("negative seed", {"seed": -5}, ["seed", "greater than or equal to 0", "got -5"]),  # NumPy's error, exit 1, before
 ]
 
 

@@ -192,6 +192,8 @@ def _give_up(run_dir: Path | None, out: TextIO) -> None:
     info = read_process(run_dir) if run_dir is not None else None
     if info is not None and info.get("ended") is None:
         mark_ended(run_dir, "interrupted", info["started"])
+    # os._exit, the one way out from a thread: the main thread waits inside Ray's C++ client on processes the
+    # signal ended (no exception or sys.exit reaches it), and Ray would end the process itself only after 60 s
     os._exit(128 + signal.SIGTERM)
 
 

@@ -59,7 +59,7 @@ from archscale.trainer.data import load_dataset, split  # noqa: E402
 STORE = ROOT / "benchmarks" / ".store"  # caches
 DRAWS = 300  # random checks per training seed, for the table of what proxy auto picks
 GRIDS = ROOT / "benchmarks" / "grids"  # the published grids
-SPACES = ("quickstart", "davidnet", "efficientnet", "plainnet", "depthwise", "cifar", "plaincifar")
+SPACES = ("quickstart", "davidnet", "efficientnet", "plainnet", "depthwise", "cifar", "plaincifar", "depthcifar")
 NAMES = proxies.BASELINES + proxies.PROXIES
 
 

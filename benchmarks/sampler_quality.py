@@ -31,6 +31,10 @@ known results, its cost counted in full-training equivalents.
    - ``plaincifar`` (held out: added to test ``proxy: auto``, which was designed after cifar's
      replays had been read; its rule was committed before its grids were trained): plainnet's
      family and grid on the same CIFAR-10 subset (``plaincifar_grid.yaml``; ``max_macs`` 8M).
+   - ``depthcifar`` (held out: added to test a vote without the cost objectives, designed after
+     depthwise's replays had been read; its rule was committed before its grids were trained):
+     seed 004's depthwise and dilated designs on the same CIFAR-10 subset, judged on parameters
+     (``depthcifar_grid.yaml``; ``max_params`` 14,000).
    efficientnet and plainnet were held out until the default they now help choose was fixed
    (sampler ``auto``, no prescreen), then depthwise until the choice on four spaces was read;
    their fresh-seed figures had been read by then, so they joined the choice and ``cifar``
@@ -135,7 +139,8 @@ SPACES = {"quickstart": ROOT / "benchmarks" / "sampler_spaces" / "quickstart_gri
           "plainnet": ROOT / "benchmarks" / "sampler_spaces" / "plainnet_grid.yaml",
           "depthwise": ROOT / "benchmarks" / "sampler_spaces" / "depthwise_grid.yaml",
           "cifar": ROOT / "benchmarks" / "sampler_spaces" / "cifar_grid.yaml",
-          "plaincifar": ROOT / "benchmarks" / "sampler_spaces" / "plaincifar_grid.yaml"}
+          "plaincifar": ROOT / "benchmarks" / "sampler_spaces" / "plaincifar_grid.yaml",
+          "depthcifar": ROOT / "benchmarks" / "sampler_spaces" / "depthcifar_grid.yaml"}
 TRAIN_SEEDS = (0, 1, 2)  # each grid is trained once per training seed (the spec's ``seed``)
 STRATEGIES = ("random", "tpe", "auto", "random+asha", "random+asha:accuracy", "tpe+asha", "tpe+asha+pre:synflow",
               "auto+pre:params:80:10", "auto+pre:synflow:80:10", "auto+pre:grad_norm:80:10", "auto+pre:zico:80:10",
@@ -152,7 +157,13 @@ ASHA_BUDGET = 80  # trials of a replay with ASHA (most trials stop after an epoc
 READ_AT = (10, 20, 40)
 CHOICE_SEEDS = tuple(range(0, 30))  # the seeds the default is chosen on
 FRESH_SEEDS = tuple(range(100, 130))  # the seeds the headline is reported on
-HELD_OUT = ("plaincifar",)  # the spaces no default is chosen on
+HELD_OUT = ("plaincifar", "depthcifar")  # the spaces no default is chosen on
+# depthcifar's rule (2026-12-07, committed before its grids were trained): the vote of a
+# prescreen leaves out the proxies that are also a cost objective (on a space judged on
+# parameters, ``params``, which ranks the largest networks first) if, on depthcifar's fresh
+# seeds 100-129, the default with that vote costs no more than the default with the vote of
+# all proxies, and its worst space over all eight costs no more than before. It changes only
+# the spaces judged on parameters (depthwise and depthcifar); designed on depthwise's replays.
 # cifar joins the choice (2026-12-07), six spaces choose. The rule, written before cifar's replays
 # on the choice seeds ran, of the same form as the two before it: the strategy chosen on seeds 0-29
 # of the six becomes the default if, on the fresh seeds 100-129, it costs no more than auto on

@@ -184,6 +184,27 @@ def stop_signals(stopper, out: TextIO, run_dir: Path | None = None):
             signal.signal(signum, before if before is not None else signal.SIG_DFL)
 
 
+@contextmanager
+def sigterm_interrupts():
+    """Around a whole invocation: a SIGTERM outside the search itself (reading the data,
+    starting Ray, writing the front and the winner) ends it as Ctrl-C does, with
+    :class:`Interrupted` raised in the main thread, so that ``process.json`` says
+    ``interrupted`` and the CLI exits 143 (Python's default ends the process with nothing said
+    or marked). While trials run, :func:`stop_signals` stops the search cleanly instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
 def _give_up(run_dir: Path | None, out: TextIO) -> None:
     """:func:`stop_signals`' deadline: the process ends now."""
     print(f"archscale: the search did not stop within {STOP_GRACE_S:g} s of SIGTERM (the signal may have ended Ray's "
@@ -208,8 +229,19 @@ class Launcher:
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
         self.watchers = None  # a track.writer.Watchers while the job writes study.db and trackers (Job.watching)
         self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
-        with phase("ray start"):
-            init_ray(spec.search.address, self.env, state_api=spec.search.resources_per_trial.workers > 1)
+        # ray.init replaces the SIGTERM handler (with one that exits with status 15, then one that ends the driver
+        # with a stack dump): the one this invocation had (sigterm_interrupts) is put back once Ray has started
+        before = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
+        try:
+            with phase("ray start"):
+                init_ray(spec.search.address, self.env, state_api=spec.search.resources_per_trial.workers > 1)
+        except SystemExit as err:
+            if before is None or err.code != signal.SIGTERM:
+                raise
+            raise Interrupted(signal.SIGTERM) from None  # a SIGTERM while Ray started
+        finally:
+            if before is not None:
+                signal.signal(signal.SIGTERM, before)
 
         tune_setup = time.perf_counter()
         require_resources(spec, out)

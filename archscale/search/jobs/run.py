@@ -20,6 +20,7 @@ import pandas as pd
 
 from archscale.analysis.records import TRIALS_FILE, TrialsCSV, proxy_columns, read_trials
 from archscale.search.dispatch.asha import make_scheduler, replay
+from archscale.search.dispatch.launch import sigterm_interrupts
 from archscale.search.jobs.check import require_feasible
 from archscale.search.configs.context import REJECTED_SUFFIX, counted, trial_context
 from archscale.search.configs.evaluate import Evaluator, Verdict
@@ -61,7 +62,8 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
     if resume and counted(recorded) >= total:
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
-    with running(run_dir, spec):  # RUN/process.json: `archscale status` tells a live run from a killed one
+    # RUN/process.json: `archscale status` tells a live run from a killed one; SIGTERM marks it interrupted
+    with sigterm_interrupts(), running(run_dir, spec):
         return _search(spec, run_dir, recorded, total, resume, verbosity(quiet, verbose), out)
 
 

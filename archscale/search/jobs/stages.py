@@ -31,6 +31,7 @@ from archscale.analysis.scaling import best_of_stage_one, stage_rows
 from archscale.search.configs.context import native
 from archscale.search.configs.evaluate import Evaluator, Verdict
 from archscale.search.dispatch.recorder import Verbosity
+from archscale.search.dispatch.launch import sigterm_interrupts
 from archscale.search.jobs.compound import (STAGE_DIRS, infeasible_row, remaining_sweep, stage_context, stage_dims,
                                             stage_one_configs, stage_one_spec, stage_one_total, study_dims,
                                             write_scaling)
@@ -57,7 +58,8 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete (stage 1: {n1} trials, stage 2: {len(stage_rows(recorded, 2))}); "
               "nothing to resume", file=out)
         return run_dir
-    with running(run_dir, spec):  # RUN/process.json: `archscale status` tells a live run from a killed one
+    # RUN/process.json: `archscale status` tells a live run from a killed one; SIGTERM marks it interrupted
+    with sigterm_interrupts(), running(run_dir, spec):
         data, splits = read_data(spec, progress=not quiet)
         evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
         grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]

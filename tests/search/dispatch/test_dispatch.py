@@ -160,6 +160,23 @@ def test_ray_is_started_through_its_public_arguments_only(monkeypatch):
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0" and os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
 
 
+def test_sigterm_outside_the_search_interrupts_as_ctrl_c_does():
+    """Around a whole run (reading data, starting Ray, writing the front): SIGTERM raises
+    Interrupted with its number in the main thread, where Python's default would end the
+    process with nothing marked; the handler before is put back after."""
+    import signal
+
+    from archscale.search.dispatch import launch
+    from archscale.search.dispatch.recorder import Interrupted
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as stopped, launch.sigterm_interrupts():
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler runs between bytecodes
+    assert stopped.value.signum == signal.SIGTERM and isinstance(stopped.value, KeyboardInterrupt)
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
 def test_stop_signals_stop_cleanly_then_at_once_and_sigterm_has_a_deadline(monkeypatch, tmp_path):
     """In the driver, without Ray: the first Ctrl-C or SIGTERM asks the search to stop (what
     finished is kept); the next signal, or one while the time budget is stopping it, stops at

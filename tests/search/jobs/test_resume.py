@@ -140,6 +140,28 @@ def test_a_quick_look_tells_a_complete_one_stage_run_before_ray_starts(tmp_path,
     assert planned_total(grid) == 2  # the grid is smaller than num_trials
 
 
+@pytest.mark.slow  # two real runs, each starting Ray and stopped within it: about 20 s
+def test_sigterm_before_the_first_trial_interrupts_and_leaves_nothing(tmp_path, write_spec, tiny_spec):
+    """``kill PID`` as soon as the run has begun (reading the data, judging the space, starting
+    Ray: before this, the default SIGTERM ended the process silently, or Ray's exited with
+    status 15): exit 143, "interrupted by SIGTERM", no traceback or stack dump, and the run
+    folder, which holds no trial, removed, so that the same command starts it again."""
+    spec = write_spec(tiny_spec)
+    run_dir = tmp_path / "run"
+    for delay in (0.0, 3.0):  # at once; and a few seconds on, in or after Ray's start
+        proc = _archscale("run", spec, "--out", run_dir)
+        _wait(proc, lambda: (run_dir / "process.json").is_file(), "the run began")
+        time.sleep(delay)
+        if (run_dir / "trials.csv").is_file():
+            proc.kill()
+            pytest.fail("a trial finished before the signal; the test needs a slower start")
+        os.kill(proc.pid, signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 128 + signal.SIGTERM, out
+        assert "interrupted by SIGTERM" in out and "SIGTERM received" not in out and "Traceback" not in out, out
+        assert not run_dir.exists(), out
+
+
 @pytest.mark.slow  # two real runs, each starting Ray: about 60 s
 def test_sigterm_stops_cleanly_whether_sent_to_the_driver_or_its_whole_process_group(tmp_path, write_spec, tiny_spec):
     """``kill PID`` (SIGTERM) stops a search as Ctrl-C does: exit 143, what finished kept and

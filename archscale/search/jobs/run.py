@@ -164,18 +164,20 @@ class PrescreenFile:
     (a run stopped while it scores keeps what it scored): ``candidate`` (the draw's number),
     the searched values, ``scored`` (false: over a budget, refused by the family or not
     buildable), ``params``, ``macs``, ``proxy_NAME`` for each proxy the prescreen ranks by
-    (the baselines are ``params`` and ``macs``) and ``proxy_seconds`` (their time). A resumed
-    run scores its pool again and writes the file anew."""
+    (the baselines are ``params`` and ``macs``), ``proxy_seconds`` (their time) and ``error``
+    (why it was not scored, or why a proxy has no value). A resumed run scores its pool again
+    and writes the file anew."""
 
     def __init__(self, path: Path, choices: Sequence[str], proxies: Sequence[str]):
         self.path, self.choices = Path(path), list(choices)
         self.proxies = [n for n in proxies if n not in COSTS]
         self.columns = ["candidate", *self.choices, "scored", "params", "macs",
-                        *(f"proxy_{n}" for n in self.proxies), "proxy_seconds"]
+                        *(f"proxy_{n}" for n in self.proxies), "proxy_seconds", "error"]
         self.count = 0
 
-    def add(self, config: dict, result: Scored | None) -> None:
-        row: dict = {"candidate": self.count + 1, **{k: config.get(k) for k in self.choices}, "scored": result is not None}
+    def add(self, config: dict, result: Scored | None, why: str = "") -> None:
+        row: dict = {"candidate": self.count + 1, **{k: config.get(k) for k in self.choices}, "scored": result is not None,
+                     "error": why or None}
         if result is not None:
             row.update({k: result.costs.get(k) for k in ("params", "macs")})
             values = dict(result.values) if result.values else {n: result.value for n in self.proxies}  # several, or one
@@ -196,7 +198,9 @@ class ScoringProgress:
     images are large, before the first trial starts. Once ``stopper`` (the search's
     :class:`~archscale.search.dispatch.recorder.SearchStopper`) says stop (Ctrl-C, the time
     budget), it scores nothing more, so that the prescreen ends with what it has. ``record``:
-    called with each candidate and its score (None: not scored), as :class:`PrescreenFile` is."""
+    called with each candidate, its score (None: not scored) and why it has none or lacks a
+    proxy's value (a scorer with a ``judge`` method, as :class:`ProxyScorer`, says), as
+    :class:`PrescreenFile` is."""
 
     def __init__(self, scorer: Scorer, pool: int, note, stopper=None, record=None):
         self.scorer, self.pool, self.note, self.stopper, self.record = scorer, pool, note, stopper, record
@@ -214,9 +218,10 @@ class ScoringProgress:
         now = time.perf_counter()
         if self.start is None:
             self.start = self.last = now
-        result = self.scorer(config)
+        judge = getattr(self.scorer, "judge", None)
+        result, why = judge(config) if judge is not None else (self.scorer(config), "")
         if self.record is not None:
-            self.record(config, result)
+            self.record(config, result, why)
         self.drawn += 1
         self.scored += result is not None
         now = time.perf_counter()

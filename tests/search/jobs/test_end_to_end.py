@@ -121,9 +121,10 @@ def test_a_prescreened_run_trains_the_pool_s_best_first(ray_session, tmp_path, w
     # RUN/prescreen.csv: the pool as the driver scored it; a trained candidate's value is its trial's
     pool = pd.read_csv(run_dir / "prescreen.csv")
     keys = [c for c, v in tiny_spec["space"]["params"].items() if isinstance(v, list) and len(v) > 1]
-    assert pool.columns[0] == "candidate" and set(pool.columns[1:-5]) == set(keys)
-    assert list(pool.columns[-5:]) == ["scored", "params", "macs", "proxy_grad_norm", "proxy_seconds"]
+    assert pool.columns[0] == "candidate" and set(pool.columns[1:-6]) == set(keys)
+    assert list(pool.columns[-6:]) == ["scored", "params", "macs", "proxy_grad_norm", "proxy_seconds", "error"]
     assert pool["scored"].sum() == 6 and pool["proxy_grad_norm"].notna().sum() == 6
+    assert (pool["error"].notna() == ~pool["scored"]).all()  # each candidate left out says why
     both = trials.merge(pool[pool["scored"]], on=keys, suffixes=("", "_driver"))
     assert len(both) >= 2  # the kept two at least
     assert np.allclose(both["proxy_grad_norm"], both["proxy_grad_norm_driver"], rtol=1e-4)

@@ -96,6 +96,26 @@ def test_a_vote_prescreen_keeps_the_pool_s_best_mean_rank(table):
                                            "scored 16 feasible candidates")
 
 
+def test_a_vote_leaves_out_the_proxy_that_is_a_cost_objective(table):
+    """Judged on parameters, the vote ranks by synflow and grad_norm alone: params would rank
+    the largest networks, the costliest, first. With no other proxy left, all three."""
+    from archscale.search.sampling.prescreen import vote_proxies
+
+    assert vote_proxies([("val_accuracy", "max"), ("macs", "min")]) == ("params", "synflow", "grad_norm")
+    assert vote_proxies([("val_accuracy", "max"), ("params", "min")]) == ("synflow", "grad_norm")
+    assert vote_proxies([("val_accuracy", "max"), ("params", "min"), ("macs", "min")]) == ("synflow", "grad_norm")
+    spec = make_spec("random", num_trials=12, prescreen={"proxy": "vote", "pool": 16, "keep": 6},
+                     objectives=["val_accuracy:max", "params:min"])
+    _, ask_tell = replay_search(spec, table, spec.searched())
+    out = ask_tell.prescreened
+    by_hand = vote([TableScorer(table, "vote")(s.config) for s in out.ranked], ("synflow", "grad_norm"))
+    best = [config_key(s.config) for s in rank(by_hand, spec.search.objective_pairs())[:6]]
+    assert [config_key(c) for c in out.kept] == best
+    with_params = vote([TableScorer(table, "vote")(s.config) for s in out.ranked])
+    assert best != [config_key(s.config) for s in rank(with_params, spec.search.objective_pairs())[:6]]
+    assert out.describe("vote").startswith("prescreen: vote (the mean rank under synflow and grad_norm) ")
+
+
 def test_the_pool_is_distinct_feasible_and_the_best_are_kept(table):
     spec = make_spec()
     dims = spec.searched()
@@ -399,12 +419,13 @@ def test_each_candidate_lands_in_prescreen_csv_as_it_is_scored(tmp_path):
     record.add({"c1_width": 4, "downsample": "stride"},
                Scored({"c1_width": 4}, math.nan, 0.25, {"params": 900.0, "macs": 27000.0},
                       {"params": 900.0, "synflow": 3.5, "grad_norm": math.nan}))
-    record.add({"c1_width": 12, "downsample": "maxpool"}, None)  # over a budget
+    record.add({"c1_width": 12, "downsample": "maxpool"}, None, "params 9,000 > max_params 8,000")  # over a budget
     rows = pd.read_csv(path)
     assert list(rows.columns) == ["candidate", "c1_width", "downsample", "scored", "params", "macs", "proxy_synflow",
-                                  "proxy_grad_norm", "proxy_seconds"]
+                                  "proxy_grad_norm", "proxy_seconds", "error"]
     assert rows["candidate"].tolist() == [1, 2] and rows["scored"].tolist() == [True, False]
     assert rows.loc[0, "proxy_synflow"] == 3.5 and pd.isna(rows.loc[0, "proxy_grad_norm"])
+    assert pd.isna(rows.loc[0, "error"]) and rows.loc[1, "error"] == "params 9,000 > max_params 8,000"
     assert rows.loc[1, ["params", "proxy_synflow", "proxy_seconds"]].isna().all()
     one = PrescreenFile(tmp_path / "one.csv", ["c1_width"], ("zico",))  # one proxy: its value is the score's
     one.add({"c1_width": 8}, Scored({"c1_width": 8}, -1.5, 0.1, {"params": 1.0, "macs": 2.0}))
@@ -412,3 +433,30 @@ def test_each_candidate_lands_in_prescreen_csv_as_it_is_scored(tmp_path):
     again = PrescreenFile(path, ["c1_width", "downsample"], ("params", "synflow", "grad_norm"))  # a resumed run
     again.add({"c1_width": 8, "downsample": "stride"}, None)
     assert len(pd.read_csv(path)) == 1
+
+
+def test_the_driver_s_scorer_says_why_a_candidate_has_no_score_or_lacks_a_proxy():
+    """ProxyScorer.judge, on the budgeted family: over a budget, the verdict's words; a proxy
+    that cannot be computed (zico on one image), its reason; a family's refusal, its error. What
+    prescreen.csv's ``error`` column holds, through ScoringProgress."""
+    import torch
+
+    from archscale.search.configs.context import TrialContext
+    from archscale.search.configs.evaluate import Evaluator
+    from archscale.search.jobs.run import ScoringProgress
+    from archscale.search.sampling.prescreen import ProxyScorer
+
+    ctx = TrialContext(run_dir=".", family="budgeted", fixed={}, data_context={"in_channels": 1, "num_classes": 10,
+                       "image_size": 28}, data_info={}, train={"batch_size": 32, "precision": "auto", "device": "cpu"},
+                       max_params=3_000, proxy_batch=1)
+    data = (torch.randint(0, 256, (8, 1, 28, 28), dtype=torch.uint8), torch.randint(0, 10, (8,)))
+    scorer = ProxyScorer(Evaluator(ctx), "zico", data)
+    scored, why = scorer.judge({"c1_width": 4, "c2_width": 4, "c3_width": 4, "c4_width": 4})
+    assert scored is not None and math.isnan(scored.value) and why == "zico: zico needs at least 2 inputs (got 1)"
+    over, why = scorer.judge({"c1_width": 64})
+    assert over is None and "max_params" in why
+    refused, why = scorer.judge({"c1_width": -3})
+    assert refused is None and "c1_width" in why
+    rows = []
+    progress = ScoringProgress(scorer, 2, lambda line: None, record=lambda config, result, why: rows.append(why))
+    assert progress({"c1_width": 64}) is None and rows == [scorer.judge({"c1_width": 64})[1]]

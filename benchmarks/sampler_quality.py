@@ -1,4 +1,4 @@
-"""What does each search strategy cost to reach a good front? Six real spaces trained
+"""What does each search strategy cost to reach a good front? Eight real spaces trained
 exhaustively once per training seed, then every strategy replayed many times against the
 known results, its cost counted in full-training equivalents.
 

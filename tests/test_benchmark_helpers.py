@@ -203,6 +203,12 @@ def test_sampler_quality_counts_the_cost_to_a_target_and_pairs_each_seed_with_ra
     assert charged.at["gp+pre:params:8:2", "cost"] == pytest.approx(np.median(pre_costs))
     random_costs = [bench.cost_to([v * (0.9 + 0.01 * s) for v in late], ones, 0.91, 0.05) for s in range(3)]
     assert charged.at["random", "cost"] == pytest.approx(np.median(random_costs))
+
+    # --target-trials 10: the target is random's median at 10 trials (0.5 x 0.91), the same replays
+    near = bench.summary(results, {"toy": SimpleNamespace(trial_seconds=5.0)}, target_at=10).set_index("strategy")
+    assert near.at["random", "target"] == pytest.approx(0.5 * 0.91) and near.at["gp", "target_at"] == 10
+    gp_near = [bench.cost_to([min(1.0, v + 0.02 * s) for v in ramp], ones, 0.5 * 0.91, 0.1, 1.0) for s in range(3)]
+    assert near.at["gp", "cost"] == pytest.approx(np.median(gp_near)) and near.at["gp", "cost"] < table.at["gp", "cost"]
     assert charged.at["random", "cost"] > table.at["random", "cost"]
 
 

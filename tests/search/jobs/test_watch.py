@@ -67,7 +67,9 @@ class Dashboard:
 
 @pytest.mark.slow
 def test_study_db_fills_as_trials_finish_and_optuna_dashboard_serves_it(tmp_path, write_spec, tiny_spec):
-    tiny_spec["search"].update(num_trials=8, max_concurrent=1)  # long enough to be read, on a loaded machine too
+    # long enough to be read while it runs, on a loaded machine too: with 8 trials a run at load 2 to 4 had ended
+    # (22 s) before `archscale status`, a fresh process, could say it was alive
+    tiny_spec["search"].update(num_trials=16, max_concurrent=1)
     tiny_spec["data"]["subset"] = 0.3
     tiny_spec["train"]["epochs"] = 2
     run_dir = tmp_path / "run"
@@ -90,7 +92,7 @@ def test_study_db_fills_as_trials_finish_and_optuna_dashboard_serves_it(tmp_path
         assert proc.returncode == 0, out
         rows = read_trials(run_dir)
         status = archscale.status(run_dir)
-        assert status.state == "finished" and status.finished == 8 and status.left == 0 and not status.running
+        assert status.state == "finished" and status.finished == 16 and status.left == 0 and not status.running
         trials = _study_trials(run_dir)
         assert [t.user_attrs["trial_id"] for t in trials] == list(rows["trial_id"])
         for t, (_, row) in zip(trials, rows.iterrows()):

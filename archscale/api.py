@@ -181,12 +181,14 @@ def require_paths(spec: Spec, outputs: Mapping[str, tuple[Any, str]] | None = No
 
 def _before_ray(spec: Spec) -> None:
     """What is said before the data loads and Ray is imported: a cluster that cannot be joined
-    (its authentication mode set as Ray reads it on import), a trial too big for this machine."""
+    (its authentication mode set as Ray reads it on import), a trial too big for this machine;
+    then Ray imported (:func:`~archscale.search.dispatch.session.import_ray`)."""
     from archscale.search.dispatch.cluster import prepare_address
-    from archscale.search.dispatch.session import require_cores
+    from archscale.search.dispatch.session import import_ray, require_cores
 
     prepare_address(spec.search.address)
     require_cores(spec)
+    import_ray()
 
 
 def ablate(spec: SpecLike, techniques: str, seeds: int = 2, combos: bool = False,

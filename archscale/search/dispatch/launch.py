@@ -144,7 +144,74 @@ def _missing(asked: dict[str, float]) -> list[tuple[str, float, float]]:
 
 
 STOP_SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}  # how the search is stopped from outside
-STOP_GRACE_S = 15.0  # after SIGTERM, how long the clean stop may take before the process exits as it is
+STOP_GRACE_S = 15.0  # after SIGTERM, how long the process may take to end cleanly before it exits as it is
+
+
+class SigtermDeadline:
+    """After a SIGTERM, the process ends within :data:`STOP_GRACE_S` seconds whatever its main
+    thread is doing, ``process.json`` of ``run_dir`` marked interrupted (:func:`_give_up`).
+
+    Python runs a signal handler only when the main thread is back in Python code; inside
+    Ray's C++ client it may wait a minute on processes that a SIGTERM sent to the whole process
+    group (Slurm, systemd) has ended (a run stopped so while Ray started took 30 to 60 s, then
+    ended with status 1 and nothing marked). So a thread watches for the signal through
+    :func:`signal.set_wakeup_fd`, to which the interpreter writes the signal's number as it
+    arrives, and starts the clock. :meth:`disarm` stops the clock once the search has stopped in
+    time (:func:`stop_signals`), so that the front and the winner's files are written whatever
+    they take."""
+
+    def __init__(self, run_dir: Path | None, out: TextIO):
+        self.run_dir, self.out = run_dir, out
+        self.lock = threading.Lock()
+        self.timer: threading.Timer | None = None
+        self.disarmed = False
+
+    def arm(self) -> None:
+        with self.lock:
+            if self.timer is None and not self.disarmed:
+                self.timer = threading.Timer(STOP_GRACE_S, _give_up, args=(self.run_dir, self.out))
+                self.timer.daemon = True
+                self.timer.start()
+
+    def disarm(self) -> None:
+        """The search stopped in time after the SIGTERM that armed the deadline: no deadline
+        from here on (a second SIGTERM interrupts at once)."""
+        with self.lock:
+            if self.timer is not None:
+                self.timer.cancel()
+                self.disarmed = True
+
+    @contextmanager
+    def watching(self):
+        """While the block runs, a SIGTERM arms the deadline even if the main thread never
+        returns to Python code. Main thread only (as :func:`signal.set_wakeup_fd` is)."""
+        read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        try:
+            previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        except ValueError:  # not the main thread
+            os.close(read_end)
+            os.close(write_end)
+            yield
+            return
+        watcher = threading.Thread(target=self._watch, args=(read_end,), name="archscale-sigterm", daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            signal.set_wakeup_fd(previous)
+            os.close(write_end)  # the watcher reads the end of the pipe, closes it and returns
+
+    def _watch(self, read_end: int) -> None:
+        try:
+            while chunk := os.read(read_end, 64):
+                if signal.SIGTERM in chunk:
+                    self.arm()
+        finally:
+            os.close(read_end)
+
+
+_DEADLINE: SigtermDeadline | None = None  # the invocation's (sigterm_interrupts), while one runs
 
 
 @contextmanager
@@ -157,11 +224,13 @@ def stop_signals(stopper, out: TextIO, run_dir: Path | None = None):
 
     A SIGTERM sent to the whole process group (Slurm, systemd) ends Ray's local processes
     too, and Tune's clean stop then waits on them; so after SIGTERM the process exits
-    :data:`STOP_GRACE_S` seconds later whatever it is doing, ``run_dir``'s ``process.json``
-    marked interrupted (the finished trials are in ``trials.csv`` already)."""
+    :data:`STOP_GRACE_S` seconds later whatever it is doing (:class:`SigtermDeadline`: the
+    invocation's, else one of this block), ``run_dir``'s ``process.json`` marked interrupted
+    (the finished trials are in ``trials.csv`` already)."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    deadline = _DEADLINE or SigtermDeadline(run_dir, out)
 
     def handler(signum, frame):
         if stopper.reason is not None:  # a second signal, or one while the time budget stops the search
@@ -171,26 +240,26 @@ def stop_signals(stopper, out: TextIO, run_dir: Path | None = None):
         print(f"archscale: stopping after {name}; finished trials are kept ({name} again to stop at once)",
               file=out, flush=True)
         if signum == signal.SIGTERM:
-            deadline.daemon = True
-            deadline.start()
+            deadline.arm()
 
-    deadline = threading.Timer(STOP_GRACE_S, _give_up, args=(run_dir, out))
     previous = {signum: signal.signal(signum, handler) for signum in STOP_SIGNALS}
     try:
         yield
     finally:
-        deadline.cancel()  # stopped in time: what follows (the front, the winner's files) is not cut short
+        deadline.disarm()  # stopped in time: what follows (the front, the winner's files) is not cut short
         for signum, before in previous.items():
             signal.signal(signum, before if before is not None else signal.SIG_DFL)
 
 
 @contextmanager
-def sigterm_interrupts():
+def sigterm_interrupts(run_dir: Path | None = None, out: TextIO | None = None):
     """Around a whole invocation: a SIGTERM outside the search itself (reading the data,
     starting Ray, writing the front and the winner) ends it as Ctrl-C does, with
     :class:`Interrupted` raised in the main thread, so that ``process.json`` says
     ``interrupted`` and the CLI exits 143 (Python's default ends the process with nothing said
-    or marked). While trials run, :func:`stop_signals` stops the search cleanly instead."""
+    or marked). While trials run, :func:`stop_signals` stops the search cleanly instead. From a
+    SIGTERM on, the process has :data:`STOP_GRACE_S` seconds to end (:class:`SigtermDeadline`)."""
+    global _DEADLINE
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -198,22 +267,26 @@ def sigterm_interrupts():
     def handler(signum, frame):
         raise Interrupted(signum)
 
+    deadline, outer = SigtermDeadline(run_dir, out or sys.stdout), _DEADLINE
     previous = signal.signal(signal.SIGTERM, handler)
+    _DEADLINE = deadline
     try:
-        yield
+        with deadline.watching():
+            yield
     finally:
+        _DEADLINE = outer
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 def _give_up(run_dir: Path | None, out: TextIO) -> None:
-    """:func:`stop_signals`' deadline: the process ends now."""
-    print(f"archscale: the search did not stop within {STOP_GRACE_S:g} s of SIGTERM (the signal may have ended Ray's "
+    """:class:`SigtermDeadline`'s end: the process ends now."""
+    print(f"archscale: the run did not end within {STOP_GRACE_S:g} s of SIGTERM (the signal may have ended Ray's "
           "own processes too); exiting: finished trials are in trials.csv, `archscale run SPEC --resume` runs the rest",
           file=out, flush=True)
     info = read_process(run_dir) if run_dir is not None else None
     if info is not None and info.get("ended") is None:
         mark_ended(run_dir, "interrupted", info["started"])
-    # os._exit, the one way out from a thread: the main thread waits inside Ray's C++ client on processes the
+    # os._exit, the one way out from a thread: the main thread may wait inside Ray's C++ client on processes the
     # signal ended (no exception or sys.exit reaches it), and Ray would end the process itself only after 60 s
     os._exit(128 + signal.SIGTERM)
 
@@ -229,16 +302,12 @@ class Launcher:
         self.store = RunStore.open(spec.search.store, ctx) if spec.search.store else None
         self.watchers = None  # a track.writer.Watchers while the job writes study.db and trackers (Job.watching)
         self.env = runtime_env(spec)  # the job's: a family of the user's own travels with it
-        # ray.init replaces the SIGTERM handler (with one that exits with status 15, then one that ends the driver
-        # with a stack dump): the one this invocation had (sigterm_interrupts) is put back once Ray has started
+        # Ray's C++ core worker replaces the process's SIGTERM handler (with one that ends it with a stack dump)
+        # behind Python's back: the one this invocation had (sigterm_interrupts) is put back once Ray has started
         before = signal.getsignal(signal.SIGTERM) if threading.current_thread() is threading.main_thread() else None
         try:
             with phase("ray start"):
                 init_ray(spec.search.address, self.env, state_api=spec.search.resources_per_trial.workers > 1)
-        except SystemExit as err:
-            if before is None or err.code != signal.SIGTERM:
-                raise
-            raise Interrupted(signal.SIGTERM) from None  # a SIGTERM while Ray started
         finally:
             if before is not None:
                 signal.signal(signal.SIGTERM, before)

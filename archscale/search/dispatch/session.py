@@ -60,6 +60,30 @@ def require_cores(spec: Spec) -> None:
                         f"{int(cores // r.cpu)}")
 
 
+FAILURE_HANDLER_OFF = "RAY_DISABLE_FAILURE_SIGNAL_HANDLER"  # Ray's documented switch, read when Ray is imported
+
+
+def import_ray() -> None:
+    """Import Ray in this process, once :func:`~archscale.search.dispatch.cluster.prepare_address`
+    has set what Ray reads on import, with Ray's C++ failure-signal handler off in this process.
+
+    That handler, put in as ``ray.init`` builds the driver's core worker, takes SIGTERM as well,
+    behind Python's back; a SIGTERM in the second or so before the invocation's own handler
+    is back (:func:`~archscale.search.dispatch.launch.sigterm_interrupts`) ended the run with a
+    stack dump and status -6, ``process.json`` left unmarked (6 of 69 SIGTERMs sent to the
+    process group while Ray started, 2026-12-08). Ray reads the switch when it is imported (its
+    docs: set it before importing Ray); it is removed again at once, so that Ray's own
+    processes, started later, keep their handler. Nothing is changed when Ray is already
+    imported or the user set the switch."""
+    if "ray" in sys.modules or FAILURE_HANDLER_OFF in os.environ:
+        return
+    os.environ[FAILURE_HANDLER_OFF] = "1"
+    try:
+        import ray  # noqa: F401
+    finally:
+        del os.environ[FAILURE_HANDLER_OFF]
+
+
 def init_ray(address: str | None = None, env: dict[str, Any] | None = None, state_api: bool = False) -> None:
     """Start Ray here (``address`` None: a fresh local instance, even where `ray start` left a
     cluster that a bare ``ray.init()`` would join; RAY_ADDRESS, when set, is the user's choice)
@@ -69,7 +93,10 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, stat
     A local instance runs without Ray's dashboard (about 0.8 s less to start on a 2-core machine) unless ``state_api``:
     trials of several workers need it, because Ray Train's placement-group cleaner asks the
     State API, which the dashboard serves, whether a stopped trial's controller is gone, and
-    otherwise polls forever (:class:`~archscale.search.dispatch.workers.GroupReleaser`)."""
+    otherwise polls forever (:class:`~archscale.search.dispatch.workers.GroupReleaser`).
+
+    ``ray.init`` runs in a thread of its own (:func:`init_off_main`), so that a Ctrl-C or a
+    SIGTERM meanwhile is handled at once."""
     cluster.prepare_address(address)  # before Ray is imported: Ray reads its authentication mode then
     address = address or os.environ.get("RAY_ADDRESS") or "local"
     for name, value in RAY_ENV.items():
@@ -80,20 +107,19 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, stat
     if ray.is_initialized():
         return
     if address == "local":
-        ray.init(address="local", include_dashboard=state_api, logging_level=logging.ERROR, log_to_driver=False,
-                 runtime_env=env)
+        init_off_main(address="local", include_dashboard=state_api, logging_level=logging.ERROR, log_to_driver=False,
+                      runtime_env=env)
         return
+    client = address.startswith("ray://")
     for attempt in range(1, CLIENT_ATTEMPTS + 1):
         try:
-            if address.startswith("ray://"):
-                _client_init(address, env)
-            else:
-                ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
+            init_off_main(CLIENT_CONNECT_S if client else None, address=address, logging_level=logging.ERROR,
+                          log_to_driver=False, runtime_env=env)
             return
         except ConnectionError as err:
             # A Ray Client's server starts a process per client; on a busy head that start can
             # fail ("Initialization failure from server") where the next one succeeds.
-            if not address.startswith("ray://") or attempt == CLIENT_ATTEMPTS:
+            if not client or attempt == CLIENT_ATTEMPTS:
                 raise
             print(f"archscale: connecting to {address} failed ({' '.join(str(err).split())[:200]}); "
                   f"trying again ({attempt + 1} of {CLIENT_ATTEMPTS})", file=sys.stderr, flush=True)
@@ -101,30 +127,44 @@ def init_ray(address: str | None = None, env: dict[str, Any] | None = None, stat
             time.sleep(5 * attempt)
 
 
-def _client_init(address: str, env: dict[str, Any] | None) -> None:
-    """``ray.init`` of a Ray Client address, given :data:`CLIENT_CONNECT_S` to finish.
+def init_off_main(timeout: float | None = None, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)`` in a daemon thread, this one waiting for it (at most ``timeout``
+    seconds), its error raised here.
 
-    When the server fails to set this client up, Ray 2.60 cleans the failed connection up by
-    joining its log-stream thread, which waits on a stream nobody ends: the call never returns
-    (seen once under load, the main thread in ``LogstreamClient.close``). The call runs in a
-    daemon thread here, so that such a hang becomes an error the run reports (and a process
-    that can exit: Ray's client threads are daemons too)."""
+    In the main thread, ``ray.init`` puts in a SIGTERM handler of its own that raises SystemExit
+    wherever the main thread is: in a fork hook of a process Ray starts, it left logging's lock
+    held and a run hung. And it waits inside Ray's C++ client, where no Python signal handler
+    runs: a SIGTERM to the whole process group, which ends Ray's new processes too, took 30 to
+    38 s to end a run while Ray started. Off the main thread Ray sets no handler, the
+    invocation's stays (:func:`~archscale.search.dispatch.launch.sigterm_interrupts`), and the
+    main thread, waiting here on a lock, handles a signal at once. The thread then waits as long
+    as the process lives: Ray's local processes are started so that the kernel ends them when
+    the thread that started them ends (``PR_SET_PDEATHSIG``); a daemon, it does not keep the
+    process from exiting.
+
+    A Ray Client address (``ray://``) is given a timeout: when the server fails to set the
+    client up, Ray 2.60 cleans up by joining its log-stream thread, which waits on a stream
+    nobody ends, so the call never returns (seen once under load, in
+    ``LogstreamClient.close``); the timeout makes that an error the run reports."""
     import ray
 
     done: Future = Future()
 
-    def connect() -> None:
+    def start() -> None:
         try:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False, runtime_env=env)
+            ray.init(**kwargs)
         except BaseException as err:  # noqa: BLE001 - raised again in the caller's thread
             done.set_exception(err)
             return
         done.set_result(None)
+        # Ray starts its local processes (GCS, raylet) with PR_SET_PDEATHSIG, which kills them when the *thread*
+        # that started them ends: this one waits, a daemon, as long as the process lives
+        threading.Event().wait()
 
-    threading.Thread(target=connect, name="archscale-ray-client", daemon=True).start()
+    threading.Thread(target=start, name="archscale-ray-init", daemon=True).start()
     try:
-        done.result(timeout=CLIENT_CONNECT_S)
+        done.result(timeout=timeout)
     except FutureTimeout:
-        raise RuntimeError(f"connecting to the Ray Client server at {address} did not finish in "
-                           f"{CLIENT_CONNECT_S:g} s (Ray's client hangs when the server fails to set it up); "
+        raise RuntimeError(f"connecting to the Ray Client server at {kwargs['address']} did not finish in "
+                           f"{timeout:g} s (Ray's client hangs when the server fails to set it up); "
                            "nothing was run; try again, or join by the GCS address (HOST:PORT) instead") from None

@@ -63,7 +63,7 @@ def run_search(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
         print(f"{run_dir}: the run is complete ({counted(recorded)} of {total} trials); nothing to resume", file=out)
         return run_dir
     # RUN/process.json: `archscale status` tells a live run from a killed one; SIGTERM marks it interrupted
-    with sigterm_interrupts(), running(run_dir, spec):
+    with sigterm_interrupts(run_dir, out), running(run_dir, spec):
         return _search(spec, run_dir, recorded, total, resume, verbosity(quiet, verbose), out)
 
 

@@ -59,7 +59,7 @@ def run_staged(spec: Spec, run_dir: Path, resume: bool = False, quiet: bool = Fa
               "nothing to resume", file=out)
         return run_dir
     # RUN/process.json: `archscale status` tells a live run from a killed one; SIGTERM marks it interrupted
-    with sigterm_interrupts(), running(run_dir, spec):
+    with sigterm_interrupts(run_dir, out), running(run_dir, spec):
         data, splits = read_data(spec, progress=not quiet)
         evaluator = Evaluator(stage_context(spec, run_dir, data.context), device=spec.train.device)
         grid = ([evaluator(config, full=True) for config in stage_one_configs(spec)]

@@ -244,7 +244,7 @@ def test_a_ray_client_connection_that_never_returns_is_an_error_in_time(monkeypa
     began = time.monotonic()
     try:
         with pytest.raises(RuntimeError, match=r"ray://127\.0\.0\.1:1 did not finish in 0\.5 s"):
-            start._client_init("ray://127.0.0.1:1", None)
+            start.init_off_main(start.CLIENT_CONNECT_S, address="ray://127.0.0.1:1")
     finally:
         release.set()  # the stand-in returns: no thread is left waiting
     assert 0.5 <= time.monotonic() - began < 5

@@ -10,6 +10,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from archscale.spec import SpecError
 from archscale.trainer.config import DataError
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_GRACE_S = 15.0  # after SIGTERM, the seconds the exit may take (as search.dispatch.launch.STOP_GRACE_S)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -276,8 +278,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def entry() -> None:
     """The ``archscale`` command: :func:`main`'s exit status. A Ray started here is shut down by
-    Ray's own exit hook."""
-    sys.exit(main())
+    Ray's own exit hook; after a SIGTERM, the exit is given :data:`EXIT_GRACE_S` seconds (that
+    hook may wait on Ray's processes, which a SIGTERM to the process group ended)."""
+    status = main()
+    if status == 128 + signal.SIGTERM:
+        deadline = threading.Timer(EXIT_GRACE_S, os._exit, args=(status,))
+        deadline.daemon = True
+        deadline.start()
+    sys.exit(status)
 
 
 if __name__ == "__main__":

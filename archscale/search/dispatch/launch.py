@@ -173,6 +173,14 @@ class SigtermDeadline:
                 self.timer.daemon = True
                 self.timer.start()
 
+    def close(self) -> None:
+        """The block it guards has ended (:func:`sigterm_interrupts`): its caller, whose main
+        thread runs, decides what follows (the CLI gives its own exit a deadline)."""
+        with self.lock:
+            self.disarmed = True
+            if self.timer is not None:
+                self.timer.cancel()
+
     def disarm(self) -> None:
         """The search stopped in time after the SIGTERM that armed the deadline: no deadline
         from here on (a second SIGTERM interrupts at once)."""
@@ -258,7 +266,8 @@ def sigterm_interrupts(run_dir: Path | None = None, out: TextIO | None = None):
     :class:`Interrupted` raised in the main thread, so that ``process.json`` says
     ``interrupted`` and the CLI exits 143 (Python's default ends the process with nothing said
     or marked). While trials run, :func:`stop_signals` stops the search cleanly instead. From a
-    SIGTERM on, the process has :data:`STOP_GRACE_S` seconds to end (:class:`SigtermDeadline`)."""
+    SIGTERM on, the block has :data:`STOP_GRACE_S` seconds to end (:class:`SigtermDeadline`);
+    a caller that catches the interrupt goes on (a notebook, a test)."""
     global _DEADLINE
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -274,6 +283,7 @@ def sigterm_interrupts(run_dir: Path | None = None, out: TextIO | None = None):
         with deadline.watching():
             yield
     finally:
+        deadline.close()
         _DEADLINE = outer
         signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 

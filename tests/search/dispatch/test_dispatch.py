@@ -160,21 +160,27 @@ def test_ray_is_started_through_its_public_arguments_only(monkeypatch):
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0" and os.environ["TUNE_DISABLE_SIGINT_HANDLER"] == "1"
 
 
-def test_sigterm_outside_the_search_interrupts_as_ctrl_c_does():
+def test_sigterm_outside_the_search_interrupts_as_ctrl_c_does(monkeypatch):
     """Around a whole run (reading data, starting Ray, writing the front): SIGTERM raises
     Interrupted with its number in the main thread, where Python's default would end the
-    process with nothing marked; the handler before is put back after."""
+    process with nothing marked; the handler before is put back after, and the deadline the
+    signal started ends with the block: a caller that catches the interrupt (this test) goes on."""
     import signal
+    import threading
 
     from archscale.search.dispatch import launch
     from archscale.search.dispatch.recorder import Interrupted
 
+    given_up = threading.Event()
+    monkeypatch.setattr(launch, "STOP_GRACE_S", 0.5)
+    monkeypatch.setattr(launch, "_give_up", lambda run_dir, out: given_up.set())
     before = signal.getsignal(signal.SIGTERM)
     with pytest.raises(Interrupted) as stopped, launch.sigterm_interrupts():
         os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(1)  # the handler runs between bytecodes
+        time.sleep(0.2)  # the handler runs between bytecodes
     assert stopped.value.signum == signal.SIGTERM and isinstance(stopped.value, KeyboardInterrupt)
     assert signal.getsignal(signal.SIGTERM) is before
+    assert not given_up.wait(1.0)  # past the grace: the deadline was called off with the block
 
 
 def test_stop_signals_stop_cleanly_then_at_once_and_sigterm_has_a_deadline(monkeypatch, tmp_path):
